@@ -1,0 +1,191 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "engine/clock.h"
+#include "engine/internal/job.h"
+#include "engine/internal/mutex.h"
+
+namespace moecast {
+namespace {
+
+using internal::Job;
+
+absl::Status ValidateOptions(const EngineOptions& o) {
+  auto positive = [](absl::string_view name, int64_t v) -> absl::Status {
+    if (v >= 1) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("EngineOptions.", name, " = ", v, " must be >= 1"));
+  };
+  for (auto [name, v] : std::initializer_list<std::pair<absl::string_view, int64_t>>{
+           {"max_jobs", o.max_jobs},
+           {"max_layers", o.max_layers},
+           {"max_experts", o.max_experts},
+           {"max_layer_experts", o.max_layer_experts},
+           {"max_sources", o.max_sources},
+           {"max_pending_steps", o.max_pending_steps},
+           {"max_job_history_bytes", o.max_job_history_bytes},
+           {"max_total_history_bytes", o.max_total_history_bytes}}) {
+    if (absl::Status s = positive(name, v); !s.ok()) return s;
+  }
+  if (o.history_capacity_steps < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("EngineOptions.history_capacity_steps = ",
+                     o.history_capacity_steps, " must be >= 2"));
+  }
+  if (o.source_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("EngineOptions.source_timeout = ",
+                     absl::FormatDuration(o.source_timeout),
+                     " must be positive"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobNotFound(absl::string_view job_id) {
+  return absl::NotFoundError(
+      absl::StrCat("job '", job_id, "' is not registered"));
+}
+
+class EngineImpl final : public Engine {
+ public:
+  explicit EngineImpl(const EngineOptions& options)
+      : Engine(options),
+        clock_(options.clock != nullptr ? options.clock : Clock::Real()) {}
+
+  absl::Status RegisterJob(const JobSpec& spec) override {
+    if (absl::Status s = ValidateJobSpec(spec, options()); !s.ok()) return s;
+    const int64_t bytes = HistoryBytes(spec, options(), /*with_router=*/true);
+    internal::WriterLock lock(&mu_);
+    if (jobs_.contains(spec.job_id)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("job '", spec.job_id, "' is already registered"));
+    }
+    if (static_cast<int64_t>(jobs_.size()) >= options().max_jobs) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot register job '", spec.job_id, "': ",
+                       jobs_.size(), " jobs are registered, the limit max_jobs = ",
+                       options().max_jobs));
+    }
+    if (reserved_bytes_ + bytes > options().max_total_history_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cannot register job '", spec.job_id, "': its history needs ", bytes,
+          " bytes and ", reserved_bytes_,
+          " are reserved by other jobs, over the limit "
+          "max_total_history_bytes = ",
+          options().max_total_history_bytes));
+    }
+    reserved_bytes_ += bytes;
+    jobs_.emplace(spec.job_id, std::make_shared<Job>(spec, options()));
+    return absl::OkStatus();
+  }
+
+  absl::Status DeleteJob(absl::string_view job_id) override {
+    internal::WriterLock lock(&mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return JobNotFound(job_id);
+    reserved_bytes_ -=
+        HistoryBytes(it->second->spec(), options(), /*with_router=*/true);
+    jobs_.erase(it);
+    return absl::OkStatus();
+  }
+
+  std::vector<std::string> ListJobs() const override {
+    std::vector<std::string> ids;
+    {
+      internal::ReaderLock lock(&mu_);
+      ids.reserve(jobs_.size());
+      for (const auto& [id, job] : jobs_) ids.push_back(id);
+    }
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+
+  absl::StatusOr<JobInfo> GetJobInfo(absl::string_view job_id) const override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    return job->Info();
+  }
+
+  absl::StatusOr<IngestResult> Ingest(absl::string_view job_id,
+                                      const StepInput& input) override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    return job->Ingest(input, clock_->Now());
+  }
+
+  absl::StatusOr<std::vector<CommittedStep>> FlushPending(
+      absl::string_view job_id) override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    return job->FlushPending();
+  }
+
+  int64_t Poll() override {
+    std::vector<std::shared_ptr<Job>> jobs;
+    {
+      internal::ReaderLock lock(&mu_);
+      jobs.reserve(jobs_.size());
+      for (const auto& [id, job] : jobs_) {
+        if (job->spec().num_sources > 1) jobs.push_back(job);
+      }
+    }
+    const absl::Time now = clock_->Now();
+    int64_t committed = 0;
+    for (const auto& job : jobs) committed += job->ExpirePending(now).size();
+    return committed;
+  }
+
+  absl::Status VisitHistory(
+      absl::string_view job_id, int layer,
+      absl::FunctionRef<void(const LayerHistory&)> fn) const override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    if (layer < 0 || layer >= job->spec().num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("job '", job_id, "': layer ", layer,
+                       " is out of range [0, ", job->spec().num_layers, ")"));
+    }
+    job->VisitLayer(layer, fn);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::shared_ptr<Job> Find(absl::string_view job_id) const {
+    internal::ReaderLock lock(&mu_);
+    auto it = jobs_.find(job_id);
+    return it == jobs_.end() ? nullptr : it->second;
+  }
+
+  Clock* const clock_;
+  mutable internal::SharedMutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_
+      ABSL_GUARDED_BY(mu_);
+  int64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
+    const EngineOptions& options) {
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  return std::unique_ptr<Engine>(new EngineImpl(options));
+}
+
+absl::string_view IngestOutcomeName(IngestOutcome outcome) {
+  switch (outcome) {
+    case IngestOutcome::kCommitted:
+      return "committed";
+    case IngestOutcome::kPending:
+      return "pending";
+    case IngestOutcome::kDuplicate:
+      return "duplicate";
+  }
+  return "unknown";
+}
+
+}  // namespace moecast

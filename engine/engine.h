@@ -1,0 +1,116 @@
+// Engine: moecast's in-process facade. Jobs are registered with a JobSpec,
+// steps of per-expert counts are ingested, and later stages (state,
+// forecasts, placement, health) answer from each job's history.
+//
+//   EngineOptions options;
+//   MOECAST_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+//                            Engine::Create(options));
+//   MOECAST_RETURN_IF_ERROR(engine->RegisterJob(spec));
+//   StepInput in;
+//   in.step = 0;
+//   in.counts = counts;  // spec.num_layers * spec.num_experts values
+//   MOECAST_ASSIGN_OR_RETURN(IngestResult r, engine->Ingest(spec.job_id, in));
+//
+// Errors: every call returns absl::Status. INVALID_ARGUMENT for malformed
+// input, NOT_FOUND for an unknown job, ALREADY_EXISTS for a duplicate job id,
+// FAILED_PRECONDITION for a late multi-source part, RESOURCE_EXHAUSTED when a
+// configured limit is hit. A rejected call changes nothing that was accepted.
+//
+// Thread-safety: all methods are thread-safe. Calls on different jobs run in
+// parallel; calls on one job are serialized.
+#ifndef MOECAST_ENGINE_ENGINE_H_
+#define MOECAST_ENGINE_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/history/layer_history.h"
+#include "engine/ingest.h"
+#include "engine/job_info.h"
+#include "engine/job_spec.h"
+#include "engine/options.h"
+
+namespace moecast {
+
+class Engine {
+ public:
+  // Returns a new engine, or INVALID_ARGUMENT naming the option that is out
+  // of range.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Engine>> Create(
+      const EngineOptions& options);
+
+  virtual ~Engine() = default;
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Registers a job. INVALID_ARGUMENT for a malformed spec, ALREADY_EXISTS if
+  // the id is taken, RESOURCE_EXHAUSTED if max_jobs or the total history
+  // memory would be exceeded.
+  [[nodiscard]] virtual absl::Status RegisterJob(const JobSpec& spec) = 0;
+
+  // Removes a job and its history. NOT_FOUND if unknown.
+  [[nodiscard]] virtual absl::Status DeleteJob(absl::string_view job_id) = 0;
+
+  // Ids of the registered jobs, sorted.
+  virtual std::vector<std::string> ListJobs() const = 0;
+
+  // Spec and counters of one job. NOT_FOUND if unknown.
+  [[nodiscard]] virtual absl::StatusOr<JobInfo> GetJobInfo(
+      absl::string_view job_id) const = 0;
+
+  // Ingests one step (or, for a multi-source job, one source's part of it).
+  //
+  // Single-source jobs: the step commits at once. Re-sending the last
+  // committed step returns kDuplicate and changes nothing; an older step is
+  // INVALID_ARGUMENT. Gaps in step numbers are allowed and recorded.
+  //
+  // Multi-source jobs: parts are summed per step. A step commits when every
+  // source has reported it or moved past it, or `source_timeout` after its
+  // first part (then marked incomplete). Steps commit in order. A source
+  // re-sending its last step gets kDuplicate; an older step is
+  // INVALID_ARGUMENT; a part for a step already committed without it is
+  // FAILED_PRECONDITION; a new step beyond max_pending_steps is
+  // RESOURCE_EXHAUSTED.
+  //
+  // Validation (INVALID_ARGUMENT): source index, step >= 0, counts size
+  // L*M, router_logits empty or L*M, every count finite and >= 0, every
+  // logit finite, tokens finite and >= 0 with sum(c) <= tokens*top_k per
+  // layer. NOT_FOUND for an unknown job.
+  [[nodiscard]] virtual absl::StatusOr<IngestResult> Ingest(
+      absl::string_view job_id, const StepInput& input) = 0;
+
+  // Commits every pending step of a multi-source job now, incomplete where
+  // sources are missing (e.g. at the end of a run). NOT_FOUND if unknown.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<CommittedStep>>
+  FlushPending(absl::string_view job_id) = 0;
+
+  // Commits timed-out pending steps of every job. Returns how many steps
+  // committed. A server calls this periodically; ingest calls do it for
+  // their own job.
+  virtual int64_t Poll() = 0;
+
+  // Runs `fn` on layer `layer`'s history of job `job_id`, under the job's
+  // lock (keep it short; don't call back into the engine). NOT_FOUND for an
+  // unknown job, INVALID_ARGUMENT for a layer out of range.
+  [[nodiscard]] virtual absl::Status VisitHistory(
+      absl::string_view job_id, int layer,
+      absl::FunctionRef<void(const LayerHistory&)> fn) const = 0;
+
+  const EngineOptions& options() const { return options_; }
+
+ protected:
+  explicit Engine(const EngineOptions& options) : options_(options) {}
+
+ private:
+  const EngineOptions options_;
+};
+
+}  // namespace moecast
+
+#endif  // MOECAST_ENGINE_ENGINE_H_

@@ -1,0 +1,112 @@
+#include "engine/history/layer_history.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace moecast {
+
+LayerHistory::LayerHistory(int num_experts, int capacity_steps)
+    : num_experts_(num_experts),
+      capacity_(capacity_steps),
+      proportions_(static_cast<size_t>(num_experts) * capacity_steps, 0.0f),
+      steps_(capacity_steps, 0),
+      tokens_(capacity_steps, 0.0),
+      assignments_(capacity_steps, 0.0),
+      flags_(capacity_steps, 0) {
+  assert(num_experts >= 1 && capacity_steps >= 1);
+  totals_.counts.assign(num_experts, 0.0);
+}
+
+void LayerHistory::Append(int64_t step, double tokens, uint32_t flags,
+                          const double* counts, double total,
+                          const double* logits) {
+  const int slot = head_;
+  const size_t base = static_cast<size_t>(slot) * num_experts_;
+  float* p = proportions_.data() + base;
+  double* cum = totals_.counts.data();
+  if (total > 0) {
+    const double inv = 1.0 / total;
+    for (int e = 0; e < num_experts_; ++e) {
+      p[e] = static_cast<float>(counts[e] * inv);
+      cum[e] += counts[e];
+    }
+  } else {
+    std::fill(p, p + num_experts_, 0.0f);
+    flags |= kStepNoAssignments;
+  }
+  if (logits != nullptr) {
+    if (logits_.empty()) {
+      logits_.assign(static_cast<size_t>(num_experts_) * capacity_, 0.0f);
+    }
+    float* z = logits_.data() + base;
+    for (int e = 0; e < num_experts_; ++e) z[e] = static_cast<float>(logits[e]);
+    flags |= kStepHasRouter;
+  } else {
+    flags &= ~kStepHasRouter;
+  }
+  steps_[slot] = step;
+  tokens_[slot] = tokens;
+  assignments_[slot] = total;
+  flags_[slot] = flags;
+
+  head_ = head_ + 1 == capacity_ ? 0 : head_ + 1;
+  if (size_ < capacity_) ++size_;
+  ++totals_.steps;
+  if (flags & kStepIncomplete) ++totals_.incomplete_steps;
+  totals_.assignments += total;
+  totals_.tokens += tokens;
+}
+
+int LayerHistory::SlotOf(int age) const {
+  int slot = head_ - 1 - age;
+  if (slot < 0) slot += capacity_;
+  return slot;
+}
+
+StepView LayerHistory::Recent(int age) const {
+  assert(age >= 0 && age < size_);
+  const int slot = SlotOf(age);
+  const size_t base = static_cast<size_t>(slot) * num_experts_;
+  StepView v;
+  v.step = steps_[slot];
+  v.tokens = tokens_[slot];
+  v.assignments = assignments_[slot];
+  v.flags = flags_[slot];
+  v.proportions =
+      absl::MakeConstSpan(proportions_.data() + base, num_experts_);
+  if (v.flags & kStepHasRouter) {
+    v.logits = absl::MakeConstSpan(logits_.data() + base, num_experts_);
+  }
+  return v;
+}
+
+int LayerHistory::WindowMean(int window, absl::Span<double> out) const {
+  assert(static_cast<int>(out.size()) == num_experts_);
+  std::fill(out.begin(), out.end(), 0.0);
+  const int n = std::min(std::max(window, 0), size_);
+  double total = 0;
+  for (int age = 0; age < n; ++age) {
+    const int slot = SlotOf(age);
+    const double a = assignments_[slot];
+    if (a <= 0) continue;
+    const float* p = proportions_.data() + static_cast<size_t>(slot) * num_experts_;
+    for (int e = 0; e < num_experts_; ++e) out[e] += p[e] * a;
+    total += a;
+  }
+  if (total > 0) {
+    for (double& v : out) v /= total;
+  }
+  return n;
+}
+
+int64_t LayerHistory::MemoryBytes() const {
+  return static_cast<int64_t>(proportions_.capacity() * sizeof(float) +
+                              logits_.capacity() * sizeof(float) +
+                              steps_.capacity() * sizeof(int64_t) +
+                              tokens_.capacity() * sizeof(double) +
+                              assignments_.capacity() * sizeof(double) +
+                              flags_.capacity() * sizeof(uint32_t) +
+                              totals_.counts.capacity() * sizeof(double));
+}
+
+}  // namespace moecast

@@ -1,0 +1,115 @@
+#include "engine/ingest/step_validator.h"
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace moecast::internal {
+namespace {
+
+// Names the first bad value of `values`; called only once the fast scan has
+// found one, so its cost does not matter.
+absl::Status DescribeBadValue(const JobSpec& spec, absl::string_view field,
+                              absl::Span<const double> values,
+                              bool require_non_negative) {
+  const int m = spec.num_experts;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    const char* what = nullptr;
+    if (!std::isfinite(v)) {
+      what = "is not finite";
+    } else if (require_non_negative && v < 0) {
+      what = "is negative";
+    }
+    if (what != nullptr) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "job '%s': %s[layer %d][expert %d] = %g %s", spec.job_id, field,
+          i / m, i % m, v, what));
+    }
+  }
+  return absl::InternalError("bad value reported but not found");
+}
+
+}  // namespace
+
+absl::Status ValidateStep(const JobSpec& spec, const StepInput& in,
+                          absl::Span<double> layer_sums) {
+  const int64_t expected =
+      static_cast<int64_t>(spec.num_layers) * spec.num_experts;
+  if (in.source < 0 || in.source >= spec.num_sources) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job '", spec.job_id, "': source ", in.source,
+        " is out of range; the job declares ", spec.num_sources,
+        spec.num_sources == 1 ? " source (index 0)" : " sources"));
+  }
+  if (in.step < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job '", spec.job_id, "': step ", in.step, " is negative"));
+  }
+  if (static_cast<int64_t>(in.counts.size()) != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job '", spec.job_id, "': step ", in.step, " has ", in.counts.size(),
+        " counts; the job declares ", spec.num_layers, " layers x ",
+        spec.num_experts, " experts = ", expected));
+  }
+  if (!in.router_logits.empty() &&
+      static_cast<int64_t>(in.router_logits.size()) != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job '", spec.job_id, "': step ", in.step, " has ",
+        in.router_logits.size(), " router logits; the job declares ",
+        spec.num_layers, " layers x ", spec.num_experts, " experts = ",
+        expected, " (or send none)"));
+  }
+  if (in.tokens.has_value() && !(std::isfinite(*in.tokens) && *in.tokens >= 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job '", spec.job_id, "': step ", in.step, " tokens = ",
+                     *in.tokens, " must be finite and >= 0"));
+  }
+
+  // One pass: per-layer sums, and a single flag for any value that is
+  // negative, NaN or infinite (!(v >= 0 && v < inf) catches all three).
+  const int m = spec.num_experts;
+  const double* c = in.counts.data();
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  bool ok = true;
+  for (int l = 0; l < spec.num_layers; ++l) {
+    double sum = 0;
+    bool layer_ok = true;
+    for (int e = 0; e < m; ++e) {
+      const double v = c[e];
+      layer_ok &= (v >= 0) & (v < kInf);
+      sum += v;
+    }
+    ok &= layer_ok;
+    layer_sums[l] = sum;
+    c += m;
+  }
+  if (!ok) return DescribeBadValue(spec, "counts", in.counts, true);
+
+  if (!in.router_logits.empty()) {
+    bool logits_ok = true;
+    for (double z : in.router_logits) logits_ok &= std::isfinite(z);
+    if (!logits_ok) {
+      return DescribeBadValue(spec, "router_logits", in.router_logits, false);
+    }
+  }
+
+  if (in.tokens.has_value()) {
+    const double cap = *in.tokens * spec.top_k;
+    for (int l = 0; l < spec.num_layers; ++l) {
+      // Relative slack for counts produced in floating point.
+      if (layer_sums[l] > cap * (1 + 1e-9) + 1e-9) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "job '%s': step %d layer %d has %g assignments, more than tokens "
+            "x top_k = %g x %d = %g",
+            spec.job_id, in.step, l, layer_sums[l], *in.tokens, spec.top_k,
+            cap));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moecast::internal

@@ -1,0 +1,99 @@
+// Job: one registered job's state: its spec, the per-layer history, the
+// multi-source step assembly, and counters.
+//
+// Thread-safety: all public methods are thread-safe; calls on one job are
+// serialized by its mutex.
+#ifndef MOECAST_ENGINE_INTERNAL_JOB_H_
+#define MOECAST_ENGINE_INTERNAL_JOB_H_
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/history/layer_history.h"
+#include "engine/ingest.h"
+#include "engine/internal/mutex.h"
+#include "engine/job_info.h"
+#include "engine/job_spec.h"
+#include "engine/options.h"
+
+namespace moecast::internal {
+
+class Job {
+ public:
+  // `spec` must have passed ValidateJobSpec.
+  Job(JobSpec spec, const EngineOptions& options);
+
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+
+  const JobSpec& spec() const { return spec_; }
+
+  // Validates and applies one step (see Engine::Ingest). On error nothing in
+  // the job changes except the rejected-call counter.
+  absl::StatusOr<IngestResult> Ingest(const StepInput& in, absl::Time now);
+
+  // Commits pending steps whose first report is older than the timeout, as
+  // incomplete. Returns the steps committed.
+  std::vector<CommittedStep> ExpirePending(absl::Time now);
+
+  // Commits every pending step now (incomplete where sources are missing).
+  std::vector<CommittedStep> FlushPending();
+
+  JobInfo Info() const;
+
+  // Calls `fn` with layer `layer`'s history under the job's lock. Requires
+  // 0 <= layer < num_layers.
+  void VisitLayer(int layer,
+                  absl::FunctionRef<void(const LayerHistory&)> fn) const;
+
+ private:
+  struct PendingStep {
+    std::vector<double> counts;         // L*M, summed over sources
+    std::vector<double> logit_sums;     // L*M, sum of z * layer assignments
+    std::vector<double> logit_weights;  // L, sum of layer assignments
+    std::vector<uint8_t> reported;      // per source
+    int num_reported = 0;
+    bool all_tokens = true;   // every reporting source gave tokens
+    bool all_logits = true;   // every reporting source gave logits
+    double tokens = 0;
+    absl::Time first_seen;
+  };
+
+  // Commits one assembled step to every layer's history.
+  CommittedStep CommitLocked(int64_t step, const double* counts,
+                             const double* layer_sums, const double* logits,
+                             std::optional<double> tokens, bool incomplete)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Commits pending steps from the front while they are final (every source
+  // reported them or a later step), expired (`now` set), or `force`.
+  void DrainLocked(std::optional<absl::Time> now, bool force,
+                   std::vector<CommittedStep>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::StatusOr<IngestResult> IngestMultiSourceLocked(
+      const StepInput& in, const std::vector<double>& layer_sums,
+      absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const JobSpec spec_;
+  const int max_pending_;
+  const absl::Duration timeout_;
+
+  mutable Mutex mu_;
+  std::vector<LayerHistory> layers_ ABSL_GUARDED_BY(mu_);
+  // Last step each source reported (or -1).
+  std::vector<int64_t> last_reported_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, PendingStep> pending_ ABSL_GUARDED_BY(mu_);
+  std::vector<double> scratch_sums_ ABSL_GUARDED_BY(mu_);
+  std::vector<double> scratch_logits_ ABSL_GUARDED_BY(mu_);
+  JobInfo info_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace moecast::internal
+
+#endif  // MOECAST_ENGINE_INTERNAL_JOB_H_

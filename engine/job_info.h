@@ -1,0 +1,31 @@
+// JobInfo: a snapshot of one job's spec and ingestion counters.
+//
+// Thread-safety: a plain value type.
+#ifndef MOECAST_ENGINE_JOB_INFO_H_
+#define MOECAST_ENGINE_JOB_INFO_H_
+
+#include <cstdint>
+#include <optional>
+
+#include "engine/job_spec.h"
+
+namespace moecast {
+
+struct JobInfo {
+  JobSpec spec;
+  int64_t committed_steps = 0;
+  std::optional<int64_t> first_step;  // unset until a step commits
+  std::optional<int64_t> last_step;
+  int64_t gaps = 0;             // times a committed step skipped numbers
+  int64_t missing_steps = 0;    // step numbers skipped in all
+  int64_t incomplete_steps = 0; // committed without every source
+  int64_t duplicate_calls = 0;  // re-sent steps answered as no-ops
+  int64_t rejected_calls = 0;   // calls refused with an error
+  int64_t pending_steps = 0;    // multi-source steps waiting for sources
+  double tokens = 0;            // total tokens committed (layer 0)
+  int64_t history_bytes = 0;    // memory held by the history rings
+};
+
+}  // namespace moecast
+
+#endif  // MOECAST_ENGINE_JOB_INFO_H_

@@ -1,0 +1,66 @@
+// EngineOptions: everything fixed when an Engine is created.
+//
+// Every limit exists so that a misbehaving producer gets RESOURCE_EXHAUSTED or
+// INVALID_ARGUMENT instead of taking the process's memory. Memory per job is
+// dominated by the history ring:
+//
+//   ring bytes = layers * experts * history_capacity_steps * 4
+//                (x2 once the job sends router-logit means)
+//
+// e.g. 58 layers x 256 experts x 1024 steps = 61 MB (122 MB with logits).
+//
+// Thread-safety: a plain value type.
+#ifndef MOECAST_ENGINE_OPTIONS_H_
+#define MOECAST_ENGINE_OPTIONS_H_
+
+#include <cstdint>
+
+#include "absl/time/time.h"
+
+namespace moecast {
+
+class Clock;
+
+struct EngineOptions {
+  // Most jobs registered at once. Registering one more is RESOURCE_EXHAUSTED.
+  int max_jobs = 1024;
+
+  // Most MoE layers per job, experts per layer and layers*experts per job.
+  // DeepSeek-V3 is 58 x 256 = 14,848; the defaults leave room for larger
+  // models while bounding one job's ingest payload.
+  int max_layers = 1024;
+  int max_experts = 16384;
+  int64_t max_layer_experts = int64_t{1} << 20;
+
+  // Most producers (data- or expert-parallel ranks) declared by one job.
+  int max_sources = 65536;
+
+  // Steps kept per (job, layer) in the history ring. Older steps fall out of
+  // the ring but stay in the running totals. Larger rings let later stages
+  // look further back at the memory cost above. Must be >= 2.
+  int history_capacity_steps = 1024;
+
+  // Upper bound on one job's history ring, in bytes, counting router logits.
+  // A job spec that would exceed it is rejected at registration.
+  int64_t max_job_history_bytes = int64_t{2} << 30;  // 2 GiB
+
+  // Upper bound on all jobs' history rings together, in bytes.
+  int64_t max_total_history_bytes = int64_t{16} << 30;  // 16 GiB
+
+  // Multi-source jobs: most steps a job may hold partially reported at once.
+  // A source running further ahead of the slowest one is RESOURCE_EXHAUSTED.
+  int max_pending_steps = 64;
+
+  // Multi-source jobs: a step still missing sources this long after its first
+  // partial report is committed, marked incomplete. Checked on every ingest
+  // into the job and by Engine::Poll().
+  absl::Duration source_timeout = absl::Seconds(30);
+
+  // Source of time for timeouts. Null means the real clock. Not owned; must
+  // outlive the engine.
+  Clock* clock = nullptr;
+};
+
+}  // namespace moecast
+
+#endif  // MOECAST_ENGINE_OPTIONS_H_
