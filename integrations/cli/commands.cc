@@ -1,0 +1,46 @@
+#include "integrations/cli/commands.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace moecast::cli {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+
+void PrintUsage(std::ostream& os) {
+  os << "moecast " << kVersion
+     << ": load forecasting for Mixture-of-Experts schedulers\n\n"
+        "usage: moecast <command> [flags]\n\n"
+        "commands:\n"
+        "  replay    feed a trace through the engine and summarise it\n"
+        "  help      show this text, or a command's flags (moecast help "
+        "replay)\n"
+        "  version   print the version\n";
+}
+
+}  // namespace
+
+int RunCommand(const std::vector<std::string>& args, std::ostream& out,
+               std::ostream& err) {
+  if (args.empty()) {
+    PrintUsage(err);
+    return 2;
+  }
+  const std::string& command = args[0];
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (command == "replay") return RunReplay(rest, out, err);
+  if (command == "version" || command == "--version") {
+    out << "moecast " << kVersion << "\n";
+    return 0;
+  }
+  if (command == "help" || command == "--help" || command == "-h") {
+    if (!rest.empty()) return RunCommand({rest[0], "--help"}, out, err);
+    PrintUsage(out);
+    return 0;
+  }
+  err << "moecast: unknown command '" << command << "'\n\n";
+  PrintUsage(err);
+  return 2;
+}
+
+}  // namespace moecast::cli

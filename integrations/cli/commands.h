@@ -1,0 +1,26 @@
+// moecast's command-line subcommands, as functions so that tests can run them
+// in-process. Each returns the process exit status (0 success, 1 bad input or
+// failure, 2 usage error) and writes results to `out`, diagnostics to `err`.
+//
+// Thread-safety: each call is independent.
+#ifndef MOECAST_INTEGRATIONS_CLI_COMMANDS_H_
+#define MOECAST_INTEGRATIONS_CLI_COMMANDS_H_
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace moecast::cli {
+
+// Dispatches `args` (argv without the program name): "replay", "help",
+// "version".
+int RunCommand(const std::vector<std::string>& args, std::ostream& out,
+               std::ostream& err);
+
+// moecast replay --counts FILE [--router FILE] --top_k K ...
+int RunReplay(const std::vector<std::string>& args, std::ostream& out,
+              std::ostream& err);
+
+}  // namespace moecast::cli
+
+#endif  // MOECAST_INTEGRATIONS_CLI_COMMANDS_H_
