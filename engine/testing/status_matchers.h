@@ -39,13 +39,13 @@ MATCHER_P2(StatusIs, code, message_matcher,
 
 #define EXPECT_OK(expr)                                               \
   do {                                                                \
-    const auto& moecast_s_ = ::moecast::testing::GetStatus((expr));   \
+    const ::absl::Status moecast_s_ = ::moecast::testing::GetStatus((expr)); \
     EXPECT_TRUE(moecast_s_.ok()) << moecast_s_.ToString();            \
   } while (0)
 
 #define ASSERT_OK(expr)                                               \
   do {                                                                \
-    const auto& moecast_s_ = ::moecast::testing::GetStatus((expr));   \
+    const ::absl::Status moecast_s_ = ::moecast::testing::GetStatus((expr)); \
     ASSERT_TRUE(moecast_s_.ok()) << moecast_s_.ToString();            \
   } while (0)
 

@@ -1,0 +1,582 @@
+#include "engine/engine.h"
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/clock.h"
+#include "engine/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace moecast {
+namespace {
+
+using ::moecast::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::FloatNear;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+constexpr int kLayers = 3;
+constexpr int kExperts = 4;
+
+JobSpec Spec(std::string id, int sources = 1) {
+  JobSpec spec;
+  spec.job_id = std::move(id);
+  spec.num_layers = kLayers;
+  spec.num_experts = kExperts;
+  spec.top_k = 2;
+  spec.num_sources = sources;
+  return spec;
+}
+
+// Counts where layer l, expert e gets base + l + e.
+std::vector<double> Counts(double base = 1) {
+  std::vector<double> c(kLayers * kExperts);
+  for (int l = 0; l < kLayers; ++l) {
+    for (int e = 0; e < kExperts; ++e) c[l * kExperts + e] = base + l + e;
+  }
+  return c;
+}
+
+StepInput Input(int64_t step, const std::vector<double>& counts,
+                int source = 0) {
+  StepInput in;
+  in.step = step;
+  in.source = source;
+  in.counts = counts;
+  return in;
+}
+
+// Everything observable about a job, to check that rejected calls change
+// nothing.
+struct Snapshot {
+  int64_t committed = 0;
+  std::optional<int64_t> last_step;
+  int64_t pending = 0;
+  std::vector<std::vector<float>> newest;  // per layer, proportions
+  std::vector<double> totals;              // per layer cumulative counts
+
+  bool operator==(const Snapshot& o) const {
+    return committed == o.committed && last_step == o.last_step &&
+           pending == o.pending && newest == o.newest && totals == o.totals;
+  }
+};
+
+Snapshot Take(Engine& engine, const std::string& job) {
+  Snapshot s;
+  JobInfo info = engine.GetJobInfo(job).value();
+  s.committed = info.committed_steps;
+  s.last_step = info.last_step;
+  s.pending = info.pending_steps;
+  for (int l = 0; l < info.spec.num_layers; ++l) {
+    EXPECT_OK(engine.VisitHistory(job, l, [&](const LayerHistory& h) {
+      if (!h.empty()) {
+        auto p = h.Recent(0).proportions;
+        s.newest.emplace_back(p.begin(), p.end());
+      }
+      for (double v : h.totals().counts) s.totals.push_back(v);
+    }));
+  }
+  return s;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    options_.clock = &clock_;
+    options_.history_capacity_steps = 16;
+    ASSERT_OK_AND_ASSIGN(engine_, Engine::Create(options_));
+  }
+
+  FakeClock clock_;
+  EngineOptions options_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(EngineTest, CreateRejectsBadOptions) {
+  EngineOptions o;
+  o.history_capacity_steps = 1;
+  EXPECT_THAT(Engine::Create(o),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("history_capacity_steps = 1")));
+  o = EngineOptions();
+  o.max_jobs = 0;
+  EXPECT_THAT(Engine::Create(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("max_jobs = 0")));
+  o = EngineOptions();
+  o.source_timeout = absl::ZeroDuration();
+  EXPECT_THAT(Engine::Create(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("source_timeout")));
+}
+
+TEST_F(EngineTest, RegisterListDelete) {
+  EXPECT_OK(engine_->RegisterJob(Spec("b")));
+  EXPECT_OK(engine_->RegisterJob(Spec("a")));
+  EXPECT_THAT(engine_->RegisterJob(Spec("a")),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("'a'")));
+  EXPECT_THAT(engine_->ListJobs(), ElementsAre("a", "b"));
+  EXPECT_OK(engine_->DeleteJob("a"));
+  EXPECT_THAT(engine_->DeleteJob("a"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'a'")));
+  EXPECT_THAT(engine_->ListJobs(), ElementsAre("b"));
+  EXPECT_THAT(engine_->GetJobInfo("a"), StatusIs(absl::StatusCode::kNotFound,
+                                                 HasSubstr("not registered")));
+  // A deleted id can be registered again, fresh.
+  EXPECT_OK(engine_->RegisterJob(Spec("a")));
+  EXPECT_EQ(engine_->GetJobInfo("a")->committed_steps, 0);
+}
+
+TEST_F(EngineTest, RegisterEnforcesJobAndMemoryLimits) {
+  EngineOptions o;
+  o.max_jobs = 2;
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(o));
+  EXPECT_OK(engine->RegisterJob(Spec("a")));
+  EXPECT_OK(engine->RegisterJob(Spec("b")));
+  EXPECT_THAT(engine->RegisterJob(Spec("c")),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("max_jobs = 2")));
+  EXPECT_OK(engine->DeleteJob("a"));
+  EXPECT_OK(engine->RegisterJob(Spec("c")));
+
+  o = EngineOptions();
+  o.history_capacity_steps = 100;
+  // Each job reserves 3 * 4 * 100 * 8 = 9600 bytes.
+  o.max_total_history_bytes = 20000;
+  ASSERT_OK_AND_ASSIGN(engine, Engine::Create(o));
+  EXPECT_OK(engine->RegisterJob(Spec("a")));
+  EXPECT_OK(engine->RegisterJob(Spec("b")));
+  EXPECT_THAT(engine->RegisterJob(Spec("c")),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("max_total_history_bytes")));
+  EXPECT_OK(engine->DeleteJob("b"));
+  EXPECT_OK(engine->RegisterJob(Spec("c")));
+}
+
+TEST_F(EngineTest, IngestCommitsAndRecordsProportions) {
+  ASSERT_OK(engine_->RegisterJob(Spec("j")));
+  std::vector<double> c = Counts();
+  std::vector<double> z(kLayers * kExperts, 0.25);
+  StepInput in = Input(7, c);
+  in.router_logits = z;
+  in.tokens = 100;
+  ASSERT_OK_AND_ASSIGN(IngestResult r, engine_->Ingest("j", in));
+  EXPECT_EQ(r.outcome, IngestOutcome::kCommitted);
+  ASSERT_EQ(r.committed.size(), 1u);
+  EXPECT_EQ(r.committed[0].step, 7);
+  EXPECT_FALSE(r.committed[0].incomplete);
+  EXPECT_THAT(r.note, IsEmpty());
+
+  // Layer 1 counts are 2,3,4,5 (sum 14).
+  ASSERT_OK(engine_->VisitHistory("j", 1, [](const LayerHistory& h) {
+    ASSERT_EQ(h.size(), 1);
+    StepView v = h.Recent(0);
+    EXPECT_EQ(v.step, 7);
+    EXPECT_EQ(v.tokens, 100);
+    EXPECT_EQ(v.assignments, 14);
+    EXPECT_THAT(v.proportions,
+                ElementsAre(FloatNear(2 / 14.0, 1e-7), FloatNear(3 / 14.0, 1e-7),
+                            FloatNear(4 / 14.0, 1e-7), FloatNear(5 / 14.0, 1e-7)));
+    EXPECT_THAT(v.logits, ElementsAre(0.25f, 0.25f, 0.25f, 0.25f));
+  }));
+  JobInfo info = engine_->GetJobInfo("j").value();
+  EXPECT_EQ(info.committed_steps, 1);
+  EXPECT_EQ(info.first_step, 7);
+  EXPECT_EQ(info.last_step, 7);
+  EXPECT_EQ(info.tokens, 100);
+}
+
+TEST_F(EngineTest, TokensDefaultToAssignmentsOverTopK) {
+  ASSERT_OK(engine_->RegisterJob(Spec("j")));
+  std::vector<double> c = Counts();
+  ASSERT_OK(engine_->Ingest("j", Input(0, c)));
+  ASSERT_OK(engine_->VisitHistory("j", 0, [](const LayerHistory& h) {
+    EXPECT_EQ(h.Recent(0).tokens, (1 + 2 + 3 + 4) / 2.0);
+  }));
+}
+
+TEST_F(EngineTest, EveryRejectionNamesTheProblemAndChangesNothing) {
+  ASSERT_OK(engine_->RegisterJob(Spec("j")));
+  std::vector<double> good = Counts();
+  ASSERT_OK(engine_->Ingest("j", Input(5, good)));
+  const Snapshot before = Take(*engine_, "j");
+
+  std::vector<double> short_counts(kLayers * kExperts - 1, 1.0);
+  std::vector<double> negative = Counts();
+  negative[1 * kExperts + 2] = -1;
+  std::vector<double> nan_counts = Counts();
+  nan_counts[2 * kExperts + 3] = std::nan("");
+  std::vector<double> inf_counts = Counts();
+  inf_counts[0] = std::numeric_limits<double>::infinity();
+  std::vector<double> bad_logits(kLayers * kExperts, 0.0);
+  bad_logits[5] = std::numeric_limits<double>::infinity();
+  std::vector<double> short_logits(2, 0.0);
+
+  struct Case {
+    std::string name;
+    std::string job;
+    StepInput in;
+    absl::StatusCode code;
+    std::string phrase;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"unknown job", "nope", Input(6, good),
+                   absl::StatusCode::kNotFound, "job 'nope' is not registered"});
+  cases.push_back({"wrong size", "j", Input(6, short_counts),
+                   absl::StatusCode::kInvalidArgument,
+                   "has 11 counts; the job declares 3 layers x 4 experts = 12"});
+  cases.push_back({"negative", "j", Input(6, negative),
+                   absl::StatusCode::kInvalidArgument,
+                   "counts[layer 1][expert 2] = -1 is negative"});
+  cases.push_back({"nan", "j", Input(6, nan_counts),
+                   absl::StatusCode::kInvalidArgument,
+                   "counts[layer 2][expert 3] = nan is not finite"});
+  cases.push_back({"inf", "j", Input(6, inf_counts),
+                   absl::StatusCode::kInvalidArgument,
+                   "counts[layer 0][expert 0] = inf is not finite"});
+  {
+    StepInput in = Input(6, good);
+    in.router_logits = bad_logits;
+    cases.push_back({"bad logit", "j", in, absl::StatusCode::kInvalidArgument,
+                     "router_logits[layer 1][expert 1] = inf is not finite"});
+  }
+  {
+    StepInput in = Input(6, good);
+    in.router_logits = short_logits;
+    cases.push_back({"logit size", "j", in, absl::StatusCode::kInvalidArgument,
+                     "has 2 router logits"});
+  }
+  {
+    StepInput in = Input(6, good);
+    in.tokens = 3;  // layer 0 has 10 assignments > 3 * 2
+    cases.push_back({"too few tokens", "j", in,
+                     absl::StatusCode::kInvalidArgument,
+                     "layer 0 has 10 assignments, more than tokens x top_k"});
+  }
+  {
+    StepInput in = Input(6, good);
+    in.tokens = -1;
+    cases.push_back({"negative tokens", "j", in,
+                     absl::StatusCode::kInvalidArgument, "tokens = -1"});
+  }
+  {
+    StepInput in = Input(6, good);
+    in.tokens = std::nan("");
+    cases.push_back({"nan tokens", "j", in, absl::StatusCode::kInvalidArgument,
+                     "tokens = nan"});
+  }
+  cases.push_back({"negative step", "j", Input(-1, good),
+                   absl::StatusCode::kInvalidArgument, "step -1 is negative"});
+  cases.push_back({"older step", "j", Input(4, good),
+                   absl::StatusCode::kInvalidArgument,
+                   "step 4 is older than the last committed step 5"});
+  cases.push_back({"source out of range", "j", Input(6, good, /*source=*/1),
+                   absl::StatusCode::kInvalidArgument, "source 1 is out of range"});
+
+  for (const Case& c : cases) {
+    EXPECT_THAT(engine_->Ingest(c.job, c.in), StatusIs(c.code, HasSubstr(c.phrase)))
+        << c.name;
+    EXPECT_TRUE(Take(*engine_, "j") == before) << c.name;
+  }
+  EXPECT_EQ(engine_->GetJobInfo("j")->rejected_calls,
+            static_cast<int64_t>(cases.size()) - 1);  // unknown job not counted
+
+  // The job still takes the next good step.
+  ASSERT_OK_AND_ASSIGN(IngestResult r, engine_->Ingest("j", Input(6, good)));
+  EXPECT_EQ(r.outcome, IngestOutcome::kCommitted);
+}
+
+TEST_F(EngineTest, ResendingTheLastStepIsANoOpThatSaysSo) {
+  ASSERT_OK(engine_->RegisterJob(Spec("j")));
+  std::vector<double> c = Counts();
+  ASSERT_OK(engine_->Ingest("j", Input(3, c)));
+  const Snapshot before = Take(*engine_, "j");
+  std::vector<double> other = Counts(50);
+  ASSERT_OK_AND_ASSIGN(IngestResult r, engine_->Ingest("j", Input(3, other)));
+  EXPECT_EQ(r.outcome, IngestOutcome::kDuplicate);
+  EXPECT_THAT(r.committed, IsEmpty());
+  EXPECT_THAT(r.note, HasSubstr("step 3 was already committed"));
+  EXPECT_TRUE(Take(*engine_, "j") == before);
+  EXPECT_EQ(engine_->GetJobInfo("j")->duplicate_calls, 1);
+}
+
+TEST_F(EngineTest, GapsAreAllowedAndRecorded) {
+  ASSERT_OK(engine_->RegisterJob(Spec("j")));
+  std::vector<double> c = Counts();
+  ASSERT_OK(engine_->Ingest("j", Input(0, c)));
+  ASSERT_OK(engine_->Ingest("j", Input(1, c)));
+  ASSERT_OK_AND_ASSIGN(IngestResult r, engine_->Ingest("j", Input(5, c)));
+  ASSERT_EQ(r.committed.size(), 1u);
+  EXPECT_EQ(r.committed[0].gap_before, 3);
+  ASSERT_OK(engine_->Ingest("j", Input(9, c)));
+  JobInfo info = engine_->GetJobInfo("j").value();
+  EXPECT_EQ(info.gaps, 2);
+  EXPECT_EQ(info.missing_steps, 3 + 3);
+  ASSERT_OK(engine_->VisitHistory("j", 0, [](const LayerHistory& h) {
+    EXPECT_NE(h.Recent(0).flags & kStepAfterGap, 0u);
+    EXPECT_NE(h.Recent(1).flags & kStepAfterGap, 0u);
+    EXPECT_EQ(h.Recent(2).flags & kStepAfterGap, 0u);
+  }));
+}
+
+TEST_F(EngineTest, AllZeroLayerIsAcceptedFlaggedAndNoted) {
+  ASSERT_OK(engine_->RegisterJob(Spec("j")));
+  std::vector<double> c = Counts();
+  for (int e = 0; e < kExperts; ++e) c[2 * kExperts + e] = 0;
+  ASSERT_OK_AND_ASSIGN(IngestResult r, engine_->Ingest("j", Input(0, c)));
+  EXPECT_THAT(r.note, HasSubstr("layers without assignments: 2"));
+  ASSERT_OK(engine_->VisitHistory("j", 2, [](const LayerHistory& h) {
+    EXPECT_NE(h.Recent(0).flags & kStepNoAssignments, 0u);
+  }));
+}
+
+TEST_F(EngineTest, VisitHistoryRejectsBadLayer) {
+  ASSERT_OK(engine_->RegisterJob(Spec("j")));
+  EXPECT_THAT(engine_->VisitHistory("j", kLayers, [](const LayerHistory&) {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("layer 3 is out of range [0, 3)")));
+  EXPECT_THAT(engine_->VisitHistory("x", 0, [](const LayerHistory&) {}),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'x'")));
+}
+
+// ---- Multi-source jobs ----
+
+TEST_F(EngineTest, MultiSourceSumsPartsOnceEverySourceReported) {
+  ASSERT_OK(engine_->RegisterJob(Spec("m", 3)));
+  std::vector<double> c = Counts();
+  ASSERT_OK_AND_ASSIGN(IngestResult r0, engine_->Ingest("m", Input(0, c, 0)));
+  EXPECT_EQ(r0.outcome, IngestOutcome::kPending);
+  EXPECT_THAT(r0.committed, IsEmpty());
+  ASSERT_OK_AND_ASSIGN(IngestResult r2, engine_->Ingest("m", Input(0, c, 2)));
+  EXPECT_EQ(r2.outcome, IngestOutcome::kPending);
+  EXPECT_EQ(engine_->GetJobInfo("m")->pending_steps, 1);
+  ASSERT_OK_AND_ASSIGN(IngestResult r1, engine_->Ingest("m", Input(0, c, 1)));
+  EXPECT_EQ(r1.outcome, IngestOutcome::kCommitted);
+  ASSERT_EQ(r1.committed.size(), 1u);
+  EXPECT_FALSE(r1.committed[0].incomplete);
+  ASSERT_OK(engine_->VisitHistory("m", 0, [](const LayerHistory& h) {
+    ASSERT_EQ(h.size(), 1);
+    EXPECT_EQ(h.Recent(0).assignments, 3 * (1 + 2 + 3 + 4));
+    EXPECT_EQ(h.totals().counts[3], 3 * 4);
+  }));
+  EXPECT_EQ(engine_->GetJobInfo("m")->pending_steps, 0);
+}
+
+TEST_F(EngineTest, MultiSourceRouterMeansAreWeightedByAssignments) {
+  JobSpec spec = Spec("m", 2);
+  spec.num_layers = 1;
+  spec.num_experts = 2;
+  spec.top_k = 1;
+  ASSERT_OK(engine_->RegisterJob(spec));
+  std::vector<double> c0 = {3, 1}, z0 = {1.0, 0.0};  // 4 assignments
+  std::vector<double> c1 = {0, 12}, z1 = {-1.0, 2.0};  // 12 assignments
+  StepInput a = Input(0, c0, 0);
+  a.router_logits = z0;
+  StepInput b = Input(0, c1, 1);
+  b.router_logits = z1;
+  ASSERT_OK(engine_->Ingest("m", a));
+  ASSERT_OK(engine_->Ingest("m", b));
+  ASSERT_OK(engine_->VisitHistory("m", 0, [](const LayerHistory& h) {
+    EXPECT_THAT(h.Recent(0).logits,
+                ElementsAre(FloatNear((4 * 1.0 + 12 * -1.0) / 16, 1e-6),
+                            FloatNear((4 * 0.0 + 12 * 2.0) / 16, 1e-6)));
+    EXPECT_THAT(h.Recent(0).proportions,
+                ElementsAre(FloatNear(3 / 16.0, 1e-7), FloatNear(13 / 16.0, 1e-7)));
+  }));
+}
+
+TEST_F(EngineTest, MultiSourceLogitsDroppedUnlessEverySourceSentThem) {
+  ASSERT_OK(engine_->RegisterJob(Spec("m", 2)));
+  std::vector<double> c = Counts();
+  std::vector<double> z(kLayers * kExperts, 1.0);
+  StepInput a = Input(0, c, 0);
+  a.router_logits = z;
+  ASSERT_OK(engine_->Ingest("m", a));
+  ASSERT_OK(engine_->Ingest("m", Input(0, c, 1)));
+  ASSERT_OK(engine_->VisitHistory("m", 0, [](const LayerHistory& h) {
+    EXPECT_THAT(h.Recent(0).logits, IsEmpty());
+  }));
+}
+
+TEST_F(EngineTest, MultiSourceStepIsIncompleteWhenSourcesMovePastIt) {
+  ASSERT_OK(engine_->RegisterJob(Spec("m", 2)));
+  std::vector<double> c = Counts();
+  ASSERT_OK(engine_->Ingest("m", Input(0, c, 0)));  // source 1 skips step 0
+  ASSERT_OK(engine_->Ingest("m", Input(1, c, 0)));
+  ASSERT_OK_AND_ASSIGN(IngestResult r, engine_->Ingest("m", Input(1, c, 1)));
+  ASSERT_EQ(r.committed.size(), 2u);
+  EXPECT_EQ(r.committed[0].step, 0);
+  EXPECT_TRUE(r.committed[0].incomplete);
+  EXPECT_EQ(r.committed[1].step, 1);
+  EXPECT_FALSE(r.committed[1].incomplete);
+  EXPECT_EQ(r.outcome, IngestOutcome::kCommitted);
+  EXPECT_EQ(engine_->GetJobInfo("m")->incomplete_steps, 1);
+  ASSERT_OK(engine_->VisitHistory("m", 0, [](const LayerHistory& h) {
+    EXPECT_NE(h.Recent(1).flags & kStepIncomplete, 0u);
+    EXPECT_EQ(h.Recent(0).flags & kStepIncomplete, 0u);
+  }));
+}
+
+TEST_F(EngineTest, MultiSourceTimeoutCommitsIncompleteAndRejectsLateParts) {
+  ASSERT_OK(engine_->RegisterJob(Spec("m", 2)));
+  std::vector<double> c = Counts();
+  ASSERT_OK(engine_->Ingest("m", Input(0, c, 0)));
+  clock_.Advance(options_.source_timeout - absl::Seconds(1));
+  EXPECT_EQ(engine_->Poll(), 0);
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(engine_->Poll(), 1);
+  JobInfo info = engine_->GetJobInfo("m").value();
+  EXPECT_EQ(info.last_step, 0);
+  EXPECT_EQ(info.incomplete_steps, 1);
+  const Snapshot before = Take(*engine_, "m");
+  EXPECT_THAT(engine_->Ingest("m", Input(0, c, 1)),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("after it was committed without this source")));
+  EXPECT_TRUE(Take(*engine_, "m") == before);
+  // The late source carries on with the next step.
+  ASSERT_OK(engine_->Ingest("m", Input(1, c, 1)));
+  ASSERT_OK_AND_ASSIGN(IngestResult r, engine_->Ingest("m", Input(1, c, 0)));
+  EXPECT_EQ(r.outcome, IngestOutcome::kCommitted);
+}
+
+TEST_F(EngineTest, MultiSourceTimeoutAlsoFiresOnIngest) {
+  ASSERT_OK(engine_->RegisterJob(Spec("m", 2)));
+  std::vector<double> c = Counts();
+  ASSERT_OK(engine_->Ingest("m", Input(0, c, 0)));
+  clock_.Advance(options_.source_timeout);
+  ASSERT_OK_AND_ASSIGN(IngestResult r, engine_->Ingest("m", Input(1, c, 0)));
+  ASSERT_EQ(r.committed.size(), 1u);
+  EXPECT_EQ(r.committed[0].step, 0);
+  EXPECT_TRUE(r.committed[0].incomplete);
+  EXPECT_EQ(r.outcome, IngestOutcome::kPending);
+}
+
+TEST_F(EngineTest, MultiSourceDuplicatesOrderAndPendingLimit) {
+  options_.max_pending_steps = 2;
+  ASSERT_OK_AND_ASSIGN(engine_, Engine::Create(options_));
+  ASSERT_OK(engine_->RegisterJob(Spec("m", 2)));
+  std::vector<double> c = Counts();
+  ASSERT_OK(engine_->Ingest("m", Input(0, c, 0)));
+  ASSERT_OK_AND_ASSIGN(IngestResult dup, engine_->Ingest("m", Input(0, c, 0)));
+  EXPECT_EQ(dup.outcome, IngestOutcome::kDuplicate);
+  EXPECT_THAT(dup.note, HasSubstr("source 0 already reported step 0"));
+  ASSERT_OK(engine_->Ingest("m", Input(1, c, 0)));
+  const Snapshot before = Take(*engine_, "m");
+  EXPECT_THAT(engine_->Ingest("m", Input(2, c, 0)),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("max_pending_steps = 2")));
+  EXPECT_THAT(engine_->Ingest("m", Input(0, c, 0)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("older than the last step it reported (1)")));
+  EXPECT_TRUE(Take(*engine_, "m") == before);
+  // Source 1 catches up; both steps commit in order.
+  ASSERT_OK(engine_->Ingest("m", Input(0, c, 1)));
+  ASSERT_OK_AND_ASSIGN(IngestResult r, engine_->Ingest("m", Input(1, c, 1)));
+  ASSERT_EQ(r.committed.size(), 1u);
+  EXPECT_EQ(engine_->GetJobInfo("m")->committed_steps, 2);
+  EXPECT_EQ(engine_->GetJobInfo("m")->incomplete_steps, 0);
+}
+
+TEST_F(EngineTest, FlushPendingCommitsEverythingNow) {
+  ASSERT_OK(engine_->RegisterJob(Spec("m", 3)));
+  std::vector<double> c = Counts();
+  ASSERT_OK(engine_->Ingest("m", Input(0, c, 0)));
+  ASSERT_OK(engine_->Ingest("m", Input(1, c, 0)));
+  ASSERT_OK_AND_ASSIGN(std::vector<CommittedStep> flushed,
+                       engine_->FlushPending("m"));
+  ASSERT_EQ(flushed.size(), 2u);
+  EXPECT_TRUE(flushed[0].incomplete);
+  EXPECT_EQ(flushed[1].step, 1);
+  EXPECT_EQ(engine_->GetJobInfo("m")->pending_steps, 0);
+  EXPECT_THAT(engine_->FlushPending("zz"), StatusIs(absl::StatusCode::kNotFound,
+                                                    HasSubstr("'zz'")));
+}
+
+// ---- Concurrency ----
+
+TEST(EngineConcurrencyTest, ParallelProducersOnDifferentJobs) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(EngineOptions()));
+  constexpr int kJobs = 8;
+  constexpr int kSteps = 300;
+  for (int j = 0; j < kJobs; ++j) {
+    ASSERT_OK(engine->RegisterJob(Spec(absl::StrCat("job", j))));
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> errors{0};
+  for (int j = 0; j < kJobs; ++j) {
+    threads.emplace_back([&, j] {
+      const std::string id = absl::StrCat("job", j);
+      std::vector<double> c = Counts(j + 1);
+      for (int t = 0; t < kSteps; ++t) {
+        if (!engine->Ingest(id, Input(t, c)).ok()) ++errors;
+      }
+    });
+  }
+  // A reader and a registry writer run at the same time.
+  threads.emplace_back([&] {
+    for (int i = 0; i < 200; ++i) {
+      for (const std::string& id : engine->ListJobs()) {
+        if (!engine->GetJobInfo(id).ok()) ++errors;
+      }
+      const std::string tmp = absl::StrCat("tmp", i);
+      if (!engine->RegisterJob(Spec(tmp)).ok()) ++errors;
+      if (!engine->DeleteJob(tmp).ok()) ++errors;
+    }
+  });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  for (int j = 0; j < kJobs; ++j) {
+    const std::string id = absl::StrCat("job", j);
+    JobInfo info = engine->GetJobInfo(id).value();
+    EXPECT_EQ(info.committed_steps, kSteps);
+    ASSERT_OK(engine->VisitHistory(id, 0, [&](const LayerHistory& h) {
+      EXPECT_DOUBLE_EQ(h.totals().counts[0], kSteps * (j + 1.0));
+    }));
+  }
+}
+
+TEST(EngineConcurrencyTest, ParallelSourcesOfOneJobSumExactly) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(EngineOptions()));
+  constexpr int kSources = 4;
+  constexpr int kSteps = 400;
+  ASSERT_OK(engine->RegisterJob(Spec("m", kSources)));
+  std::vector<std::thread> threads;
+  std::atomic<int> errors{0};
+  for (int s = 0; s < kSources; ++s) {
+    threads.emplace_back([&, s] {
+      std::vector<double> c = Counts(s + 1);
+      for (int t = 0; t < kSteps; ++t) {
+        // Back off when too far ahead of the slowest source.
+        while (true) {
+          absl::StatusOr<IngestResult> r = engine->Ingest("m", Input(t, c, s));
+          if (r.ok()) break;
+          if (r.status().code() != absl::StatusCode::kResourceExhausted) {
+            ++errors;
+            break;
+          }
+          std::this_thread::yield();
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  JobInfo info = engine->GetJobInfo("m").value();
+  EXPECT_EQ(info.committed_steps, kSteps);
+  EXPECT_EQ(info.incomplete_steps, 0);
+  EXPECT_EQ(info.pending_steps, 0);
+  ASSERT_OK(engine->VisitHistory("m", 0, [&](const LayerHistory& h) {
+    // Sum over sources of (s + 1) for expert 0 = 1+2+3+4 = 10 per step.
+    EXPECT_DOUBLE_EQ(h.totals().counts[0], kSteps * 10.0);
+  }));
+}
+
+}  // namespace
+}  // namespace moecast
