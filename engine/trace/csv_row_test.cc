@@ -20,7 +20,8 @@ std::vector<std::pair<std::string, int>> Split(absl::string_view line) {
   std::vector<CsvField> fields;
   SplitCsvLine(line, &fields);
   std::vector<std::pair<std::string, int>> out;
-  for (const CsvField& f : fields) out.emplace_back(std::string(f.text), f.column);
+  for (const CsvField& f : fields)
+    out.emplace_back(std::string(f.text), f.column);
   return out;
 }
 
@@ -45,7 +46,8 @@ TEST(SplitCsvLineTest, TrimsSpacesTabsAndCarriageReturns) {
               ElementsAre(Pair("a", 1), Pair("b", 6), Pair("c", 10)));
   EXPECT_THAT(Split("   "), ElementsAre(Pair("", 1)));
   // Interior whitespace is kept.
-  EXPECT_THAT(Split("a b, c\td "), ElementsAre(Pair("a b", 1), Pair("c\td", 5)));
+  EXPECT_THAT(Split("a b, c\td "),
+              ElementsAre(Pair("a b", 1), Pair("c\td", 5)));
 }
 
 TEST(SplitCsvLineTest, RemovesOnePairOfSurroundingQuotes) {

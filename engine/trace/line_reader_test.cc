@@ -25,7 +25,7 @@ using ::testing::StartsWith;
 constexpr size_t kMiB = 1 << 20;
 
 std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "/line_reader_test_" + name;
+  return ::testing::TempDir() + "line_reader_test_" + name;
 }
 
 // Writes `content` to a fresh file and returns its path.
@@ -46,8 +46,9 @@ std::string WriteGzipFile(const std::string& name, const std::string& content) {
   EXPECT_NE(gz, nullptr) << path;
   if (gz == nullptr) return path;
   if (!content.empty()) {
-    EXPECT_EQ(gzwrite(gz, content.data(), static_cast<unsigned>(content.size())),
-              static_cast<int>(content.size()));
+    EXPECT_EQ(
+        gzwrite(gz, content.data(), static_cast<unsigned>(content.size())),
+        static_cast<int>(content.size()));
   }
   EXPECT_EQ(gzclose(gz), Z_OK);
   return path;
@@ -83,10 +84,11 @@ std::vector<std::string> ReadAllLines(const std::string& path) {
 }
 
 TEST(LineReaderTest, ReadsLinesAndCountsThem) {
-  const std::string path = WriteFile("plain.txt", "a,b\n1,2\n\n3,4\n");
+  const std::string content = "a,b\n1,2\n\n3,4\n";
+  const std::string path = WriteFile("plain.txt", content);
   ASSERT_OK_AND_ASSIGN(auto reader, LineReader::Open(path));
   EXPECT_EQ(reader->path(), path);
-  EXPECT_EQ(reader->file_size(), 14);
+  EXPECT_EQ(reader->file_size(), static_cast<int64_t>(content.size()));
   EXPECT_EQ(reader->line_number(), 0);
   absl::string_view line;
   const char* const want[] = {"a,b", "1,2", "", "3,4"};
@@ -178,8 +180,8 @@ TEST(LineReaderTest, LinesLongerThanTheReadChunk) {
   const std::string content = "head\n" + big + "\r\ntail\n" + big;
   for (bool gz : {false, true}) {
     SCOPED_TRACE(gz ? "gzip" : "plain");
-    const std::string path = gz ? WriteGzipFile("long.gz", content)
-                                : WriteFile("long.txt", content);
+    const std::string path =
+        gz ? WriteGzipFile("long.gz", content) : WriteFile("long.txt", content);
     ASSERT_OK_AND_ASSIGN(auto reader, LineReader::Open(path));
     absl::string_view line;
     ASSERT_TRUE(reader->Next(&line));
@@ -216,27 +218,28 @@ TEST(LineReaderTest, TerminatorSplitAcrossReadChunks) {
 
 TEST(LineReaderTest, ManyLinesAcrossChunks) {
   std::string content;
-  for (int i = 0; i < 300000; ++i) content += "row" + std::to_string(i) + "\n";
+  for (int i = 0; i < 400000; ++i) content += "row" + std::to_string(i) + "\n";
   ASSERT_GT(content.size(), 3 * kMiB);
   const std::vector<std::string> lines =
       ReadAllLines(WriteFile("many.txt", content));
-  ASSERT_EQ(lines.size(), 300000u);
-  for (int i = 0; i < 300000; ++i) {
+  ASSERT_EQ(lines.size(), 400000u);
+  for (int i = 0; i < 400000; ++i) {
     ASSERT_EQ(lines[i], "row" + std::to_string(i)) << i;
   }
 }
 
 TEST(LineReaderTest, LineLongerThanMaxIsResourceExhausted) {
-  const std::string path =
-      WriteFile("too_long.txt", "ok\n" + std::string(3 * kMiB, 'x') + "\nmore\n");
+  const std::string path = WriteFile(
+      "too_long.txt", "ok\n" + std::string(3 * kMiB, 'x') + "\nmore\n");
   ASSERT_OK_AND_ASSIGN(auto reader, LineReader::Open(path, kMiB));
   absl::string_view line;
   ASSERT_TRUE(reader->Next(&line));
   EXPECT_EQ(line, "ok");
   EXPECT_FALSE(reader->Next(&line));
-  EXPECT_THAT(reader->status(),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       StartsWith(path + ":2: line is longer than 1048576 bytes")));
+  EXPECT_THAT(
+      reader->status(),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               StartsWith(path + ":2: line is longer than 1048576 bytes")));
   EXPECT_FALSE(reader->Next(&line));  // the error sticks
   EXPECT_THAT(reader->status(),
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr(":2:")));
@@ -265,16 +268,18 @@ TEST(LineReaderTest, DISABLED_ShortLineOverSmallMaxIsResourceExhausted) {
     ASSERT_OK_AND_ASSIGN(auto reader, LineReader::Open(path, 100));
     absl::string_view line;
     EXPECT_FALSE(reader->Next(&line));
-    EXPECT_THAT(reader->status(),
-                StatusIs(absl::StatusCode::kResourceExhausted,
-                         StartsWith(path + ":1: line is longer than 100 bytes")));
+    EXPECT_THAT(
+        reader->status(),
+        StatusIs(absl::StatusCode::kResourceExhausted,
+                 StartsWith(path + ":1: line is longer than 100 bytes")));
   }
 }
 
 TEST(LineReaderTest, TruncatedGzipIsDataLoss) {
   std::string content;
   for (int i = 0; i < 20000; ++i) {
-    content += std::to_string(i) + "," + std::to_string(i * 7919 % 10007) + "\n";
+    content +=
+        std::to_string(i) + "," + std::to_string(i * 7919 % 10007) + "\n";
   }
   const std::string full = ReadRaw(WriteGzipFile("whole.gz", content));
   ASSERT_GT(full.size(), 1000u);
@@ -289,9 +294,10 @@ TEST(LineReaderTest, TruncatedGzipIsDataLoss) {
     ++n;
   }
   EXPECT_LT(n, 20000);
-  EXPECT_THAT(reader->status(),
-              StatusIs(absl::StatusCode::kDataLoss,
-                       StartsWith(absl::StrCat(path, ":", n + 1, ": cannot read"))));
+  EXPECT_THAT(
+      reader->status(),
+      StatusIs(absl::StatusCode::kDataLoss,
+               StartsWith(absl::StrCat(path, ":", n + 1, ": cannot read"))));
   EXPECT_THAT(reader->status().message(), HasSubstr("truncated gzip"));
 }
 

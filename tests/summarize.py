@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Turns `bazel test` output and its test.xml files into one closing line.
+
+Reads the bazel log (argument 1), finds each test target's status line
+(PASSED, FAILED, TIMEOUT, FLAKY, NO STATUS, FAILED TO BUILD, ...), counts the
+test cases in that target's bazel-testlogs/.../test.xml, and prints per-target
+lines followed by
+
+    N passed, M failed
+
+where N and M count test cases (GoogleTest cases, or 1 for a test target
+without cases). A target that did not run (build failure, no status) counts as
+one failed case. Exit status 0 only when M == 0 and at least one case ran.
+"""
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+STATUS_RE = re.compile(
+    r"^(//\S+)\s+(?:\(cached\)\s+)?"
+    r"(PASSED|FAILED TO BUILD|FAILED|TIMEOUT|FLAKY|NO STATUS|INCOMPLETE|SKIPPED)\b")
+
+
+def count_cases(xml_path):
+    """Returns (passed, failed, skipped) test cases in a test.xml."""
+    tree = ET.parse(xml_path)
+    passed = failed = skipped = 0
+    for case in tree.iter("testcase"):
+        if case.get("status") == "notrun" or case.find("skipped") is not None:
+            skipped += 1
+        elif case.find("failure") is not None or case.find("error") is not None:
+            failed += 1
+        else:
+            passed += 1
+    return passed, failed, skipped
+
+
+def main():
+    log_path, testlogs = sys.argv[1], sys.argv[2]
+    with open(log_path, errors="replace") as f:
+        lines = f.read().splitlines()
+    results = {}
+    for line in lines:
+        m = STATUS_RE.match(line.strip())
+        if m:
+            results[m.group(1)] = m.group(2)
+    total_pass = total_fail = total_skip = 0
+    for target, status in sorted(results.items()):
+        rel = target[2:].replace(":", "/")
+        xml_path = os.path.join(testlogs, rel, "test.xml")
+        p = f = s = 0
+        if status in ("PASSED", "FAILED", "FLAKY", "TIMEOUT") and os.path.exists(xml_path):
+            try:
+                p, f, s = count_cases(xml_path)
+            except ET.ParseError:
+                p, f, s = 0, 0, 0
+            if status != "PASSED" and f == 0:
+                f = 1  # crashed or timed out outside a test case
+            if p + f + s == 0:
+                p, f = (1, 0) if status == "PASSED" else (0, 1)
+        elif status == "PASSED":
+            p = 1
+        else:
+            f = 1
+        total_pass += p
+        total_fail += f
+        total_skip += s
+        extra = f", {s} skipped" if s else ""
+        print(f"  {status:<16} {target}: {p} passed, {f} failed{extra}")
+    if not results:
+        print("  no test results found in the bazel output")
+        total_fail += 1
+    line = f"{total_pass} passed, {total_fail} failed"
+    if total_skip:
+        line += f", {total_skip} skipped"
+    print(line)
+    return 0 if total_fail == 0 and total_pass > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

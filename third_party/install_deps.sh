@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages moecast builds and tests with. Idempotent:
+# when everything is present it only checks (well under a second).
+#
+#   bash third_party/install_deps.sh             # build + test dependencies
+#   bash third_party/install_deps.sh --training  # also PyTorch etc. for
+#                                                # bench/traces/train_moe.py
+set -euo pipefail
+
+packages=(
+  bazel-bootstrap bazel-bootstrap-source
+  g++ zlib1g-dev python3
+  libabsl-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+)
+if [[ "${1:-}" == "--training" ]]; then
+  packages+=(python3-torch libopenblas0-pthread python3-numpy)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  exit 0
+fi
+
+echo "install_deps: installing ${missing[*]}" >&2
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null; then
+    SUDO="sudo"
+  else
+    echo "install_deps: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q >/dev/null
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+echo "install_deps: done" >&2
