@@ -9,6 +9,18 @@ namespace {
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
+// Counts are held as doubles; integers above this are not all exact.
+constexpr int64_t kMaxExactCount = 9'000'000'000'000'000;
+
+// strtod (behind absl::SimpleAtod) also reads C99 hexadecimal floats
+// ("0x1p4"); trace files hold decimals only.
+bool IsDecimal(absl::string_view text) {
+  for (char c : text) {
+    if (c == 'x' || c == 'X') return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void SplitCsvLine(absl::string_view line, std::vector<CsvField>* fields) {
@@ -38,8 +50,12 @@ std::optional<int64_t> ParseNonNegativeInteger(absl::string_view text,
     *why = "is empty";
     return std::nullopt;
   }
+  if (!IsDecimal(text)) {
+    *why = "is not a number";
+    return std::nullopt;
+  }
   // Fast path: plain digits.
-  bool digits = text.size() <= 18;
+  bool digits = text.size() <= 16;
   int64_t v = 0;
   for (char c : text) {
     if (c < '0' || c > '9') {
@@ -48,7 +64,7 @@ std::optional<int64_t> ParseNonNegativeInteger(absl::string_view text,
     }
     v = v * 10 + (c - '0');
   }
-  if (digits) return v;
+  if (digits && v <= kMaxExactCount) return v;
   double d;
   if (!absl::SimpleAtod(text, &d)) {
     *why = "is not a number";
@@ -66,7 +82,7 @@ std::optional<int64_t> ParseNonNegativeInteger(absl::string_view text,
     *why = "is not an integer";
     return std::nullopt;
   }
-  if (d > 9.0e15) {  // beyond exact integers in double
+  if (d > static_cast<double>(kMaxExactCount)) {
     *why = "is too large";
     return std::nullopt;
   }
@@ -80,7 +96,7 @@ std::optional<double> ParseFiniteDouble(absl::string_view text,
     return std::nullopt;
   }
   double d;
-  if (!absl::SimpleAtod(text, &d)) {
+  if (!IsDecimal(text) || !absl::SimpleAtod(text, &d)) {
     *why = "is not a number";
     return std::nullopt;
   }

@@ -25,8 +25,9 @@ struct CsvField {
 // Splits `line` into `fields` (cleared first).
 void SplitCsvLine(absl::string_view line, std::vector<CsvField>* fields);
 
-// Parses a non-negative integer, also written as an integer-valued decimal
-// ("12", "12.0", "1.2e1"). Returns nullopt and sets `*why` otherwise.
+// Parses a non-negative integer up to 9e15 (exact as a double), also written
+// as an integer-valued decimal ("12", "12.0", "1.2e1"). Returns nullopt and
+// sets `*why` otherwise.
 std::optional<int64_t> ParseNonNegativeInteger(absl::string_view text,
                                                const char** why);
 

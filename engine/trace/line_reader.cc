@@ -100,6 +100,12 @@ bool LineReader::Next(absl::string_view* line) {
                                  end_ - scan_from);
     if (nl != nullptr) {
       const size_t pos = static_cast<const char*>(nl) - buffer_.data();
+      if (pos - begin_ > max_line_bytes_) {
+        status_ = absl::ResourceExhaustedError(
+            absl::StrCat(path_, ":", line_number_ + 1,
+                         ": line is longer than ", max_line_bytes_, " bytes"));
+        return false;
+      }
       size_t stop = pos;
       if (stop > begin_ && buffer_[stop - 1] == '\r') --stop;
       *line = absl::string_view(buffer_.data() + begin_, stop - begin_);
@@ -117,6 +123,12 @@ bool LineReader::Next(absl::string_view* line) {
     if (!Fill()) {
       if (!status_.ok()) return false;
       if (end_ > begin_) {  // last line without a terminator
+        if (end_ - begin_ > max_line_bytes_) {
+          status_ = absl::ResourceExhaustedError(absl::StrCat(
+              path_, ":", line_number_ + 1, ": line is longer than ",
+              max_line_bytes_, " bytes"));
+          return false;
+        }
         size_t stop = end_;
         if (buffer_[stop - 1] == '\r') --stop;
         *line = absl::string_view(buffer_.data() + begin_, stop - begin_);

@@ -253,15 +253,9 @@ TEST(LineReaderTest, LongLineWithinMaxIsFine) {
   EXPECT_OK(reader->status());
 }
 
-// BUG: line_reader.cc only checks max_line_bytes before reading another chunk
-// (line 110), so a line longer than the limit is returned without error when
-// its terminator is already in the buffer (any line shorter than the 1 MiB
-// read chunk, or one that ends in the chunk read after the limit was nearly
-// reached). Input: max_line_bytes = 100 and a 200-byte line. Expected
-// RESOURCE_EXHAUSTED ("FILE:1: line is longer than 100 bytes"), actual: the
-// line is returned and status() is OK. Enable once the limit is enforced
-// for every line.
-TEST(LineReaderTest, DISABLED_ShortLineOverSmallMaxIsResourceExhausted) {
+// Regression: max_line_bytes was once checked only before reading another
+// chunk, so a long line whose terminator was already buffered got through.
+TEST(LineReaderTest, ShortLineOverSmallMaxIsResourceExhausted) {
   for (const std::string& content :
        {std::string(200, 'x') + "\n", std::string(200, 'x')}) {
     const std::string path = WriteFile("over_small_max.txt", content);

@@ -11,10 +11,12 @@
 //     ...
 //   }
 //
-// Errors are INVALID_ARGUMENT (malformed content) or DATA_LOSS (unreadable
-// or truncated file), with messages of the form
+// Malformed content is INVALID_ARGUMENT with a message of the form
 //   "FILE:LINE:COLUMN: what is wrong"
-// where COLUMN is the 1-based character column of the offending field. Bad
+// where COLUMN is the 1-based character column of the offending field. A
+// file that cannot be read is NOT_FOUND / PERMISSION_DENIED ("FILE: ..."),
+// DATA_LOSS for corrupt or truncated gzip data and RESOURCE_EXHAUSTED for a
+// line over 64 MiB ("FILE:LINE: ..."). Bad
 // rows are never skipped. Malformed content includes: a missing, unknown or
 // duplicated column, c/z/p/s columns not numbered 0..M-1, a ragged row, a
 // count that is not a non-negative integer, a router value that is not a

@@ -882,16 +882,9 @@ TEST(TraceWriterTest, DestructorFlushes) {
   EXPECT_THAT(steps[0].counts, ElementsAre(1, 2));
 }
 
-// BUG: trace_writer.cc TraceWriter::Write (lines 161-170) checks router_p /
-// router_s sizes only when the layout has those columns, but the row loop
-// (lines 217-223) writes every non-empty router vector. Input: layout with
-// has_router and no p/s columns, a step whose router_p (or router_s) has
-// num_layers*num_experts values. Expected INVALID_ARGUMENT ("sizes do not
-// match the layout"); actual OK, and the router file gets rows with more
-// fields than its header, so the trace cannot be read back ("row has 6
-// fields, the header has 4"). With a router_p of another non-zero size the
-// loop reads past the end of the vector.
-TEST(TraceWriterTest, DISABLED_RejectsRouterColumnsTheLayoutLacks) {
+// Regression: TraceWriter::Write once wrote router_p / router_s values the
+// layout has no columns for, producing a router file it could not read back.
+TEST(TraceWriterTest, RejectsRouterColumnsTheLayoutLacks) {
   TraceLayout layout = Layout(2, {0});
   layout.has_router = true;  // z columns only
   for (const char* extra : {"router_p", "router_s"}) {
@@ -905,6 +898,8 @@ TEST(TraceWriterTest, DISABLED_RejectsRouterColumnsTheLayoutLacks) {
     TraceStep s;
     s.counts = {1, 2};
     s.router_z = {0.5, 0.25};
+    ASSERT_OK(writer->Write(s));  // a good step, so the file has a row
+    s.step = 1;
     (std::string(extra) == "router_p" ? s.router_p : s.router_s) = {0.4, 0.6};
     EXPECT_THAT(writer->Write(s),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(extra)));
@@ -914,12 +909,9 @@ TEST(TraceWriterTest, DISABLED_RejectsRouterColumnsTheLayoutLacks) {
   }
 }
 
-// BUG: trace_writer.cc TraceWriter::Write does not validate `tokens` (line
-// 205 writes it as is). Input: layout.has_tokens, step.tokens = -5. Expected
-// INVALID_ARGUMENT from Write (design section 7: tokens is the step's token
-// count N); actual OK, and TraceReader then rejects the file it wrote
-// ("tokens '-5' is negative").
-TEST(TraceWriterTest, DISABLED_RejectsNegativeTokens) {
+// Regression: TraceWriter::Write once wrote negative token counts, which the
+// reader then rejected.
+TEST(TraceWriterTest, RejectsNegativeTokens) {
   TraceLayout layout = Layout(2, {0});
   layout.has_tokens = true;
   const std::string counts = TempPath("neg_tokens.counts.csv");

@@ -159,20 +159,28 @@ absl::Status TraceWriter::Write(const TraceStep& step) {
                      " values, the layout needs ", want));
   };
   if (step.counts.size() != n) return size_error("counts", step.counts.size(), n);
-  if (layout_.has_router && step.router_z.size() != n) {
-    return size_error("router_z", step.router_z.size(), n);
-  }
-  if (layout_.has_router_probs && step.router_p.size() != n) {
-    return size_error("router_p", step.router_p.size(), n);
-  }
-  if (layout_.has_router_std && step.router_s.size() != n) {
-    return size_error("router_s", step.router_s.size(), n);
+  // Each router family must have exactly the values its columns need: n when
+  // the layout has the columns, none otherwise.
+  const std::pair<const std::vector<double>*, bool> families[] = {
+      {&step.router_z, layout_.has_router},
+      {&step.router_p, layout_.has_router_probs},
+      {&step.router_s, layout_.has_router_std}};
+  const char* const family_names[] = {"router_z", "router_p", "router_s"};
+  for (int f = 0; f < 3; ++f) {
+    const size_t want = families[f].second ? n : 0;
+    if (families[f].first->size() != want) {
+      return size_error(family_names[f], families[f].first->size(), want);
+    }
   }
   if (layout_.has_tokens != step.tokens.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "step ", step.step, ": the layout ",
         layout_.has_tokens ? "has" : "has no", " tokens column but the step ",
         step.tokens.has_value() ? "has" : "has no", " token count"));
+  }
+  if (step.tokens.has_value() && *step.tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step ", step.step, ": tokens = ", *step.tokens, " is negative"));
   }
   if (step.step < 0 || (last_step_.has_value() && step.step <= *last_step_)) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# moecast demo: builds the command-line tool and replays the bundled traces
+# (recorded from real MoE training runs, plus one synthetic trace) through the
+# engine, printing what was ingested and how the load is spread.
+#
+#   bash bench/demo.sh           # whole traces
+#   bash bench/demo.sh --short   # first 2,000 steps of each (what CI runs)
+#
+# Installs what it needs on Debian 12 first (third_party/install_deps.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+limit=()
+case "${1:-}" in
+  --short) limit=(--max_steps=2000) ;;
+  "") ;;
+  *) echo "usage: bash bench/demo.sh [--short]" >&2; exit 2 ;;
+esac
+
+bash third_party/install_deps.sh
+bazel build //:moecast
+
+data=bench/traces/data
+# top_k of a bundled trace, from its sidecar NAME.meta.json.
+top_k_of() {
+  sed -n 's/.*"top_k": *\([0-9][0-9]*\).*/\1/p' "$data/$1.meta.json" | head -n1
+}
+
+ran=0
+for name in tiny_moe_aux tiny_moe_noaux; do
+  counts="$data/$name.counts.csv.gz"
+  router="$data/$name.router.csv.gz"
+  [[ -f "$counts" ]] || continue
+  echo
+  echo "== $name: recorded MoE training run (see bench/traces/README.md)"
+  args=(--counts "$counts" --top_k "$(top_k_of "$name")" "${limit[@]}")
+  [[ -f "$router" ]] && args+=(--router "$router")
+  bazel-bin/moecast replay "${args[@]}"
+  ran=$((ran + 1))
+done
+for counts in "$data"/synthetic_*.counts.csv.gz; do
+  [[ -f "$counts" ]] || continue
+  name=$(basename "$counts" .counts.csv.gz)
+  echo
+  echo "== $name: SYNTHETIC trace (bench/traces/synth_trace.py)"
+  bazel-bin/moecast replay --counts "$counts" --top_k "$(top_k_of "$name")" "${limit[@]}"
+  ran=$((ran + 1))
+done
+if [[ $ran -eq 0 ]]; then
+  echo "demo: no bundled traces found under $data" >&2
+  exit 1
+fi
