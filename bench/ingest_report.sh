@@ -24,9 +24,10 @@ for b in data["benchmarks"]:
         continue
     kind, size = b["run_name"].split("/", 1)
     rows.setdefault(size, {})[kind] = b
+medians = [b for b in data["benchmarks"] if b.get("aggregate_name") == "median"]
+reps = medians[0].get("repetitions", "?") if medians else "?"
 print(f"host: {ctx.get('host_name')}, {ctx.get('num_cpus')} CPUs @ {ctx.get('mhz_per_cpu')} MHz, "
-      f"pinned to one core; medians of {len([b for b in data['benchmarks'] if b.get('aggregate_name')=='median'])//2 and ''}"
-      f"repetitions")
+      f"pinned to one core; median of {reps} repetitions")
 print()
 print("| size | ingest per step | counts/s | memcpy floor | ratio ingest/memcpy |")
 print("|---|---|---|---|---|")

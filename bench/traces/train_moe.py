@@ -48,9 +48,25 @@ import platform
 import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+def _early_threads(argv):
+    # OpenBLAS / OpenMP size their thread pools when torch is imported, and
+    # torch.set_num_threads does not reach OpenBLAS's own pool: set them first.
+    n = "1"
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            n = argv[i + 1]
+        elif a.startswith("--threads="):
+            n = a.split("=", 1)[1]
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = n
+
+
+_early_threads(sys.argv[1:])
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- data
@@ -76,15 +92,15 @@ def load_corpus(pattern):
 # ----------------------------------------------------------------------------- model
 
 class MoE(nn.Module):
-    def __init__(self, d, d_ff, m, k, norm_topk, router_init_std, impl):
+    def __init__(self, d, d_ff, m, k, norm_topk, router_init_std, impl, init_std, resid_std):
         super().__init__()
         self.impl = impl
         self.m, self.k, self.norm_topk = m, k, norm_topk
         self.router = nn.Linear(d, m, bias=False)
         nn.init.normal_(self.router.weight, std=router_init_std)
-        self.w1 = nn.Parameter(torch.randn(m, d, d_ff) * (1.0 / math.sqrt(d)))
+        self.w1 = nn.Parameter(torch.randn(m, d, d_ff) * init_std)
         self.b1 = nn.Parameter(torch.zeros(m, d_ff))
-        self.w2 = nn.Parameter(torch.randn(m, d_ff, d) * (1.0 / math.sqrt(d_ff)) * 0.5)
+        self.w2 = nn.Parameter(torch.randn(m, d_ff, d) * resid_std)
         self.b2 = nn.Parameter(torch.zeros(m, d))
 
     def forward(self, x):
@@ -147,13 +163,19 @@ class MoE(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d, heads, d_ff, m, k, norm_topk, router_init_std, seq_len, impl):
+    def __init__(self, d, heads, d_ff, m, k, norm_topk, router_init_std, seq_len, impl,
+                 init_std, resid_std):
         super().__init__()
         self.ln1 = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
         self.ln2 = nn.LayerNorm(d)
-        self.moe = MoE(d, d_ff, m, k, norm_topk, router_init_std, impl)
+        self.moe = MoE(d, d_ff, m, k, norm_topk, router_init_std, impl, init_std, resid_std)
+        # GPT-2 style init: N(0, init_std), residual projections N(0, init_std/sqrt(2L)).
+        nn.init.normal_(self.qkv.weight, std=init_std)
+        nn.init.zeros_(self.qkv.bias)
+        nn.init.normal_(self.proj.weight, std=resid_std)
+        nn.init.zeros_(self.proj.bias)
         self.heads = heads
         self.register_buffer("mask", torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1),
                              persistent=False)
@@ -179,11 +201,12 @@ class TinyMoELM(nn.Module):
         d = args.d_model
         self.emb = nn.Embedding(256, d)
         self.pos = nn.Parameter(torch.zeros(args.seq_len, d))
-        nn.init.normal_(self.emb.weight, std=0.02)
-        nn.init.normal_(self.pos, std=0.02)
+        nn.init.normal_(self.emb.weight, std=args.init_std)
+        nn.init.normal_(self.pos, std=args.init_std)
         self.blocks = nn.ModuleList([
             Block(d, args.heads, args.d_ff, args.experts, args.top_k,
-                  not args.no_norm_topk, args.router_init_std, args.seq_len, args.moe_impl)
+                  not args.no_norm_topk, args.router_init_std, args.seq_len, args.moe_impl,
+                  args.init_std, args.init_std / math.sqrt(2 * args.layers))
             for _ in range(args.layers)])
         self.lnf = nn.LayerNorm(d)
 
@@ -213,7 +236,7 @@ def parse_args(argv=None):
     ap.add_argument("--d-ff", type=int, default=128, help="hidden size of each expert")
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=100, help="linear LR warmup steps")
@@ -226,12 +249,15 @@ def parse_args(argv=None):
                     help="load-balancing loss coefficient (alpha*M*sum f_e P_e); 0 = none")
     ap.add_argument("--zloss", type=float, default=0.0, help="router z-loss coefficient")
     ap.add_argument("--router-init-std", type=float, default=0.02)
+    ap.add_argument("--init-std", type=float, default=0.02,
+                    help="GPT-2 style init std (embeddings, qkv, expert w1); residual "
+                         "projections (attn proj, expert w2) use init_std/sqrt(2*layers)")
     ap.add_argument("--no-norm-topk", action="store_true",
                     help="do not renormalise the K gate probabilities")
     ap.add_argument("--moe-impl", choices=["loop", "padded"], default="loop",
                     help="expert computation: per-expert loop, or one padded bmm (same math)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    ap.add_argument("--fmt", default="%.6g", help="printf format for router floats")
+    ap.add_argument("--fmt", default="%.5g", help="printf format for router floats")
     ap.add_argument("--gzip-level", type=int, default=9)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--text-glob", default=DEFAULT_TEXT_GLOB)
@@ -342,7 +368,7 @@ def main(argv=None):
         "name": args.name,
         "kind": "recorded (real training run, not synthetic)",
         "generator": "bench/traces/train_moe.py",
-        "command": " ".join([os.path.basename(sys.executable), "bench/traces/train_moe.py"]
+        "command": " ".join([sys.executable, "bench/traces/train_moe.py"]
                             + (argv if argv is not None else sys.argv[1:])),
         "model": "byte-level transformer LM, pre-LN, causal MHA + MoE MLP in every block",
         "layers": L, "experts": M, "top_k": args.top_k,
@@ -353,7 +379,8 @@ def main(argv=None):
         "alpha": args.alpha,
         "aux_loss": "alpha * M * sum_e f_e * P_e per layer, summed over layers; f_e = c_e/N (sums to K)",
         "zloss": args.zloss,
-        "router_init_std": args.router_init_std,
+        "router_init_std": args.router_init_std, "init_std": args.init_std,
+        "init": "GPT-2 style: N(0, init_std); attn proj and expert w2 N(0, init_std/sqrt(2L)); biases 0",
         "steps": args.steps, "first_step": 0,
         "batch": args.batch, "seq_len": args.seq_len, "tokens_per_step": n_tokens,
         "assignments_per_step_per_layer": n_tokens * args.top_k,

@@ -34,46 +34,31 @@ absl::Status DescribeBadValue(const JobSpec& spec, absl::string_view field,
 }
 
 // Sums c[0..n) into *sum and returns whether every value is finite and
-// >= 0. Four independent lanes for sums and minima (a single accumulator is a
-// chain of dependent adds, 4 cycles each) let the compiler use vector
-// add/min. A NaN or infinity makes the sum non-finite and a negative value
-// makes the minimum negative, so "min >= 0 and sum finite" accepts exactly
-// the valid rows. Counts are integers, so the order does not change the sum.
-// Cloned for AVX2 (chosen at load time) and plain x86-64.
+// >= 0: a NaN or infinity makes the sum non-finite, a negative value makes the
+// minimum negative. Written as one SIMD reduction (gcc vectorizes floating-
+// point reductions only when told the order may change; counts are integers,
+// so it does not change the sum). Cloned for AVX2, chosen at load time.
 __attribute__((target_clones("avx2", "default"))) bool SumNonNegativeFinite(
     const double* __restrict__ c, int n, double* sum_out) {
-  double sum[4] = {0, 0, 0, 0};
-  double low[4] = {0, 0, 0, 0};
-  int e = 0;
-  for (; e + 4 <= n; e += 4) {
-    for (int k = 0; k < 4; ++k) {
-      const double v = c[e + k];
-      sum[k] += v;
-      low[k] = v < low[k] ? v : low[k];
-    }
+  double sum = 0;
+  double low = 0;
+#pragma omp simd reduction(+ : sum) reduction(min : low)
+  for (int e = 0; e < n; ++e) {
+    sum += c[e];
+    low = c[e] < low ? c[e] : low;
   }
-  for (; e < n; ++e) {
-    sum[0] += c[e];
-    low[0] = c[e] < low[0] ? c[e] : low[0];
-  }
-  const double total = (sum[0] + sum[1]) + (sum[2] + sum[3]);
-  const double lowest =
-      std::min(std::min(low[0], low[1]), std::min(low[2], low[3]));
-  *sum_out = total;
-  return (lowest >= 0) & std::isfinite(total);
+  *sum_out = sum;
+  return (low >= 0) & std::isfinite(sum);
 }
 
 // Returns whether every value of v[0..n) is finite: v * 0 is 0 for finite
 // values and NaN otherwise, so the sum is NaN exactly when one is not.
 __attribute__((target_clones("avx2", "default"))) bool AllFinite(
     const double* __restrict__ v, size_t n) {
-  double acc[4] = {0, 0, 0, 0};
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    for (int k = 0; k < 4; ++k) acc[k] += v[i + k] * 0.0;
-  }
-  for (; i < n; ++i) acc[0] += v[i] * 0.0;
-  return std::isfinite((acc[0] + acc[1]) + (acc[2] + acc[3]));
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (size_t i = 0; i < n; ++i) acc += v[i] * 0.0;
+  return std::isfinite(acc);
 }
 
 }  // namespace
