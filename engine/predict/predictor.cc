@@ -1,0 +1,21 @@
+#include "engine/predict/predictor.h"
+
+#include <algorithm>
+
+namespace moecast {
+
+void NormalizeForecast(absl::Span<double> values) {
+  double sum = 0;
+  for (double& v : values) {
+    if (!(v > 0)) v = 0;  // also maps NaN to 0
+    sum += v;
+  }
+  if (sum > 0 && sum < 1e300) {
+    const double inv = 1.0 / sum;
+    for (double& v : values) v *= inv;
+  } else if (!values.empty()) {
+    std::fill(values.begin(), values.end(), 1.0 / values.size());
+  }
+}
+
+}  // namespace moecast

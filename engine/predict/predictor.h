@@ -1,0 +1,68 @@
+// Predictor: forecasts the load proportions of one MoE layer's experts.
+//
+// A predictor sees one stream: every step, the M load proportions p[e] of one
+// (job, layer) (non-negative, summing to 1). It forecasts, for a horizon h,
+// the mean proportion of each expert over the next h steps, and on request
+// the per-step path. Raw forecasts may be slightly negative or not sum to 1;
+// NormalizeForecast() clips at 0 and renormalises, and the engine applies it
+// to every answer.
+//
+//   std::unique_ptr<Predictor> p = ...;    // see predictor_factory.h
+//   for (each step) p->Observe(proportions);
+//   std::vector<double> mean(M);
+//   p->Forecast(/*horizon=*/100, absl::MakeSpan(mean));
+//   NormalizeForecast(absl::MakeSpan(mean));
+//
+// Before the first observation every predictor forecasts the uniform 1/M.
+// Steps without assignments (all proportions 0) are not passed to Observe.
+//
+// Thread-safety: not thread-safe; one stream is driven by one thread at a
+// time (the engine serializes calls on a job).
+#ifndef MOECAST_ENGINE_PREDICT_PREDICTOR_H_
+#define MOECAST_ENGINE_PREDICT_PREDICTOR_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/types/span.h"
+
+namespace moecast {
+
+class Predictor {
+ public:
+  virtual ~Predictor() = default;
+
+  // A stable name with its parameters, e.g. "sw_avg(100)", "arima(5,1,5)".
+  virtual const std::string& name() const = 0;
+
+  virtual int num_experts() const = 0;
+
+  // Observes one step's proportions (num_experts() values, >= 0, sum 1).
+  // Must be cheap (O(M), amortised): it runs on the ingest path. Expensive
+  // work (refits) happens in Forecast or Refresh.
+  virtual void Observe(absl::Span<const double> proportions) = 0;
+
+  // Brings any periodically refitted model up to date (e.g. ARIMA's refit
+  // every R steps). Forecast calls it when needed; a caller may call it
+  // earlier, off the latency-critical path. Default: nothing to do.
+  virtual void Refresh() {}
+
+  // Writes the forecast mean proportion over the next `horizon` steps
+  // (horizon >= 1) to `out` (num_experts() values).
+  virtual void Forecast(int horizon, absl::Span<double> out) = 0;
+
+  // Writes the per-step forecast of the next `steps` steps to `out`
+  // (steps x num_experts() values, row s = step t+1+s). steps >= 1.
+  virtual void ForecastPath(int steps, absl::Span<double> out) = 0;
+
+  // Bytes of state held for this stream.
+  virtual int64_t MemoryBytes() const = 0;
+};
+
+// Clips negative values to 0 and rescales to sum 1; if nothing positive is
+// left, writes the uniform 1/M.
+void NormalizeForecast(absl::Span<double> values);
+
+}  // namespace moecast
+
+#endif  // MOECAST_ENGINE_PREDICT_PREDICTOR_H_
