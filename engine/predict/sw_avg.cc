@@ -1,0 +1,178 @@
+// sw_avg(W): the recursive sliding-window average of Cong et al.
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/internal/mutex.h"
+#include "engine/predict/basic_predictors.h"
+
+namespace moecast {
+
+std::vector<double> SwAvgHorizonWeights(int window, int horizon) {
+  const int w = window;
+  // Each value in the sliding window, as weights over the W observations.
+  std::deque<std::vector<double>> values;
+  std::vector<double> running(w, 1.0);  // sum of the window's weight vectors
+  for (int i = 0; i < w; ++i) {
+    std::vector<double> unit(w, 0.0);
+    unit[i] = 1.0;
+    values.push_back(std::move(unit));
+  }
+  std::vector<double> mean(w, 0.0);
+  std::vector<double> next(w);
+  for (int k = 0; k < horizon; ++k) {
+    for (int i = 0; i < w; ++i) next[i] = running[i] / w;
+    for (int i = 0; i < w; ++i) {
+      mean[i] += next[i];
+      running[i] += next[i] - values.front()[i];
+    }
+    values.pop_front();
+    values.push_back(next);
+  }
+  for (double& v : mean) v /= horizon;
+  return mean;
+}
+
+namespace {
+
+// Weight vectors depend only on (W, h), so one process-wide cache serves every
+// stream. Entries are never removed; references stay valid.
+const std::vector<double>& SharedWeights(int window, int horizon) {
+  static internal::Mutex mu;
+  static auto* cache =
+      new std::map<std::pair<int, int>, std::unique_ptr<std::vector<double>>>();
+  internal::MutexLock lock(&mu);
+  auto& slot = (*cache)[std::make_pair(window, horizon)];
+  if (slot == nullptr) {
+    slot = std::make_unique<std::vector<double>>(
+        SwAvgHorizonWeights(window, horizon));
+  }
+  return *slot;
+}
+
+class SwAvgPredictor final : public Predictor {
+ public:
+  SwAvgPredictor(int m, int window)
+      : name_(absl::StrCat("sw_avg(", window, ")")),
+        m_(m),
+        window_(window),
+        ring_(static_cast<size_t>(m) * window, 0.0),
+        sum_(m, 0.0) {}
+
+  const std::string& name() const override { return name_; }
+  int num_experts() const override { return m_; }
+
+  void Observe(absl::Span<const double> p) override {
+    double* slot = ring_.data() + static_cast<size_t>(head_) * m_;
+    if (count_ == window_) {
+      for (int e = 0; e < m_; ++e) sum_[e] += p[e] - slot[e];
+    } else {
+      for (int e = 0; e < m_; ++e) sum_[e] += p[e];
+      ++count_;
+    }
+    std::copy(p.begin(), p.end(), slot);
+    head_ = head_ + 1 == window_ ? 0 : head_ + 1;
+    // Recompute the running sum from the ring every W steps, so rounding in
+    // the add/subtract updates cannot accumulate.
+    if (++since_resum_ >= window_) {
+      since_resum_ = 0;
+      std::fill(sum_.begin(), sum_.end(), 0.0);
+      for (int i = 0; i < count_; ++i) {
+        const double* row = Row(i);
+        for (int e = 0; e < m_; ++e) sum_[e] += row[e];
+      }
+    }
+  }
+
+  void Forecast(int horizon, absl::Span<double> out) override {
+    if (count_ == 0) {
+      std::fill(out.begin(), out.end(), 1.0 / m_);
+      return;
+    }
+    const std::vector<double>& w = Weights(count_, horizon);
+    // Positions at or after min(h - 1, n) share the newest weight.
+    const int distinct = std::min(horizon - 1, count_);
+    const double shared = w[count_ - 1];
+    for (int e = 0; e < m_; ++e) out[e] = shared * sum_[e];
+    for (int i = 0; i < distinct; ++i) {
+      const double extra = w[i] - shared;
+      const double* row = Row(i);
+      for (int e = 0; e < m_; ++e) out[e] += extra * row[e];
+    }
+  }
+
+  void ForecastPath(int steps, absl::Span<double> out) override {
+    if (count_ == 0) {
+      std::fill(out.begin(), out.end(), 1.0 / m_);
+      return;
+    }
+    // Slide a copy of the window over its own forecasts.
+    std::vector<double> window(static_cast<size_t>(count_) * m_);
+    for (int i = 0; i < count_; ++i) {
+      std::copy(Row(i), Row(i) + m_, window.begin() + static_cast<size_t>(i) * m_);
+    }
+    std::vector<double> running(sum_);
+    int oldest = 0;
+    for (int s = 0; s < steps; ++s) {
+      double* f = out.data() + static_cast<size_t>(s) * m_;
+      double* old = window.data() + static_cast<size_t>(oldest) * m_;
+      for (int e = 0; e < m_; ++e) {
+        f[e] = running[e] / count_;
+        running[e] += f[e] - old[e];
+        old[e] = f[e];
+      }
+      oldest = oldest + 1 == count_ ? 0 : oldest + 1;
+    }
+  }
+
+  int64_t MemoryBytes() const override {
+    return static_cast<int64_t>(sizeof(*this) +
+                                (ring_.size() + sum_.size()) * sizeof(double));
+  }
+
+ private:
+  // Observation i of the window, oldest first (0 <= i < count_).
+  const double* Row(int i) const {
+    int slot = head_ - count_ + i;
+    if (slot < 0) slot += window_;
+    return ring_.data() + static_cast<size_t>(slot) * m_;
+  }
+
+  // Full windows use the shared cache; the first W - 1 steps (a shorter
+  // window) compute theirs on the spot rather than fill the cache.
+  const std::vector<double>& Weights(int n, int horizon) {
+    if (n == window_) return SharedWeights(n, horizon);
+    warmup_weights_ = SwAvgHorizonWeights(n, horizon);
+    return warmup_weights_;
+  }
+
+  const std::string name_;
+  const int m_;
+  const int window_;
+  std::vector<double> ring_;  // window_ x m_
+  std::vector<double> sum_;   // sum of the stored rows
+  int head_ = 0;
+  int count_ = 0;
+  int since_resum_ = 0;
+  std::vector<double> warmup_weights_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Predictor>> MakeSwAvgPredictor(int m,
+                                                              int window) {
+  if (m < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sw_avg: num_experts = ", m, " must be >= 1"));
+  }
+  if (window < 1 || window > 100000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sw_avg: window = ", window, " must be in [1, 100000]"));
+  }
+  return std::unique_ptr<Predictor>(new SwAvgPredictor(m, window));
+}
+
+}  // namespace moecast
