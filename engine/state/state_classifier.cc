@@ -1,0 +1,233 @@
+#include "engine/state/state_classifier.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace moecast {
+namespace {
+
+// Population variance from running sums, clamped at 0 against rounding.
+double Variance(double sum, double sum_sq, int n) {
+  if (n < 2) return 0;
+  const double v = (sum_sq - sum * sum / n) / (n - 1);
+  return v > 0 ? v : 0;
+}
+
+constexpr double kTiny = 1e-300;
+
+}  // namespace
+
+absl::string_view LoadStateName(LoadState state) {
+  return state == LoadState::kStable ? "stable" : "transient";
+}
+
+absl::Status ValidateStateOptions(const StateOptions& o) {
+  if (o.window < 10 || o.window > 100000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state: window = ", o.window, " must be in [10, 100000]"));
+  }
+  if (!(o.leave_threshold >= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state: leave_threshold = ", o.leave_threshold,
+                     " must be >= 1 (the drift ratio of a stationary load)"));
+  }
+  if (!(o.enter_threshold >= o.leave_threshold) ||
+      !std::isfinite(o.enter_threshold)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "state: enter_threshold = ", o.enter_threshold,
+        " must be finite and >= leave_threshold = ", o.leave_threshold));
+  }
+  if (o.min_dwell_steps < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "state: min_dwell_steps = ", o.min_dwell_steps, " must be >= 0"));
+  }
+  if (!(o.job_transient_fraction >= 0 && o.job_transient_fraction < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state: job_transient_fraction = ",
+                     o.job_transient_fraction, " must be in [0, 1)"));
+  }
+  return absl::OkStatus();
+}
+
+StateClassifier::StateClassifier(int num_experts, int top_k,
+                                 const StateOptions& options)
+    : m_(num_experts),
+      k_(top_k),
+      options_(options),
+      ring_(static_cast<size_t>(num_experts) * options.window, 0.0f),
+      inv_kn_(options.window, 0.0),
+      sum_(num_experts, 0.0),
+      sum_sq_(num_experts, 0.0),
+      sum_diff_sq_(num_experts, 0.0) {}
+
+const float* StateClassifier::Row(int age) const {
+  int slot = head_ - 1 - age;
+  if (slot < 0) slot += options_.window;
+  return ring_.data() + static_cast<size_t>(slot) * m_;
+}
+
+std::optional<StateTransition> StateClassifier::Observe(
+    int64_t step, absl::Span<const double> p, double tokens, int layer) {
+  const int w = options_.window;
+  if (!started_) {
+    started_ = true;
+    state_since_ = step;
+  }
+  if (count_ == w) {
+    // Drop the oldest step and its difference with the next one.
+    const float* oldest = Row(w - 1);
+    const float* second = Row(w - 2);
+    for (int e = 0; e < m_; ++e) {
+      const double o = oldest[e];
+      const double d = static_cast<double>(second[e]) - o;
+      sum_[e] -= o;
+      sum_sq_[e] -= o * o;
+      sum_diff_sq_[e] -= d * d;
+    }
+    --count_;
+  }
+  const float* newest = count_ > 0 ? Row(0) : nullptr;
+  float* slot = ring_.data() + static_cast<size_t>(head_) * m_;
+  for (int e = 0; e < m_; ++e) {
+    const float x = static_cast<float>(p[e]);
+    const double xd = x;
+    sum_[e] += xd;
+    sum_sq_[e] += xd * xd;
+    if (newest != nullptr) {
+      const double d = xd - newest[e];
+      sum_diff_sq_[e] += d * d;
+    }
+    slot[e] = x;
+  }
+  inv_kn_[head_] = tokens > 0 ? 1.0 / (k_ * tokens) : 0.0;
+  head_ = head_ + 1 == w ? 0 : head_ + 1;
+  ++count_;
+  if (++since_resum_ >= w) {
+    // Recompute the sums from the ring so that rounding cannot accumulate.
+    since_resum_ = 0;
+    std::fill(sum_.begin(), sum_.end(), 0.0);
+    std::fill(sum_sq_.begin(), sum_sq_.end(), 0.0);
+    std::fill(sum_diff_sq_.begin(), sum_diff_sq_.end(), 0.0);
+    for (int age = count_ - 1; age >= 0; --age) {
+      const float* row = Row(age);
+      const float* next = age > 0 ? Row(age - 1) : nullptr;
+      for (int e = 0; e < m_; ++e) {
+        sum_[e] += row[e];
+        sum_sq_[e] += static_cast<double>(row[e]) * row[e];
+        if (next != nullptr) {
+          const double d = static_cast<double>(next[e]) - row[e];
+          sum_diff_sq_[e] += d * d;
+        }
+      }
+    }
+  }
+
+  ++steps_in_state_;
+  if (count_ < w || steps_in_state_ < options_.min_dwell_steps) {
+    return std::nullopt;
+  }
+  const double r = *drift_ratio();
+  const LoadState from = state_;
+  if (state_ == LoadState::kStable && r > options_.enter_threshold) {
+    state_ = LoadState::kTransient;
+  } else if (state_ == LoadState::kTransient && r < options_.leave_threshold) {
+    state_ = LoadState::kStable;
+  }
+  if (state_ == from) return std::nullopt;
+  state_since_ = step;
+  steps_in_state_ = 0;
+  return StateTransition{step, layer, from, state_, r};
+}
+
+std::optional<double> StateClassifier::drift_ratio() const {
+  if (count_ < 3) return std::nullopt;
+  double var = 0;
+  double half_mssd = 0;
+  for (int e = 0; e < m_; ++e) {
+    var += Variance(sum_[e], sum_sq_[e], count_);
+    half_mssd += sum_diff_sq_[e] / (count_ - 1) / 2;
+  }
+  if (half_mssd <= kTiny) return 1.0;  // a constant load: perfectly stable
+  return var / half_mssd;
+}
+
+StateSignals StateClassifier::Signals() const {
+  StateSignals s;
+  s.state = state_;
+  s.state_since_step = state_since_;
+  s.window_steps = count_;
+  s.drift_ratio = drift_ratio();
+  auto window_stats = [&](int n, std::vector<double>* var,
+                          std::vector<double>* range) {
+    n = std::min(n, count_);
+    var->assign(m_, 0.0);
+    range->assign(m_, 0.0);
+    if (n == 0) return;
+    std::vector<double> lo(m_, 1e300), hi(m_, -1e300), sum(m_, 0.0), sq(m_, 0.0);
+    for (int age = 0; age < n; ++age) {
+      const float* row = Row(age);
+      for (int e = 0; e < m_; ++e) {
+        const double x = row[e];
+        sum[e] += x;
+        sq[e] += x * x;
+        lo[e] = std::min(lo[e], x);
+        hi[e] = std::max(hi[e], x);
+      }
+    }
+    for (int e = 0; e < m_; ++e) {
+      (*var)[e] = Variance(sum[e], sq[e], n);
+      (*range)[e] = hi[e] - lo[e];
+    }
+  };
+  window_stats(10, &s.variance_10, &s.range_10);
+  window_stats(options_.window, &s.variance_w, &s.range_w);
+  if (count_ >= 3) {
+    double var = 0, sampling = 0, inv_kn = 0;
+    for (int age = 0; age < count_; ++age) {
+      int slot = head_ - 1 - age;
+      if (slot < 0) slot += options_.window;
+      inv_kn += inv_kn_[slot];
+    }
+    inv_kn /= count_;
+    for (int e = 0; e < m_; ++e) {
+      var += s.variance_w[e];
+      const double mean = sum_[e] / count_;
+      sampling += std::max(0.0, mean * (1 - k_ * mean)) * inv_kn;
+    }
+    if (sampling > kTiny) s.dispersion = var / sampling;
+    // Drift between the means of the window's halves, against noise alone.
+    const int n1 = count_ / 2;
+    const int n2 = count_ - n1;
+    double drift = 0, expected = 0;
+    for (int e = 0; e < m_; ++e) {
+      double m_new = 0, m_old = 0;
+      for (int age = 0; age < n2; ++age) m_new += Row(age)[e];
+      for (int age = n2; age < count_; ++age) m_old += Row(age)[e];
+      drift += std::abs(m_new / n2 - m_old / n1);
+      const double noise_var = sum_diff_sq_[e] / (count_ - 1) / 2;
+      expected += std::sqrt(2 / M_PI) *
+                  std::sqrt(noise_var * (1.0 / n1 + 1.0 / n2));
+    }
+    if (expected > kTiny) s.half_drift = drift / expected;
+  }
+  return s;
+}
+
+int64_t StateClassifier::MemoryBytes() const {
+  return static_cast<int64_t>(
+      sizeof(*this) + ring_.size() * sizeof(float) +
+      (inv_kn_.size() + sum_.size() + sum_sq_.size() + sum_diff_sq_.size()) *
+          sizeof(double));
+}
+
+LoadState JobState(absl::Span<const LoadState> layers, double fraction) {
+  if (layers.empty()) return LoadState::kTransient;
+  int transient = 0;
+  for (LoadState s : layers) transient += s == LoadState::kTransient;
+  return transient > fraction * layers.size() ? LoadState::kTransient
+                                              : LoadState::kStable;
+}
+
+}  // namespace moecast
