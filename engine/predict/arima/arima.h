@@ -1,0 +1,222 @@
+// arima(p,d,q): per-expert ARIMA forecasts, fitted by conditional sum of
+// squares (design section 4, after Cong et al.).
+//
+// Model. Each expert's proportion series x_t is its own stream. With
+// w_t = (1 - L)^d x_t (d in {0, 1, 2}) and u_t = w_t - mu:
+//
+//   u_t = phi_1 u_{t-1} + ... + phi_p u_{t-p}
+//         + e_t + theta_1 e_{t-1} + ... + theta_q e_{t-q}
+//
+// i.e. e_t = w_t - c - sum_i phi_i w_{t-i} - sum_j theta_j e_{t-j} with
+// c = mu (1 - sum_i phi_i). The MA sign is statsmodels' (theta(L) = 1 +
+// theta_1 L + ...). Mean / drift: for d = 0, mu (the series mean) is always
+// estimated. For d >= 1, mu is the drift of the differenced series; it is
+// fixed at 0 unless ArimaOptions::drift is set, because a drift extrapolated
+// over h = 2000 steps walks a bounded proportion off its range (statsmodels:
+// trend="n" for d >= 1 matches drift = false; trend="t" with d = 1 matches
+// drift = true, its coefficient being mu).
+//
+// Estimator. Conditional sum of squares (CSS) on the last fit_window levels:
+// difference d times (n - d values w_0..w_{n-d-1}), condition on the first p
+// of them, set pre-sample residuals to 0 (e_t = 0 for t < p), and minimise
+// S = sum_{t=p}^{n-d-1} e_t^2 over (phi, theta, mu) by Levenberg-Marquardt:
+// the exact Jacobian of e by the recursions
+//   de_t/dphi_i   = -u_{t-i}        - sum_k theta_k de_{t-k}/dphi_i
+//   de_t/dtheta_j = -e_{t-j}        - sum_k theta_k de_{t-k}/dtheta_j
+//   de_t/dmu      = -(1 - sum phi)  - sum_k theta_k de_{t-k}/dmu
+// (zero before t = p), then (J'J + lambda diag(J'J)) delta = -J'e, solved
+// by LDLT on at most 21 x 21 (no heap). A step is accepted if it lowers S
+// and keeps the model inside the region below; otherwise lambda grows x10.
+// Stops when an accepted step lowers S by less than 1e-10 relative, when
+// lambda passes 1e10, or after max_iterations trial steps.
+//
+// Start values. Cold fits use Hannan-Rissanen: a long AR(L) by least squares
+// (L = clamp(2 max(p, q), 10, 30), at most a quarter of the window), its
+// residuals as e-hat, then least squares of u_t on u_{t-1..t-p} and
+// e-hat_{t-1..t-q}; mu starts at the mean of w. Because the CSS surface of an
+// over-parameterised ARMA has several local minima, a cold fit also runs LM
+// from the pure AR(p) least-squares start (theta = 0) and keeps the lower S.
+// Refits start from the previous fit (warm start) only.
+//
+// Constraints. Stationarity of phi(z) = 1 - sum phi_i z^i and invertibility
+// of theta(z) = 1 + sum theta_j z^j are checked exactly by the Schur-Cohn
+// (Levinson step-down) recursion: every reflection coefficient must satisfy
+// |k| <= 0.999. LM steps that leave this region are rejected (so the fit
+// stays feasible; an optimum outside is approached from inside). A start
+// outside is pulled in by scaling coefficient i by 0.95^i (which moves every
+// root outward by 1/0.95) until it is inside.
+//
+// Fallback. Until ArimaMinFitObservations(options) steps have been seen
+// (max(fit_window / 2, p + d + q + 50)), the forecast of every horizon is the
+// mean of the steps seen so far (uniform 1/M before the first). A window whose
+// differenced series is constant (e.g. a dead expert) gets phi = theta = 0
+// (a flat forecast at the last value, or at the mean for d = 0).
+//
+// Refit policy. Observe only appends the step to a ring of fit_window rows
+// (O(M), no arithmetic). Refresh() (called by Forecast/ForecastPath) fits
+// all experts when the minimum is first reached and refits them all once
+// refit_every steps have arrived since the last fit, each from its previous
+// parameters. Between refits it brings the residual state e_{t..t-q+1} up to
+// date with the current parameters over the steps that arrived since (at most
+// refit_every - 1 steps x (p + q) per expert).
+//
+// Forecasts. Recursive point forecasts: u-hat_{t+s} = sum phi_i u_{t+s-i}
+// (observed or forecast) + sum_{j >= s} theta_j e_{t+s-j}, w-hat = u-hat + mu,
+// then integrated d times back to levels. Forecast(h) is the mean of the
+// first h of them, ForecastPath(steps) writes them all; both cost
+// O(h (p + d)) per expert and no allocation. With phi stationary, w-hat tends
+// geometrically to mu, so for d <= 1 without drift long horizons settle at a
+// finite level. Outputs are raw (they may leave [0, 1]); the caller
+// normalises (NormalizeForecast).
+//
+// Memory per stream (M experts, W = fit_window, k = p + q + 1, all doubles):
+//   8 M (W + k + q + 1) bytes of state, plus a fit workspace shared by the
+//   stream's experts of about 8 W (2 k + L + 8) bytes.
+//   Defaults (5,1,5), W = 500, M = 256: 256 x 8 x 517 = 1.06 MB + ~0.2 MB.
+//   MemoryBytes() reports the exact figure.
+//
+// Cost. Observe: one copy of M doubles. A refit: per expert and LM iteration,
+// one pass of O(W (p + q)) for the residuals, O(W k q) for the Jacobian and
+// O(W k^2) for J'J; warm refits typically need a few iterations. See
+// bench/arima/arima_benchmark.cc for measured figures.
+//
+// Thread-safety: as Predictor (one thread drives one stream).
+#ifndef MOECAST_ENGINE_PREDICT_ARIMA_ARIMA_H_
+#define MOECAST_ENGINE_PREDICT_ARIMA_ARIMA_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/predict/predictor.h"
+
+namespace moecast {
+
+struct ArimaOptions {
+  int p = 5;  // AR order, in [0, 10]
+  int d = 1;  // differences, in [0, 2]
+  int q = 5;  // MA order, in [0, 10]
+  // For d >= 1: estimate a mean mu of the differenced series (a drift).
+  // Ignored for d = 0, where the mean is always estimated.
+  bool drift = false;
+  // Levels the model is fitted on; at least p + d + q + 50.
+  int fit_window = 500;
+  // Steps between refits, >= 1.
+  int refit_every = 100;
+  // Levenberg-Marquardt trial steps per fit (per start), in [1, 10000].
+  int max_iterations = 50;
+};
+
+// Largest p and q accepted.
+inline constexpr int kArimaMaxOrder = 10;
+// fit_window must be at least p + d + q + this.
+inline constexpr int kArimaMinExtraObservations = 50;
+// Bound on every Schur-Cohn reflection coefficient of phi and theta.
+inline constexpr double kArimaMaxReflection = 0.999;
+
+// INVALID_ARGUMENT naming the field and the value if `options` is out of range.
+absl::Status ValidateArimaOptions(const ArimaOptions& options);
+
+// Steps seen before the first fit: max(fit_window / 2, p + d + q + 50).
+int ArimaMinFitObservations(const ArimaOptions& options);
+
+// Whether x_t = sum_i a_i x_{t-i} + noise is stationary with every
+// reflection coefficient |k| <= max_reflection (a.size() <= 10). For
+// invertibility of theta, pass a_j = -theta_j.
+bool ArimaIsStationary(absl::Span<const double> a,
+                       double max_reflection = kArimaMaxReflection);
+
+// Results of one fit.
+struct ArimaFitStats {
+  double start_css = 0;  // S at the start values (the best start, cold fits)
+  double css = 0;        // S at the fitted parameters
+  int iterations = 0;    // LM trial steps, summed over starts
+  bool warm_start = false;
+  bool degenerate = false;  // constant differenced series (or too short)
+};
+
+// The CSS fitter for one (p, d, q, drift): a reusable workspace. Parameters
+// are a vector of num_params() = p + q + 1 values laid out as
+// [phi_1..phi_p, theta_1..theta_q, mu] (mu held at 0 when it is not
+// estimated). Series are levels x, oldest first. Buffers grow to the longest
+// series seen and are then reused: no allocation per fit after the first.
+class ArimaCss {
+ public:
+  // `options` must pass ValidateArimaOptions.
+  explicit ArimaCss(const ArimaOptions& options);
+  ~ArimaCss();
+  ArimaCss(const ArimaCss&) = delete;
+  ArimaCss& operator=(const ArimaCss&) = delete;
+
+  int num_params() const { return p_ + q_ + 1; }
+  bool estimates_mean() const { return has_mean_; }
+
+  // Fits on `x` (at least p + d + q + 2 values; shorter or constant series
+  // give phi = theta = 0). If `warm_start`, `params` holds the start (used if
+  // feasible and finite, else a cold start); the fit is written to `params`.
+  ArimaFitStats Fit(absl::Span<const double> x, bool warm_start,
+                    absl::Span<double> params);
+
+  // S at `params` on `x` (no constraint check).
+  double Css(absl::Span<const double> x, absl::Span<const double> params);
+
+  // Point forecasts of the next path.size() levels after x, at `params`.
+  void ForecastPath(absl::Span<const double> x,
+                    absl::Span<const double> params, absl::Span<double> path);
+
+  // After Fit, Css or ForecastPath: the last q residuals, newest first
+  // (0 where the series was too short).
+  absl::Span<const double> last_residuals() const {
+    return absl::MakeConstSpan(last_e_, q_);
+  }
+
+  int64_t MemoryBytes() const;
+
+ private:
+  struct Workspace;
+
+  // Differences x into w_; returns the length of w (0 if too short).
+  int Difference(absl::Span<const double> x);
+  // Residuals e_ at `params` over w_[0..m); returns S.
+  double Residuals(int m, const double* params, double* e) const;
+  // S, J'J and J'e at `params` (estimated parameters only).
+  double Linearize(int m, const double* params);
+  // LM from `params` (must be feasible); returns S, adds trial steps.
+  double Minimize(int m, double* params, int* iterations);
+  // Hannan-Rissanen start (ar_only: theta = 0) written to params.
+  void StartValues(int m, bool ar_only, double* params);
+  bool Feasible(const double* params) const;
+  void MakeFeasible(double* params) const;
+  void SaveLastResiduals(int m, const double* e);
+
+  const int p_, d_, q_;
+  const bool has_mean_;
+  const int k_;  // estimated parameters: p + q (+ 1 with a mean)
+  const int max_iterations_;
+  std::unique_ptr<Workspace> ws_;
+  double last_e_[kArimaMaxOrder] = {};
+};
+
+// Counters of the predictor's refits (for benchmarks and tests).
+struct ArimaRefitStats {
+  int64_t refits = 0;           // fits of the whole layer so far
+  int64_t last_iterations = 0;  // LM trial steps of the last refit, all experts
+  int last_warm = 0;            // experts of the last refit that started warm
+  int last_degenerate = 0;      // experts of the last refit with a flat series
+};
+
+// The predictor: one ARIMA(p,d,q) per expert, as described at the top.
+// Name "arima(p,d,q)", or "arima(p,d,q)+drift" with drift (d >= 1).
+absl::StatusOr<std::unique_ptr<Predictor>> MakeArimaPredictor(
+    int num_experts, const ArimaOptions& options = ArimaOptions());
+
+// The refit counters of a predictor made by MakeArimaPredictor (nullptr for
+// any other predictor).
+const ArimaRefitStats* GetArimaRefitStats(const Predictor& predictor);
+
+}  // namespace moecast
+
+#endif  // MOECAST_ENGINE_PREDICT_ARIMA_ARIMA_H_

@@ -1,0 +1,330 @@
+#include "engine/predict/forecast_bank.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace moecast {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+int Stride(int horizon) { return std::max(1, horizon / 10); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ForecastBank>> ForecastBank::Create(
+    std::vector<std::unique_ptr<Predictor>> predictors,
+    const ForecastBankOptions& options) {
+  if (predictors.empty()) {
+    return absl::InvalidArgumentError("forecast bank: no predictors");
+  }
+  const int m = predictors[0]->num_experts();
+  std::set<std::string> names;
+  for (const auto& p : predictors) {
+    if (p->num_experts() != m) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "forecast bank: predictor ", p->name(), " has ", p->num_experts(),
+          " experts, ", predictors[0]->name(), " has ", m));
+    }
+    if (!names.insert(p->name()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forecast bank: predictor ", p->name(), " is listed twice"));
+    }
+    if (p->name() == "auto") {
+      return absl::InvalidArgumentError(
+          "forecast bank: 'auto' is the bank's own choice, not a predictor");
+    }
+  }
+  if (options.horizons.empty()) {
+    return absl::InvalidArgumentError("forecast bank: no horizons");
+  }
+  std::set<int> seen;
+  for (int h : options.horizons) {
+    if (h < 1 || h > 1000000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forecast bank: horizon ", h, " must be in [1, 1000000]"));
+    }
+    if (!seen.insert(h).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forecast bank: horizon ", h, " is listed twice"));
+    }
+  }
+  if (!(options.error_half_life > 0) || !std::isfinite(options.error_half_life)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("forecast bank: error_half_life = ",
+                     options.error_half_life, " must be positive"));
+  }
+  if (options.residual_window < 16 || options.residual_window > (1 << 24)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("forecast bank: residual_window = ",
+                     options.residual_window, " must be in [16, 16777216]"));
+  }
+  return std::unique_ptr<ForecastBank>(
+      new ForecastBank(std::move(predictors), options));
+}
+
+ForecastBank::ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
+                           const ForecastBankOptions& options)
+    : m_(predictors[0]->num_experts()),
+      options_(options),
+      predictors_(std::move(predictors)),
+      tracks_((predictors_.size() + 1) * options.horizons.size()),
+      cum_counts_(m_, 0.0),
+      scratch_(m_, 0.0) {
+  for (const auto& p : predictors_) names_.push_back(p->name());
+  for (Track& t : tracks_) t.recent_l1 = kNaN;
+}
+
+int ForecastBank::HorizonIndex(int horizon) const {
+  int best = 0;
+  double best_dist = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < options_.horizons.size(); ++i) {
+    const double d = std::abs(std::log(static_cast<double>(horizon)) -
+                              std::log(static_cast<double>(options_.horizons[i])));
+    if (d < best_dist) {
+      best_dist = d;
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
+int ForecastBank::AutoIndex(int h) const {
+  int best = 0;
+  double best_err = std::numeric_limits<double>::infinity();
+  for (size_t j = 0; j < predictors_.size(); ++j) {
+    const Track& t = TrackOf(static_cast<int>(j), h);
+    if (t.scored > 0 && t.recent_l1 < best_err) {
+      best_err = t.recent_l1;
+      best = static_cast<int>(j);
+    }
+  }
+  return best;
+}
+
+const std::string& ForecastBank::AutoChoice(int horizon) const {
+  return names_[AutoIndex(HorizonIndex(horizon))];
+}
+
+void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
+                           double assignments) {
+  for (auto& predictor : predictors_) predictor->Observe(p);
+  for (int e = 0; e < m_; ++e) cum_counts_[e] += p[e] * assignments;
+  cum_assignments_ += assignments;
+  ++index_;
+  last_step_ = step;
+
+  const size_t num_h = options_.horizons.size();
+  if (options_.per_step_mape) {
+    for (Track& t : tracks_) {
+      for (Pending& pending : t.pending) {
+        double sum = 0;
+        int n = 0;
+        for (int e = 0; e < m_; ++e) {
+          if (p[e] > 0) {
+            sum += std::abs(pending.forecast[e] - p[e]) / p[e];
+            ++n;
+          }
+        }
+        if (n > 0) pending.step_mape_sum += sum / n;
+      }
+    }
+  }
+  // Score the forecasts whose horizon has passed.
+  for (int j = -1; j < static_cast<int>(predictors_.size()); ++j) {
+    for (size_t h = 0; h < num_h; ++h) {
+      Track& t = TrackOf(j, static_cast<int>(h));
+      while (!t.pending.empty() &&
+             t.pending.front().origin_index + options_.horizons[h] == index_) {
+        Score(j, static_cast<int>(h), t);
+        t.pending.pop_front();
+      }
+    }
+  }
+  // Drop snapshots no pending forecast refers to.
+  int64_t oldest = index_;
+  for (const Track& t : tracks_) {
+    if (!t.pending.empty()) oldest = std::min(oldest, t.pending.front().origin_index);
+  }
+  while (!snapshots_.empty() && snapshots_.begin()->first < oldest) {
+    snapshots_.erase(snapshots_.begin());
+  }
+  // New origins.
+  for (size_t h = 0; h < num_h; ++h) {
+    const int horizon = options_.horizons[h];
+    if (index_ % Stride(horizon) != 0) continue;
+    snapshots_.try_emplace(index_, cum_counts_, cum_assignments_);
+    const int chosen = AutoIndex(static_cast<int>(h));
+    for (size_t j = 0; j < predictors_.size(); ++j) {
+      predictors_[j]->Forecast(horizon, absl::MakeSpan(scratch_));
+      NormalizeForecast(absl::MakeSpan(scratch_));
+      Pending pending{step, index_,
+                      std::vector<float>(scratch_.begin(), scratch_.end())};
+      if (static_cast<int>(j) == chosen) {
+        TrackOf(-1, static_cast<int>(h)).pending.push_back(pending);
+      }
+      TrackOf(static_cast<int>(j), static_cast<int>(h))
+          .pending.push_back(std::move(pending));
+    }
+  }
+}
+
+void ForecastBank::Score(int predictor, int h, Track& t) {
+  const Pending& pending = t.pending.front();
+  auto it = snapshots_.find(pending.origin_index);
+  const std::vector<double>& start = it->second.first;
+  const double total = cum_assignments_ - it->second.second;
+  ScoredForecast s;
+  s.predictor = predictor;
+  s.horizon = options_.horizons[h];
+  s.origin_step = pending.origin_step;
+  s.origin_index = pending.origin_index;
+  double mape_sum = 0;
+  int mape_n = 0;
+  if (t.residuals.size() < static_cast<size_t>(options_.residual_window)) {
+    t.residuals.reserve(options_.residual_window);
+  }
+  for (int e = 0; e < m_; ++e) {
+    const double y = total > 0 ? (cum_counts_[e] - start[e]) / total : 0;
+    const double f = pending.forecast[e];
+    const double err = std::abs(f - y);
+    s.l1 += err;
+    if (y > 0) {
+      mape_sum += err / y;
+      ++mape_n;
+    } else {
+      ++s.mape_experts_excluded;
+    }
+    const float r = static_cast<float>((y - f) / std::sqrt(std::max(f, 1e-12)));
+    if (t.residuals.size() < static_cast<size_t>(options_.residual_window)) {
+      t.residuals.push_back(r);
+    } else {
+      t.residuals[t.residual_head] = r;
+      t.residual_head = (t.residual_head + 1) % t.residuals.size();
+    }
+  }
+  s.mape = mape_n > 0 ? mape_sum / mape_n : kNaN;
+  s.step_mape = options_.per_step_mape ? pending.step_mape_sum / s.horizon : kNaN;
+  const double decay = std::exp2(-1.0 / options_.error_half_life);
+  const double w = t.weight * decay;
+  t.recent_l1 = t.scored == 0 ? s.l1 : (w * t.recent_l1 + s.l1) / (w + 1);
+  t.weight = w + 1;
+  t.sum_l1 += s.l1;
+  ++t.scored;
+  if (listener_) listener_(s);
+}
+
+absl::StatusOr<BankForecast> ForecastBank::Forecast(int horizon,
+                                                    absl::string_view predictor,
+                                                    double level) {
+  if (horizon < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("horizon ", horizon, " must be >= 1"));
+  }
+  if (!(level > 0 && level < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("interval level ", level, " must be in (0, 1)"));
+  }
+  const int h = HorizonIndex(horizon);
+  int j;
+  if (predictor == "auto") {
+    j = AutoIndex(h);
+  } else {
+    auto it = std::find(names_.begin(), names_.end(), predictor);
+    if (it == names_.end()) {
+      return absl::NotFoundError(absl::StrCat(
+          "predictor '", predictor, "' is not in this job's bank (",
+          absl::StrJoin(names_, ", "), ", or auto)"));
+    }
+    j = static_cast<int>(it - names_.begin());
+  }
+  BankForecast out;
+  out.predictor = names_[j];
+  out.mean.resize(m_);
+  predictors_[j]->Forecast(horizon, absl::MakeSpan(out.mean));
+  NormalizeForecast(absl::MakeSpan(out.mean));
+  const Track& t = TrackOf(j, h);
+  if (!t.residuals.empty()) {
+    std::vector<float> r = t.residuals;
+    auto quantile = [&](double q) {
+      const size_t k = std::min(r.size() - 1, static_cast<size_t>(q * r.size()));
+      std::nth_element(r.begin(), r.begin() + k, r.end());
+      return static_cast<double>(r[k]);
+    };
+    const double lo = quantile((1 - level) / 2);
+    const double hi = quantile((1 + level) / 2);
+    out.lower.resize(m_);
+    out.upper.resize(m_);
+    for (int e = 0; e < m_; ++e) {
+      const double scale = std::sqrt(std::max(out.mean[e], 1e-12));
+      out.lower[e] = std::clamp(out.mean[e] + lo * scale, 0.0, 1.0);
+      out.upper[e] = std::clamp(out.mean[e] + hi * scale, 0.0, 1.0);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<double>> ForecastBank::ForecastPath(
+    int steps, absl::string_view predictor) {
+  if (steps < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("path length ", steps, " must be >= 1"));
+  }
+  int j;
+  if (predictor == "auto") {
+    j = AutoIndex(HorizonIndex(steps));
+  } else {
+    auto it = std::find(names_.begin(), names_.end(), predictor);
+    if (it == names_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("predictor '", predictor, "' is not in this job's bank"));
+    }
+    j = static_cast<int>(it - names_.begin());
+  }
+  std::vector<double> path(static_cast<size_t>(steps) * m_);
+  predictors_[j]->ForecastPath(steps, absl::MakeSpan(path));
+  for (int s = 0; s < steps; ++s) {
+    NormalizeForecast(absl::MakeSpan(path.data() + static_cast<size_t>(s) * m_, m_));
+  }
+  return path;
+}
+
+std::vector<PredictorScore> ForecastBank::Scores() const {
+  std::vector<PredictorScore> out;
+  for (int j = -1; j < static_cast<int>(predictors_.size()); ++j) {
+    for (size_t h = 0; h < options_.horizons.size(); ++h) {
+      const Track& t = TrackOf(j, static_cast<int>(h));
+      PredictorScore s;
+      s.name = j < 0 ? "auto" : names_[j];
+      s.horizon = options_.horizons[h];
+      s.scored = t.scored;
+      s.recent_l1 = t.recent_l1;
+      s.mean_l1 = t.scored > 0 ? t.sum_l1 / t.scored : kNaN;
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+int64_t ForecastBank::MemoryBytes() const {
+  int64_t bytes = sizeof(*this);
+  for (const auto& p : predictors_) bytes += p->MemoryBytes();
+  for (const Track& t : tracks_) {
+    bytes += sizeof(Track) + t.residuals.capacity() * sizeof(float);
+    for (const Pending& p : t.pending) {
+      bytes += sizeof(Pending) + p.forecast.capacity() * sizeof(float);
+    }
+  }
+  for (const auto& [k, v] : snapshots_) {
+    bytes += 64 + v.first.capacity() * sizeof(double);
+  }
+  bytes += (cum_counts_.size() + scratch_.size()) * sizeof(double);
+  return bytes;
+}
+
+}  // namespace moecast

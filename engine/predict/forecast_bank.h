@@ -1,0 +1,171 @@
+// ForecastBank: every predictor of one (job, layer) stream, the online scorer
+// that tracks each predictor's realised error at each horizon, and `auto`,
+// which answers with the predictor that has lately been best at that horizon.
+//
+// Scoring (design section 4): at every max(1, h/10)-th step the bank takes
+// each predictor's forecast of the mean over the next h steps (normalised:
+// clipped at 0, summing to 1); h steps later it compares it with the realised
+// token-weighted mean, sum_t c_e(t) / sum_t sum_e c_e(t), computed from
+// cumulative counts snapshotted at the origin. So about ten forecasts per
+// predictor and horizon are pending at any time, and memory stays
+// O(predictors x horizons x 10 x M). The error tracked for `auto` is an
+// exponentially weighted mean of L1 over the most recent scored origins
+// (half-life `error_half_life` origins).
+//
+// `auto` at horizon h picks, at the time of the forecast, the predictor with
+// the smallest tracked error at h (before any score: the first predictor).
+// Intervals: each predictor keeps the last `residual_window` scaled residuals
+// (y_e - f_e) / sqrt(f_e) of its scored forecasts at each horizon, pooled
+// over experts; the interval at level q is f_e + sqrt(f_e) * [Q((1-q)/2),
+// Q((1+q)/2)], clipped to [0, 1].
+//
+// Thread-safety: not thread-safe; the owning job serializes access.
+#ifndef MOECAST_ENGINE_PREDICT_FORECAST_BANK_H_
+#define MOECAST_ENGINE_PREDICT_FORECAST_BANK_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/predict/predictor.h"
+
+namespace moecast {
+
+struct ForecastBankOptions {
+  // Horizons (steps) that are scored and that `auto` chooses for. A forecast
+  // at another horizon uses the nearest scored one for its choice.
+  std::vector<int> horizons = {1, 10, 100, 1000};
+  // Half-life, in scored origins, of the error `auto` ranks predictors by.
+  double error_half_life = 10;
+  // Scaled residuals kept per predictor and horizon for intervals.
+  int residual_window = 512;
+  // Also compute the per-step MAPE of every scored forecast (the mean over
+  // the h future steps of mean_e |f_e - p_e(t)| / p_e(t)). Costs O(M) per
+  // pending forecast per step: for the bench, off in the engine.
+  bool per_step_mape = false;
+};
+
+// One forecast scored once its horizon has passed.
+struct ScoredForecast {
+  int predictor = 0;        // index into predictor_names(); -1 is auto
+  int horizon = 0;
+  int64_t origin_step = 0;  // the last step observed when it was made
+  int64_t origin_index = 0; // steps observed before it (0-based count)
+  double l1 = 0;            // sum_e |f_e - y_e|
+  double mape = 0;          // mean over experts with y_e > 0
+  int mape_experts_excluded = 0;  // experts with y_e = 0
+  double step_mape = 0;     // if per_step_mape
+};
+
+struct PredictorScore {
+  std::string name;
+  int horizon = 0;
+  int64_t scored = 0;        // forecasts scored so far
+  double recent_l1 = 0;      // the error auto ranks by (NaN before a score)
+  double mean_l1 = 0;        // over every scored forecast
+};
+
+struct BankForecast {
+  std::string predictor;     // the predictor that answered
+  std::vector<double> mean;  // M values, >= 0, sum 1
+  std::vector<double> lower, upper;  // M values; empty until scores exist
+};
+
+class ForecastBank {
+ public:
+  // `predictors` all have the same num_experts (>= 2); top_k >= 1. Returns
+  // INVALID_ARGUMENT for bad options (no predictors, non-positive or
+  // repeated horizons, bad half-life or windows).
+  static absl::StatusOr<std::unique_ptr<ForecastBank>> Create(
+      std::vector<std::unique_ptr<Predictor>> predictors,
+      const ForecastBankOptions& options);
+
+  // Observes one step: its proportions (sum 1) and its assignments sum(c)
+  // (> 0). Feeds every predictor, takes forecasts at scoring origins and
+  // scores those whose horizon has passed (each one reported to the
+  // listener, if set).
+  void Observe(int64_t step, absl::Span<const double> proportions,
+               double assignments);
+
+  // Forecast of the mean over the next `horizon` steps by the predictor
+  // named `predictor` ("auto" for the bank's choice). Intervals at `level`
+  // in (0, 1). NOT_FOUND for an unknown predictor, INVALID_ARGUMENT for a
+  // bad horizon or level.
+  absl::StatusOr<BankForecast> Forecast(int horizon, absl::string_view predictor,
+                                        double level);
+
+  // The per-step path of the next `steps` steps by `predictor` ("auto" uses
+  // the choice for horizon `steps`); steps x M values, each row normalised.
+  absl::StatusOr<std::vector<double>> ForecastPath(int steps,
+                                                   absl::string_view predictor);
+
+  // Which predictor auto uses at `horizon` now.
+  const std::string& AutoChoice(int horizon) const;
+
+  std::vector<PredictorScore> Scores() const;
+  const std::vector<std::string>& predictor_names() const { return names_; }
+  const std::vector<int>& horizons() const { return options_.horizons; }
+  int num_experts() const { return m_; }
+
+  // Receives every scored forecast (the bench's hook). Auto's own forecasts
+  // are scored too, with predictor = -1.
+  void set_listener(std::function<void(const ScoredForecast&)> listener) {
+    listener_ = std::move(listener);
+  }
+
+  int64_t MemoryBytes() const;
+
+ private:
+  struct Pending {
+    int64_t origin_step;
+    int64_t origin_index;
+    std::vector<float> forecast;  // M
+    double step_mape_sum = 0;
+  };
+  struct Track {  // one (predictor or auto, horizon)
+    std::deque<Pending> pending;
+    int64_t scored = 0;
+    double recent_l1 = 0;
+    double weight = 0;  // of recent_l1's exponential average
+    double sum_l1 = 0;
+    std::vector<float> residuals;  // ring of scaled residuals
+    size_t residual_head = 0;
+  };
+
+  ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
+               const ForecastBankOptions& options);
+  int HorizonIndex(int horizon) const;   // nearest scored horizon
+  int AutoIndex(int horizon_index) const;
+  Track& TrackOf(int predictor, int h) {  // predictor -1 = auto
+    return tracks_[(predictor + 1) * options_.horizons.size() + h];
+  }
+  const Track& TrackOf(int predictor, int h) const {
+    return tracks_[(predictor + 1) * options_.horizons.size() + h];
+  }
+  void Score(int predictor, int h, Track& track);
+
+  const int m_;
+  const ForecastBankOptions options_;
+  std::vector<std::unique_ptr<Predictor>> predictors_;
+  std::vector<std::string> names_;
+  std::vector<Track> tracks_;
+  // Cumulative counts and assignments after each observed step, kept for
+  // the origins that still have pending forecasts (keyed by step index).
+  std::vector<double> cum_counts_;
+  double cum_assignments_ = 0;
+  std::map<int64_t, std::pair<std::vector<double>, double>> snapshots_;
+  int64_t index_ = 0;  // steps observed
+  int64_t last_step_ = 0;
+  std::vector<double> scratch_;
+  std::function<void(const ScoredForecast&)> listener_;
+};
+
+}  // namespace moecast
+
+#endif  // MOECAST_ENGINE_PREDICT_FORECAST_BANK_H_
