@@ -37,6 +37,17 @@ absl::Status ValidateOptions(const EngineOptions& o) {
         absl::StrCat("EngineOptions.history_capacity_steps = ",
                      o.history_capacity_steps, " must be >= 2"));
   }
+  if (absl::Status s = ValidateStateOptions(o.state); !s.ok()) return s;
+  if (o.max_path_steps < 1 || o.max_path_steps > 100000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.max_path_steps = ", o.max_path_steps,
+        " must be in [1, 100000]"));
+  }
+  if (o.max_events_per_job < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.max_events_per_job = ", o.max_events_per_job,
+        " must be >= 1"));
+  }
   if (o.source_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         absl::StrCat("EngineOptions.source_timeout = ",
@@ -79,8 +90,10 @@ class EngineImpl final : public Engine {
           "max_total_history_bytes = ",
           options().max_total_history_bytes));
     }
+    absl::StatusOr<std::unique_ptr<Job>> job = Job::Create(spec, options());
+    if (!job.ok()) return job.status();
     reserved_bytes_ += bytes;
-    jobs_.emplace(spec.job_id, std::make_shared<Job>(spec, options()));
+    jobs_.emplace(spec.job_id, std::shared_ptr<Job>(*std::move(job)));
     return absl::OkStatus();
   }
 
@@ -138,6 +151,31 @@ class EngineImpl final : public Engine {
     int64_t committed = 0;
     for (const auto& job : jobs) committed += job->ExpirePending(now).size();
     return committed;
+  }
+
+  absl::StatusOr<ForecastResult> Forecast(
+      absl::string_view job_id, const ForecastRequest& request) override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    return job->Forecast(request);
+  }
+
+  absl::StatusOr<StateReport> GetState(absl::string_view job_id) const override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    return job->State();
+  }
+
+  absl::StatusOr<std::vector<Event>> ReadEvents(absl::string_view job_id,
+                                                int64_t after_seq,
+                                                int max_events) const override {
+    if (max_events < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("max_events = ", max_events, " must be >= 1"));
+    }
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    return job->ReadEvents(after_seq, max_events);
   }
 
   absl::Status VisitHistory(

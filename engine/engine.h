@@ -30,6 +30,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/forecast.h"
 #include "engine/history/layer_history.h"
 #include "engine/ingest.h"
 #include "engine/job_info.h"
@@ -101,6 +102,27 @@ class Engine {
   [[nodiscard]] virtual absl::Status VisitHistory(
       absl::string_view job_id, int layer,
       absl::FunctionRef<void(const LayerHistory&)> fn) const = 0;
+
+  // Forecasts for every layer (or request.layers) of a job: per horizon the
+  // mean share of each expert over the next h steps, from request.predictor
+  // ("auto": per layer and horizon, the predictor with the smallest recent
+  // realised error), with intervals from that predictor's realised errors,
+  // and each layer's state. NOT_FOUND for an unknown job or predictor,
+  // FAILED_PRECONDITION before the first step or when the job has
+  // forecasting off, INVALID_ARGUMENT for a bad horizon, level, path length
+  // or layer.
+  [[nodiscard]] virtual absl::StatusOr<ForecastResult> Forecast(
+      absl::string_view job_id, const ForecastRequest& request) = 0;
+
+  // Transient/stable state of the job and each layer, with the raw signals.
+  // Errors as Forecast.
+  [[nodiscard]] virtual absl::StatusOr<StateReport> GetState(
+      absl::string_view job_id) const = 0;
+
+  // Up to `max_events` events of the job with sequence number > after_seq,
+  // oldest first. The job keeps the last EngineOptions::max_events_per_job.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<Event>> ReadEvents(
+      absl::string_view job_id, int64_t after_seq, int max_events) const = 0;
 
   const EngineOptions& options() const { return options_; }
 

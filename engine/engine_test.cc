@@ -499,6 +499,145 @@ TEST_F(EngineTest, FlushPendingCommitsEverythingNow) {
                                                     HasSubstr("'zz'")));
 }
 
+// ---- Forecasting, state and events ----
+
+TEST_F(EngineTest, RegisterRejectsUnknownPredictorsAndBadHorizons) {
+  JobSpec spec = Spec("f");
+  spec.predictors = {"sw_avg(10)", "prophet"};
+  EXPECT_THAT(engine_->RegisterJob(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("job 'f': unknown predictor 'prophet'")));
+  spec.predictors = {};
+  spec.horizons = {10, 10};
+  EXPECT_THAT(engine_->RegisterJob(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("horizon 10 is listed twice")));
+  EXPECT_THAT(engine_->ListJobs(), IsEmpty());
+}
+
+TEST_F(EngineTest, ForecastAnswersEveryLayerAndHorizon) {
+  JobSpec spec = Spec("f");
+  spec.horizons = {1, 5};
+  ASSERT_OK(engine_->RegisterJob(spec));
+  ForecastRequest request;
+  EXPECT_THAT(engine_->Forecast("f", request),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("no committed steps yet")));
+  std::vector<double> c = Counts();
+  for (int t = 0; t < 30; ++t) ASSERT_OK(engine_->Ingest("f", Input(t, c)));
+  request.path_steps = 4;
+  ASSERT_OK_AND_ASSIGN(ForecastResult r, engine_->Forecast("f", request));
+  EXPECT_EQ(r.as_of_step, 29);
+  ASSERT_EQ(r.layers.size(), static_cast<size_t>(kLayers));
+  for (const LayerForecast& lf : r.layers) {
+    ASSERT_EQ(lf.horizons.size(), 2u);
+    EXPECT_EQ(lf.horizons[0].horizon, 1);
+    EXPECT_EQ(lf.horizons[1].horizon, 5);
+    for (const HorizonForecast& hf : lf.horizons) {
+      ASSERT_EQ(hf.mean.size(), static_cast<size_t>(kExperts));
+      double sum = 0;
+      for (double v : hf.mean) sum += v;
+      EXPECT_NEAR(sum, 1.0, 1e-12);
+      // Constant counts: every predictor forecasts the observed shares.
+      const int l = lf.layer;
+      const double total = 4 * (1 + l) + 6;
+      EXPECT_NEAR(hf.mean[3], (4 + l) / total, 1e-9);
+      EXPECT_EQ(hf.lower.size(), static_cast<size_t>(kExperts));
+    }
+    EXPECT_EQ(lf.path.size(), static_cast<size_t>(4 * kExperts));
+    EXPECT_FALSE(lf.path_predictor.empty());
+  }
+  request = ForecastRequest();
+  request.predictor = "ema(0.9)";
+  request.horizons = {7};
+  request.layers = {2};
+  ASSERT_OK_AND_ASSIGN(r, engine_->Forecast("f", request));
+  ASSERT_EQ(r.layers.size(), 1u);
+  EXPECT_EQ(r.layers[0].layer, 2);
+  EXPECT_EQ(r.layers[0].horizons[0].predictor, "ema(0.9)");
+}
+
+TEST_F(EngineTest, ForecastRejectsBadRequests) {
+  ASSERT_OK(engine_->RegisterJob(Spec("f")));
+  std::vector<double> c = Counts();
+  ASSERT_OK(engine_->Ingest("f", Input(0, c)));
+  struct Case {
+    void (*mutate)(ForecastRequest&);
+    absl::StatusCode code;
+    const char* phrase;
+  };
+  const Case cases[] = {
+      {[](ForecastRequest& r) { r.horizons = {0}; },
+       absl::StatusCode::kInvalidArgument, "horizon 0"},
+      {[](ForecastRequest& r) { r.interval_level = 1.5; },
+       absl::StatusCode::kInvalidArgument, "interval_level 1.5"},
+      {[](ForecastRequest& r) { r.path_steps = 5000; },
+       absl::StatusCode::kInvalidArgument, "path_steps 5000"},
+      {[](ForecastRequest& r) { r.layers = {7}; },
+       absl::StatusCode::kInvalidArgument, "layer 7 is out of range"},
+      {[](ForecastRequest& r) { r.predictor = "arima(1,1,1)"; },
+       absl::StatusCode::kNotFound, "predictor 'arima(1,1,1)'"},
+  };
+  for (const Case& c : cases) {
+    ForecastRequest r;
+    c.mutate(r);
+    EXPECT_THAT(engine_->Forecast("f", r), StatusIs(c.code, HasSubstr(c.phrase)))
+        << c.phrase;
+  }
+  EXPECT_THAT(engine_->Forecast("nope", ForecastRequest()),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'nope'")));
+  JobSpec off = Spec("off");
+  off.forecasting = false;
+  ASSERT_OK(engine_->RegisterJob(off));
+  ASSERT_OK(engine_->Ingest("off", Input(0, c)));
+  EXPECT_THAT(engine_->Forecast("off", ForecastRequest()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("forecasting off")));
+  EXPECT_THAT(engine_->GetState("off"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("forecasting off")));
+  EXPECT_THAT(engine_->ReadEvents("f", 0, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_events")));
+}
+
+TEST_F(EngineTest, StateChangesAreEventsInOrder) {
+  JobSpec spec = Spec("s");
+  spec.num_layers = 2;
+  ASSERT_OK(engine_->RegisterJob(spec));
+  std::mt19937 rng(9);
+  std::poisson_distribution<int> noise(200);
+  std::vector<double> c(2 * kExperts);
+  // Steady load (both layers become stable), then layer 1's load trends.
+  for (int t = 0; t < 600; ++t) {
+    for (int e = 0; e < 2 * kExperts; ++e) c[e] = noise(rng);
+    if (t >= 400) c[kExperts] += 20.0 * (t - 400);  // layer 1, expert 0 grows
+    ASSERT_OK(engine_->Ingest("s", Input(t, c)));
+  }
+  ASSERT_OK_AND_ASSIGN(std::vector<Event> events, engine_->ReadEvents("s", 0, 100));
+  // Layer 0 and 1 turn stable at the first decision, then the job; then
+  // layer 1 turns transient (the job, at fraction 0.5, stays stable).
+  ASSERT_EQ(events.size(), 4u);
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq, i + 1);
+  EXPECT_EQ(events[0].layer, 0);
+  EXPECT_EQ(events[0].to, "stable");
+  EXPECT_EQ(events[1].layer, 1);
+  EXPECT_EQ(events[2].layer, -1);
+  EXPECT_EQ(events[2].to, "stable");
+  EXPECT_EQ(events[3].layer, 1);
+  EXPECT_EQ(events[3].from, "stable");
+  EXPECT_EQ(events[3].to, "transient");
+  EXPECT_GT(events[3].step, 400);
+  EXPECT_GT(events[3].value, options_.state.enter_threshold);
+  ASSERT_OK_AND_ASSIGN(std::vector<Event> later, engine_->ReadEvents("s", 2, 100));
+  ASSERT_EQ(later.size(), 2u);
+  EXPECT_EQ(later[0].seq, 3);
+  ASSERT_OK_AND_ASSIGN(StateReport report, engine_->GetState("s"));
+  EXPECT_EQ(report.job_state, LoadState::kStable);
+  EXPECT_EQ(report.layers[0].state, LoadState::kStable);
+  EXPECT_EQ(report.layers[1].state, LoadState::kTransient);
+  EXPECT_EQ(report.as_of_step, 599);
+}
+
 // ---- Concurrency ----
 
 TEST(EngineConcurrencyTest, ParallelProducersOnDifferentJobs) {

@@ -24,6 +24,7 @@ struct JobInfo {
   int64_t pending_steps = 0;    // multi-source steps waiting for sources
   double tokens = 0;            // total tokens committed (layer 0)
   int64_t history_bytes = 0;    // memory held by the history rings
+  int64_t forecast_bytes = 0;   // predictors, scorer and state classifiers
 };
 
 }  // namespace moecast

@@ -15,6 +15,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -62,6 +63,13 @@ struct JobSpec {
   // data- or expert-parallel rank). The engine sums them per step.
   int num_sources = 1;
   StepUnit step_unit = StepUnit::kOptimizerStep;
+  // Forecasting: the predictor bank (names as in predictor_factory.h; empty:
+  // last_value, sw_avg(100), ema(0.9), holt) and the horizons it is scored
+  // at (empty: 1, 10, 100, 1000). With `forecasting` off the job only keeps
+  // history (and ingests faster).
+  bool forecasting = true;
+  std::vector<std::string> predictors;
+  std::vector<int> horizons;
   RouterKind router = RouterKind::kSoftmax;
   TrainingHyperparams hyper;
 };

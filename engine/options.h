@@ -8,6 +8,8 @@
 //                (x2 once the job sends router-logit means)
 //
 // e.g. 58 layers x 256 experts x 1024 steps = 61 MB (122 MB with logits).
+// Forecasting adds the predictors, the scorer and the state classifier per
+// layer; docs/forecasting.md states the bytes per job.
 //
 // Thread-safety: a plain value type.
 #ifndef MOECAST_ENGINE_OPTIONS_H_
@@ -16,6 +18,7 @@
 #include <cstdint>
 
 #include "absl/time/time.h"
+#include "engine/state/state_classifier.h"
 
 namespace moecast {
 
@@ -55,6 +58,16 @@ struct EngineOptions {
   // partial report is committed, marked incomplete. Checked on every ingest
   // into the job and by Engine::Poll().
   absl::Duration source_timeout = absl::Seconds(30);
+
+  // Transient/stable classification of every layer (see
+  // engine/state/state_classifier.h for the statistic and its calibration).
+  StateOptions state;
+
+  // Longest per-step forecast path a Forecast call may ask for, in steps.
+  int max_path_steps = 1000;
+
+  // Events kept per job for readers (oldest dropped first).
+  int max_events_per_job = 4096;
 
   // Source of time for timeouts. Null means the real clock. Not owned; must
   // outlive the engine.

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/ingest/step_validator.h"
+#include "engine/predict/predictor_factory.h"
 
 namespace moecast::internal {
 namespace {
@@ -16,10 +17,51 @@ constexpr double kLogitWeightFloor = 1e-12;
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<Job>> Job::Create(JobSpec spec,
+                                                 const EngineOptions& options) {
+  std::unique_ptr<Job> job(new Job(std::move(spec), options));
+  const JobSpec& s = job->spec_;
+  if (!s.forecasting) return job;
+  ForecastBankOptions bank_options;
+  if (!s.horizons.empty()) bank_options.horizons = s.horizons;
+  const std::vector<std::string> names =
+      s.predictors.empty() ? DefaultPredictorNames() : s.predictors;
+  MutexLock lock(&job->mu_);
+  for (int l = 0; l < s.num_layers; ++l) {
+    std::vector<std::unique_ptr<Predictor>> predictors;
+    for (const std::string& name : names) {
+      absl::StatusOr<std::unique_ptr<Predictor>> p =
+          MakePredictor(name, s.num_experts);
+      if (!p.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("job '", s.job_id, "': ", p.status().message()));
+      }
+      predictors.push_back(*std::move(p));
+    }
+    absl::StatusOr<std::unique_ptr<ForecastBank>> bank =
+        ForecastBank::Create(std::move(predictors), bank_options);
+    if (!bank.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("job '", s.job_id, "': ", bank.status().message()));
+    }
+    LayerModel model;
+    model.bank = *std::move(bank);
+    model.state = std::make_unique<StateClassifier>(s.num_experts, s.top_k,
+                                                    job->state_options_);
+    job->models_.push_back(std::move(model));
+  }
+  job->scratch_p_.assign(s.num_experts, 0.0);
+  job->layer_states_.assign(s.num_layers, LoadState::kTransient);
+  return job;
+}
+
 Job::Job(JobSpec spec, const EngineOptions& options)
     : spec_(std::move(spec)),
       max_pending_(options.max_pending_steps),
-      timeout_(options.source_timeout) {
+      timeout_(options.source_timeout),
+      state_options_(options.state),
+      max_path_steps_(options.max_path_steps),
+      max_events_(options.max_events_per_job) {
   layers_.reserve(spec_.num_layers);
   for (int l = 0; l < spec_.num_layers; ++l) {
     layers_.emplace_back(spec_.num_experts, options.history_capacity_steps);
@@ -215,11 +257,45 @@ CommittedStep Job::CommitLocked(int64_t step, const double* counts,
     info_.missing_steps += c.gap_before;
   }
   const int m = spec_.num_experts;
+  bool layer_changed = false;
   for (int l = 0; l < spec_.num_layers; ++l) {
     const size_t off = static_cast<size_t>(l) * m;
     const double n = tokens.has_value() ? *tokens : layer_sums[l] / spec_.top_k;
     layers_[l].Append(step, n, flags, counts + off, layer_sums[l],
                       logits == nullptr ? nullptr : logits + off);
+    if (models_.empty() || layer_sums[l] <= 0) continue;
+    const double inv = 1.0 / layer_sums[l];
+    for (int e = 0; e < m; ++e) scratch_p_[e] = counts[off + e] * inv;
+    LayerModel& model = models_[l];
+    if (std::optional<StateTransition> t =
+            model.state->Observe(step, scratch_p_, n, l)) {
+      layer_states_[l] = t->to;
+      layer_changed = true;
+      AddEventLocked(Event{0, step, EventKind::kStateChange, l,
+                           std::string(LoadStateName(t->from)),
+                           std::string(LoadStateName(t->to)), t->drift_ratio});
+    }
+    model.bank->Observe(step, scratch_p_, layer_sums[l]);
+  }
+  if (layer_changed) {
+    const LoadState job_state =
+        JobState(layer_states_, state_options_.job_transient_fraction);
+    if (job_state != job_state_) {
+      std::vector<double> ratios;
+      for (const LayerModel& model : models_) {
+        if (auto r = model.state->drift_ratio()) ratios.push_back(*r);
+      }
+      double median = 0;
+      if (!ratios.empty()) {
+        std::nth_element(ratios.begin(), ratios.begin() + ratios.size() / 2,
+                         ratios.end());
+        median = ratios[ratios.size() / 2];
+      }
+      AddEventLocked(Event{0, step, EventKind::kStateChange, -1,
+                           std::string(LoadStateName(job_state_)),
+                           std::string(LoadStateName(job_state)), median});
+      job_state_ = job_state;
+    }
   }
   info_.tokens += tokens.has_value() ? *tokens : layer_sums[0] / spec_.top_k;
   ++info_.committed_steps;
@@ -249,6 +325,10 @@ JobInfo Job::Info() const {
   info.pending_steps = static_cast<int64_t>(pending_.size());
   info.history_bytes = 0;
   for (const LayerHistory& h : layers_) info.history_bytes += h.MemoryBytes();
+  info.forecast_bytes = 0;
+  for (const LayerModel& m : models_) {
+    info.forecast_bytes += m.state->MemoryBytes() + m.bank->MemoryBytes();
+  }
   return info;
 }
 
@@ -256,6 +336,120 @@ void Job::VisitLayer(int layer,
                      absl::FunctionRef<void(const LayerHistory&)> fn) const {
   MutexLock lock(&mu_);
   fn(layers_[layer]);
+}
+
+void Job::AddEventLocked(Event event) {
+  event.seq = next_seq_++;
+  events_.push_back(std::move(event));
+  while (static_cast<int>(events_.size()) > max_events_) events_.pop_front();
+}
+
+std::vector<Event> Job::ReadEvents(int64_t after_seq, int max_events) const {
+  MutexLock lock(&mu_);
+  std::vector<Event> out;
+  for (const Event& e : events_) {
+    if (static_cast<int>(out.size()) >= max_events) break;
+    if (e.seq > after_seq) out.push_back(e);
+  }
+  return out;
+}
+
+absl::StatusOr<StateReport> Job::State() const {
+  MutexLock lock(&mu_);
+  if (models_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job '", spec_.job_id, "' was registered with forecasting off"));
+  }
+  if (!info_.last_step.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", spec_.job_id, "' has no committed steps yet"));
+  }
+  StateReport report;
+  report.as_of_step = *info_.last_step;
+  report.job_state = job_state_;
+  for (const LayerModel& model : models_) {
+    report.layers.push_back(model.state->Signals());
+  }
+  return report;
+}
+
+void Job::VisitBank(int layer, absl::FunctionRef<void(ForecastBank&)> fn) {
+  MutexLock lock(&mu_);
+  fn(*models_[layer].bank);
+}
+
+absl::StatusOr<ForecastResult> Job::Forecast(const ForecastRequest& request) {
+  MutexLock lock(&mu_);
+  const std::string& id = spec_.job_id;
+  if (models_.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", id, "' was registered with forecasting off"));
+  }
+  if (!info_.last_step.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", id, "' has no committed steps yet"));
+  }
+  for (int h : request.horizons) {
+    if (h < 1 || h > 1000000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forecast horizon ", h, " must be in [1, 1000000]"));
+    }
+  }
+  if (!(request.interval_level > 0 && request.interval_level < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "interval_level ", request.interval_level, " must be in (0, 1)"));
+  }
+  if (request.path_steps < 0 || request.path_steps > max_path_steps_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("path_steps ", request.path_steps, " must be in [0, ",
+                     max_path_steps_, "] (EngineOptions.max_path_steps)"));
+  }
+  std::vector<int> layers = request.layers;
+  if (layers.empty()) {
+    for (int l = 0; l < spec_.num_layers; ++l) layers.push_back(l);
+  }
+  for (int l : layers) {
+    if (l < 0 || l >= spec_.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", l, " is out of range [0, ", spec_.num_layers, ")"));
+    }
+  }
+  const std::vector<int>& horizons = request.horizons.empty()
+                                         ? models_[0].bank->horizons()
+                                         : request.horizons;
+  ForecastResult result;
+  result.as_of_step = *info_.last_step;
+  result.job_state = job_state_;
+  for (int l : layers) {
+    LayerModel& model = models_[l];
+    LayerForecast lf;
+    lf.layer = l;
+    lf.state = model.state->state();
+    lf.drift_ratio = model.state->drift_ratio();
+    for (int h : horizons) {
+      absl::StatusOr<BankForecast> f =
+          model.bank->Forecast(h, request.predictor, request.interval_level);
+      if (!f.ok()) return f.status();
+      HorizonForecast hf;
+      hf.horizon = h;
+      hf.predictor = std::move(f->predictor);
+      hf.mean = std::move(f->mean);
+      hf.lower = std::move(f->lower);
+      hf.upper = std::move(f->upper);
+      lf.horizons.push_back(std::move(hf));
+    }
+    if (request.path_steps > 0) {
+      absl::StatusOr<std::vector<double>> path =
+          model.bank->ForecastPath(request.path_steps, request.predictor);
+      if (!path.ok()) return path.status();
+      lf.path = *std::move(path);
+      lf.path_predictor = request.predictor == "auto"
+                              ? model.bank->AutoChoice(request.path_steps)
+                              : request.predictor;
+    }
+    result.layers.push_back(std::move(lf));
+  }
+  return result;
 }
 
 }  // namespace moecast::internal

@@ -7,26 +7,33 @@
 #define MOECAST_ENGINE_INTERNAL_JOB_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/forecast.h"
 #include "engine/history/layer_history.h"
 #include "engine/ingest.h"
 #include "engine/internal/mutex.h"
 #include "engine/job_info.h"
 #include "engine/job_spec.h"
 #include "engine/options.h"
+#include "engine/predict/forecast_bank.h"
+#include "engine/state/state_classifier.h"
 
 namespace moecast::internal {
 
 class Job {
  public:
-  // `spec` must have passed ValidateJobSpec.
-  Job(JobSpec spec, const EngineOptions& options);
+  // `spec` must have passed ValidateJobSpec. INVALID_ARGUMENT for an unknown
+  // predictor or bad horizons in the spec.
+  static absl::StatusOr<std::unique_ptr<Job>> Create(
+      JobSpec spec, const EngineOptions& options);
 
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
@@ -51,7 +58,25 @@ class Job {
   void VisitLayer(int layer,
                   absl::FunctionRef<void(const LayerHistory&)> fn) const;
 
+  // See Engine::Forecast / GetState / ReadEvents.
+  absl::StatusOr<ForecastResult> Forecast(const ForecastRequest& request);
+  absl::StatusOr<StateReport> State() const;
+  std::vector<Event> ReadEvents(int64_t after_seq, int max_events) const;
+
+  // Per-layer access to the forecast bank (the bench's hook). Requires
+  // forecasting on and 0 <= layer < num_layers.
+  void VisitBank(int layer, absl::FunctionRef<void(ForecastBank&)> fn);
+
  private:
+  Job(JobSpec spec, const EngineOptions& options);
+
+  // Forecasting state of one layer.
+  struct LayerModel {
+    std::unique_ptr<StateClassifier> state;
+    std::unique_ptr<ForecastBank> bank;
+  };
+
+  void AddEventLocked(Event event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   struct PendingStep {
     std::vector<double> counts;         // L*M, summed over sources
     std::vector<double> logit_sums;     // L*M, sum of z * layer assignments
@@ -83,6 +108,9 @@ class Job {
   const JobSpec spec_;
   const int max_pending_;
   const absl::Duration timeout_;
+  const StateOptions state_options_;
+  const int max_path_steps_;
+  const int max_events_;
 
   mutable Mutex mu_;
   std::vector<LayerHistory> layers_ ABSL_GUARDED_BY(mu_);
@@ -92,6 +120,12 @@ class Job {
   std::vector<double> scratch_sums_ ABSL_GUARDED_BY(mu_);
   std::vector<double> scratch_logits_ ABSL_GUARDED_BY(mu_);
   JobInfo info_ ABSL_GUARDED_BY(mu_);
+  std::vector<LayerModel> models_ ABSL_GUARDED_BY(mu_);  // empty: no forecasting
+  std::vector<double> scratch_p_ ABSL_GUARDED_BY(mu_);
+  std::vector<LoadState> layer_states_ ABSL_GUARDED_BY(mu_);
+  LoadState job_state_ ABSL_GUARDED_BY(mu_) = LoadState::kTransient;
+  std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
+  int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace moecast::internal

@@ -319,6 +319,9 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
       s_trial = Residuals(m, trial, ws_->e_trial.data());
       accepted = s_trial < s;
     }
+#ifdef DEBUG_LM
+    fprintf(stderr, "it %d lambda %.3g S %.9g trial %.9g feas %d acc %d\n", it, lambda, s, s_trial, Feasible(trial), accepted);
+#endif
     if (!accepted) {
       lambda *= 10;
       if (lambda > kMaxLambda) break;
@@ -686,7 +689,7 @@ class ArimaPredictor final : public Predictor {
     const double mu = params[p + q];
     // The last p + d levels, differenced in place; lev[k] = last value of the
     // k-times differenced series.
-    double buf[kArimaMaxOrder + 2];
+    double buf[kArimaMaxOrder + 2] = {};
     double lev[2] = {};
     double uh[kArimaMaxOrder];
     double eh[kArimaMaxOrder];

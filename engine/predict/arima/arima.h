@@ -181,7 +181,7 @@ class ArimaCss {
   // Differences x into w_; returns the length of w (0 if too short).
   int Difference(absl::Span<const double> x);
   // Residuals e_ at `params` over w_[0..m); returns S.
-  double Residuals(int m, const double* params, double* e) const;
+  double Residuals(int m, const double* params, double* e);
   // S, J'J and J'e at `params` (estimated parameters only).
   double Linearize(int m, const double* params);
   // LM from `params` (must be feasible); returns S, adds trial steps.

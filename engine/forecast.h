@@ -1,0 +1,87 @@
+// Forecasting and state types of the Engine API: what to ask for, what comes
+// back, and the events a job emits.
+//
+//   ForecastRequest request;
+//   request.horizons = {10, 100};
+//   request.predictor = "auto";         // or a name from the job's bank
+//   MOECAST_ASSIGN_OR_RETURN(ForecastResult r, engine->Forecast("job", request));
+//   r.layers[3].horizons[1].mean[e]      // expert e's mean share, next 100 steps
+//
+// Thread-safety: plain value types.
+#ifndef MOECAST_ENGINE_FORECAST_H_
+#define MOECAST_ENGINE_FORECAST_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "engine/state/state_classifier.h"
+
+namespace moecast {
+
+struct ForecastRequest {
+  // Horizons in steps (each >= 1). Empty: the job's scored horizons.
+  std::vector<int> horizons;
+  // "auto" (the best recent predictor per layer and horizon) or a name from
+  // the job's bank, e.g. "sw_avg(100)".
+  std::string predictor = "auto";
+  // Central interval level in (0, 1), from each predictor's realised errors.
+  double interval_level = 0.9;
+  // Per-step path of this many steps (0: none), at most
+  // EngineOptions::max_path_steps.
+  int path_steps = 0;
+  // Layers to answer for (indices); empty: all.
+  std::vector<int> layers;
+};
+
+struct HorizonForecast {
+  int horizon = 0;
+  std::string predictor;             // which predictor answered
+  std::vector<double> mean;          // M values, >= 0, sum 1
+  std::vector<double> lower, upper;  // M values; empty until errors are known
+};
+
+struct LayerForecast {
+  int layer = 0;
+  LoadState state = LoadState::kTransient;
+  std::optional<double> drift_ratio;
+  std::vector<HorizonForecast> horizons;
+  std::string path_predictor;
+  std::vector<double> path;  // path_steps x M, row s = step t+1+s
+};
+
+struct ForecastResult {
+  int64_t as_of_step = 0;  // the last committed step
+  LoadState job_state = LoadState::kTransient;
+  std::vector<LayerForecast> layers;
+};
+
+struct StateReport {
+  int64_t as_of_step = 0;
+  LoadState job_state = LoadState::kTransient;
+  std::vector<StateSignals> layers;  // index = layer
+};
+
+enum class EventKind {
+  kStateChange,  // a layer's (layer >= 0) or the job's (layer = -1) state
+};
+
+absl::string_view EventKindName(EventKind kind);
+
+// Something that happened to a job, in order. Sequence numbers start at 1
+// and increase by one per event of the job; a reader resumes after the last
+// one it saw.
+struct Event {
+  int64_t seq = 0;
+  int64_t step = 0;
+  EventKind kind = EventKind::kStateChange;
+  int layer = -1;
+  std::string from, to;
+  double value = 0;  // kStateChange: the drift ratio
+};
+
+}  // namespace moecast
+
+#endif  // MOECAST_ENGINE_FORECAST_H_

@@ -1,0 +1,94 @@
+#include "engine/predict/predictor_factory.h"
+
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "engine/predict/basic_predictors.h"
+
+namespace moecast {
+namespace {
+
+// Splits "kind(a,b)" into kind and its arguments; "kind" has none.
+absl::Status ParseName(absl::string_view text, std::string* kind,
+                       std::vector<std::string>* args) {
+  text = absl::StripAsciiWhitespace(text);
+  const size_t open = text.find('(');
+  if (open == absl::string_view::npos) {
+    *kind = std::string(text);
+    return absl::OkStatus();
+  }
+  if (text.back() != ')') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("predictor '", text, "': missing ')'"));
+  }
+  *kind = std::string(absl::StripAsciiWhitespace(text.substr(0, open)));
+  absl::string_view inner = text.substr(open + 1, text.size() - open - 2);
+  if (!absl::StripAsciiWhitespace(inner).empty()) {
+    for (absl::string_view a : absl::StrSplit(inner, ',')) {
+      args->push_back(std::string(absl::StripAsciiWhitespace(a)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ArgCount(absl::string_view text, const std::vector<std::string>& args,
+                      size_t most) {
+  if (args.size() <= most) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "predictor '", text, "' takes at most ", most, " parameter(s), got ",
+      args.size()));
+}
+
+}  // namespace
+
+std::string KnownPredictorsHelp() {
+  return "last_value, sw_avg(W) (default W=100), ema(theta) (default 0.9), "
+         "holt";
+}
+
+std::vector<std::string> DefaultPredictorNames() {
+  return {"last_value", "sw_avg(100)", "ema(0.9)", "holt"};
+}
+
+absl::StatusOr<std::unique_ptr<Predictor>> MakePredictor(absl::string_view name,
+                                                         int num_experts) {
+  std::string kind;
+  std::vector<std::string> args;
+  if (absl::Status s = ParseName(name, &kind, &args); !s.ok()) return s;
+  auto bad_number = [&](const std::string& arg) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "predictor '", name, "': parameter '", arg, "' is not a number"));
+  };
+  if (kind == "last_value") {
+    if (absl::Status s = ArgCount(name, args, 0); !s.ok()) return s;
+    return MakeLastValuePredictor(num_experts);
+  }
+  if (kind == "sw_avg") {
+    if (absl::Status s = ArgCount(name, args, 1); !s.ok()) return s;
+    int window = 100;
+    if (!args.empty() && !absl::SimpleAtoi(args[0], &window)) {
+      return bad_number(args[0]);
+    }
+    return MakeSwAvgPredictor(num_experts, window);
+  }
+  if (kind == "ema") {
+    if (absl::Status s = ArgCount(name, args, 1); !s.ok()) return s;
+    double theta = 0.9;
+    if (!args.empty() && (!absl::SimpleAtod(args[0], &theta) || !std::isfinite(theta))) {
+      return bad_number(args[0]);
+    }
+    return MakeEmaPredictor(num_experts, theta);
+  }
+  if (kind == "holt") {
+    if (absl::Status s = ArgCount(name, args, 0); !s.ok()) return s;
+    return MakeHoltPredictor(num_experts);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown predictor '", name, "'; known: ", KnownPredictorsHelp(),
+      ", and auto (the bank's choice)"));
+}
+
+}  // namespace moecast

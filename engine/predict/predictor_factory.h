@@ -1,0 +1,37 @@
+// Builds predictors from their names, as users write them in job specs, on
+// the command line and over the API:
+//
+//   last_value | sw_avg | sw_avg(W) | ema | ema(theta) | holt
+//
+// Defaults: sw_avg(100), ema(0.9). A name with parameters is normalised to
+// the predictor's own name (e.g. "ema(0.90)" -> "ema(0.9)").
+//
+// Thread-safety: thread-safe.
+#ifndef MOECAST_ENGINE_PREDICT_PREDICTOR_FACTORY_H_
+#define MOECAST_ENGINE_PREDICT_PREDICTOR_FACTORY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/predict/predictor.h"
+
+namespace moecast {
+
+// INVALID_ARGUMENT naming the text for an unknown name, malformed
+// parameters or parameters out of range.
+absl::StatusOr<std::unique_ptr<Predictor>> MakePredictor(absl::string_view name,
+                                                         int num_experts);
+
+// The bank a job gets when it names none.
+std::vector<std::string> DefaultPredictorNames();
+
+// Every predictor name the factory knows, with parameter syntax (for help
+// texts and error messages).
+std::string KnownPredictorsHelp();
+
+}  // namespace moecast
+
+#endif  // MOECAST_ENGINE_PREDICT_PREDICTOR_FACTORY_H_

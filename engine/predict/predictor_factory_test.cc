@@ -1,0 +1,55 @@
+#include "engine/predict/predictor_factory.h"
+
+#include "engine/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace moecast {
+namespace {
+
+using ::moecast::testing::StatusIs;
+using ::testing::HasSubstr;
+
+TEST(PredictorFactoryTest, BuildsEveryKnownName) {
+  struct Case {
+    const char* text;
+    const char* name;
+  };
+  for (const Case& c : {Case{"last_value", "last_value"},
+                        Case{"sw_avg", "sw_avg(100)"},
+                        Case{" sw_avg( 20 ) ", "sw_avg(20)"},
+                        Case{"ema", "ema(0.9)"},
+                        Case{"ema(0.50)", "ema(0.5)"},
+                        Case{"holt", "holt"}}) {
+    ASSERT_OK_AND_ASSIGN(auto p, MakePredictor(c.text, 8));
+    EXPECT_EQ(p->name(), c.name) << c.text;
+    EXPECT_EQ(p->num_experts(), 8);
+  }
+  for (const std::string& name : DefaultPredictorNames()) {
+    ASSERT_OK_AND_ASSIGN(auto p, MakePredictor(name, 4));
+    EXPECT_EQ(p->name(), name);
+  }
+}
+
+TEST(PredictorFactoryTest, RejectsBadNames) {
+  struct Case {
+    const char* text;
+    const char* phrase;
+  };
+  for (const Case& c : {Case{"prophet", "unknown predictor 'prophet'"},
+                        Case{"sw_avg(ten)", "parameter 'ten' is not a number"},
+                        Case{"sw_avg(0)", "window = 0"},
+                        Case{"sw_avg(10,2)", "takes at most 1 parameter"},
+                        Case{"ema(1.5)", "theta = 1.5"},
+                        Case{"ema(nan)", "not a number"},
+                        Case{"ema(0.5", "missing ')'"},
+                        Case{"holt(3)", "takes at most 0"},
+                        Case{"last_value(1)", "takes at most 0"}}) {
+    EXPECT_THAT(MakePredictor(c.text, 8),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.phrase)))
+        << c.text;
+  }
+}
+
+}  // namespace
+}  // namespace moecast
