@@ -9,7 +9,8 @@
 //   16x64    16 MoE layers x 64 experts   (1,024 counts, 8 KiB per step)
 //   58x256   58 MoE layers x 256 experts  (14,848 counts, 116 KiB per step;
 //            DeepSeek-V3 scale)
-// Variants: counts only, and counts + router-logit means (twice the payload).
+// Variants: counts only, and counts + router-logit means (twice the payload);
+// history only, and with the default forecasting (classifier + bank).
 // One thread; items/s are counts per second.
 #include <cstring>
 #include <memory>
@@ -35,7 +36,8 @@ std::vector<double> RandomCounts(int n, uint32_t seed) {
   return c;
 }
 
-void BM_Ingest(benchmark::State& state, Shape shape, bool with_router) {
+void RunIngest(benchmark::State& state, Shape shape, bool with_router,
+               bool forecasting) {
   EngineOptions options;
   auto engine = Engine::Create(options).value();
   JobSpec spec;
@@ -43,6 +45,7 @@ void BM_Ingest(benchmark::State& state, Shape shape, bool with_router) {
   spec.num_layers = shape.layers;
   spec.num_experts = shape.experts;
   spec.top_k = 8;
+  spec.forecasting = forecasting;
   if (!engine->RegisterJob(spec).ok()) {
     state.SkipWithError("RegisterJob failed");
     return;
@@ -64,6 +67,18 @@ void BM_Ingest(benchmark::State& state, Shape shape, bool with_router) {
                           (with_router ? 2 : 1));
 }
 
+// History only (JobSpec::forecasting = false): validation and the ring.
+void BM_Ingest(benchmark::State& state, Shape shape, bool with_router) {
+  RunIngest(state, shape, with_router, /*forecasting=*/false);
+}
+
+// The default job: history plus, per layer, the state classifier and the
+// forecast bank (last_value, sw_avg(100), ema(0.9), holt, scored at
+// horizons 1, 10, 100, 1000, with auto).
+void BM_IngestWithForecasting(benchmark::State& state, Shape shape) {
+  RunIngest(state, shape, /*with_router=*/false, /*forecasting=*/true);
+}
+
 // The floor: copy the same payload once per iteration.
 void BM_MemcpyFloor(benchmark::State& state, Shape shape, bool with_router) {
   const size_t n = static_cast<size_t>(shape.layers) * shape.experts *
@@ -83,6 +98,8 @@ BENCHMARK_CAPTURE(BM_Ingest, 16x64, Shape{16, 64}, false);
 BENCHMARK_CAPTURE(BM_MemcpyFloor, 16x64, Shape{16, 64}, false);
 BENCHMARK_CAPTURE(BM_Ingest, 58x256, Shape{58, 256}, false);
 BENCHMARK_CAPTURE(BM_MemcpyFloor, 58x256, Shape{58, 256}, false);
+BENCHMARK_CAPTURE(BM_IngestWithForecasting, 16x64, Shape{16, 64});
+BENCHMARK_CAPTURE(BM_IngestWithForecasting, 58x256, Shape{58, 256});
 BENCHMARK_CAPTURE(BM_Ingest, 16x64_router, Shape{16, 64}, true);
 BENCHMARK_CAPTURE(BM_MemcpyFloor, 16x64_router, Shape{16, 64}, true);
 BENCHMARK_CAPTURE(BM_Ingest, 58x256_router, Shape{58, 256}, true);

@@ -47,11 +47,15 @@ struct HoltOptions {
   // Steps of history the parameters are fitted on, and how often they are
   // refitted. Parameters are shared by the experts of a layer (one stream):
   // the grid point with the smallest one-step squared error summed over
-  // experts and over the window wins. A refit costs grid size x fit_window x M
-  // multiply-adds: with these defaults 16 x 200 / 500 = 6.4 M per step,
-  // amortised.
+  // experts and over the window wins. The grid is searched on the
+  // `fit_experts` experts with the largest mean share in the window (they
+  // dominate the error); the chosen parameters then restart every expert.
+  // A refit costs grid size x fit_window x min(M, fit_experts) steps of the
+  // filter, plus one pass over all M: with these defaults about
+  // 16 x 200 x 32 / 500 = 205 expert-steps per step, amortised.
   int fit_window = 200;
   int refit_every = 500;
+  int fit_experts = 32;
   std::vector<double> alphas = {0.05, 0.1, 0.2, 0.5};  // level, in (0, 1]
   std::vector<double> betas = {0.01, 0.1};             // trend, in (0, 1]
   std::vector<double> phis = {0.8, 0.95};              // damping, in (0, 1]

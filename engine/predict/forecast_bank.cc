@@ -13,6 +13,9 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// Experts whose residual each scored forecast adds to the interval ring.
+constexpr int kResidualsPerScore = 8;
+
 int Stride(int horizon) { return std::max(1, horizon / 10); }
 
 }  // namespace
@@ -80,6 +83,13 @@ ForecastBank::ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
   for (Track& t : tracks_) t.recent_l1 = kNaN;
 }
 
+std::vector<float> ForecastBank::TakeBuffer() {
+  if (pool_.empty()) return std::vector<float>(m_);
+  std::vector<float> buffer = std::move(pool_.back());
+  pool_.pop_back();
+  return buffer;
+}
+
 int ForecastBank::HorizonIndex(int horizon) const {
   int best = 0;
   double best_dist = std::numeric_limits<double>::infinity();
@@ -135,13 +145,15 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
       }
     }
   }
-  // Score the forecasts whose horizon has passed.
+  // Score the forecasts whose horizon has passed; their buffers go back to
+  // the pool.
   for (int j = -1; j < static_cast<int>(predictors_.size()); ++j) {
     for (size_t h = 0; h < num_h; ++h) {
       Track& t = TrackOf(j, static_cast<int>(h));
       while (!t.pending.empty() &&
              t.pending.front().origin_index + options_.horizons[h] == index_) {
         Score(j, static_cast<int>(h), t);
+        pool_.push_back(std::move(t.pending.front().forecast));
         t.pending.pop_front();
       }
     }
@@ -163,13 +175,13 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
     for (size_t j = 0; j < predictors_.size(); ++j) {
       predictors_[j]->Forecast(horizon, absl::MakeSpan(scratch_));
       NormalizeForecast(absl::MakeSpan(scratch_));
-      Pending pending{step, index_,
-                      std::vector<float>(scratch_.begin(), scratch_.end())};
-      if (static_cast<int>(j) == chosen) {
-        TrackOf(-1, static_cast<int>(h)).pending.push_back(pending);
+      const bool for_auto = static_cast<int>(j) == chosen;
+      for (int copy = 0; copy < (for_auto ? 2 : 1); ++copy) {
+        Pending pending{step, index_, TakeBuffer()};
+        std::copy(scratch_.begin(), scratch_.end(), pending.forecast.begin());
+        TrackOf(copy == 1 ? -1 : static_cast<int>(j), static_cast<int>(h))
+            .pending.push_back(std::move(pending));
       }
-      TrackOf(static_cast<int>(j), static_cast<int>(h))
-          .pending.push_back(std::move(pending));
     }
   }
 }
@@ -177,30 +189,26 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
 void ForecastBank::Score(int predictor, int h, Track& t) {
   const Pending& pending = t.pending.front();
   auto it = snapshots_.find(pending.origin_index);
-  const std::vector<double>& start = it->second.first;
+  const double* start = it->second.first.data();
   const double total = cum_assignments_ - it->second.second;
-  ScoredForecast s;
-  s.predictor = predictor;
-  s.horizon = options_.horizons[h];
-  s.origin_step = pending.origin_step;
-  s.origin_index = pending.origin_index;
-  double mape_sum = 0;
-  int mape_n = 0;
-  if (t.residuals.size() < static_cast<size_t>(options_.residual_window)) {
-    t.residuals.reserve(options_.residual_window);
-  }
+  const double inv_total = total > 0 ? 1.0 / total : 0.0;
+  const double* cum = cum_counts_.data();
+  const float* f = pending.forecast.data();
+  // L1 of the forecast against the realised token-weighted mean: the only
+  // per-expert work every scored forecast needs (vectorised).
+  double l1 = 0;
+#pragma omp simd reduction(+ : l1)
   for (int e = 0; e < m_; ++e) {
-    const double y = total > 0 ? (cum_counts_[e] - start[e]) / total : 0;
-    const double f = pending.forecast[e];
-    const double err = std::abs(f - y);
-    s.l1 += err;
-    if (y > 0) {
-      mape_sum += err / y;
-      ++mape_n;
-    } else {
-      ++s.mape_experts_excluded;
-    }
-    const float r = static_cast<float>((y - f) / std::sqrt(std::max(f, 1e-12)));
+    l1 += std::abs(f[e] - (cum[e] - start[e]) * inv_total);
+  }
+  // Residuals for intervals: a rotating sample of experts per scored
+  // forecast bounds the cost (the ring pools experts anyway).
+  const int sample = std::min(m_, kResidualsPerScore);
+  for (int i = 0; i < sample; ++i) {
+    const int e = static_cast<int>((t.residual_cursor + i) % m_);
+    const double y = (cum[e] - start[e]) * inv_total;
+    const float r =
+        static_cast<float>((y - f[e]) / std::sqrt(std::max<double>(f[e], 1e-12)));
     if (t.residuals.size() < static_cast<size_t>(options_.residual_window)) {
       t.residuals.push_back(r);
     } else {
@@ -208,15 +216,35 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
       t.residual_head = (t.residual_head + 1) % t.residuals.size();
     }
   }
-  s.mape = mape_n > 0 ? mape_sum / mape_n : kNaN;
-  s.step_mape = options_.per_step_mape ? pending.step_mape_sum / s.horizon : kNaN;
+  t.residual_cursor = (t.residual_cursor + sample) % m_;
   const double decay = std::exp2(-1.0 / options_.error_half_life);
   const double w = t.weight * decay;
-  t.recent_l1 = t.scored == 0 ? s.l1 : (w * t.recent_l1 + s.l1) / (w + 1);
+  t.recent_l1 = t.scored == 0 ? l1 : (w * t.recent_l1 + l1) / (w + 1);
   t.weight = w + 1;
-  t.sum_l1 += s.l1;
+  t.sum_l1 += l1;
   ++t.scored;
-  if (listener_) listener_(s);
+  if (!listener_) return;
+  // The full report (MAPE needs a division per expert): only when asked.
+  ScoredForecast s;
+  s.predictor = predictor;
+  s.horizon = options_.horizons[h];
+  s.origin_step = pending.origin_step;
+  s.origin_index = pending.origin_index;
+  s.l1 = l1;
+  double mape_sum = 0;
+  int mape_n = 0;
+  for (int e = 0; e < m_; ++e) {
+    const double y = (cum[e] - start[e]) * inv_total;
+    if (y > 0) {
+      mape_sum += std::abs(f[e] - y) / y;
+      ++mape_n;
+    } else {
+      ++s.mape_experts_excluded;
+    }
+  }
+  s.mape = mape_n > 0 ? mape_sum / mape_n : kNaN;
+  s.step_mape = options_.per_step_mape ? pending.step_mape_sum / s.horizon : kNaN;
+  listener_(s);
 }
 
 absl::StatusOr<BankForecast> ForecastBank::Forecast(int horizon,
@@ -324,6 +352,7 @@ int64_t ForecastBank::MemoryBytes() const {
     bytes += 64 + v.first.capacity() * sizeof(double);
   }
   bytes += (cum_counts_.size() + scratch_.size()) * sizeof(double);
+  for (const auto& buffer : pool_) bytes += buffer.capacity() * sizeof(float);
   return bytes;
 }
 

@@ -16,7 +16,7 @@
 // the smallest tracked error at h (before any score: the first predictor).
 // Intervals: each predictor keeps the last `residual_window` scaled residuals
 // (y_e - f_e) / sqrt(f_e) of its scored forecasts at each horizon, pooled
-// over experts; the interval at level q is f_e + sqrt(f_e) * [Q((1-q)/2),
+// over experts (8 experts per scored forecast, in rotation); the interval at level q is f_e + sqrt(f_e) * [Q((1-q)/2),
 // Q((1+q)/2)], clipped to [0, 1].
 //
 // Thread-safety: not thread-safe; the owning job serializes access.
@@ -136,6 +136,7 @@ class ForecastBank {
     double sum_l1 = 0;
     std::vector<float> residuals;  // ring of scaled residuals
     size_t residual_head = 0;
+    int64_t residual_cursor = 0;   // next expert to sample
   };
 
   ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
@@ -149,6 +150,7 @@ class ForecastBank {
     return tracks_[(predictor + 1) * options_.horizons.size() + h];
   }
   void Score(int predictor, int h, Track& track);
+  std::vector<float> TakeBuffer();
 
   const int m_;
   const ForecastBankOptions options_;
@@ -163,6 +165,7 @@ class ForecastBank {
   int64_t index_ = 0;  // steps observed
   int64_t last_step_ = 0;
   std::vector<double> scratch_;
+  std::vector<std::vector<float>> pool_;  // forecast buffers to reuse
   std::function<void(const ScoredForecast&)> listener_;
 };
 

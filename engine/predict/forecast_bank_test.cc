@@ -118,7 +118,9 @@ TEST(ForecastBankTest, PendingForecastsAndMemoryStayBounded) {
   }
   // Origins every 100 steps at indices 100..5000 are scored by index 6000.
   EXPECT_EQ(scored_1000, 50);
-  EXPECT_LE(bank->MemoryBytes(), memory_at_3000 + 1024);
+  // Twice the steps, (nearly) the same memory: pending forecasts and
+  // snapshots are bounded (small differences come from container blocks).
+  EXPECT_LE(bank->MemoryBytes(), memory_at_3000 * 1.05);
 }
 
 // Proportions of a 4-expert load around `base` with i.i.d. noise.

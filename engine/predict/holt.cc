@@ -88,6 +88,7 @@ class HoltPredictor final : public Predictor {
   double Step(const HoltParams& q, const double* x, double* level,
               double* trend) const {
     double sse = 0;
+#pragma omp simd reduction(+ : sse)
     for (int e = 0; e < m_; ++e) {
       const double damped = q.phi * trend[e];
       const double predicted = level[e] + damped;
@@ -106,30 +107,70 @@ class HoltPredictor final : public Predictor {
     return ring_.data() + static_cast<size_t>(slot) * m_;
   }
 
-  // Runs the filter over the stored window with `q`, from level = first row
-  // and trend 0, leaving the final state in the scratch buffers; returns the
-  // one-step squared error after a short burn-in.
-  double Run(const HoltParams& q) {
-    std::copy(Row(0), Row(0) + m_, scratch_level_.begin());
-    std::fill(scratch_trend_.begin(), scratch_trend_.end(), 0.0);
+  // Runs the filter over the stored window with `q` for the experts in
+  // `experts` (all when empty), from level = first row and trend 0, leaving
+  // the final state in the scratch buffers (indexed like `experts`, or by
+  // expert when empty); returns the one-step squared error after a short
+  // burn-in.
+  double Run(const HoltParams& q, const std::vector<int>& experts) {
     const int burn_in = std::min(10, count_ / 4);
     double sse = 0;
+    if (experts.empty()) {
+      std::copy(Row(0), Row(0) + m_, scratch_level_.begin());
+      std::fill(scratch_trend_.begin(), scratch_trend_.end(), 0.0);
+      for (int i = 1; i < count_; ++i) {
+        const double s =
+            Step(q, Row(i), scratch_level_.data(), scratch_trend_.data());
+        if (i > burn_in) sse += s;
+      }
+      return sse;
+    }
+    const int n = static_cast<int>(experts.size());
+    for (int j = 0; j < n; ++j) {
+      scratch_level_[j] = Row(0)[experts[j]];
+      scratch_trend_[j] = 0;
+    }
     for (int i = 1; i < count_; ++i) {
-      const double s =
-          Step(q, Row(i), scratch_level_.data(), scratch_trend_.data());
-      if (i > burn_in) sse += s;
+      const double* x = Row(i);
+      double step_sse = 0;
+      for (int j = 0; j < n; ++j) {
+        const double damped = q.phi * scratch_trend_[j];
+        const double predicted = scratch_level_[j] + damped;
+        const double err = x[experts[j]] - predicted;
+        step_sse += err * err;
+        const double new_level = predicted + q.alpha * err;
+        scratch_trend_[j] = damped + q.beta * (new_level - scratch_level_[j] - damped);
+        scratch_level_[j] = new_level;
+      }
+      if (i > burn_in) sse += step_sse;
     }
     return sse;
   }
 
   void Fit() {
+    // Fit on the experts that carry the most load in the window: they
+    // dominate the L1 error, and the cost stops growing with M.
+    std::vector<int> experts;
+    if (m_ > options_.fit_experts) {
+      std::vector<double> mean(m_, 0.0);
+      for (int i = 0; i < count_; ++i) {
+        const double* row = Row(i);
+        for (int e = 0; e < m_; ++e) mean[e] += row[e];
+      }
+      experts.resize(m_);
+      for (int e = 0; e < m_; ++e) experts[e] = e;
+      std::partial_sort(experts.begin(), experts.begin() + options_.fit_experts,
+                        experts.end(),
+                        [&](int a, int b) { return mean[a] > mean[b]; });
+      experts.resize(options_.fit_experts);
+    }
     HoltParams best = params_;
     double best_sse = std::numeric_limits<double>::infinity();
     for (double a : options_.alphas) {
       for (double b : options_.betas) {
         for (double f : options_.phis) {
           const HoltParams q{a, b, f};
-          const double sse = Run(q);
+          const double sse = Run(q, experts);
           if (sse < best_sse) {
             best_sse = sse;
             best = q;
@@ -138,12 +179,10 @@ class HoltPredictor final : public Predictor {
       }
     }
     params_ = best;
-    // Restart the state under the chosen parameters so it is consistent.
-    Run(params_);
+    // Restart every expert's state under the chosen parameters.
+    Run(params_, {});
     level_.swap(scratch_level_);
     trend_.swap(scratch_trend_);
-    scratch_level_.resize(m_);
-    scratch_trend_.resize(m_);
     fitted_ = true;
     since_fit_ = 0;
   }
@@ -190,6 +229,10 @@ absl::StatusOr<std::unique_ptr<Predictor>> MakeHoltPredictor(
   if (options.fit_window < 4 || options.fit_window > 100000) {
     return absl::InvalidArgumentError(absl::StrCat(
         "holt: fit_window = ", options.fit_window, " must be in [4, 100000]"));
+  }
+  if (options.fit_experts < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "holt: fit_experts = ", options.fit_experts, " must be >= 1"));
   }
   if (options.refit_every < 1) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -6,9 +6,12 @@ namespace moecast {
 
 void NormalizeForecast(absl::Span<double> values) {
   double sum = 0;
-  for (double& v : values) {
-    if (!(v > 0)) v = 0;  // also maps NaN to 0
-    sum += v;
+  double* v = values.data();
+  const size_t n = values.size();
+#pragma omp simd reduction(+ : sum)
+  for (size_t i = 0; i < n; ++i) {
+    v[i] = v[i] > 0 ? v[i] : 0;  // also maps NaN to 0
+    sum += v[i];
   }
   if (sum > 0 && sum < 1e300) {
     const double inv = 1.0 / sum;

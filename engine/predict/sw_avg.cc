@@ -144,7 +144,16 @@ class SwAvgPredictor final : public Predictor {
   // Full windows use the shared cache; the first W - 1 steps (a shorter
   // window) compute theirs on the spot rather than fill the cache.
   const std::vector<double>& Weights(int n, int horizon) {
-    if (n == window_) return SharedWeights(n, horizon);
+    if (n == window_) {
+      // A few horizons per stream: a linear scan beats the shared cache's
+      // lock and map lookup.
+      for (const auto& [h, w] : local_weights_) {
+        if (h == horizon) return *w;
+      }
+      const std::vector<double>& w = SharedWeights(n, horizon);
+      local_weights_.emplace_back(horizon, &w);
+      return w;
+    }
     warmup_weights_ = SwAvgHorizonWeights(n, horizon);
     return warmup_weights_;
   }
@@ -158,6 +167,7 @@ class SwAvgPredictor final : public Predictor {
   int count_ = 0;
   int since_resum_ = 0;
   std::vector<double> warmup_weights_;
+  std::vector<std::pair<int, const std::vector<double>*>> local_weights_;
 };
 
 }  // namespace

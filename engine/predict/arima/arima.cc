@@ -294,7 +294,13 @@ void ArimaCss::MakeFeasible(double* params) const {
 double ArimaCss::Minimize(int m, double* params, int* iterations) {
   double s = Linearize(m, params);
   if (k_ == 0 || !(s > 0)) return s;
+  // Levenberg-Marquardt with Nielsen's damping update: lambda shrinks by up
+  // to 3x after a good step (gain ratio rho near 1) and grows by nu = 2, 4,
+  // 8, ... after failed ones. A step that leaves the stationary/invertible
+  // region is first halved (up to kMaxHalvings times) along its direction.
+  constexpr int kMaxHalvings = 8;
   double lambda = 1e-3;
+  double nu = 2;
   double trial[kMaxParams];
   SmallMatrix a(k_, k_);
   SmallVector delta(k_);
@@ -311,28 +317,40 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
     }
     ldlt.compute(a);
     delta = ldlt.solve(-ws_->jte);
-    std::copy(params, params + p_ + q_ + 1, trial);
-    for (int i = 0; i < k_; ++i) trial[i] += delta[i];
-    bool accepted = false;
+    bool feasible = false;
     double s_trial = std::numeric_limits<double>::infinity();
-    if (ldlt.info() == Eigen::Success && Feasible(trial)) {
-      s_trial = Residuals(m, trial, ws_->e_trial.data());
-      accepted = s_trial < s;
+    double predicted = 0;
+    if (ldlt.info() == Eigen::Success && delta.allFinite()) {
+      const double g_delta = ws_->jte.dot(delta);
+      const double quad =
+          delta.dot(ws_->jtj.selfadjointView<Eigen::Upper>() * delta);
+      double alpha = 1;
+      for (int h = 0; h <= kMaxHalvings; ++h, alpha *= 0.5) {
+        std::copy(params, params + p_ + q_ + 1, trial);
+        for (int i = 0; i < k_; ++i) trial[i] += alpha * delta[i];
+        if (Feasible(trial)) {
+          feasible = true;
+          // S(theta + a delta) ~ S + 2 a g'delta + a^2 delta'J'J delta.
+          predicted = -(2 * alpha * g_delta + alpha * alpha * quad);
+          break;
+        }
+      }
     }
-#ifdef DEBUG_LM
-    fprintf(stderr, "it %d lambda %.3g S %.9g trial %.9g feas %d acc %d\n", it, lambda, s, s_trial, Feasible(trial), accepted);
-#endif
-    if (!accepted) {
-      lambda *= 10;
+    if (feasible) s_trial = Residuals(m, trial, ws_->e_trial.data());
+    if (!(s_trial < s)) {
+      lambda *= nu;
+      nu *= 2;
       if (lambda > kMaxLambda) break;
       continue;
     }
     const double relative = (s - s_trial) / s;
+    const double rho = predicted > 0 ? (s - s_trial) / predicted : 0;
+    const double r = 2 * rho - 1;
+    lambda = std::max(lambda * std::max(1.0 / 3, 1 - r * r * r), 1e-12);
+    nu = 2;
     std::copy(trial, trial + p_ + q_ + 1, params);
-    lambda = std::max(lambda * 0.1, 1e-12);
     if (relative < kRelativeTolerance || !(s_trial > 0)) {
       s = s_trial;
-      std::swap(ws_->e, ws_->e_trial);
       break;
     }
     s = Linearize(m, params);
@@ -470,9 +488,11 @@ ArimaFitStats ArimaCss::Fit(absl::Span<const double> x, bool warm_start,
     stats.degenerate = true;
     std::fill(out, out + p_ + q_ + 1, 0.0);
     if (has_mean_ && m > 0) {
-      double mean = 0;
-      for (int t = 0; t < m; ++t) mean += ws_->w[t];
-      out[p_ + q_] = mean / m;
+      // w_0 + mean(w - w_0): exact for a constant series.
+      const double w0 = ws_->w[0];
+      double sum = 0;
+      for (int t = 0; t < m; ++t) sum += ws_->w[t] - w0;
+      out[p_ + q_] = w0 + sum / m;
     }
     if (m > 0) {
       stats.css = stats.start_css = Residuals(m, out, ws_->e.data());
@@ -488,18 +508,26 @@ ArimaFitStats ArimaCss::Fit(absl::Span<const double> x, bool warm_start,
     stats.start_css = Residuals(m, out, ws_->e.data());
     Minimize(m, out, &stats.iterations);
   } else {
+    // Cold: Hannan-Rissanen, pure AR(p) least squares and zero (phi = theta
+    // = 0) starts; the lowest S wins. start_css is S at the first.
     StartValues(m, /*ar_only=*/false, out);
     MakeFeasible(out);
     stats.start_css = Residuals(m, out, ws_->e.data());
     double best = Minimize(m, out, &stats.iterations);
-    if (q_ > 0 && p_ > 0) {
-      double other[kMaxParams];
-      StartValues(m, /*ar_only=*/true, other);
-      MakeFeasible(other);
-      const double s2 = Minimize(m, other, &stats.iterations);
-      if (s2 < best) {
+    double other[kMaxParams];
+    for (int start = 1; start <= 2 && q_ > 0; ++start) {
+      if (start == 1 && p_ == 0) continue;  // the same as the zero start
+      if (start == 1) {
+        StartValues(m, /*ar_only=*/true, other);
+        MakeFeasible(other);
+      } else {
+        std::fill(other, other + p_ + q_ + 1, 0.0);
+        other[p_ + q_] = out[p_ + q_];
+      }
+      const double s = Minimize(m, other, &stats.iterations);
+      if (s < best) {
         std::copy(other, other + p_ + q_ + 1, out);
-        best = s2;
+        best = s;
       }
     }
   }
@@ -582,9 +610,11 @@ class ArimaPredictor final : public Predictor {
     }
     const double inv_h = 1.0 / horizon;
     for (int e = 0; e < m_; ++e) {
+      // Sum the departures from the last level (exact for a flat forecast).
+      const double last = X(count_ - 1, e);
       double sum = 0;
-      RunExpert(e, horizon, [&](int, double v) { sum += v; });
-      out[e] = sum * inv_h;
+      RunExpert(e, horizon, [&](int, double v) { sum += v - last; });
+      out[e] = last + sum * inv_h;
     }
   }
 

@@ -25,8 +25,10 @@
 //   de_t/dtheta_j = -e_{t-j}        - sum_k theta_k de_{t-k}/dtheta_j
 //   de_t/dmu      = -(1 - sum phi)  - sum_k theta_k de_{t-k}/dmu
 // (zero before t = p), then (J'J + lambda diag(J'J)) delta = -J'e, solved
-// by LDLT on at most 21 x 21 (no heap). A step is accepted if it lowers S
-// and keeps the model inside the region below; otherwise lambda grows x10.
+// by LDLT on at most 21 x 21 (no heap). lambda follows Nielsen's rule (x1/3
+// at best after a good step, x2, x4, ... after failed ones). A step that
+// leaves the region below is halved along its direction (up to 8 times)
+// before it counts as failed; a step is accepted only if it lowers S.
 // Stops when an accepted step lowers S by less than 1e-10 relative, when
 // lambda passes 1e10, or after max_iterations trial steps.
 //
@@ -34,9 +36,12 @@
 // (L = clamp(2 max(p, q), 10, 30), at most a quarter of the window), its
 // residuals as e-hat, then least squares of u_t on u_{t-1..t-p} and
 // e-hat_{t-1..t-q}; mu starts at the mean of w. Because the CSS surface of an
-// over-parameterised ARMA has several local minima, a cold fit also runs LM
-// from the pure AR(p) least-squares start (theta = 0) and keeps the lower S.
-// Refits start from the previous fit (warm start) only.
+// over-parameterised ARMA has several local minima (e.g. (5,1,5) on data from
+// a low-order model: near-cancelling AR and MA roots), a cold fit with q > 0
+// also runs LM from the pure AR(p) least-squares start (theta = 0) and from
+// phi = theta = 0, and keeps the lowest S. This is a heuristic, not a global
+// optimum. Refits start from the previous fit (warm start) only, so they
+// follow one basin and cost a few iterations.
 //
 // Constraints. Stationarity of phi(z) = 1 - sum phi_i z^i and invertibility
 // of theta(z) = 1 + sum theta_j z^j are checked exactly by the Schur-Cohn
@@ -106,7 +111,8 @@ struct ArimaOptions {
   int fit_window = 500;
   // Steps between refits, >= 1.
   int refit_every = 100;
-  // Levenberg-Marquardt trial steps per fit (per start), in [1, 10000].
+  // Levenberg-Marquardt trial steps per start, in [1, 10000] (a cold fit
+  // runs up to three starts, a warm refit one).
   int max_iterations = 50;
 };
 
@@ -131,7 +137,7 @@ bool ArimaIsStationary(absl::Span<const double> a,
 
 // Results of one fit.
 struct ArimaFitStats {
-  double start_css = 0;  // S at the start values (the best start, cold fits)
+  double start_css = 0;  // S at the start (cold: the Hannan-Rissanen one)
   double css = 0;        // S at the fitted parameters
   int iterations = 0;    // LM trial steps, summed over starts
   bool warm_start = false;

@@ -189,14 +189,19 @@ TEST(ArimaCssTest, ObjectiveDecreasesFromTheStart) {
     // minimum of the constrained problem).
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> step(0.0, 1e-3);
-    for (int trial = 0; trial < 20; ++trial) {
+    int tried = 0;
+    for (int trial = 0; trial < 40; ++trial) {
       std::vector<double> other = params;
       for (int i = 0; i < 10; ++i) other[i] += step(rng);
-      std::vector<double> nn(5);
-      for (int j = 0; j < 5; ++j) nn[j] = -other[5 + j];
-      const bool feas = ArimaIsStationary(absl::MakeConstSpan(other.data(), 5)) && ArimaIsStationary(nn);
-      EXPECT_GE(css.Css(x, other), st.css * (1 - 1e-12)) << "feasible " << feas << " it " << st.iterations << " " << ::testing::PrintToString(params);
+      for (int j = 0; j < 5; ++j) neg[j] = -other[5 + j];
+      if (!ArimaIsStationary(absl::MakeConstSpan(other.data(), 5)) ||
+          !ArimaIsStationary(neg)) {
+        continue;
+      }
+      ++tried;
+      EXPECT_GE(css.Css(x, other), st.css * (1 - 1e-9)) << "seed " << seed;
     }
+    EXPECT_GT(tried, 0);
     // A warm refit from the fit stays there.
     std::vector<double> again = params;
     const ArimaFitStats warm = css.Fit(x, true, absl::MakeSpan(again));
