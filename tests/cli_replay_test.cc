@@ -153,6 +153,54 @@ TEST(CliReplayTest, UsageErrors) {
   }
 }
 
+TEST(CliBenchTest, WritesTablesAndJson) {
+  const std::string counts = TempPath("bench.counts.csv.gz");
+  WriteTrace(counts, "", 400);
+  const std::string json = TempPath("bench.json");
+  CommandRun r = Moecast({"bench", "--counts", counts, "--top_k=2", "--horizons=1,10",
+                          "--predictors=last_value,sw_avg(20)", "--json", json});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("400 steps, 2 layers x 4 experts, top_k 2"));
+  EXPECT_THAT(r.out, HasSubstr("sw_avg(20)"));
+  EXPECT_THAT(r.out, HasSubstr("sampling floor"));
+  EXPECT_THAT(r.out, HasSubstr("empirical floor"));
+  EXPECT_THAT(r.out, HasSubstr("JSON report: " + json));
+  std::ifstream f(json);
+  std::stringstream text;
+  text << f.rdbuf();
+  EXPECT_THAT(text.str(), HasSubstr("\"results\": ["));
+  EXPECT_THAT(text.str(), HasSubstr("\"predictor\": \"sw_avg(20)\""));
+}
+
+TEST(CliBenchTest, RejectsBadFlagsAndTraces) {
+  const std::string counts = TempPath("bench2.counts.csv");
+  WriteTrace(counts, "", 50);
+  const std::string bad = WriteText(
+      "bench_bad.counts.csv", "step,layer,c0,c1\n0,0,1,2\n1,0,-1,2\n");
+  struct Case {
+    std::vector<std::string> args;
+    int code;
+    const char* phrase;
+  };
+  const Case cases[] = {
+      {{"bench", "--counts", counts, "--top_k=2", "--horizons=1,x"}, 2,
+       "--horizons: 'x' is not an integer"},
+      {{"bench", "--counts", counts, "--top_k=2", "--horizons=0"}, 2, "horizon 0"},
+      {{"bench", "--counts", counts, "--top_k=2", "--predictors=prophet"}, 2,
+       "unknown predictor 'prophet'"},
+      {{"bench", "--counts", counts, "--top_k=2", "--series_horizon=7"}, 2,
+       "--series_horizon=7 is not one of --horizons"},
+      {{"bench", "--counts", counts, "--top_k=5"}, 1, "top_k = 5 exceeds"},
+      {{"bench", "--counts", bad, "--top_k=1"}, 1, ":3:5: column 'c0': count '-1'"},
+      {{"bench", "--top_k=1"}, 2, "--counts is required"},
+  };
+  for (const Case& c : cases) {
+    CommandRun r = Moecast(c.args);
+    EXPECT_EQ(r.code, c.code) << c.phrase;
+    EXPECT_THAT(r.err, HasSubstr(c.phrase));
+  }
+}
+
 TEST(CliReplayTest, HelpAndVersion) {
   CommandRun v = Moecast({"version"});
   EXPECT_EQ(v.code, 0);

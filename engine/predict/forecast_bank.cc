@@ -233,8 +233,10 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
   s.l1 = l1;
   double mape_sum = 0;
   int mape_n = 0;
+  realised_.resize(m_);
   for (int e = 0; e < m_; ++e) {
     const double y = (cum[e] - start[e]) * inv_total;
+    realised_[e] = y;
     if (y > 0) {
       mape_sum += std::abs(f[e] - y) / y;
       ++mape_n;
@@ -244,6 +246,8 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
   }
   s.mape = mape_n > 0 ? mape_sum / mape_n : kNaN;
   s.step_mape = options_.per_step_mape ? pending.step_mape_sum / s.horizon : kNaN;
+  s.forecast = absl::MakeConstSpan(pending.forecast);
+  s.realised = absl::MakeConstSpan(realised_);
   listener_(s);
 }
 

@@ -61,6 +61,10 @@ struct ScoredForecast {
   double mape = 0;          // mean over experts with y_e > 0
   int mape_experts_excluded = 0;  // experts with y_e = 0
   double step_mape = 0;     // if per_step_mape
+  // The normalised forecast and the realised mean (M values each); valid
+  // only during the listener call.
+  absl::Span<const float> forecast;
+  absl::Span<const double> realised;
 };
 
 struct PredictorScore {
@@ -165,6 +169,7 @@ class ForecastBank {
   int64_t index_ = 0;  // steps observed
   int64_t last_step_ = 0;
   std::vector<double> scratch_;
+  std::vector<double> realised_;  // listener only
   std::vector<std::vector<float>> pool_;  // forecast buffers to reuse
   std::function<void(const ScoredForecast&)> listener_;
 };

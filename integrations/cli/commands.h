@@ -21,6 +21,10 @@ int RunCommand(const std::vector<std::string>& args, std::ostream& out,
 int RunReplay(const std::vector<std::string>& args, std::ostream& out,
               std::ostream& err);
 
+// moecast bench --counts FILE --top_k K [--horizons ...] [--json OUT] ...
+int RunBench(const std::vector<std::string>& args, std::ostream& out,
+             std::ostream& err);
+
 }  // namespace moecast::cli
 
 #endif  // MOECAST_INTEGRATIONS_CLI_COMMANDS_H_

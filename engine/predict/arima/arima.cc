@@ -60,6 +60,50 @@ void RunForecast(int p, int d, int q, const double* phi, const double* theta,
   }
 }
 
+// Levinson step-up: reflection coefficients kappa[0..n) to the coefficients
+// a[0..n) of x_t = sum_i a_i x_{t-i}, and if `da` is given the Jacobian
+// da[i * n + j] = d a_i / d kappa_j.
+void StepUp(const double* kappa, int n, double* a, double* da) {
+  double prev[kArimaMaxOrder];
+  double dprev[kArimaMaxOrder * kArimaMaxOrder];
+  for (int m = 1; m <= n; ++m) {
+    const double k = kappa[m - 1];
+    std::copy(a, a + m - 1, prev);
+    for (int i = 0; i < m - 1; ++i) a[i] = prev[i] - k * prev[m - 2 - i];
+    a[m - 1] = k;
+    if (da == nullptr) continue;
+    // Rows of the order-(m-1) Jacobian live in da with stride n.
+    for (int i = 0; i < m - 1; ++i) {
+      for (int j = 0; j < m - 1; ++j) dprev[i * n + j] = da[i * n + j];
+    }
+    for (int i = 0; i < m - 1; ++i) {
+      for (int j = 0; j < m - 1; ++j) {
+        da[i * n + j] = dprev[i * n + j] - k * dprev[(m - 2 - i) * n + j];
+      }
+      da[i * n + (m - 1)] = -prev[m - 2 - i];
+    }
+    for (int j = 0; j < m - 1; ++j) da[(m - 1) * n + j] = 0;
+    da[(m - 1) * n + (m - 1)] = 1;
+  }
+}
+
+// Levinson step-down: a[0..n) to reflection coefficients kappa[0..n) (kappa
+// [m-1] is that of order m); false if some |kappa| >= 1 or not finite.
+bool StepDown(const double* a, int n, double* kappa) {
+  double cur[kArimaMaxOrder];
+  double next[kArimaMaxOrder];
+  std::copy(a, a + n, cur);
+  for (int m = n; m >= 1; --m) {
+    const double k = cur[m - 1];
+    if (!(std::fabs(k) < 1)) return false;
+    kappa[m - 1] = k;
+    const double inv = 1.0 / (1.0 - k * k);
+    for (int i = 0; i < m - 1; ++i) next[i] = (cur[i] + k * cur[m - 2 - i]) * inv;
+    std::copy(next, next + m - 1, cur);
+  }
+  return true;
+}
+
 }  // namespace
 
 absl::Status ValidateArimaOptions(const ArimaOptions& o) {
@@ -291,52 +335,131 @@ void ArimaCss::MakeFeasible(double* params) const {
   std::fill(theta, theta + q_, 0.0);
 }
 
+namespace {
+// The box for reflection coefficients in the fit: a hair inside the margin so
+// that the coefficients it gives pass ArimaIsStationary after rounding.
+constexpr double kBox = kArimaMaxReflection - 1e-10;
+}  // namespace
+
+bool ArimaCss::ToInternal(const double* params, double* z) const {
+  double a[kArimaMaxOrder];
+  for (int i = 0; i < p_; ++i) a[i] = params[i];
+  if (!StepDown(a, p_, z)) return false;
+  for (int j = 0; j < q_; ++j) a[j] = -params[p_ + j];
+  if (!StepDown(a, q_, z + p_)) return false;
+  for (int i = 0; i < p_ + q_; ++i) z[i] = std::clamp(z[i], -kBox, kBox);
+  z[p_ + q_] = params[p_ + q_];
+  return std::isfinite(z[p_ + q_]);
+}
+
+void ArimaCss::FromInternal(const double* z, double* params,
+                            double* t) const {
+  double a[kArimaMaxOrder];
+  double da[kArimaMaxOrder * kArimaMaxOrder];
+  if (t != nullptr) std::fill(t, t + k_ * k_, 0.0);  // column-major k x k
+  auto block = [&](int n, int offset, double sign) {
+    StepUp(z + offset, n, a, t == nullptr ? nullptr : da);
+    for (int i = 0; i < n; ++i) params[offset + i] = sign * a[i];
+    if (t == nullptr) return;
+    for (int i = 0; i < n; ++i) {
+      for (int j = 0; j < n; ++j) {
+        t[(offset + j) * k_ + offset + i] = sign * da[i * n + j];
+      }
+    }
+  };
+  block(p_, 0, 1.0);
+  block(q_, p_, -1.0);
+  params[p_ + q_] = z[p_ + q_];
+  if (t != nullptr && has_mean_) t[(p_ + q_) * k_ + p_ + q_] = 1;
+}
+
 double ArimaCss::Minimize(int m, double* params, int* iterations) {
-  double s = Linearize(m, params);
+  // Levenberg-Marquardt over z = (reflection coefficients of phi and of
+  // theta, mu) in the box |kappa| <= kBox (see arima.h). Coefficients
+  // c(z) by the Levinson step-up, J_z = J_c T with T = dc/dz. Bound
+  // variables whose gradient points out of the box are held (active set),
+  // trial points are clipped to the box. Nielsen's damping update: lambda
+  // shrinks by up to 3x after a good step (gain ratio rho near 1) and grows
+  // by nu = 2, 4, 8, ... after failed ones.
+  double z[kMaxParams];
+  double z_trial[kMaxParams];
+  double trial[kMaxParams];
+  if (!ToInternal(params, z)) {
+    std::fill(z, z + p_ + q_, 0.0);
+    z[p_ + q_] = has_mean_ && std::isfinite(params[p_ + q_]) ? params[p_ + q_]
+                                                             : 0.0;
+  }
+  FromInternal(z, params, nullptr);  // the point z represents
+  double t_buf[kMaxParams * kMaxParams];
+  SmallMatrix t(k_, k_);
+  SmallMatrix at(k_, k_);
+  SmallMatrix a_z(k_, k_);
+  SmallVector g_z(k_);
+  auto linearize = [&]() {
+    const double s = Linearize(m, params);
+    FromInternal(z, trial, t_buf);
+    for (int j = 0; j < k_; ++j) {
+      for (int i = 0; i < k_; ++i) t(i, j) = t_buf[j * k_ + i];
+    }
+    at.noalias() = ws_->jtj * t;
+    a_z.noalias() = t.transpose() * at;
+    g_z.noalias() = t.transpose() * ws_->jte;
+    return s;
+  };
+  double s = linearize();
   if (k_ == 0 || !(s > 0)) return s;
-  // Levenberg-Marquardt with Nielsen's damping update: lambda shrinks by up
-  // to 3x after a good step (gain ratio rho near 1) and grows by nu = 2, 4,
-  // 8, ... after failed ones. A step that leaves the stationary/invertible
-  // region is first halved (up to kMaxHalvings times) along its direction.
-  constexpr int kMaxHalvings = 8;
   double lambda = 1e-3;
   double nu = 2;
-  double trial[kMaxParams];
+  bool held[kMaxParams];
   SmallMatrix a(k_, k_);
+  SmallVector rhs(k_);
   SmallVector delta(k_);
   Eigen::LDLT<SmallMatrix> ldlt(k_);
   for (int it = 0; it < max_iterations_; ++it) {
     ++*iterations;
+    // Active set: at the bound, with descent (-g) pointing outward.
+    int free_count = 0;
+    for (int i = 0; i < k_; ++i) {
+      held[i] = i < p_ + q_ && std::fabs(z[i]) >= kBox &&
+                g_z[i] * z[i] < 0;
+      free_count += !held[i];
+    }
+    if (free_count == 0) break;
     double max_diag = 0;
-    for (int i = 0; i < k_; ++i) max_diag = std::max(max_diag, ws_->jtj(i, i));
+    for (int i = 0; i < k_; ++i) max_diag = std::max(max_diag, a_z(i, i));
     const double floor_diag =
         std::max(max_diag * 1e-12, std::numeric_limits<double>::min());
-    a = ws_->jtj;
+    a = a_z;
+    rhs = -g_z;
     for (int i = 0; i < k_; ++i) {
-      a(i, i) += lambda * std::max(ws_->jtj(i, i), floor_diag) + floor_diag;
+      if (held[i]) {
+        a.row(i).setZero();
+        a.col(i).setZero();
+        a(i, i) = 1;
+        rhs[i] = 0;
+      } else {
+        a(i, i) += lambda * std::max(a_z(i, i), floor_diag) + floor_diag;
+      }
     }
     ldlt.compute(a);
-    delta = ldlt.solve(-ws_->jte);
-    bool feasible = false;
+    delta = ldlt.solve(rhs);
     double s_trial = std::numeric_limits<double>::infinity();
     double predicted = 0;
     if (ldlt.info() == Eigen::Success && delta.allFinite()) {
-      const double g_delta = ws_->jte.dot(delta);
-      const double quad =
-          delta.dot(ws_->jtj.selfadjointView<Eigen::Upper>() * delta);
-      double alpha = 1;
-      for (int h = 0; h <= kMaxHalvings; ++h, alpha *= 0.5) {
-        std::copy(params, params + p_ + q_ + 1, trial);
-        for (int i = 0; i < k_; ++i) trial[i] += alpha * delta[i];
-        if (Feasible(trial)) {
-          feasible = true;
-          // S(theta + a delta) ~ S + 2 a g'delta + a^2 delta'J'J delta.
-          predicted = -(2 * alpha * g_delta + alpha * alpha * quad);
-          break;
-        }
+      for (int i = 0; i < k_; ++i) {
+        z_trial[i] = z[i] + delta[i];
+        if (i < p_ + q_) z_trial[i] = std::clamp(z_trial[i], -kBox, kBox);
+        delta[i] = z_trial[i] - z[i];
       }
+      if (!has_mean_) z_trial[p_ + q_] = z[p_ + q_];
+      FromInternal(z_trial, trial, nullptr);
+      // S(z + delta) ~ S + 2 g'delta + delta' A delta.
+      predicted = -(2 * g_z.dot(delta) + delta.dot(a_z * delta));
+      s_trial = Residuals(m, trial, ws_->e_trial.data());
     }
-    if (feasible) s_trial = Residuals(m, trial, ws_->e_trial.data());
+#ifdef DEBUG_LM
+    fprintf(stderr, "it %d free %d lambda %.3g S %.10g trial %.10g rho %.3f\n", it, free_count, lambda, s, s_trial, predicted > 0 ? (s - s_trial) / predicted : -1.0);
+#endif
     if (!(s_trial < s)) {
       lambda *= nu;
       nu *= 2;
@@ -348,12 +471,11 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
     const double r = 2 * rho - 1;
     lambda = std::max(lambda * std::max(1.0 / 3, 1 - r * r * r), 1e-12);
     nu = 2;
+    std::copy(z_trial, z_trial + p_ + q_ + 1, z);
     std::copy(trial, trial + p_ + q_ + 1, params);
-    if (relative < kRelativeTolerance || !(s_trial > 0)) {
-      s = s_trial;
-      break;
-    }
-    s = Linearize(m, params);
+    s = s_trial;
+    if (relative < kRelativeTolerance || !(s > 0)) break;
+    s = linearize();
   }
   return s;
 }

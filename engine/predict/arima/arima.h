@@ -194,6 +194,12 @@ class ArimaCss {
   double Minimize(int m, double* params, int* iterations);
   // Hannan-Rissanen start (ar_only: theta = 0) written to params.
   void StartValues(int m, bool ar_only, double* params);
+  // Coefficients <-> z = (reflection coefficients of phi, of -theta, mu);
+  // t (column-major k x k, optional) receives d params / d z over the
+  // estimated parameters. ToInternal fails if a root is on or inside the
+  // unit circle, and clips |kappa| to the box otherwise.
+  bool ToInternal(const double* params, double* z) const;
+  void FromInternal(const double* z, double* params, double* t) const;
   bool Feasible(const double* params) const;
   void MakeFeasible(double* params) const;
   void SaveLastResiduals(int m, const double* e);

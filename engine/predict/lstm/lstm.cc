@@ -1,0 +1,575 @@
+#include "engine/predict/lstm/lstm.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <utility>
+
+#include "Eigen/Dense"
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+
+namespace moecast {
+namespace {
+
+constexpr int kMaxExperts = 65536;
+constexpr int kMaxHidden = 4096;
+constexpr int kMaxLayers = 16;
+constexpr int kMaxLookback = 65536;
+constexpr int kMaxBlock = 65536;
+constexpr int64_t kMaxWindow = 1 << 20;
+constexpr int kMaxHorizons = 64;
+constexpr int kMaxDescription = 65536;
+constexpr int kMaxHorizon = 1 << 30;
+constexpr size_t kFixedHeaderBytes = 44;  // magic, version, 8 counts
+
+// Little-endian encoding, independent of the host's byte order.
+void PutU32(uint32_t v, std::string* out) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void PutF32(float f, std::string* out) {
+  uint32_t v;
+  std::memcpy(&v, &f, 4);
+  PutU32(v, out);
+}
+uint32_t GetU32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<uint32_t>(u[0]) | static_cast<uint32_t>(u[1]) << 8 |
+         static_cast<uint32_t>(u[2]) << 16 | static_cast<uint32_t>(u[3]) << 24;
+}
+float GetF32(const char* p) {
+  const uint32_t v = GetU32(p);
+  float f;
+  std::memcpy(&f, &v, 4);
+  return f;
+}
+
+// The tensors of a model in file order, with their expected sizes.
+struct TensorRef {
+  std::string name;
+  int64_t size;
+};
+std::vector<TensorRef> TensorLayout(int M, int H, int num_layers, int K) {
+  std::vector<TensorRef> t;
+  for (int l = 0; l < num_layers; ++l) {
+    const int64_t in = l == 0 ? M : H;
+    t.push_back({absl::StrCat("weight_ih_l", l), int64_t{4} * H * in});
+    t.push_back({absl::StrCat("weight_hh_l", l), int64_t{4} * H * H});
+    t.push_back({absl::StrCat("bias_ih_l", l), int64_t{4} * H});
+    t.push_back({absl::StrCat("bias_hh_l", l), int64_t{4} * H});
+  }
+  t.push_back({"head_weight", int64_t{K} * M * H});
+  t.push_back({"head_bias", int64_t{K} * M});
+  return t;
+}
+
+std::vector<std::vector<float>*> TensorPointers(LstmModel* m) {
+  std::vector<std::vector<float>*> p;
+  for (auto& l : m->layers) {
+    p.push_back(&l.weight_ih);
+    p.push_back(&l.weight_hh);
+    p.push_back(&l.bias_ih);
+    p.push_back(&l.bias_hh);
+  }
+  p.push_back(&m->head_weight);
+  p.push_back(&m->head_bias);
+  return p;
+}
+
+absl::Status Bad(absl::string_view source, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
+}
+
+// Checks the shape fields (not the tensors).
+absl::Status ValidateShape(int64_t M, int64_t H, int64_t num_layers,
+                           int64_t lookback, int64_t block, int64_t anchor,
+                           const std::vector<int64_t>& horizons,
+                           int64_t description_bytes, absl::string_view source) {
+  auto range = [&](absl::string_view name, int64_t v, int64_t lo,
+                   int64_t hi) -> absl::Status {
+    if (v < lo || v > hi) {
+      return Bad(source, absl::StrCat(name, " = ", v, " is out of range [", lo,
+                                      ", ", hi, "]"));
+    }
+    return absl::OkStatus();
+  };
+  absl::Status s;
+  if (!(s = range("num_experts", M, 1, kMaxExperts)).ok()) return s;
+  if (!(s = range("hidden", H, 1, kMaxHidden)).ok()) return s;
+  if (!(s = range("num_layers", num_layers, 1, kMaxLayers)).ok()) return s;
+  if (!(s = range("lookback", lookback, 1, kMaxLookback)).ok()) return s;
+  if (!(s = range("block", block, 1, kMaxBlock)).ok()) return s;
+  if (!(s = range("lookback * block", lookback * block, 1, kMaxWindow)).ok()) return s;
+  if (!(s = range("anchor_window", anchor, 1, lookback * block)).ok()) return s;
+  if (!(s = range("num_horizons", static_cast<int64_t>(horizons.size()), 1,
+                  kMaxHorizons)).ok()) {
+    return s;
+  }
+  if (!(s = range("description_bytes", description_bytes, 0, kMaxDescription)).ok()) {
+    return s;
+  }
+  for (size_t k = 0; k < horizons.size(); ++k) {
+    if (!(s = range(absl::StrCat("horizons[", k, "]"), horizons[k], 1, kMaxHorizon)).ok()) {
+      return s;
+    }
+    if (k > 0 && horizons[k] <= horizons[k - 1]) {
+      return Bad(source, absl::StrCat("horizons are not strictly increasing: horizons[",
+                                      k, "] = ", horizons[k], " after ",
+                                      horizons[k - 1]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateScale(absl::string_view name, float v, absl::string_view source) {
+  if (!std::isfinite(v) || !(v > 0)) {
+    return Bad(source, absl::StrCat(name, " = ", v, " is not a finite positive number"));
+  }
+  return absl::OkStatus();
+}
+
+double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+}  // namespace
+
+// ----------------------------------------------------------------------------
+// File format.
+
+absl::Status ValidateLstmModel(const LstmModel& m, absl::string_view source) {
+  std::vector<int64_t> horizons(m.horizons.begin(), m.horizons.end());
+  absl::Status s = ValidateShape(m.num_experts, m.hidden, m.num_layers(), m.lookback,
+                                 m.block, m.anchor_window, horizons,
+                                 static_cast<int64_t>(m.description.size()), source);
+  if (!s.ok()) return s;
+  if (!(s = ValidateScale("input_scale", m.input_scale, source)).ok()) return s;
+  if (!(s = ValidateScale("output_scale", m.output_scale, source)).ok()) return s;
+  const std::vector<TensorRef> layout =
+      TensorLayout(m.num_experts, m.hidden, m.num_layers(), m.horizons.size());
+  const std::vector<std::vector<float>*> tensors =
+      TensorPointers(const_cast<LstmModel*>(&m));
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const std::vector<float>& t = *tensors[i];
+    if (static_cast<int64_t>(t.size()) != layout[i].size) {
+      return Bad(source, absl::StrCat(layout[i].name, " has ", t.size(),
+                                      " values, expected ", layout[i].size));
+    }
+    for (size_t j = 0; j < t.size(); ++j) {
+      if (!std::isfinite(t[j])) {
+        return Bad(source, absl::StrCat("non-finite value ", t[j], " in ",
+                                        layout[i].name, " at index ", j));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string EncodeLstmModel(const LstmModel& m) {
+  std::string out(LstmModel::kMagic, 8);
+  PutU32(LstmModel::kVersion, &out);
+  for (int v : {m.num_experts, m.hidden, m.num_layers(), m.lookback, m.block,
+                m.anchor_window, static_cast<int>(m.horizons.size()),
+                static_cast<int>(m.description.size())}) {
+    PutU32(static_cast<uint32_t>(v), &out);
+  }
+  for (int h : m.horizons) PutU32(static_cast<uint32_t>(h), &out);
+  PutF32(m.input_scale, &out);
+  PutF32(m.output_scale, &out);
+  out += m.description;
+  for (const std::vector<float>* t : TensorPointers(const_cast<LstmModel*>(&m))) {
+    for (float f : *t) PutF32(f, &out);
+  }
+  return out;
+}
+
+absl::StatusOr<LstmModel> DecodeLstmModel(absl::string_view bytes,
+                                          absl::string_view source) {
+  const size_t n = bytes.size();
+  auto truncated = [&](size_t need, absl::string_view what) {
+    return absl::DataLossError(absl::StrCat(
+        source, ": truncated: ", n, " bytes, ", what, " needs ", need));
+  };
+  if (n < 8) return truncated(8, "the magic");
+  if (std::memcmp(bytes.data(), LstmModel::kMagic, 8) != 0) {
+    return Bad(source, "bad magic: not a moecast LSTM weights file (expected "
+                       "the 8 bytes \"MOECLSTM\")");
+  }
+  if (n < 12) return truncated(12, "the version");
+  const uint32_t version = GetU32(bytes.data() + 8);
+  if (version != LstmModel::kVersion) {
+    return Bad(source, absl::StrCat("unsupported version ", version,
+                                    " (this build reads version ",
+                                    LstmModel::kVersion, ")"));
+  }
+  if (n < kFixedHeaderBytes) return truncated(kFixedHeaderBytes, "the header");
+  const char* p = bytes.data() + 12;
+  int64_t f[8];
+  for (int i = 0; i < 8; ++i) f[i] = GetU32(p + 4 * i);
+  const int64_t M = f[0], H = f[1], num_layers = f[2], lookback = f[3],
+                block = f[4], anchor = f[5], K = f[6], D = f[7];
+  // Range-check the counts before using them as sizes.
+  if (K < 1 || K > kMaxHorizons) {
+    return Bad(source, absl::StrCat("num_horizons = ", K, " is out of range [1, ",
+                                    kMaxHorizons, "]"));
+  }
+  const size_t header = kFixedHeaderBytes + 4 * K + 8;
+  if (n < header) return truncated(header, "the header with its horizons and scales");
+  std::vector<int64_t> horizons(K);
+  for (int64_t k = 0; k < K; ++k) horizons[k] = GetU32(bytes.data() + kFixedHeaderBytes + 4 * k);
+  absl::Status s = ValidateShape(M, H, num_layers, lookback, block, anchor,
+                                 horizons, D, source);
+  if (!s.ok()) return s;
+  LstmModel m;
+  m.num_experts = static_cast<int>(M);
+  m.hidden = static_cast<int>(H);
+  m.lookback = static_cast<int>(lookback);
+  m.block = static_cast<int>(block);
+  m.anchor_window = static_cast<int>(anchor);
+  m.horizons.assign(horizons.begin(), horizons.end());
+  m.input_scale = GetF32(bytes.data() + header - 8);
+  m.output_scale = GetF32(bytes.data() + header - 4);
+  if (!(s = ValidateScale("input_scale", m.input_scale, source)).ok()) return s;
+  if (!(s = ValidateScale("output_scale", m.output_scale, source)).ok()) return s;
+
+  const std::vector<TensorRef> layout = TensorLayout(M, H, num_layers, K);
+  int64_t params = 0;
+  for (const TensorRef& t : layout) params += t.size;
+  const int64_t expected = static_cast<int64_t>(header) + D + 4 * params;
+  if (static_cast<int64_t>(n) < expected) {
+    return truncated(expected, absl::StrCat("a model with M=", M, " H=", H,
+                                            " num_layers=", num_layers, " K=", K));
+  }
+  if (static_cast<int64_t>(n) > expected) {
+    return Bad(source, absl::StrCat("trailing bytes: ", n - expected,
+                                    " after the parameters (the model takes ",
+                                    expected, " bytes)"));
+  }
+  m.description.assign(bytes.data() + header, D);
+  m.layers.resize(num_layers);
+  const std::vector<std::vector<float>*> tensors = TensorPointers(&m);
+  size_t off = header + D;
+  for (size_t i = 0; i < layout.size(); ++i) {
+    std::vector<float>& t = *tensors[i];
+    t.resize(layout[i].size);
+    for (int64_t j = 0; j < layout[i].size; ++j, off += 4) {
+      t[j] = GetF32(bytes.data() + off);
+      if (!std::isfinite(t[j])) {
+        return Bad(source, absl::StrCat("non-finite value ", t[j], " in ",
+                                        layout[i].name, " at index ", j,
+                                        " (byte offset ", off, ")"));
+      }
+    }
+  }
+  return m;
+}
+
+absl::Status WriteLstmModel(const LstmModel& model, const std::string& path) {
+  absl::Status s = ValidateLstmModel(model, path);
+  if (!s.ok()) return s;
+  const std::string bytes = EncodeLstmModel(model);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
+  }
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+// ----------------------------------------------------------------------------
+// Inference form.
+
+struct LstmWeights::Compiled {
+  struct Layer {
+    int in = 0;
+    Eigen::MatrixXd w;  // 4H x (in + H): [weight_ih weight_hh]
+    Eigen::VectorXd b;  // bias_ih + bias_hh
+  };
+  std::vector<Layer> layers;
+  Eigen::MatrixXd head_w;  // K*M x H
+  Eigen::VectorXd head_b;  // K*M
+};
+
+LstmWeights::LstmWeights() = default;
+LstmWeights::~LstmWeights() = default;
+
+absl::StatusOr<std::shared_ptr<const LstmWeights>> LstmWeights::Load(
+    const std::string& path) {
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, ": cannot open: ", err != 0 ? std::strerror(err) : "unknown error"));
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  absl::StatusOr<LstmModel> model = DecodeLstmModel(bytes, path);
+  if (!model.ok()) return model.status();
+  return FromModel(*std::move(model), path);
+}
+
+absl::StatusOr<std::shared_ptr<const LstmWeights>> LstmWeights::FromModel(
+    LstmModel model, std::string source) {
+  absl::Status s = ValidateLstmModel(model, source);
+  if (!s.ok()) return s;
+  std::shared_ptr<LstmWeights> w(new LstmWeights());
+  w->compiled_ = std::make_unique<Compiled>();
+  Compiled& c = *w->compiled_;
+  const int M = model.num_experts, H = model.hidden;
+  const int K = static_cast<int>(model.horizons.size());
+  for (int l = 0; l < model.num_layers(); ++l) {
+    const LstmModel::Layer& src = model.layers[l];
+    Compiled::Layer layer;
+    layer.in = l == 0 ? M : H;
+    layer.w.resize(4 * H, layer.in + H);
+    layer.b.resize(4 * H);
+    for (int r = 0; r < 4 * H; ++r) {
+      for (int j = 0; j < layer.in; ++j) layer.w(r, j) = src.weight_ih[int64_t{r} * layer.in + j];
+      for (int j = 0; j < H; ++j) layer.w(r, layer.in + j) = src.weight_hh[int64_t{r} * H + j];
+      layer.b(r) = static_cast<double>(src.bias_ih[r]) + static_cast<double>(src.bias_hh[r]);
+    }
+    c.layers.push_back(std::move(layer));
+  }
+  c.head_w.resize(int64_t{K} * M, H);
+  c.head_b.resize(int64_t{K} * M);
+  for (int64_t r = 0; r < int64_t{K} * M; ++r) {
+    for (int j = 0; j < H; ++j) c.head_w(r, j) = model.head_weight[r * H + j];
+    c.head_b(r) = model.head_bias[r];
+  }
+  w->model_ = std::move(model);
+  w->source_ = std::move(source);
+  return std::shared_ptr<const LstmWeights>(std::move(w));
+}
+
+int64_t LstmWeights::MemoryBytes() const {
+  int64_t floats = static_cast<int64_t>(model_.head_weight.size() + model_.head_bias.size());
+  for (const auto& l : model_.layers) {
+    floats += l.weight_ih.size() + l.weight_hh.size() + l.bias_ih.size() + l.bias_hh.size();
+  }
+  int64_t doubles = compiled_->head_w.size() + compiled_->head_b.size();
+  for (const auto& l : compiled_->layers) doubles += l.w.size() + l.b.size();
+  return static_cast<int64_t>(sizeof(*this) + sizeof(Compiled)) + 4 * floats +
+         8 * doubles + static_cast<int64_t>(model_.description.size() + source_.size());
+}
+
+// ----------------------------------------------------------------------------
+// The predictor.
+
+namespace {
+
+class LstmPredictor final : public Predictor {
+ public:
+  explicit LstmPredictor(std::shared_ptr<const LstmWeights> weights)
+      : weights_(std::move(weights)),
+        m_(weights_->model()),
+        c_(weights_->compiled()),
+        M_(m_.num_experts),
+        H_(m_.hidden),
+        K_(static_cast<int>(m_.horizons.size())),
+        W_(m_.window()),
+        ring_(static_cast<size_t>(W_) * M_),
+        anchor_(M_),
+        u_(M_, m_.lookback),
+        seq_{Eigen::MatrixXd(H_, m_.lookback), Eigen::MatrixXd(H_, m_.lookback)},
+        z_(std::max(M_, H_) + H_),
+        gates_(4 * H_),
+        h_(H_),
+        cell_(H_),
+        head_out_(int64_t{K_} * M_),
+        y_(M_, K_),
+        cum_(M_, K_),
+        step_(M_, K_) {}
+
+  const std::string& name() const override { return name_; }
+  int num_experts() const override { return M_; }
+
+  void Observe(absl::Span<const double> proportions) override {
+    assert(static_cast<int>(proportions.size()) == M_);
+    std::copy(proportions.begin(), proportions.end(),
+              ring_.begin() + static_cast<size_t>(pos_) * M_);
+    pos_ = pos_ + 1 == W_ ? 0 : pos_ + 1;
+    ++observed_;
+    dirty_ = true;
+  }
+
+  void Refresh() override {
+    if (dirty_ && observed_ > 0) Compute();
+  }
+
+  void Forecast(int horizon, absl::Span<double> out) override {
+    assert(static_cast<int>(out.size()) == M_);
+    if (observed_ == 0) {
+      std::fill(out.begin(), out.end(), 1.0 / M_);
+      return;
+    }
+    Refresh();
+    const int64_t h = std::max(horizon, 1);
+    const std::vector<int>& hz = m_.horizons;
+    if (h >= hz.back()) {
+      for (int e = 0; e < M_; ++e) out[e] = y_(e, K_ - 1);
+      return;
+    }
+    int k = 0;
+    while (hz[k] < h) ++k;  // hz[k-1] < h <= hz[k]
+    const double h_prev = k == 0 ? 0.0 : hz[k - 1];
+    const double inv_h = 1.0 / static_cast<double>(h);
+    for (int e = 0; e < M_; ++e) {
+      const double s_prev = k == 0 ? 0.0 : cum_(e, k - 1);
+      out[e] = (s_prev + (static_cast<double>(h) - h_prev) * step_(e, k)) * inv_h;
+    }
+  }
+
+  void ForecastPath(int steps, absl::Span<double> out) override {
+    assert(static_cast<int64_t>(out.size()) == int64_t{steps} * M_);
+    if (observed_ == 0) {
+      std::fill(out.begin(), out.end(), 1.0 / M_);
+      return;
+    }
+    Refresh();
+    const std::vector<int>& hz = m_.horizons;
+    int k = 0;
+    for (int64_t s = 1; s <= steps; ++s) {
+      while (k < K_ && hz[k] < s) ++k;
+      double* row = out.data() + (s - 1) * M_;
+      if (k == K_) {
+        for (int e = 0; e < M_; ++e) row[e] = y_(e, K_ - 1);
+      } else {
+        for (int e = 0; e < M_; ++e) row[e] = step_(e, k);
+      }
+    }
+  }
+
+  int64_t MemoryBytes() const override {
+    const int64_t doubles = static_cast<int64_t>(ring_.size()) + anchor_.size() +
+                            u_.size() + seq_[0].size() + seq_[1].size() + z_.size() +
+                            gates_.size() + h_.size() + cell_.size() + head_out_.size() +
+                            y_.size() + cum_.size() + step_.size();
+    return static_cast<int64_t>(sizeof(*this)) + 8 * doubles + weights_->MemoryBytes();
+  }
+
+ private:
+  // Runs the network over the window; fills y_, cum_ and step_.
+  void Compute() {
+    const int n = static_cast<int>(std::min<int64_t>(observed_, W_));
+    const int B = m_.block;
+    const int nb = (n + B - 1) / B;
+    // Step i of the window (0 = oldest of the n) is at ring slot (pos_ - n + i) mod W.
+    const int first = (pos_ - n + W_) % W_;
+    auto step = [&](int i) {
+      int slot = first + i;
+      if (slot >= W_) slot -= W_;
+      return ring_.data() + static_cast<size_t>(slot) * M_;
+    };
+    // Anchor: mean of the last min(n, anchor_window) steps.
+    const int na = std::min(n, m_.anchor_window);
+    anchor_.setZero();
+    for (int i = n - na; i < n; ++i) anchor_ += Eigen::Map<const Eigen::VectorXd>(step(i), M_);
+    anchor_ /= na;
+    // Block means, relative to the anchor, scaled.
+    const double inv_scale = 1.0 / m_.input_scale;
+    for (int j = 0; j < nb; ++j) {
+      const int end = n - (nb - 1 - j) * B;
+      const int start = std::max(0, end - B);
+      auto col = u_.col(j);
+      col.setZero();
+      for (int i = start; i < end; ++i) col += Eigen::Map<const Eigen::VectorXd>(step(i), M_);
+      col = (col / (end - start) - anchor_) * inv_scale;
+    }
+    // LSTM layers, oldest block first, from a zero state.
+    const int num_layers = static_cast<int>(c_.layers.size());
+    for (int l = 0; l < num_layers; ++l) {
+      const LstmWeights::Compiled::Layer& layer = c_.layers[l];
+      const int in = layer.in;
+      h_.setZero();
+      cell_.setZero();
+      for (int j = 0; j < nb; ++j) {
+        if (l == 0) {
+          z_.head(in) = u_.col(j);
+        } else {
+          z_.head(in) = seq_[(l - 1) & 1].col(j);
+        }
+        z_.segment(in, H_) = h_;
+        gates_.noalias() = layer.w * z_.head(in + H_);
+        gates_ += layer.b;
+        for (int r = 0; r < H_; ++r) {
+          const double i_g = Sigmoid(gates_[r]);
+          const double f_g = Sigmoid(gates_[H_ + r]);
+          const double g_g = std::tanh(gates_[2 * H_ + r]);
+          const double o_g = Sigmoid(gates_[3 * H_ + r]);
+          cell_[r] = f_g * cell_[r] + i_g * g_g;
+          h_[r] = o_g * std::tanh(cell_[r]);
+        }
+        if (l + 1 < num_layers) seq_[l & 1].col(j) = h_;
+      }
+    }
+    // Heads: y_k = a + output_scale * (W_k h + b_k); then the path's pieces.
+    head_out_.noalias() = c_.head_w * h_;
+    head_out_ += c_.head_b;
+    const double out_scale = m_.output_scale;
+    const std::vector<int>& hz = m_.horizons;
+    for (int k = 0; k < K_; ++k) {
+      const double hk = hz[k];
+      const double h_prev = k == 0 ? 0.0 : hz[k - 1];
+      for (int e = 0; e < M_; ++e) {
+        const double y = anchor_[e] + out_scale * head_out_[int64_t{k} * M_ + e];
+        y_(e, k) = y;
+        cum_(e, k) = hk * y;
+        const double s_prev = k == 0 ? 0.0 : cum_(e, k - 1);
+        step_(e, k) = (cum_(e, k) - s_prev) / (hk - h_prev);
+      }
+    }
+    dirty_ = false;
+  }
+
+  const std::shared_ptr<const LstmWeights> weights_;
+  const LstmModel& m_;
+  const LstmWeights::Compiled& c_;
+  const int M_, H_, K_, W_;
+  const std::string name_ = "lstm";
+
+  std::vector<double> ring_;  // W x M, slot pos_ is the next to write
+  int pos_ = 0;
+  int64_t observed_ = 0;
+  bool dirty_ = false;
+
+  Eigen::VectorXd anchor_;
+  Eigen::MatrixXd u_;       // M x lookback: normalised block inputs
+  Eigen::MatrixXd seq_[2];  // H x lookback: hidden sequences between layers
+  Eigen::VectorXd z_;       // [x; h]
+  Eigen::VectorXd gates_;   // 4H
+  Eigen::VectorXd h_, cell_;
+  Eigen::VectorXd head_out_;  // K*M
+  Eigen::MatrixXd y_;         // M x K: head means
+  Eigen::MatrixXd cum_;       // M x K: h_k * y_k
+  Eigen::MatrixXd step_;      // M x K: path value on (h_{k-1}, h_k]
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Predictor>> MakeLstmPredictor(
+    int num_experts, std::shared_ptr<const LstmWeights> weights) {
+  if (weights == nullptr) return absl::InvalidArgumentError("lstm: no weights");
+  if (weights->model().num_experts != num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        weights->source(), ": the weights are for num_experts = ",
+        weights->model().num_experts, ", the stream has ", num_experts));
+  }
+  return std::unique_ptr<Predictor>(new LstmPredictor(std::move(weights)));
+}
+
+absl::StatusOr<std::unique_ptr<Predictor>> MakeLstmPredictor(
+    int num_experts, const std::string& weights_path) {
+  absl::StatusOr<std::shared_ptr<const LstmWeights>> w = LstmWeights::Load(weights_path);
+  if (!w.ok()) return w.status();
+  return MakeLstmPredictor(num_experts, *std::move(w));
+}
+
+}  // namespace moecast

@@ -1,0 +1,71 @@
+// Checks that Observe, Refresh, Forecast and ForecastPath do not allocate.
+//
+// This binary defines malloc: the dynamic linker resolves every malloc call
+// in the process (including libstdc++'s operator new and Eigen's aligned
+// allocator) to it, and it forwards to glibc's __libc_malloc, so free,
+// realloc and friends stay glibc's and work on the same heap.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "engine/predict/lstm/lstm.h"
+#include "gtest/gtest.h"
+
+extern "C" void* __libc_malloc(size_t size);
+
+namespace {
+std::atomic<int64_t> g_mallocs{0};
+}  // namespace
+
+extern "C" void* malloc(size_t size) {
+  g_mallocs.fetch_add(1, std::memory_order_relaxed);
+  return __libc_malloc(size);
+}
+
+namespace moecast {
+namespace {
+
+TEST(LstmAllocTest, NoAllocationAfterConstruction) {
+  auto w = LstmWeights::Load("bench/lstm/tiny_moe_m16.lstm");
+  ASSERT_TRUE(w.ok()) << w.status();
+  const int M = (*w)->model().num_experts;
+  const int path_steps = 50;
+  // Data and outputs allocated up front.
+  std::vector<std::vector<double>> data(600, std::vector<double>(M));
+  uint64_t s = 1;
+  for (auto& row : data) {
+    double sum = 0;
+    for (double& v : row) {
+      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+      v = 0.01 + static_cast<double>(s >> 11) / 9007199254740992.0;
+      sum += v;
+    }
+    for (double& v : row) v /= sum;
+  }
+  std::vector<double> out(M), path(static_cast<size_t>(path_steps) * M);
+
+  auto p = MakeLstmPredictor(M, *w);
+  ASSERT_TRUE(p.ok()) << p.status();
+  Predictor* pred = p->get();
+
+  const int64_t before = g_mallocs.load();
+  for (size_t t = 0; t < data.size(); ++t) {
+    pred->Observe(data[t]);
+    if (t % 3 == 0) pred->Refresh();
+    pred->Forecast(1, absl::MakeSpan(out));
+    pred->Forecast(37, absl::MakeSpan(out));
+    pred->Forecast(5000, absl::MakeSpan(out));
+    if (t % 50 == 0) pred->ForecastPath(path_steps, absl::MakeSpan(path));
+  }
+  const int64_t after = g_mallocs.load();
+  EXPECT_EQ(after - before, 0) << "malloc calls during Observe/Forecast";
+  // The counter works: a vector allocates.
+  std::vector<double>* v = new std::vector<double>(100);
+  EXPECT_GT(g_mallocs.load(), after);
+  delete v;
+}
+
+}  // namespace
+}  // namespace moecast
