@@ -13,6 +13,9 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// Scored forecasts every predictor needs at a horizon before auto ranks by it.
+constexpr int64_t kMinScoresToRank = 3;
+
 // Experts whose residual each scored forecast adds to the interval ring.
 constexpr int kResidualsPerScore = 8;
 
@@ -105,16 +108,28 @@ int ForecastBank::HorizonIndex(int horizon) const {
 }
 
 int ForecastBank::AutoIndex(int h) const {
-  int best = 0;
-  double best_err = std::numeric_limits<double>::infinity();
-  for (size_t j = 0; j < predictors_.size(); ++j) {
-    const Track& t = TrackOf(static_cast<int>(j), h);
-    if (t.scored > 0 && t.recent_l1 < best_err) {
-      best_err = t.recent_l1;
-      best = static_cast<int>(j);
+  // Rank by the recent error at horizon h once every predictor has enough
+  // scores there; until then (a long horizon is first scored h steps after
+  // the start, and then only every h/10 steps), by the longest shorter
+  // horizon that has them.
+  for (int k = h; k >= 0; --k) {
+    bool ready = true;
+    for (size_t j = 0; j < predictors_.size() && ready; ++j) {
+      ready = TrackOf(static_cast<int>(j), k).scored >= kMinScoresToRank;
     }
+    if (!ready) continue;
+    int best = 0;
+    double best_err = std::numeric_limits<double>::infinity();
+    for (size_t j = 0; j < predictors_.size(); ++j) {
+      const double err = TrackOf(static_cast<int>(j), k).recent_l1;
+      if (err < best_err) {
+        best_err = err;
+        best = static_cast<int>(j);
+      }
+    }
+    return best;
   }
-  return best;
+  return 0;
 }
 
 const std::string& ForecastBank::AutoChoice(int horizon) const {

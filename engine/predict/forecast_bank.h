@@ -13,7 +13,10 @@
 // (half-life `error_half_life` origins).
 //
 // `auto` at horizon h picks, at the time of the forecast, the predictor with
-// the smallest tracked error at h (before any score: the first predictor).
+// the smallest tracked error at h. Until every predictor has 3 scored
+// forecasts at h (a long horizon is first scored h steps after the start),
+// it ranks by the longest shorter horizon that has them, and before any
+// score it takes the first predictor.
 // Intervals: each predictor keeps the last `residual_window` scaled residuals
 // (y_e - f_e) / sqrt(f_e) of its scored forecasts at each horizon, pooled
 // over experts (8 experts per scored forecast, in rotation); the interval at level q is f_e + sqrt(f_e) * [Q((1-q)/2),

@@ -457,9 +457,6 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
       predicted = -(2 * g_z.dot(delta) + delta.dot(a_z * delta));
       s_trial = Residuals(m, trial, ws_->e_trial.data());
     }
-#ifdef DEBUG_LM
-    fprintf(stderr, "it %d free %d lambda %.3g S %.10g trial %.10g rho %.3f\n", it, free_count, lambda, s, s_trial, predicted > 0 ? (s - s_trial) / predicted : -1.0);
-#endif
     if (!(s_trial < s)) {
       lambda *= nu;
       nu *= 2;

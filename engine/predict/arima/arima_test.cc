@@ -171,24 +171,47 @@ TEST(ArimaCssTest, RecoversNegativeCoefficientsAndDrift) {
 }
 
 TEST(ArimaCssTest, ObjectiveDecreasesFromTheStart) {
-  // Over-parameterised (5,1,5) on an ARIMA(2,1,1) series of 500 steps.
-  for (uint64_t seed = 20; seed < 25; ++seed) {
+  // Over-parameterised (5,1,5) on ARIMA(2,1,1) series of 500 steps, with the
+  // default iteration cap.
+  for (uint64_t seed = 20; seed < 30; ++seed) {
     const std::vector<double> x =
         Simulate({0.5, 0.2}, {-0.3}, 1, 0, 1.0, 500, seed);
     ArimaCss css(ArimaOptions{});
     std::vector<double> params(css.num_params());
     const ArimaFitStats st = css.Fit(x, false, absl::MakeSpan(params));
-    EXPECT_LT(st.css, st.start_css) << "seed " << seed;
+    EXPECT_LT(st.css, st.start_css - 1e-3 * std::fabs(st.start_css))
+        << "seed " << seed;
     EXPECT_GT(st.iterations, 0);
     EXPECT_NEAR(st.css, css.Css(x, params), 1e-9 * st.css);
     EXPECT_TRUE(ArimaIsStationary(absl::MakeConstSpan(params.data(), 5)));
     std::vector<double> neg(5);
     for (int j = 0; j < 5; ++j) neg[j] = -params[5 + j];
     EXPECT_TRUE(ArimaIsStationary(neg));
-    // Random feasible perturbations of the fit do not do better (a local
-    // minimum of the constrained problem).
+    // A warm refit from the fit does not go back up.
+    std::vector<double> again = params;
+    const ArimaFitStats warm = css.Fit(x, true, absl::MakeSpan(again));
+    EXPECT_TRUE(warm.warm_start);
+    EXPECT_NEAR(warm.start_css, st.css, 1e-9 * st.css);
+    EXPECT_LE(warm.css, st.css * (1 + 1e-12));
+  }
+}
+
+TEST(ArimaCssTest, ConvergesToAConstrainedLocalMinimum) {
+  // With enough iterations the fit is a local minimum of S over the
+  // stationary and invertible region (some of these fits end on its
+  // boundary, a reflection coefficient at 0.999): no feasible random
+  // perturbation does better.
+  ArimaOptions o;
+  o.max_iterations = 3000;
+  ArimaCss css(o);
+  for (uint64_t seed = 20; seed < 26; ++seed) {
+    const std::vector<double> x =
+        Simulate({0.5, 0.2}, {-0.3}, 1, 0, 1.0, 500, seed);
+    std::vector<double> params(css.num_params());
+    const ArimaFitStats st = css.Fit(x, false, absl::MakeSpan(params));
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> step(0.0, 1e-3);
+    std::vector<double> neg(5);
     int tried = 0;
     for (int trial = 0; trial < 40; ++trial) {
       std::vector<double> other = params;
@@ -201,12 +224,7 @@ TEST(ArimaCssTest, ObjectiveDecreasesFromTheStart) {
       ++tried;
       EXPECT_GE(css.Css(x, other), st.css * (1 - 1e-9)) << "seed " << seed;
     }
-    EXPECT_GT(tried, 0);
-    // A warm refit from the fit stays there.
-    std::vector<double> again = params;
-    const ArimaFitStats warm = css.Fit(x, true, absl::MakeSpan(again));
-    EXPECT_TRUE(warm.warm_start);
-    EXPECT_LE(warm.css, st.css * (1 + 1e-12));
+    EXPECT_GT(tried, 10);
   }
 }
 
