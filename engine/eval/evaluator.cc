@@ -247,6 +247,7 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
           // Keep every other point and halve the rate from now on.
           size_t w = 0;
           for (size_t r = 0; r < series.steps.size(); r += 2, ++w) {
+            if (w == r) continue;  // a vector moved onto itself is emptied
             series.steps[w] = series.steps[r];
             series.state[w] = series.state[r];
             series_forecast[w] = std::move(series_forecast[r]);

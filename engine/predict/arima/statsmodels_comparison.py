@@ -19,11 +19,16 @@ Checks (seeded series, n = 500 levels = the default fit window):
      a. our CSS <= our CSS evaluated at statsmodels' parameters
         (relative slack CSS_SLACK): our optimiser does at least as well on
         its own objective as the ML parameters do.
-     b. forecasts close: for h in HORIZONS, the mean of the next h point
-        forecasts differs by at most FORECAST_TOL innovation standard
-        deviations (sigma = sqrt(statsmodels' sigma2)). Parameters of an
-        over-parameterised ARMA are not identified (near-cancelling roots),
-        so (5,1,5) coefficients are not compared, only forecasts.
+     b. forecasts close: at every step s = 1..HORIZON ahead, our point
+        forecast differs from statsmodels' by at most FORECAST_TOL times
+        statsmodels' own forecast standard error at s (which grows with s:
+        for d = 1 it is sigma at s = 1 and about sigma * sqrt(s) * |psi(1)|
+        far out). That is, the two estimators' forecasts differ by a small
+        fraction of either one's uncertainty. Parameters of an
+        over-parameterised ARMA are not identified (near-cancelling roots;
+        both objectives have several local optima), so (5,1,5) coefficients
+        are printed but not compared. statsmodels gets up to SM_MAXITER
+        L-BFGS iterations (its default, 50, often stops short at (5,1,5)).
 Prints a table of the figures, then PASS or the failures (exit 1).
 """
 import json
@@ -48,7 +53,8 @@ HORIZON = 100
 HORIZONS = (1, 10, 100)
 COEF_TOL = 0.05
 CSS_SLACK = 1e-9
-FORECAST_TOL = 0.5  # innovation standard deviations
+FORECAST_TOL = 0.5  # statsmodels' forecast standard errors
+SM_MAXITER = 200
 
 # ARIMA(1,1,1) cases: (phi, theta, seed).
 CASES_111 = [
@@ -103,17 +109,20 @@ def run_tool(tool, order, series, params=None):
     return json.loads(out.stdout)
 
 
-def fit_statsmodels(y, order):
+def fit_statsmodels(y, order, maxiter=50):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = ARIMA(y, order=order, trend="n").fit()
+        res = ARIMA(y, order=order, trend="n").fit(
+            method_kwargs={"maxiter": maxiter})
+        forecast = res.get_forecast(HORIZON)
     converged = bool(res.mle_retvals.get("converged", True)) \
         if res.mle_retvals else True
     return {
         "phi": np.asarray(res.arparams, dtype=float),
         "theta": np.asarray(res.maparams, dtype=float),
         "sigma": float(np.sqrt(res.params[-1])),
-        "forecast": np.asarray(res.forecast(HORIZON), dtype=float),
+        "forecast": np.asarray(forecast.predicted_mean, dtype=float),
+        "forecast_se": np.asarray(forecast.se_mean, dtype=float),
         "converged": converged,
     }
 
@@ -153,23 +162,25 @@ def main():
     # 2. ARIMA(5,1,5): CSS and forecasts.
     series = [offset + scale * simulate(phi, theta, N, seed)
               for _, phi, theta, seed, scale, offset in CASES_515]
-    sm = [fit_statsmodels(y, (5, 1, 5)) for y in series]
+    sm = [fit_statsmodels(y, (5, 1, 5), SM_MAXITER) for y in series]
     theirs = [list(s["phi"]) + list(s["theta"]) + [0.0] for s in sm]
     ours = run_tool(tool, (5, 1, 5), series, theirs)
-    print("\nARIMA(5,1,5)         CSS ours / CSS at sm   | mean forecast "
-          "difference / sigma at h = " + ", ".join(map(str, HORIZONS)) +
-          " | max path diff / sigma | sm converged")
+    print("\nARIMA(5,1,5)           CSS ours / CSS at sm        | max_s |diff|"
+          "/se_s (at s) | |mean diff|/sigma at h = " +
+          ", ".join(map(str, HORIZONS)) + " | sm converged")
     for case, o, s in zip(CASES_515, ours, sm):
         name, seed = case[0], case[3]
         sigma = s["sigma"]
         ratio = o["css"] / o["css_at"]
         ours_path = np.asarray(o["forecast"])
+        z = np.abs(ours_path - s["forecast"]) / s["forecast_se"]
+        worst = int(np.argmax(z))
         diffs = [abs(ours_path[:h].mean() - s["forecast"][:h].mean()) / sigma
                  for h in HORIZONS]
-        max_diff = np.max(np.abs(ours_path - s["forecast"])) / sigma
         print(f"  {name:13s} seed {seed}: {o['css']:.6g} / {o['css_at']:.6g}"
-              f" = {ratio:.6f} | " + ", ".join(f"{v:.4f}" for v in diffs) +
-              f" | {max_diff:.4f} | {s['converged']}")
+              f" = {ratio:.4f} | {z[worst]:.3f} (s = {worst + 1:3d})     | " +
+              ", ".join(f"{v:.3f}" for v in diffs) +
+              f" | {s['converged']}")
         print(f"      ours phi {np.round(o['phi'], 3).tolist()} theta "
               f"{np.round(o['theta'], 3).tolist()}")
         print(f"      sm   phi {np.round(s['phi'], 3).tolist()} theta "
@@ -177,10 +188,10 @@ def main():
         if o["css"] > o["css_at"] * (1 + CSS_SLACK):
             failures.append(f"(5,1,5) {name}: CSS {o['css']!r} > CSS at "
                             f"statsmodels' parameters {o['css_at']!r}")
-        for h, v in zip(HORIZONS, diffs):
-            if v > FORECAST_TOL:
-                failures.append(f"(5,1,5) {name}: h = {h} mean forecasts "
-                                f"differ by {v:.3f} sigma > {FORECAST_TOL}")
+        if z[worst] > FORECAST_TOL:
+            failures.append(f"(5,1,5) {name}: forecasts {worst + 1} steps "
+                            f"ahead differ by {z[worst]:.3f} standard errors "
+                            f"> {FORECAST_TOL}")
 
     print(f"\n{time.time() - started:.1f} s")
     if failures:
