@@ -144,6 +144,10 @@ absl::Status ValidateEvalOptions(const EvalOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("timing_steps = ", o.timing_steps, " must be >= 0"));
   }
+  if (o.auto_blend < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("auto_blend = ", o.auto_blend, " must be >= 1"));
+  }
   if (o.series_experts < 1 || o.series_max_points < 10 || o.series_horizon < 1) {
     return absl::InvalidArgumentError(
         "series_experts >= 1, series_max_points >= 10 and series_horizon >= 1 "
@@ -187,6 +191,7 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
   ForecastBankOptions bank_options;
   bank_options.horizons = horizons;
   bank_options.per_step_mape = true;
+  bank_options.auto_blend = options.auto_blend;
 
   // (layer, predictor + 1, horizon, state) -> sums; predictor -1 is auto.
   const int num_p = static_cast<int>(names.size()) + 1;

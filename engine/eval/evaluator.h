@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/predict/forecast_bank.h"
 #include "engine/state/state_classifier.h"
 #include "engine/trace/trace_reader.h"
 
@@ -40,6 +41,7 @@ struct EvalOptions {
   int top_k = 0;                              // required, 1..M
   std::vector<int> horizons = {1, 10, 100, 1000};
   std::vector<std::string> predictors;        // empty: the default bank
+  int auto_blend = ForecastBankOptions().auto_blend;
   StateOptions state;
   int64_t max_steps = 0;                      // 0: the whole trace
   int floor_window = 100;                     // steps, for the empirical floor

@@ -65,6 +65,10 @@ absl::StatusOr<std::unique_ptr<ForecastBank>> ForecastBank::Create(
         absl::StrCat("forecast bank: error_half_life = ",
                      options.error_half_life, " must be positive"));
   }
+  if (options.auto_blend < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "forecast bank: auto_blend = ", options.auto_blend, " must be >= 1"));
+  }
   if (options.residual_window < 16 || options.residual_window > (1 << 24)) {
     return absl::InvalidArgumentError(
         absl::StrCat("forecast bank: residual_window = ",
@@ -107,7 +111,7 @@ int ForecastBank::HorizonIndex(int horizon) const {
   return best;
 }
 
-int ForecastBank::AutoIndex(int h) const {
+std::vector<std::pair<int, double>> ForecastBank::AutoWeights(int h) const {
   // Rank by the recent error at horizon h once every predictor has enough
   // scores there; until then (a long horizon is first scored h steps after
   // the start, and then only every h/10 steps), by the longest shorter
@@ -118,22 +122,49 @@ int ForecastBank::AutoIndex(int h) const {
       ready = TrackOf(static_cast<int>(j), k).scored >= kMinScoresToRank;
     }
     if (!ready) continue;
-    int best = 0;
-    double best_err = std::numeric_limits<double>::infinity();
+    std::vector<std::pair<double, int>> ranked;
     for (size_t j = 0; j < predictors_.size(); ++j) {
-      const double err = TrackOf(static_cast<int>(j), k).recent_l1;
-      if (err < best_err) {
-        best_err = err;
-        best = static_cast<int>(j);
+      ranked.emplace_back(TrackOf(static_cast<int>(j), k).recent_l1,
+                          static_cast<int>(j));
+    }
+    std::sort(ranked.begin(), ranked.end());
+    // Blend only predictors within auto_blend_margin of the best: mixing in
+    // a clearly worse one costs more than averaging out noise gains.
+    size_t n = std::min<size_t>(ranked.size(), options_.auto_blend);
+    for (size_t i = 1; i < n; ++i) {
+      if (ranked[i].first > ranked[0].first * (1 + options_.auto_blend_margin)) {
+        n = i;
+        break;
       }
     }
-    return best;
+    std::vector<std::pair<int, double>> weights;
+    double total = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const double err = std::max(ranked[i].first, 1e-12);
+      const double w = 1.0 / (err * err);
+      weights.emplace_back(ranked[i].second, w);
+      total += w;
+    }
+    for (auto& [j, w] : weights) w /= total;
+    return weights;
   }
-  return 0;
+  return {{0, 1.0}};
 }
 
-const std::string& ForecastBank::AutoChoice(int horizon) const {
-  return names_[AutoIndex(HorizonIndex(horizon))];
+int ForecastBank::AutoIndex(int h) const { return AutoWeights(h)[0].first; }
+
+std::string ForecastBank::AutoLabel(
+    const std::vector<std::pair<int, double>>& weights) const {
+  if (weights.size() == 1) return names_[weights[0].first];
+  std::string label;
+  for (const auto& [j, w] : weights) {
+    absl::StrAppend(&label, label.empty() ? "" : "+", names_[j]);
+  }
+  return label;
+}
+
+std::string ForecastBank::AutoChoice(int horizon) const {
+  return AutoLabel(AutoWeights(HorizonIndex(horizon)));
 }
 
 void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
@@ -186,18 +217,23 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
     const int horizon = options_.horizons[h];
     if (index_ % Stride(horizon) != 0) continue;
     snapshots_.try_emplace(index_, cum_counts_, cum_assignments_);
-    const int chosen = AutoIndex(static_cast<int>(h));
+    const std::vector<std::pair<int, double>> weights =
+        AutoWeights(static_cast<int>(h));
+    Pending blend{step, index_, TakeBuffer()};
+    std::fill(blend.forecast.begin(), blend.forecast.end(), 0.0f);
     for (size_t j = 0; j < predictors_.size(); ++j) {
       predictors_[j]->Forecast(horizon, absl::MakeSpan(scratch_));
       NormalizeForecast(absl::MakeSpan(scratch_));
-      const bool for_auto = static_cast<int>(j) == chosen;
-      for (int copy = 0; copy < (for_auto ? 2 : 1); ++copy) {
-        Pending pending{step, index_, TakeBuffer()};
-        std::copy(scratch_.begin(), scratch_.end(), pending.forecast.begin());
-        TrackOf(copy == 1 ? -1 : static_cast<int>(j), static_cast<int>(h))
-            .pending.push_back(std::move(pending));
+      Pending pending{step, index_, TakeBuffer()};
+      std::copy(scratch_.begin(), scratch_.end(), pending.forecast.begin());
+      for (const auto& [k, w] : weights) {
+        if (k != static_cast<int>(j)) continue;
+        for (int e = 0; e < m_; ++e) blend.forecast[e] += static_cast<float>(w * scratch_[e]);
       }
+      TrackOf(static_cast<int>(j), static_cast<int>(h))
+          .pending.push_back(std::move(pending));
     }
+    TrackOf(-1, static_cast<int>(h)).pending.push_back(std::move(blend));
   }
 }
 
@@ -280,7 +316,18 @@ absl::StatusOr<BankForecast> ForecastBank::Forecast(int horizon,
   const int h = HorizonIndex(horizon);
   int j;
   if (predictor == "auto") {
-    j = AutoIndex(h);
+    const std::vector<std::pair<int, double>> weights = AutoWeights(h);
+    BankForecast out;
+    out.predictor = AutoLabel(weights);
+    out.mean.assign(m_, 0.0);
+    for (const auto& [k, w] : weights) {
+      predictors_[k]->Forecast(horizon, absl::MakeSpan(scratch_));
+      NormalizeForecast(absl::MakeSpan(scratch_));
+      for (int e = 0; e < m_; ++e) out.mean[e] += w * scratch_[e];
+    }
+    NormalizeForecast(absl::MakeSpan(out.mean));
+    AddInterval(TrackOf(-1, h), level, &out);
+    return out;
   } else {
     auto it = std::find(names_.begin(), names_.end(), predictor);
     if (it == names_.end()) {
@@ -295,25 +342,28 @@ absl::StatusOr<BankForecast> ForecastBank::Forecast(int horizon,
   out.mean.resize(m_);
   predictors_[j]->Forecast(horizon, absl::MakeSpan(out.mean));
   NormalizeForecast(absl::MakeSpan(out.mean));
-  const Track& t = TrackOf(j, h);
-  if (!t.residuals.empty()) {
-    std::vector<float> r = t.residuals;
-    auto quantile = [&](double q) {
-      const size_t k = std::min(r.size() - 1, static_cast<size_t>(q * r.size()));
-      std::nth_element(r.begin(), r.begin() + k, r.end());
-      return static_cast<double>(r[k]);
-    };
-    const double lo = quantile((1 - level) / 2);
-    const double hi = quantile((1 + level) / 2);
-    out.lower.resize(m_);
-    out.upper.resize(m_);
-    for (int e = 0; e < m_; ++e) {
-      const double scale = std::sqrt(std::max(out.mean[e], 1e-12));
-      out.lower[e] = std::clamp(out.mean[e] + lo * scale, 0.0, 1.0);
-      out.upper[e] = std::clamp(out.mean[e] + hi * scale, 0.0, 1.0);
-    }
-  }
+  AddInterval(TrackOf(j, h), level, &out);
   return out;
+}
+
+void ForecastBank::AddInterval(const Track& t, double level,
+                               BankForecast* out) const {
+  if (t.residuals.empty()) return;
+  std::vector<float> r = t.residuals;
+  auto quantile = [&](double q) {
+    const size_t k = std::min(r.size() - 1, static_cast<size_t>(q * r.size()));
+    std::nth_element(r.begin(), r.begin() + k, r.end());
+    return static_cast<double>(r[k]);
+  };
+  const double lo = quantile((1 - level) / 2);
+  const double hi = quantile((1 + level) / 2);
+  out->lower.resize(m_);
+  out->upper.resize(m_);
+  for (int e = 0; e < m_; ++e) {
+    const double scale = std::sqrt(std::max(out->mean[e], 1e-12));
+    out->lower[e] = std::clamp(out->mean[e] + lo * scale, 0.0, 1.0);
+    out->upper[e] = std::clamp(out->mean[e] + hi * scale, 0.0, 1.0);
+  }
 }
 
 absl::StatusOr<std::vector<double>> ForecastBank::ForecastPath(
@@ -322,19 +372,28 @@ absl::StatusOr<std::vector<double>> ForecastBank::ForecastPath(
     return absl::InvalidArgumentError(
         absl::StrCat("path length ", steps, " must be >= 1"));
   }
-  int j;
+  std::vector<std::pair<int, double>> weights;
   if (predictor == "auto") {
-    j = AutoIndex(HorizonIndex(steps));
+    weights = AutoWeights(HorizonIndex(steps));
   } else {
     auto it = std::find(names_.begin(), names_.end(), predictor);
     if (it == names_.end()) {
       return absl::NotFoundError(
           absl::StrCat("predictor '", predictor, "' is not in this job's bank"));
     }
-    j = static_cast<int>(it - names_.begin());
+    weights = {{static_cast<int>(it - names_.begin()), 1.0}};
   }
-  std::vector<double> path(static_cast<size_t>(steps) * m_);
-  predictors_[j]->ForecastPath(steps, absl::MakeSpan(path));
+  const size_t n = static_cast<size_t>(steps) * m_;
+  std::vector<double> path(n, 0.0);
+  std::vector<double> one(weights.size() > 1 ? n : 0);
+  for (const auto& [j, w] : weights) {
+    if (weights.size() == 1) {
+      predictors_[j]->ForecastPath(steps, absl::MakeSpan(path));
+      break;
+    }
+    predictors_[j]->ForecastPath(steps, absl::MakeSpan(one));
+    for (size_t i = 0; i < n; ++i) path[i] += w * one[i];
+  }
   for (int s = 0; s < steps; ++s) {
     NormalizeForecast(absl::MakeSpan(path.data() + static_cast<size_t>(s) * m_, m_));
   }

@@ -12,8 +12,9 @@
 // exponentially weighted mean of L1 over the most recent scored origins
 // (half-life `error_half_life` origins).
 //
-// `auto` at horizon h picks, at the time of the forecast, the predictor with
-// the smallest tracked error at h. Until every predictor has 3 scored
+// `auto` at horizon h blends, at the time of the forecast, the `auto_blend`
+// predictors with the smallest tracked error at h, weighted by 1/error^2
+// (auto_blend = 1: the best one alone). Until every predictor has 3 scored
 // forecasts at h (a long horizon is first scored h steps after the start),
 // it ranks by the longest shorter horizon that has them, and before any
 // score it takes the first predictor.
@@ -46,6 +47,11 @@ struct ForecastBankOptions {
   std::vector<int> horizons = {1, 10, 100, 1000};
   // Half-life, in scored origins, of the error `auto` ranks predictors by.
   double error_half_life = 10;
+  // `auto` blends the forecasts of this many best-ranked predictors, weighted
+  // by 1 / error^2 (1: it picks the best one).
+  int auto_blend = 3;
+  // ... counting only those whose error is within this fraction of the best.
+  double auto_blend_margin = 0.1;
   // Scaled residuals kept per predictor and horizon for intervals.
   int residual_window = 512;
   // Also compute the per-step MAPE of every scored forecast (the mean over
@@ -79,7 +85,7 @@ struct PredictorScore {
 };
 
 struct BankForecast {
-  std::string predictor;     // the predictor that answered
+  std::string predictor;     // the predictor that answered ("a+b": auto's blend)
   std::vector<double> mean;  // M values, >= 0, sum 1
   std::vector<double> lower, upper;  // M values; empty until scores exist
 };
@@ -112,8 +118,8 @@ class ForecastBank {
   absl::StatusOr<std::vector<double>> ForecastPath(int steps,
                                                    absl::string_view predictor);
 
-  // Which predictor auto uses at `horizon` now.
-  const std::string& AutoChoice(int horizon) const;
+  // Which predictor(s) auto uses at `horizon` now ("a+b" for a blend).
+  std::string AutoChoice(int horizon) const;
 
   std::vector<PredictorScore> Scores() const;
   const std::vector<std::string>& predictor_names() const { return names_; }
@@ -149,7 +155,11 @@ class ForecastBank {
   ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
                const ForecastBankOptions& options);
   int HorizonIndex(int horizon) const;   // nearest scored horizon
-  int AutoIndex(int horizon_index) const;
+  // Auto's predictors and weights (summing to 1) at a horizon index.
+  std::vector<std::pair<int, double>> AutoWeights(int horizon_index) const;
+  int AutoIndex(int horizon_index) const;  // the best-ranked one
+  std::string AutoLabel(const std::vector<std::pair<int, double>>& w) const;
+  void AddInterval(const Track& t, double level, BankForecast* out) const;
   Track& TrackOf(int predictor, int h) {  // predictor -1 = auto
     return tracks_[(predictor + 1) * options_.horizons.size() + h];
   }

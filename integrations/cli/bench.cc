@@ -104,6 +104,9 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
                                KnownPredictorsHelp()));
   flags.AddString("json", &json_path, "write the full report as JSON to this file");
   flags.AddInt("max_steps", &max_steps, "stop after this many steps (0 = all)");
+  int64_t auto_blend = ForecastBankOptions().auto_blend;
+  flags.AddInt("auto_blend", &auto_blend,
+               "auto blends this many best-ranked predictors (1: picks the best)");
   flags.AddInt("series_layer", &series_layer,
                "layer index whose busiest experts go into the JSON series");
   flags.AddInt("series_horizon", &series_horizon,
@@ -115,6 +118,7 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
   EvalOptions options;
   options.top_k = static_cast<int>(std::min<int64_t>(top_k, 1 << 20));
   options.max_steps = max_steps;
+  options.auto_blend = static_cast<int>(std::clamp<int64_t>(auto_blend, 0, 1 << 20));
   options.series_layer = static_cast<int>(std::min<int64_t>(series_layer, 1 << 20));
   options.series_horizon = static_cast<int>(std::min<int64_t>(series_horizon, 1 << 20));
   options.horizons.clear();
