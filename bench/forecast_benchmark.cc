@@ -75,6 +75,10 @@ void BM_Bank(benchmark::State& state) {
     ++t;
   }
   state.SetItemsProcessed(state.iterations() * m);
+  // Memory of one layer's bank plus its state classifier, in steady state.
+  StateClassifier classifier(m, 8, StateOptions());
+  state.counters["bytes_per_layer"] =
+      static_cast<double>(bank->MemoryBytes() + classifier.MemoryBytes());
 }
 
 void BM_Classifier(benchmark::State& state) {

@@ -199,24 +199,24 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
       while (!t.pending.empty() &&
              t.pending.front().origin_index + options_.horizons[h] == index_) {
         Score(j, static_cast<int>(h), t);
+        // A snapshot lives as long as a pending forecast refers to it.
+        auto snap = snapshots_.find(t.pending.front().origin_index);
+        if (--snap->second.refs == 0) snapshots_.erase(snap);
         pool_.push_back(std::move(t.pending.front().forecast));
         t.pending.pop_front();
       }
     }
   }
-  // Drop snapshots no pending forecast refers to.
-  int64_t oldest = index_;
-  for (const Track& t : tracks_) {
-    if (!t.pending.empty()) oldest = std::min(oldest, t.pending.front().origin_index);
-  }
-  while (!snapshots_.empty() && snapshots_.begin()->first < oldest) {
-    snapshots_.erase(snapshots_.begin());
-  }
   // New origins.
   for (size_t h = 0; h < num_h; ++h) {
     const int horizon = options_.horizons[h];
     if (index_ % Stride(horizon) != 0) continue;
-    snapshots_.try_emplace(index_, cum_counts_, cum_assignments_);
+    Snapshot& snap = snapshots_[index_];
+    if (snap.refs == 0) {
+      snap.counts = cum_counts_;
+      snap.assignments = cum_assignments_;
+    }
+    snap.refs += static_cast<int>(predictors_.size()) + 1;
     const std::vector<std::pair<int, double>> weights =
         AutoWeights(static_cast<int>(h));
     Pending blend{step, index_, TakeBuffer()};
@@ -239,9 +239,9 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
 
 void ForecastBank::Score(int predictor, int h, Track& t) {
   const Pending& pending = t.pending.front();
-  auto it = snapshots_.find(pending.origin_index);
-  const double* start = it->second.first.data();
-  const double total = cum_assignments_ - it->second.second;
+  const Snapshot& snap = snapshots_.find(pending.origin_index)->second;
+  const double* start = snap.counts.data();
+  const double total = cum_assignments_ - snap.assignments;
   const double inv_total = total > 0 ? 1.0 / total : 0.0;
   const double* cum = cum_counts_.data();
   const float* f = pending.forecast.data();
@@ -427,7 +427,7 @@ int64_t ForecastBank::MemoryBytes() const {
     }
   }
   for (const auto& [k, v] : snapshots_) {
-    bytes += 64 + v.first.capacity() * sizeof(double);
+    bytes += 64 + v.counts.capacity() * sizeof(double);
   }
   bytes += (cum_counts_.size() + scratch_.size()) * sizeof(double);
   for (const auto& buffer : pool_) bytes += buffer.capacity() * sizeof(float);

@@ -178,7 +178,12 @@ class ForecastBank {
   // the origins that still have pending forecasts (keyed by step index).
   std::vector<double> cum_counts_;
   double cum_assignments_ = 0;
-  std::map<int64_t, std::pair<std::vector<double>, double>> snapshots_;
+  struct Snapshot {
+    std::vector<double> counts;
+    double assignments = 0;
+    int refs = 0;  // pending forecasts made at this origin
+  };
+  std::map<int64_t, Snapshot> snapshots_;
   int64_t index_ = 0;  // steps observed
   int64_t last_step_ = 0;
   std::vector<double> scratch_;

@@ -30,7 +30,7 @@ class HoltPredictor final : public Predictor {
         options_(std::move(options)),
         level_(m, 1.0 / m),
         trend_(m, 0.0),
-        ring_(static_cast<size_t>(m) * options_.fit_window, 0.0),
+        ring_(static_cast<size_t>(m) * options_.fit_window, 0.0f),
         scratch_level_(m),
         scratch_trend_(m) {}
 
@@ -38,8 +38,8 @@ class HoltPredictor final : public Predictor {
   int num_experts() const override { return m_; }
 
   void Observe(absl::Span<const double> p) override {
-    std::copy(p.begin(), p.end(),
-              ring_.begin() + static_cast<size_t>(head_) * m_);
+    float* slot = ring_.data() + static_cast<size_t>(head_) * m_;
+    for (int e = 0; e < m_; ++e) slot[e] = static_cast<float>(p[e]);
     head_ = head_ + 1 == options_.fit_window ? 0 : head_ + 1;
     if (count_ < options_.fit_window) ++count_;
     ++since_fit_;
@@ -85,7 +85,8 @@ class HoltPredictor final : public Predictor {
 
  private:
   // One smoothing step; returns the squared one-step error summed over experts.
-  double Step(const HoltParams& q, const double* x, double* level,
+  template <typename T>
+  double Step(const HoltParams& q, const T* x, double* level,
               double* trend) const {
     double sse = 0;
 #pragma omp simd reduction(+ : sse)
@@ -101,7 +102,7 @@ class HoltPredictor final : public Predictor {
     return sse;
   }
 
-  const double* Row(int i) const {  // oldest first
+  const float* Row(int i) const {  // oldest first
     int slot = head_ - count_ + i;
     if (slot < 0) slot += options_.fit_window;
     return ring_.data() + static_cast<size_t>(slot) * m_;
@@ -131,7 +132,7 @@ class HoltPredictor final : public Predictor {
       scratch_trend_[j] = 0;
     }
     for (int i = 1; i < count_; ++i) {
-      const double* x = Row(i);
+      const float* x = Row(i);
       double step_sse = 0;
       for (int j = 0; j < n; ++j) {
         const double damped = q.phi * scratch_trend_[j];
@@ -154,7 +155,7 @@ class HoltPredictor final : public Predictor {
     if (m_ > options_.fit_experts) {
       std::vector<double> mean(m_, 0.0);
       for (int i = 0; i < count_; ++i) {
-        const double* row = Row(i);
+        const float* row = Row(i);
         for (int e = 0; e < m_; ++e) mean[e] += row[e];
       }
       experts.resize(m_);
@@ -196,7 +197,7 @@ class HoltPredictor final : public Predictor {
   int since_fit_ = 0;
   std::vector<double> level_;
   std::vector<double> trend_;
-  std::vector<double> ring_;  // fit_window x m_
+  std::vector<float> ring_;  // fit_window x m_ (float: half the memory)
   int head_ = 0;
   int count_ = 0;
   std::vector<double> scratch_level_;

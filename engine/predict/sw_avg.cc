@@ -59,21 +59,30 @@ class SwAvgPredictor final : public Predictor {
       : name_(absl::StrCat("sw_avg(", window, ")")),
         m_(m),
         window_(window),
-        ring_(static_cast<size_t>(m) * window, 0.0),
+        ring_(static_cast<size_t>(m) * window, 0.0f),
         sum_(m, 0.0) {}
 
   const std::string& name() const override { return name_; }
   int num_experts() const override { return m_; }
 
   void Observe(absl::Span<const double> p) override {
-    double* slot = ring_.data() + static_cast<size_t>(head_) * m_;
+    // The ring holds floats (half the memory; 7 digits is far below sampling
+    // noise); the running sum adds exactly what the ring stores.
+    float* slot = ring_.data() + static_cast<size_t>(head_) * m_;
     if (count_ == window_) {
-      for (int e = 0; e < m_; ++e) sum_[e] += p[e] - slot[e];
+      for (int e = 0; e < m_; ++e) {
+        const float x = static_cast<float>(p[e]);
+        sum_[e] += static_cast<double>(x) - slot[e];
+        slot[e] = x;
+      }
     } else {
-      for (int e = 0; e < m_; ++e) sum_[e] += p[e];
+      for (int e = 0; e < m_; ++e) {
+        const float x = static_cast<float>(p[e]);
+        sum_[e] += x;
+        slot[e] = x;
+      }
       ++count_;
     }
-    std::copy(p.begin(), p.end(), slot);
     head_ = head_ + 1 == window_ ? 0 : head_ + 1;
     // Recompute the running sum from the ring every W steps, so rounding in
     // the add/subtract updates cannot accumulate.
@@ -81,7 +90,7 @@ class SwAvgPredictor final : public Predictor {
       since_resum_ = 0;
       std::fill(sum_.begin(), sum_.end(), 0.0);
       for (int i = 0; i < count_; ++i) {
-        const double* row = Row(i);
+        const float* row = Row(i);
         for (int e = 0; e < m_; ++e) sum_[e] += row[e];
       }
     }
@@ -99,7 +108,7 @@ class SwAvgPredictor final : public Predictor {
     for (int e = 0; e < m_; ++e) out[e] = shared * sum_[e];
     for (int i = 0; i < distinct; ++i) {
       const double extra = w[i] - shared;
-      const double* row = Row(i);
+      const float* row = Row(i);
       for (int e = 0; e < m_; ++e) out[e] += extra * row[e];
     }
   }
@@ -129,13 +138,13 @@ class SwAvgPredictor final : public Predictor {
   }
 
   int64_t MemoryBytes() const override {
-    return static_cast<int64_t>(sizeof(*this) +
-                                (ring_.size() + sum_.size()) * sizeof(double));
+    return static_cast<int64_t>(sizeof(*this) + ring_.size() * sizeof(float) +
+                                sum_.size() * sizeof(double));
   }
 
  private:
   // Observation i of the window, oldest first (0 <= i < count_).
-  const double* Row(int i) const {
+  const float* Row(int i) const {
     int slot = head_ - count_ + i;
     if (slot < 0) slot += window_;
     return ring_.data() + static_cast<size_t>(slot) * m_;
@@ -161,7 +170,7 @@ class SwAvgPredictor final : public Predictor {
   const std::string name_;
   const int m_;
   const int window_;
-  std::vector<double> ring_;  // window_ x m_
+  std::vector<float> ring_;  // window_ x m_
   std::vector<double> sum_;   // sum of the stored rows
   int head_ = 0;
   int count_ = 0;

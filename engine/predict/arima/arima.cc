@@ -18,7 +18,6 @@ constexpr int kMaxParams = 2 * kArimaMaxOrder + 1;
 constexpr int kMaxLongAr = 30;
 constexpr int kMaxRegressors = kMaxLongAr > kMaxParams ? kMaxLongAr
                                                        : kMaxParams;
-constexpr double kRelativeTolerance = 1e-10;
 constexpr double kMaxLambda = 1e10;
 constexpr double kShrink = 0.95;
 
@@ -135,6 +134,10 @@ absl::Status ValidateArimaOptions(const ArimaOptions& o) {
         absl::StrCat("ArimaOptions.max_iterations must be in [1, 10000], got ",
                      o.max_iterations));
   }
+  if (!(o.tolerance >= 1e-15 && o.tolerance <= 1e-2)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ArimaOptions.tolerance must be in [1e-15, 1e-2], got ", o.tolerance));
+  }
   return absl::OkStatus();
 }
 
@@ -203,6 +206,7 @@ ArimaCss::ArimaCss(const ArimaOptions& o)
       has_mean_(o.d == 0 || o.drift),
       k_(o.p + o.q + (o.d == 0 || o.drift ? 1 : 0)),
       max_iterations_(o.max_iterations),
+      tolerance_(o.tolerance),
       ws_(std::make_unique<Workspace>()) {}
 
 ArimaCss::~ArimaCss() = default;
@@ -236,16 +240,23 @@ double ArimaCss::Residuals(int m, const double* params, double* e) {
   const double* w = ws_->w.data();
   double* u = ws_->u.data();
   for (int t = 0; t < m; ++t) u[t] = w[t] - mu;
-  double s = 0;
   for (int t = 0; t < std::min(p_, m); ++t) e[t] = 0;
+  // The AR part has no recursion (vectorizes); the MA recursion then runs
+  // with its oldest terms first, so that each step waits on e_{t-1} for one
+  // multiply-subtract only.
   for (int t = p_; t < m; ++t) {
     double r = u[t];
     for (int i = 1; i <= p_; ++i) r -= phi[i - 1] * u[t - i];
-    const int jmax = std::min(q_, t - p_);
-    for (int j = 1; j <= jmax; ++j) r -= theta[j - 1] * e[t - j];
     e[t] = r;
-    s += r * r;
   }
+  for (int t = p_; t < m; ++t) {
+    const int jmax = std::min(q_, t - p_);
+    double r = e[t];
+    for (int j = jmax; j >= 1; --j) r -= theta[j - 1] * e[t - j];
+    e[t] = r;
+  }
+  double s = 0;
+  for (int t = p_; t < m; ++t) s += e[t] * e[t];
   return s;
 }
 
@@ -262,7 +273,7 @@ double ArimaCss::Linearize(int m, const double* params) {
     for (int r = 1; r < rows; ++r) {
       const int kmax = std::min(q_, r);
       double v = col[r];
-      for (int k = 1; k <= kmax; ++k) v -= theta[k - 1] * col[r - k];
+      for (int k = kmax; k >= 1; --k) v -= theta[k - 1] * col[r - k];
       col[r] = v;
     }
   };
@@ -457,6 +468,9 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
       predicted = -(2 * g_z.dot(delta) + delta.dot(a_z * delta));
       s_trial = Residuals(m, trial, ws_->e_trial.data());
     }
+#ifdef DEBUG_LM
+    if (getenv("LMTRACE")) fprintf(stderr, "it %d lambda %.3g S %.12g trial %.12g rho %.3f\n", it, lambda, s, s_trial, predicted > 0 ? (s - s_trial) / predicted : -1.0);
+#endif
     if (!(s_trial < s)) {
       lambda *= nu;
       nu *= 2;
@@ -471,7 +485,7 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
     std::copy(z_trial, z_trial + p_ + q_ + 1, z);
     std::copy(trial, trial + p_ + q_ + 1, params);
     s = s_trial;
-    if (relative < kRelativeTolerance || !(s > 0)) break;
+    if (relative < tolerance_ || !(s > 0)) break;
     s = linearize();
   }
   return s;
@@ -820,7 +834,7 @@ class ArimaPredictor final : public Predictor {
       for (int i = p; i < m; ++i) {
         double r = x_[i];
         for (int k = 1; k <= p; ++k) r -= params[k - 1] * x_[i - k];
-        for (int j = 1; j <= q; ++j) r -= params[p + j - 1] * eh[j - 1];
+        for (int j = q; j >= 1; --j) r -= params[p + j - 1] * eh[j - 1];
         if (q > 0) {
           std::memmove(eh + 1, eh, sizeof(double) * (q - 1));
           eh[0] = r;

@@ -114,6 +114,8 @@ struct ArimaOptions {
   // Levenberg-Marquardt trial steps per start, in [1, 10000] (a cold fit
   // runs up to three starts, a warm refit one).
   int max_iterations = 50;
+  // LM stops when an accepted step lowers S by less than this fraction.
+  double tolerance = 1e-8;
 };
 
 // Largest p and q accepted.
@@ -208,6 +210,7 @@ class ArimaCss {
   const bool has_mean_;
   const int k_;  // estimated parameters: p + q (+ 1 with a mean)
   const int max_iterations_;
+  const double tolerance_;
   std::unique_ptr<Workspace> ws_;
   double last_e_[kArimaMaxOrder] = {};
 };
