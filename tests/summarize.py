@@ -71,6 +71,13 @@ def main():
     if not results:
         print("  no test results found in the bazel output")
         total_fail += 1
+    # Targets that did not build or load never report a status line of
+    # their own; bazel says so once.
+    if any(line.startswith("FAILED: Build did NOT complete successfully")
+           or line.startswith("ERROR: command succeeded, but not all targets")
+           for line in lines):
+        print("  BUILD FAILED     some targets did not build or load: 1 failed")
+        total_fail += 1
     line = f"{total_pass} passed, {total_fail} failed"
     if total_skip:
         line += f", {total_skip} skipped"

@@ -42,15 +42,36 @@ template <typename Sink>
 void RunForecast(int p, int d, int q, const double* phi, const double* theta,
                  double mu, double* uh, const double* eh, double* lev,
                  int steps, Sink&& sink) {
-  for (int s = 1; s <= steps; ++s) {
+  // Once the MA terms are past (s > q) and every u in the AR state is below
+  // `negligible` (relative to the levels), u-hat stays there: the rest is
+  // w-hat = mu, integrated (no AR products).
+  double scale = std::fabs(mu);
+  for (int k = 0; k < d; ++k) scale = std::max(scale, std::fabs(lev[k]));
+  const double negligible = 1e-16 * scale;
+  int s = 1;
+  for (; s <= steps; ++s) {
     double uhat = 0;
     for (int i = 0; i < p; ++i) uhat += phi[i] * uh[i];
     for (int j = s; j <= q; ++j) uhat += theta[j - 1] * eh[j - s];
-    if (p > 0) {
-      std::memmove(uh + 1, uh, sizeof(double) * (p - 1));
-      uh[0] = uhat;
-    }
+    for (int i = p - 1; i > 0; --i) uh[i] = uh[i - 1];
+    if (p > 0) uh[0] = uhat;
     double v = uhat + mu;
+    for (int k = d - 1; k >= 0; --k) {
+      lev[k] += v;
+      v = lev[k];
+    }
+    sink(s - 1, v);
+    if (s >= q && (s & 15) == 0) {
+      bool settled = true;
+      for (int i = 0; i < p; ++i) settled &= std::fabs(uh[i]) <= negligible;
+      if (settled) {
+        ++s;
+        break;
+      }
+    }
+  }
+  for (; s <= steps; ++s) {
+    double v = mu;
     for (int k = d - 1; k >= 0; --k) {
       lev[k] += v;
       v = lev[k];
@@ -468,9 +489,6 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
       predicted = -(2 * g_z.dot(delta) + delta.dot(a_z * delta));
       s_trial = Residuals(m, trial, ws_->e_trial.data());
     }
-#ifdef DEBUG_LM
-    if (getenv("LMTRACE")) fprintf(stderr, "it %d lambda %.3g S %.12g trial %.12g rho %.3f\n", it, lambda, s, s_trial, predicted > 0 ? (s - s_trial) / predicted : -1.0);
-#endif
     if (!(s_trial < s)) {
       lambda *= nu;
       nu *= 2;

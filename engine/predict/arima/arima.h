@@ -113,7 +113,7 @@ struct ArimaOptions {
   int refit_every = 100;
   // Levenberg-Marquardt trial steps per start, in [1, 10000] (a cold fit
   // runs up to three starts, a warm refit one).
-  int max_iterations = 50;
+  int max_iterations = 10;
   // LM stops when an accepted step lowers S by less than this fraction.
   double tolerance = 1e-8;
 };

@@ -1,0 +1,173 @@
+// Cost of the `lstm` predictor on one layer: Observe + Forecast per step.
+//
+// Weights are random, of the trained model's shape (H = 32, lookback 32
+// blocks of 8 steps, anchor 16 steps, horizons 1, 10, 100, 1000; see
+// README.md) except for M, written to a temporary file and loaded through
+// MakeLstmPredictor. The timings do not depend on the weight values.
+//
+//   bazel run -c opt //bench/lstm:lstm_benchmark
+//
+// Benchmarks (argument: M, H):
+//   BM_ObserveForecast  Observe one step, then Forecast(h = 100): the network
+//                       re-runs over the window every step.
+//   BM_ObserveForecast4 Observe, then Forecast at 4 horizons (one network run).
+//   BM_Observe          Observe alone (the ingest-path cost).
+//   BM_ForecastCached   Forecast again at the same step (network not re-run).
+//   BM_ForecastPath100  ForecastPath(100) at the same step.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "benchmark/benchmark.h"
+#include "engine/predict/lstm/lstm.h"
+#include "engine/predict/predictor.h"
+
+namespace moecast {
+namespace {
+
+LstmModel RandomModel(int M, int H) {
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> u(-1.0f / std::sqrt(static_cast<float>(H)),
+                                          1.0f / std::sqrt(static_cast<float>(H)));
+  auto fill = [&](int64_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = u(rng);
+    return v;
+  };
+  LstmModel m;
+  m.num_experts = M;
+  m.hidden = H;
+  m.lookback = 32;
+  m.block = 8;
+  m.anchor_window = 16;
+  m.horizons = {1, 10, 100, 1000};
+  m.input_scale = 0.01f;
+  m.output_scale = 0.01f;
+  m.description = "random weights for lstm_benchmark";
+  LstmModel::Layer layer;
+  layer.weight_ih = fill(int64_t{4} * H * M);
+  layer.weight_hh = fill(int64_t{4} * H * H);
+  layer.bias_ih = fill(4 * H);
+  layer.bias_hh = fill(4 * H);
+  m.layers.push_back(std::move(layer));
+  m.head_weight = fill(int64_t{4} * M * H);
+  m.head_bias = fill(int64_t{4} * M);
+  return m;
+}
+
+// A predictor loaded from a random weights file, and a pool of steps.
+struct Fixture {
+  std::unique_ptr<Predictor> predictor;
+  std::vector<std::vector<double>> steps;
+
+  Fixture(int M, int H) {
+    const char* tmp = std::getenv("TMPDIR");
+    const std::string path = absl::StrCat(tmp != nullptr ? tmp : "/tmp",
+                                          "/lstm_benchmark_", M, "_", H, ".lstm");
+    absl::Status s = WriteLstmModel(RandomModel(M, H), path);
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.ToString().c_str());
+      std::abort();
+    }
+    auto p = MakeLstmPredictor(M, path);
+    if (!p.ok()) {
+      std::fprintf(stderr, "%s\n", p.status().ToString().c_str());
+      std::abort();
+    }
+    predictor = *std::move(p);
+    std::remove(path.c_str());
+    std::mt19937 rng(7);
+    std::gamma_distribution<double> g(2.0, 1.0);
+    steps.assign(1024, std::vector<double>(M));
+    for (auto& row : steps) {
+      double sum = 0;
+      for (double& v : row) sum += (v = g(rng));
+      for (double& v : row) v /= sum;
+    }
+    // Fill the window so every benchmark runs on a full ring.
+    for (int t = 0; t < 512; ++t) predictor->Observe(steps[t % steps.size()]);
+  }
+};
+
+void SetCounters(benchmark::State& state, const Fixture& f) {
+  state.counters["mem_KiB"] = f.predictor->MemoryBytes() / 1024.0;
+}
+
+void BM_ObserveForecast(benchmark::State& state) {
+  const int M = state.range(0), H = state.range(1);
+  Fixture f(M, H);
+  std::vector<double> out(M);
+  size_t t = 0;
+  for (auto _ : state) {
+    f.predictor->Observe(f.steps[t++ & 1023]);
+    f.predictor->Forecast(100, absl::MakeSpan(out));
+    benchmark::DoNotOptimize(out.data());
+  }
+  SetCounters(state, f);
+}
+
+void BM_ObserveForecast4(benchmark::State& state) {
+  const int M = state.range(0), H = state.range(1);
+  Fixture f(M, H);
+  std::vector<double> out(M);
+  size_t t = 0;
+  for (auto _ : state) {
+    f.predictor->Observe(f.steps[t++ & 1023]);
+    for (int h : {1, 10, 100, 1000}) {
+      f.predictor->Forecast(h, absl::MakeSpan(out));
+      benchmark::DoNotOptimize(out.data());
+    }
+  }
+}
+
+void BM_Observe(benchmark::State& state) {
+  const int M = state.range(0), H = state.range(1);
+  Fixture f(M, H);
+  size_t t = 0;
+  for (auto _ : state) {
+    f.predictor->Observe(f.steps[t++ & 1023]);
+    benchmark::ClobberMemory();
+  }
+}
+
+void BM_ForecastCached(benchmark::State& state) {
+  const int M = state.range(0), H = state.range(1);
+  Fixture f(M, H);
+  std::vector<double> out(M);
+  f.predictor->Forecast(100, absl::MakeSpan(out));
+  for (auto _ : state) {
+    f.predictor->Forecast(300, absl::MakeSpan(out));
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+
+void BM_ForecastPath100(benchmark::State& state) {
+  const int M = state.range(0), H = state.range(1);
+  Fixture f(M, H);
+  std::vector<double> out(static_cast<size_t>(100) * M);
+  f.predictor->Forecast(100, absl::MakeSpan(out).subspan(0, M));
+  for (auto _ : state) {
+    f.predictor->ForecastPath(100, absl::MakeSpan(out));
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+
+#define MOECAST_LSTM_SHAPES Args({16, 32})->Args({256, 32})->Args({256, 64})
+
+BENCHMARK(BM_ObserveForecast)->MOECAST_LSTM_SHAPES;
+BENCHMARK(BM_ObserveForecast4)->MOECAST_LSTM_SHAPES;
+BENCHMARK(BM_Observe)->MOECAST_LSTM_SHAPES;
+BENCHMARK(BM_ForecastCached)->MOECAST_LSTM_SHAPES;
+BENCHMARK(BM_ForecastPath100)->MOECAST_LSTM_SHAPES;
+
+}  // namespace
+}  // namespace moecast
+
+BENCHMARK_MAIN();

@@ -1,0 +1,525 @@
+#!/usr/bin/python3
+"""Train moecast's `lstm` predictor on ONE trace, write its weights file and a golden file.
+
+The model (identical to the C++ inference in engine/predict/lstm/lstm.cc; the weights file
+format is documented in engine/predict/lstm/lstm.h and bench/lstm/README.md):
+
+  window   the last min(n, lookback*block) observed proportion vectors p(t) of one layer (M each)
+  pooling  split the window, newest step last, into blocks of `block` steps aligned to the
+           newest step (the oldest block may be partial when n is short); x_j = block mean
+  anchor   a = mean of the last min(n, anchor_window) steps
+  inputs   u_j = (x_j - a) / input_scale   (anchor-relative; input_scale from the file)
+  LSTM     nn.LSTM(M, H, num_layers), zero initial state, run over the blocks oldest first
+  heads    for each trained horizon h_k: y_k = a + output_scale * (W_k h_last + b_k)
+           y_k forecasts the (token-weighted) mean proportion over the next h_k steps
+
+Training: all layers of the trace are separate sequences sharing the weights (same M);
+every training window gets a random permutation of its experts (inputs and targets alike),
+so the model cannot learn expert identities, which mean nothing on another layer or trace.
+Loss: per horizon, the L1 error summed over experts (the design's L1_h), divided by the
+anchor-only L1 of that horizon on the training set, averaged over horizons (masking
+horizons whose target runs past the training part). The heads start at zero, i.e. at the
+anchor forecast. Split: steps [0, split) train; forecast origins t >= split (targets after
+split, inputs may reach back) validate; the epoch with the best validation loss is kept.
+
+Evaluation (--eval traces, e.g. the other trace of the pair: "trained on one trace,
+evaluated on another"): L1_h per horizon of lstm vs last_value, the anchor alone and the
+mean of the last 100 steps, on the same forecast origins (every --eval-stride-th origin with
+a full window and a complete target), averaged over origins and layers.
+
+Usage (see README.md):
+  nice -n 10 /usr/bin/python3 bench/lstm/train_lstm.py \\
+      --train bench/traces/data/tiny_moe_noaux.counts.csv.gz \\
+      --eval bench/traces/data/tiny_moe_aux.counts.csv.gz \\
+      --out bench/lstm/tiny_moe_m16.lstm
+  /usr/bin/python3 bench/lstm/train_lstm.py --test-fixture engine/predict/lstm/testdata/tiny
+"""
+
+import argparse
+import gzip
+import json
+import math
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+MAGIC = b"MOECLSTM"
+VERSION = 1
+
+
+# ----------------------------------------------------------------------------- traces
+
+def read_counts(path):
+    """Counts trace (design section 7) -> float64 counts [T, L, M] (layers 0..L-1 every step)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as fh:
+        header = fh.readline().strip().split(",")
+        col = {n: i for i, n in enumerate(header)}
+        cc = sorted((int(n[1:]), i) for n, i in col.items() if n[:1] == "c" and n[1:].isdigit())
+        if [e for e, _ in cc] != list(range(len(cc))):
+            raise ValueError("%s: count columns are not c0..c{M-1}" % path)
+        cidx = [i for _, i in cc]
+        li = col["layer"]
+        layers, rows = [], []
+        for line in fh:
+            f = line.rstrip("\n").split(",")
+            layers.append(int(f[li]))
+            rows.append([int(f[i]) for i in cidx])
+    layers = np.asarray(layers)
+    L = int(layers.max()) + 1
+    T = len(layers) // L
+    if T * L != len(layers) or not (layers.reshape(T, L) == np.arange(L)).all():
+        raise ValueError("%s: layers are not 0..L-1 in order for every step" % path)
+    return np.asarray(rows, dtype=np.float64).reshape(T, L, len(cidx))
+
+
+class Series:
+    """One layer of one trace: proportions and prefix sums for block means and targets."""
+
+    def __init__(self, counts):  # counts [T, M]
+        self.T, self.M = counts.shape
+        n = counts.sum(axis=1)
+        if (n <= 0).any():
+            raise ValueError("a step without assignments")  # predictors never see those
+        self.P = counts / n[:, None]
+        self.cumP = np.concatenate([np.zeros((1, self.M)), np.cumsum(self.P, axis=0)])
+        self.cumC = np.concatenate([np.zeros((1, self.M)), np.cumsum(counts, axis=0)])
+        self.cumN = np.concatenate([[0.0], np.cumsum(n)])
+
+    def mean_p(self, lo, hi):
+        """Mean of P over steps [lo, hi) (arrays of equal shape)."""
+        return (self.cumP[hi] - self.cumP[lo]) / (hi - lo)[..., None]
+
+    def target(self, t, h):
+        """Token-weighted mean proportion over steps t+1..t+h (design section 2)."""
+        return (self.cumC[t + 1 + h] - self.cumC[t + 1]) / (self.cumN[t + 1 + h] - self.cumN[t + 1])[..., None]
+
+
+# ----------------------------------------------------------------------------- model
+
+class Config:
+    def __init__(self, M, H, num_layers, lookback, block, anchor_window, horizons,
+                 input_scale, output_scale):
+        self.M, self.H, self.num_layers = M, H, num_layers
+        self.lookback, self.block, self.anchor_window = lookback, block, anchor_window
+        self.horizons = list(horizons)
+        self.input_scale, self.output_scale = input_scale, output_scale
+
+    @property
+    def window(self):
+        return self.lookback * self.block
+
+
+class LstmForecaster(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.lstm = nn.LSTM(cfg.M, cfg.H, num_layers=cfg.num_layers, batch_first=True)
+        self.head = nn.Linear(cfg.H, len(cfg.horizons) * cfg.M)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, u, anchor):
+        """u [N, blocks, M] normalised block means, anchor [N, M] -> [N, K, M] horizon means."""
+        out, _ = self.lstm(u)
+        z = self.head(out[:, -1]).view(u.shape[0], len(self.cfg.horizons), self.cfg.M)
+        return anchor[:, None, :] + self.cfg.output_scale * z
+
+
+def features(series, t, cfg):
+    """Full-window inputs for origins t (array): u [N, lookback, M] and anchor [N, M], float64."""
+    B, Lb = cfg.block, cfg.lookback
+    ends = t[:, None] - (Lb - 1 - np.arange(Lb))[None, :] * B  # newest step of each block
+    x = series.mean_p(ends - B + 1, ends + 1)
+    a = series.mean_p(t - cfg.anchor_window + 1, t + 1)
+    u = (x - a[:, None, :]) / cfg.input_scale
+    return u, a
+
+
+def window_inputs(window, cfg):
+    """The C++ semantics for any window [n, M] (oldest first, n >= 1): pooled, possibly
+    partial-oldest-block inputs u [blocks, M] and the anchor [M] (float64)."""
+    window = np.asarray(window, dtype=np.float64)
+    n = min(len(window), cfg.window)
+    w = window[len(window) - n:]
+    nb = -(-n // cfg.block)
+    a = w[n - min(n, cfg.anchor_window):].mean(axis=0)
+    u = np.zeros((nb, cfg.M))
+    for j in range(nb):  # j = 0 oldest
+        end = n - (nb - 1 - j) * cfg.block  # exclusive
+        start = max(0, end - cfg.block)
+        u[j] = (w[start:end].mean(axis=0) - a) / cfg.input_scale
+    return u, a
+
+
+def interpolate(horizons, means, h):
+    """Forecast(h) from the head means [K, M]: the mean over steps 1..h of the per-step path
+    that is constant on (h_{k-1}, h_k] (h_0 = 0) with the value that makes its mean over
+    1..h_k equal to the head's, and equal to the last head's mean after h_K."""
+    S_prev, h_prev = np.zeros(means.shape[1]), 0
+    for hk, yk in zip(horizons, means):
+        v = (hk * yk - S_prev) / (hk - h_prev)
+        if h <= hk:
+            return (S_prev + (h - h_prev) * v) / h
+        S_prev, h_prev = hk * yk, hk
+    return means[-1].copy()
+
+
+# ----------------------------------------------------------------------------- weights file
+
+def write_weights(path, model, description):
+    cfg = model.cfg
+    sd = {k: v.detach().to(torch.float32).contiguous().numpy() for k, v in model.state_dict().items()}
+    desc = description.encode("utf-8")
+    out = bytearray()
+    out += MAGIC
+    out += struct.pack("<9I", VERSION, cfg.M, cfg.H, cfg.num_layers, cfg.lookback, cfg.block,
+                       cfg.anchor_window, len(cfg.horizons), len(desc))
+    out += struct.pack("<%dI" % len(cfg.horizons), *cfg.horizons)
+    out += struct.pack("<2f", cfg.input_scale, cfg.output_scale)
+    out += desc
+    tensors = []
+    for l in range(cfg.num_layers):
+        tensors += ["lstm.weight_ih_l%d" % l, "lstm.weight_hh_l%d" % l,
+                    "lstm.bias_ih_l%d" % l, "lstm.bias_hh_l%d" % l]
+    tensors += ["head.weight", "head.bias"]
+    for name in tensors:
+        out += sd[name].astype("<f4").tobytes(order="C")  # row-major
+    with open(path, "wb") as fh:
+        fh.write(bytes(out))
+    return len(out)
+
+
+def read_weights(path):
+    """Python reader (for checks): -> (Config, model in float64 with the float32 values)."""
+    data = open(path, "rb").read()
+    assert data[:8] == MAGIC, "bad magic"
+    ver, M, H, nl, lb, blk, aw, K, dl = struct.unpack_from("<9I", data, 8)
+    assert ver == VERSION
+    off = 8 + 36
+    hz = list(struct.unpack_from("<%dI" % K, data, off)); off += 4 * K
+    isc, osc = struct.unpack_from("<2f", data, off); off += 8
+    off += dl
+    cfg = Config(M, H, nl, lb, blk, aw, hz, isc, osc)
+    model = LstmForecaster(cfg)
+    sd = model.state_dict()
+    names = []
+    for l in range(nl):
+        names += ["lstm.weight_ih_l%d" % l, "lstm.weight_hh_l%d" % l, "lstm.bias_ih_l%d" % l, "lstm.bias_hh_l%d" % l]
+    names += ["head.weight", "head.bias"]
+    for n in names:
+        cnt = sd[n].numel()
+        sd[n] = torch.from_numpy(np.frombuffer(data, "<f4", cnt, off).copy()).view(sd[n].shape)
+        off += 4 * cnt
+    assert off == len(data), "trailing bytes"
+    model.load_state_dict(sd)
+    return cfg, model
+
+
+# ----------------------------------------------------------------------------- golden file
+
+def reference_forecast(model64, cfg, window, hs):
+    """Float64 PyTorch reference for one window: head means [K, M] and Forecast(h) for hs."""
+    u, a = window_inputs(window, cfg)
+    with torch.no_grad():
+        means = model64(torch.from_numpy(u)[None], torch.from_numpy(a)[None])[0].numpy()
+    return means, [interpolate(cfg.horizons, means, h) for h in hs]
+
+
+def write_golden(path, weights_path, cases, hs):
+    """Text golden file read by engine/predict/lstm/lstm_test.cc (format in README.md)."""
+    cfg, model = read_weights(weights_path)
+    model64 = model.double().eval()
+    model32 = read_weights(weights_path)[1].eval()
+    worst32 = 0.0
+    lines = ["moecast-lstm-golden 1", "experts %d" % cfg.M, "horizons %d %s" % (len(hs), " ".join(map(str, hs))),
+             "cases %d" % len(cases)]
+    for window in cases:
+        window = np.asarray(window, dtype=np.float64)
+        means, fc = reference_forecast(model64, cfg, window, hs)
+        u, a = window_inputs(window, cfg)
+        with torch.no_grad():
+            m32 = model32(torch.from_numpy(u).float()[None], torch.from_numpy(a).float()[None])[0].double().numpy()
+        worst32 = max(worst32, float(np.abs(m32 - means).max()))
+        lines.append("window %d" % len(window))
+        lines += [" ".join("%.17g" % v for v in row) for row in window]
+        lines.append("forecast")
+        lines += [" ".join("%.17g" % v for v in row) for row in fc]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return worst32
+
+
+def golden_cases(serieses, cfg, rng):
+    """Windows for the golden file: full windows from real data, a short window (partial
+    oldest block), a single step, and a window longer than the model's (it keeps the last)."""
+    cases = []
+    W = cfg.window
+    for s in serieses:
+        t = int(rng.integers(W - 1, s.T))
+        cases.append(s.P[t - W + 1:t + 1])
+    s = serieses[0]
+    short = min(W - 1, cfg.block * 2 + max(1, cfg.block // 2))
+    cases.append(s.P[100:100 + short])
+    cases.append(s.P[7:8])
+    cases.append(s.P[200:200 + W + 3])
+    return cases
+
+
+# ----------------------------------------------------------------------------- training
+
+def build_set(serieses, cfg, t_lo, t_hi, target_end, stride=1):
+    """Stack features/targets of all layers for origins t in [t_lo, t_hi) (step `stride`);
+    a horizon's target counts only when it ends before target_end (mask)."""
+    U, A, Y, MASK = [], [], [], []
+    for s in serieses:
+        hi = min(t_hi, s.T - 1)
+        t = np.arange(max(t_lo, cfg.window - 1), hi, stride)
+        if len(t) == 0:
+            continue
+        u, a = features(s, t, cfg)
+        y = np.zeros((len(t), len(cfg.horizons), cfg.M))
+        m = np.zeros((len(t), len(cfg.horizons)))
+        for k, h in enumerate(cfg.horizons):
+            ok = t + h < min(target_end, s.T)
+            y[ok, k] = s.target(t[ok], h)
+            m[ok, k] = 1.0
+        U.append(u); A.append(a); Y.append(y); MASK.append(m)
+    return (np.concatenate(U), np.concatenate(A), np.concatenate(Y), np.concatenate(MASK))
+
+
+def l1_per_horizon(pred, y, mask):
+    """Mean over valid origins of sum_e |pred - y| per horizon -> [K] (nan when no origin)."""
+    err = np.abs(pred - y).sum(axis=2)
+    cnt = mask.sum(axis=0)
+    return np.where(cnt > 0, (err * mask).sum(axis=0) / np.maximum(cnt, 1), np.nan), cnt
+
+
+def predict(model, U, A, batch=4096):
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(U), batch):
+            out.append(model(torch.from_numpy(U[i:i + batch]).float(),
+                             torch.from_numpy(A[i:i + batch]).float()).double().numpy())
+    return np.concatenate(out)
+
+
+def evaluate(model, serieses, cfg, t_lo, t_hi, stride):
+    """L1_h for lstm and baselines on origins in [t_lo, t_hi) with full windows and complete targets."""
+    rows = {"last_value": [], "window_mean(100)": [], "anchor(%d)" % cfg.anchor_window: [], "lstm": []}
+    counts = []
+    for k, h in enumerate(cfg.horizons):
+        preds = {n: [] for n in rows}
+        ys = []
+        for s in serieses:
+            start = max(t_lo, cfg.window - 1, 99)
+            t = np.arange(start, min(t_hi, s.T - h), stride)
+            if len(t) == 0:
+                continue
+            u, a = features(s, t, cfg)
+            y = s.target(t, h)
+            ys.append(y)
+            preds["last_value"].append(s.P[t])
+            preds["window_mean(100)"].append(s.mean_p(t - 99, t + 1))
+            preds["anchor(%d)" % cfg.anchor_window].append(a)
+            preds["lstm"].append(predict(model, u, a)[:, k])
+        if not ys:
+            for n in rows:
+                rows[n].append(float("nan"))
+            counts.append(0)
+            continue
+        y = np.concatenate(ys)
+        counts.append(len(y))
+        for n in rows:
+            rows[n].append(float(np.abs(np.concatenate(preds[n]) - y).sum(axis=1).mean()))
+    return rows, counts
+
+
+def print_table(title, horizons, rows, counts, log):
+    log("%s" % title)
+    log("  %-18s %s" % ("L1_h", "".join("%11s" % ("h=%d" % h) for h in horizons)))
+    for n, v in rows.items():
+        log("  %-18s %s" % (n, "".join("%11.5f" % x for x in v)))
+    log("  %-18s %s" % ("lstm/last_value", "".join("%11.3f" % (a / b) for a, b in zip(rows["lstm"], rows["last_value"]))))
+    log("  %-18s %s" % ("origins", "".join("%11d" % c for c in counts)))
+
+
+def train(args, log):
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+    C = read_counts(args.train)
+    T, Lyr, M = C.shape
+    serieses = [Series(C[:, l]) for l in range(Lyr)]
+    split = int(round(T * args.train_frac))
+    horizons = [int(h) for h in args.horizons.split(",")]
+    log("train trace %s: %d steps x %d layers x %d experts; train steps [0,%d), validation origins [%d,%d)"
+        % (args.train, T, Lyr, M, split, split, T))
+
+    # Normalisation from the training part: input_scale = RMS of (block mean - anchor),
+    # output_scale = RMS of (target - anchor) over all horizons; stored as float32.
+    cfg = Config(M, args.hidden, args.layers, args.lookback, args.block, args.anchor, horizons, 1.0, 1.0)
+    u0 = np.concatenate([features(s, np.arange(cfg.window - 1, split), cfg)[0] for s in serieses])
+    cfg.input_scale = float(np.float32(np.sqrt((u0 ** 2).mean())))
+    del u0
+    Utr, Atr, Ytr, Mtr = build_set(serieses, cfg, 0, split, split)
+    resid = (Ytr - Atr[:, None, :])[Mtr > 0]
+    cfg.output_scale = float(np.float32(np.sqrt((resid ** 2).mean())))
+    Uva, Ava, Yva, Mva = build_set(serieses, cfg, split, T, T)
+    log("config: M=%d H=%d layers=%d lookback=%d blocks x block=%d steps (window %d), anchor=%d, horizons=%s"
+        % (M, cfg.H, cfg.num_layers, cfg.lookback, cfg.block, cfg.window, cfg.anchor_window, horizons))
+    log("normalisation: input_scale=%.6g output_scale=%.6g" % (cfg.input_scale, cfg.output_scale))
+    log("samples: train %d windows, validation %d windows" % (len(Utr), len(Uva)))
+
+    base_tr, _ = l1_per_horizon(np.repeat(Atr[:, None, :], len(horizons), 1), Ytr, Mtr)
+    base_va, _ = l1_per_horizon(np.repeat(Ava[:, None, :], len(horizons), 1), Yva, Mva)
+    w = torch.tensor(1.0 / base_tr, dtype=torch.float32)
+
+    model = LstmForecaster(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    Ut, At, Yt, Mt = (torch.from_numpy(x).float() for x in (Utr, Atr, Ytr, Mtr))
+
+    def loss_fn(pred, y, m):
+        err = (pred - y).abs().sum(dim=2)  # [N, K]
+        per_h = (err * m).sum(0) / m.sum(0).clamp(min=1)
+        return (per_h * w).mean()
+
+    def val_loss(mdl):
+        pred = predict(mdl, Uva, Ava)
+        l1, _ = l1_per_horizon(pred, Yva, Mva)
+        return float(np.nanmean(l1 / base_tr)), l1
+
+    best = (float("inf"), None, -1)
+    t0 = time.time()
+    n = len(Ut)
+    for epoch in range(args.epochs):
+        for g in opt.param_groups:  # cosine decay to lr/20 over the epochs
+            g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs)))
+        perm = torch.from_numpy(rng.permutation(n))
+        tot, nb = 0.0, 0
+        model.train()
+        for i in range(0, n, args.batch):
+            idx = perm[i:i + args.batch]
+            ep = torch.from_numpy(rng.permutation(M))  # expert permutation (augmentation)
+            u, a, y, m = Ut[idx][:, :, ep], At[idx][:, ep], Yt[idx][:, :, ep], Mt[idx]
+            loss = loss_fn(model(u, a), y, m)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            tot += float(loss); nb += 1
+        model.eval()
+        vl, vl1 = val_loss(model)
+        log("epoch %2d  train loss %.4f  val loss %.4f  (1 = anchor)  val L1 %s  %.0fs"
+            % (epoch, tot / nb, vl, " ".join("%.4f" % x for x in vl1), time.time() - t0))
+        if vl < best[0]:
+            best = (vl, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
+        if time.time() - t0 > args.max_seconds:
+            log("time budget reached")
+            break
+    model.load_state_dict(best[1])
+    model.eval()
+    train_time = time.time() - t0
+    log("kept epoch %d (val loss %.4f); training time %.0fs on 1 thread" % (best[2], best[0], train_time))
+    return cfg, model, serieses, split, train_time
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", help="counts trace to train on")
+    ap.add_argument("--eval", action="append", default=[], help="other counts traces to evaluate on")
+    ap.add_argument("--out", help="weights file to write (a .golden.txt and .log are written next to it)")
+    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--lookback", type=int, default=32, help="LSTM steps (blocks)")
+    ap.add_argument("--block", type=int, default=8, help="steps per block (pooled input)")
+    ap.add_argument("--anchor", type=int, default=32, help="anchor window (steps)")
+    ap.add_argument("--horizons", default="1,10,100,1000")
+    ap.add_argument("--train-frac", type=float, default=0.75)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-seconds", type=float, default=600)
+    ap.add_argument("--eval-stride", type=int, default=5)
+    ap.add_argument("--test-fixture", help="write a small random 2-layer model PREFIX.lstm and "
+                    "PREFIX.golden.txt for the C++ tests, then exit")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    if args.test_fixture:
+        torch.manual_seed(args.seed)
+        rng = np.random.default_rng(args.seed)
+        cfg = Config(5, 3, 2, 4, 3, 5, [1, 4, 20], 0.1, 0.05)
+        model = LstmForecaster(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.uniform_(-0.8, 0.8)
+        write_weights(args.test_fixture + ".lstm", model, "test fixture: random weights, 2 layers")
+        props = rng.dirichlet(np.ones(cfg.M) * 2, size=40)
+        cases = [props[:12], props[3:4], props[:5], props[10:40], props[:14]]
+        worst = write_golden(args.test_fixture + ".golden.txt", args.test_fixture + ".lstm", cases,
+                             [1, 2, 4, 7, 20, 21, 100])
+        print("wrote %s.lstm and .golden.txt (float32 torch vs float64 reference: max %.2e)"
+              % (args.test_fixture, worst))
+        return
+
+    if not (args.train and args.out):
+        ap.error("--train and --out are required")
+    logf = open(os.path.splitext(args.out)[0] + ".train.log", "w")
+
+    def log(msg):
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+
+    log("command: %s" % " ".join(sys.argv))
+    log("torch %s, numpy %s, seed %d, 1 thread" % (torch.__version__, np.__version__, args.seed))
+    cfg, model, serieses, split, train_time = train(args, log)
+
+    desc = json.dumps({"trained_on": os.path.basename(args.train), "steps": [0, split],
+                       "seed": args.seed, "script": "bench/lstm/train_lstm.py"}, sort_keys=True)
+    size = write_weights(args.out, model, desc)
+    log("wrote %s (%d bytes)" % (args.out, size))
+
+    # Reports (the weights as stored, float32).
+    _, model = read_weights(args.out)
+    model.eval()
+    rows, counts = evaluate(model, serieses, cfg, split, serieses[0].T, 1)
+    print_table("validation (trace %s, origins >= %d, all layers)" % (os.path.basename(args.train), split),
+                cfg.horizons, rows, counts, log)
+    rows, counts = evaluate(model, serieses, cfg, 0, split, args.eval_stride)
+    print_table("training part (origins < %d, every %d-th; targets may run past the split)"
+                % (split, args.eval_stride), cfg.horizons, rows, counts, log)
+    eval_series = []
+    for path in args.eval:
+        Ce = read_counts(path)
+        if Ce.shape[2] != cfg.M:
+            log("skip %s: %d experts, the model has %d" % (path, Ce.shape[2], cfg.M))
+            continue
+        se = [Series(Ce[:, l]) for l in range(Ce.shape[1])]
+        eval_series += se
+        rows, counts = evaluate(model, se, cfg, 0, Ce.shape[0], args.eval_stride)
+        print_table("other trace %s (%d steps x %d layers; never seen in training; every %d-th origin)"
+                    % (os.path.basename(path), Ce.shape[0], Ce.shape[1], args.eval_stride),
+                    cfg.horizons, rows, counts, log)
+
+    golden = os.path.splitext(args.out)[0] + ".golden.txt"
+    rng = np.random.default_rng(args.seed + 1)
+    worst = write_golden(golden, args.out, golden_cases(serieses[:2] + eval_series[:2], cfg, rng),
+                         [1, 2, 5, 10, 50, 100, 300, 1000, 2000])
+    log("wrote %s (float32 torch vs float64 reference on its windows: max |diff| %.2e)" % (golden, worst))
+    log("total %.0fs" % (time.time() - T_START))
+
+
+T_START = time.time()
+
+if __name__ == "__main__":
+    main()
