@@ -14,37 +14,45 @@ Outputs:
   NAME.meta.json       parameters, seed, events.
 
 Model (per layer, independent layers; x = latent logits of the M experts):
-  x_e(t)   = mu_e(t) + o_e(t) + b_e(t)
-  mu_e(t)  target logits: N(0, spread^2) at the start; regime switches redraw a fraction
-           `switch_frac` of them, ramped linearly over `switch_ramp` steps; a dying expert
-           ramps to `dead_logit` below the mean (a revival ramps back to a fresh draw).
-  o_e(t)   slow drift: OU process o <- o - theta*o + drift*g(t)*xi,  g(t) = 1 + drift_amp*exp(-t/tau_drift)
-           (transient: large, fast moves early, decaying to the stable drift rate).
+  x_e(t)   = mu_e(t) + d_e(t) + w_e(t) + b_e(t)
+  mu_e(t)  target logits: N(0, spread^2), reached from 0 (uniform loads) by a linear ramp over
+           `init_ramp` steps at the start; regime switches redraw a fraction `switch_frac`
+           of them, ramped linearly over `switch_ramp` steps; a dying expert ramps to
+           `dead_logit` below the median of the live ones over `dead_ramp` steps (a revival
+           ramps back to a fresh N(0, spread^2) draw).
+  d_e(t)   slow drift:  d <- (1 - drift_theta) d + drift * g(t) * xi
+  w_e(t)   fast wobble: w <- (1 - wobble_theta) w + wobble * g(t) * xi'
+           g(t) = 1 + drift_amp * exp(-t / tau_drift)   (transient: bigger moves early)
   b_e(t)   bursts: at rate `burst_rate` per step and layer one expert gets +burst_size for a
            geometric number of steps with mean `burst_len`.
-  Step t:  u = x(t) + step_noise*h(t)*eps,  h(t) = 1 + noise_amp*exp(-t/tau_noise),  eps ~ N(0,1)
-           (batch heterogeneity: real steps are noisier than sampling alone);
-           every one of the N tokens draws K DISTINCT experts by Gumbel-top-K on u
-           (Plackett-Luce sampling without replacement), so sum(c) = N*K exactly.
-  The generator starts from x = 0 plus the transient (uniform-ish loads that move fast), so
-  every trace has a transient-then-stable start.
+  Step t:  u = x(t) + step_noise * h(t) * eps,  h(t) = 1 + noise_amp * exp(-t / tau_noise),
+           eps ~ N(0, 1) per expert and step (batch heterogeneity: real steps are noisier
+           than token sampling alone); then every one of the N tokens draws K DISTINCT
+           experts by Gumbel-top-K on u (Plackett-Luce sampling without replacement), so
+           sum(c) = N*K exactly.
+  Every trace thus has a transient-then-stable start (init ramp, amplified noise and drift).
 
-Defaults: fitted with --fit to bench/traces/data/tiny_moe_aux.counts.csv.gz (the recorded
-20,000-step run with load-balancing loss), except those marked "chosen" in FIT_ORIGIN below;
-README.md gives the fit output. The default shape (2 layers x 32 experts, 256 tokens/step)
-is chosen, not fitted.
+Defaults (DEFAULTS / PARAM_ORIGIN below, and README.md): step_noise, noise_amp, tau_noise,
+wobble, wobble_theta, drift_amp, tau_drift and tokens come from `--fit` on the recorded
+20,000-step run bench/traces/data/tiny_moe_aux.counts.csv.gz; the rest is chosen (spread,
+slow drift, events, dead experts, shape), bracketed where possible by the two recorded runs.
 
---fit FILE.counts.csv[.gz] estimates from a trace (simulation-based method of moments):
+--fit FILE.counts.csv[.gz] estimates from a trace (simulation-based method of moments; the
+"stable part" is the second half of the trace):
   tokens, K, layers, experts: read from the file;
-  spread:      matched so that the simulated sd of log stable shares equals the trace's;
-  step_noise:  matched so that the simulated step-to-step fluctuation, in units of the
-               sampling floor (var(p(t)-p(t-1))/2 over p(1-Kp)/(KN)), equals the trace's
-               (stable part = second half);
-  drift:       from the variance of differences of consecutive 100-step window means of
-               log-shares, minus what the fitted step noise alone gives (simulated);
-  noise_amp/tau_noise, drift_amp/tau_drift: from the first windows' excess over the stable level;
-  dead:        experts dead at the end (design section 6 rule) per layer, averaged.
-It prints the estimates and the command-line flags that reproduce them.
+  spread:      so that the simulated sd over live experts of the log stable shares matches;
+  step_noise:  so that the simulated step-to-step fluctuation in units of the sampling floor,
+               [var(p(t)-p(t-1))/2] / [p(1-Kp)/(KN)], matches the stable part's;
+  wobble, wobble_theta, drift: the variogram of 100-step window-mean log-shares at lags 1..H
+               windows, minus the step-noise-only level (simulated), fitted as a fast OU
+               process plus a slow random walk (drift_theta itself is not identifiable: chosen);
+  noise_amp/tau_noise, drift_amp/tau_drift: least squares over the first windows of the
+               per-window fluctuation ratio and of the mean change of window log-shares;
+  dead experts at the end (design section 6 rule) are reported, not applied.
+It prints the estimates, warnings where the model does not fit (e.g. collapsed routing), and
+the command-line flags that reproduce them (use --apply-fit to generate with them).
+Round trip (README.md): a synthetic trace generated with known parameters is fitted back
+to within ~10-25% for the noise, wobble, drift and transient parameters.
 
 numpy only; deterministic for a given --seed (and prefix-stable: a longer trace with the
 same parameters starts with the same steps, except for events scheduled relative to --steps).
@@ -60,15 +68,35 @@ import time
 
 import numpy as np
 
-# Defaults. Provenance in FIT_ORIGIN (kept next to the numbers on purpose).
+# Defaults, with their provenance next to them (also written into every meta.json).
+# "fit(aux)" = synth_trace.py --fit bench/traces/data/tiny_moe_aux.counts.csv.gz (rounded).
 DEFAULTS = dict(
-    steps=50000, layers=2, experts=32, top_k=2, tokens=256, seed=1,
-    spread=0.30, step_noise=0.10, drift=0.0030, ou_theta=0.0005,
-    noise_amp=3.0, tau_noise=400.0, drift_amp=10.0, tau_drift=400.0, init_ramp=300,
+    steps=50000, layers=2, experts=32, top_k=2, tokens=512, seed=1,
+    spread=0.5, step_noise=0.158, drift=0.002, drift_theta=2e-5,
+    wobble=0.0246, wobble_theta=0.040,
+    noise_amp=0.84, tau_noise=1250.0, drift_amp=1.16, tau_drift=2300.0, init_ramp=500,
     switch_rate=1.0 / 15000, switch_frac=0.25, switch_ramp=200,
     burst_rate=1.0 / 4000, burst_size=1.5, burst_len=30.0,
-    dead=1, dead_logit=-4.0, dead_ramp=300, dead_window=(0.02, 0.5), revive_prob=0.5,
+    dead=2, dead_logit=-4.0, dead_ramp=300, dead_window=(0.02, 0.5), revive_prob=0.5,
 )
+PARAM_ORIGIN = {
+    "steps,layers,experts,seed": "chosen (bundled trace shape)",
+    "top_k,tokens": "as both recorded runs (K=2, 512 tokens/step)",
+    "step_noise": "fit(aux): 0.1575 (stable fluctuation 2.59x the sampling floor)",
+    "noise_amp,tau_noise": "fit(aux): 0.838, 1251 (first 100-step window 15.9x the floor)",
+    "wobble,wobble_theta": "fit(aux): 0.0246/step, 0.0398 (time scale ~25 steps)",
+    "drift_amp,tau_drift": "fit(aux): 1.16, 2305",
+    "drift": "chosen 0.002/step: fit(aux) gives 0 (no slow drift with the balance loss), "
+             "fit(noaux) 0.0063/step (flagged fit: collapsed routing)",
+    "drift_theta": "chosen (not identifiable): 2e-5, time scale 50k steps",
+    "spread": "chosen 0.5: fit(aux) gives 0.051 (near-uniform under the balance loss); "
+              "the no-aux run is collapsed beyond the model (fit hits its bound)",
+    "init_ramp": "chosen 500: the no-aux run's imbalance forms within the first few hundred steps",
+    "switch_*,burst_*": "chosen (neither recorded run has regime switches or bursts)",
+    "dead,dead_logit,dead_ramp,dead_window,revive_prob": "chosen: 2 of 32 experts per layer die "
+             "(the no-aux run ends with 1, 8, 9, 10 of 16 dead per layer by the design section 6 "
+             "rule; the aux run with none)",
+}
 FIT_ORIGIN = {}
 
 
@@ -145,7 +173,8 @@ class Generator:
         mu0 = ri.normal(0, p["spread"], (L, M))
         mu0 -= mu0.mean(axis=1, keepdims=True)
         self.mu = mu0.copy()
-        self.o = np.zeros((L, M))
+        self.o_slow = np.zeros((L, M))
+        self.o_fast = np.zeros((L, M))
         self.burst = np.zeros((L, M))
         self.burst_left = np.zeros((L, M), int)
         self.ramps = []          # (layer, expert, start, length, from, to)
@@ -217,12 +246,14 @@ class Generator:
             if f < 1.0:
                 keep.append((l, e, t0, n, a, b))
         self.ramps = keep
-        # drift (OU with transient amplitude)
+        # drift: slow OU + fast OU ("wobble"), both with the transient amplitude g(t)
         gd = 1.0 + p["drift_amp"] * math.exp(-t / p["tau_drift"]) if p["tau_drift"] > 0 else 1.0
-        self.o += -p["ou_theta"] * self.o + p["drift"] * gd * rd.standard_normal((L, M))
+        xi = rd.standard_normal((2, L, M))
+        self.o_slow += -p["drift_theta"] * self.o_slow + p["drift"] * gd * xi[0]
+        self.o_fast += -p["wobble_theta"] * self.o_fast + p["wobble"] * gd * xi[1]
         # step noise (batch heterogeneity, transient amplitude)
         gn = 1.0 + p["noise_amp"] * math.exp(-t / p["tau_noise"]) if p["tau_noise"] > 0 else 1.0
-        u = self.mu + self.o + self.burst + p["step_noise"] * gn * rd.standard_normal((L, M))
+        u = self.mu + self.o_slow + self.o_fast + self.burst + p["step_noise"] * gn * rd.standard_normal((L, M))
         self.burst_left -= 1
         self.burst[self.burst_left <= 0] = 0.0
         self.burst_left[self.burst_left < 0] = 0
@@ -273,7 +304,7 @@ def generate(p, name, out_dir, router=False, block=32, gzip_level=9, quiet=False
         "generator": "bench/traces/synth_trace.py",
         "command": "python3 bench/traces/synth_trace.py " + " ".join(sys.argv[1:]),
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
-        "param_origin": FIT_ORIGIN,
+        "param_origin": PARAM_ORIGIN if not FIT_ORIGIN else dict(PARAM_ORIGIN, **FIT_ORIGIN),
         "layers": L, "experts": M, "top_k": K, "tokens_per_step": N, "steps": T,
         "first_step": 0, "router_file": bool(router), "wall_time_s": round(wall, 1),
         "numpy_version": np.__version__,
@@ -332,6 +363,32 @@ def ou_window_variogram(theta, W, lag):
     return 2.0 * (var - cov)
 
 
+def rw_window_variogram(W, lag):
+    """E[(mean_{w+lag} - mean_w)^2] of W-step window means of a random walk with unit
+    per-step variance."""
+    j = np.arange(1, lag * W + W)
+    i0 = np.maximum(0, j - lag * W)          # i in [i0, min(W-1, j-1)]
+    i1 = np.minimum(W - 1, j - 1)
+    cnt = np.maximum(0, i1 - i0 + 1).astype(float)
+    return float((cnt ** 2).sum() / (W * W))
+
+
+def nnls2(X, y):
+    """Least squares with two non-negative coefficients."""
+    c, *_ = np.linalg.lstsq(X, y, rcond=None)
+    if (c >= 0).all():
+        return c
+    best = np.zeros(2)
+    berr = float((y ** 2).sum())
+    for k in range(2):
+        xk = X[:, k]
+        ck = max(0.0, float(xk @ y) / float(xk @ xk)) if float(xk @ xk) > 0 else 0.0
+        err = float(((y - ck * xk) ** 2).sum())
+        if err < berr:
+            berr, best = err, np.eye(2)[k] * ck
+    return best
+
+
 def logshare_sd(C):
     sh = C.sum(axis=0) / C.sum(axis=(0, 2))[:, None]
     live = live_mask(C)
@@ -388,7 +445,7 @@ def fit(path, sim_steps=3000, quiet=False):
         % (path, T, L, M, N, K, steps[T // 2], steps[-1]))
     base = dict(DEFAULTS)
     base.update(est)
-    base.update(drift=0.0, step_noise=0.0)
+    base.update(drift=0.0, wobble=0.0, step_noise=0.0)
 
     # 1. spread: sd over live experts of the stable part's log-shares (simulated, so that
     #    the top-K compression of Gumbel-top-K sampling is accounted for)
@@ -412,36 +469,37 @@ def fit(path, sim_steps=3000, quiet=False):
         % (target_fr, fr0, est["step_noise"]))
     base["step_noise"] = est["step_noise"]
 
-    # 3. drift: variogram of 100-step window-mean log-shares at lags 1 and h2 windows, in
-    #    excess of what the fitted step noise alone gives (simulated), matched to an OU process.
+    # 3. drift: variogram V(h) of 100-step window-mean log-shares at lags h = 1..H windows,
+    #    minus what the fitted step noise alone gives (simulated), fitted as a fast OU
+    #    ("wobble": theta_f, s_f^2) plus a slow random walk ("drift": d^2 per step):
+    #    V(h) - V0 = s_f^2 A(theta_f, h) + d^2 B(h); grid over theta_f, non-negative LS for
+    #    (s_f^2, d^2), relative errors.
     nws = stable.shape[0] // W
-    h2 = max(2, min(10, nws // 4))
-    V = variogram(stable, W, [1, h2])
-    V0 = variogram(_simulate(base, max(sim_steps, 60 * W)), W, [1, h2])
-    Vx = np.maximum(V - V0.mean(), 0.0)
-    if Vx[0] <= 0:
-        est["drift"], est["ou_theta"] = 0.0, DEFAULTS["ou_theta"]
-        log("  window variogram %s <= no-drift simulation %s -> drift 0" % (V, V0))
-    else:
-        R = Vx[1] / Vx[0]
-
-        def ratio(th):
-            return ou_window_variogram(th, W, h2) / ou_window_variogram(th, W, 1)
-        lo_th, hi_th = 1e-6, 0.5
-        if R >= ratio(lo_th):
-            theta = lo_th
-        elif R <= ratio(hi_th):
-            theta = hi_th
-        else:
-            theta = _bisect(ratio, R, lo_th, hi_th, iters=30, increasing=False)
-        s2 = Vx[0] / ou_window_variogram(theta, W, 1)
-        est["ou_theta"] = theta
-        est["drift"] = math.sqrt(s2 * (2 * theta - theta * theta))
-        log("  window-mean log-share variogram lag 1, %d windows of %d steps: %.3e, %.3e "
-            "(no-drift simulation %.3e, %.3e)" % (h2, W, V[0], V[1], V0[0], V0[1]))
-        log("    -> OU: ou_theta %.3g/step (time scale %.0f steps), stationary sd %.4f, drift %.5f/step"
-            % (theta, 1 / theta, math.sqrt(s2), est["drift"]))
-    base.update(drift=est["drift"], ou_theta=est["ou_theta"])
+    H = max(3, min(20, nws // 4))
+    lags = list(range(1, H + 1))
+    V = variogram(stable, W, lags)
+    V0 = float(variogram(_simulate(base, max(sim_steps, 60 * W)), W, lags).mean())
+    Vx = V - V0
+    Bh = np.array([rw_window_variogram(W, h) for h in lags])
+    best = None
+    for th in np.geomspace(1e-4, 1.0, 81):
+        Ah = np.array([ou_window_variogram(th, W, h) for h in lags])
+        X = np.stack([Ah, Bh], axis=1) / V[:, None]
+        y = Vx / V
+        coef = nnls2(X, y)
+        err = float(((X @ coef - y) ** 2).sum())
+        if best is None or err < best[0]:
+            best = (err, th, coef)
+    _, th, (sf2, d2) = best
+    est["wobble_theta"] = float(th)
+    est["wobble"] = math.sqrt(max(sf2, 0.0) * (2 * th - th * th))
+    est["drift"] = math.sqrt(max(d2, 0.0))
+    log("  window-mean log-share variogram (%d-step windows) lag 1, 2, %d: %.3e, %.3e, %.3e "
+        "(no-drift simulation %.3e)" % (W, H, V[0], V[1], V[-1], V0))
+    log("    -> fast OU wobble %.5f/step, wobble_theta %.3g (time scale %.0f steps, stationary sd %.4f);"
+        " slow drift %.5f/step (random walk; drift_theta is chosen, not fitted)"
+        % (est["wobble"], th, 1 / th, math.sqrt(max(sf2, 0.0)), est["drift"]))
+    base.update(drift=est["drift"], wobble=est["wobble"], wobble_theta=est["wobble_theta"])
 
     # 4. transient: the first windows against the stable level
     nw = T // W
@@ -488,7 +546,7 @@ def fit(path, sim_steps=3000, quiet=False):
     else:
         est["noise_amp"], est["tau_noise"] = 0.0, 0.0
     # drift: J_w^2 = Jn^2 <h^2>_w + (J_stable^2 - Jn^2) <g^2>_w, Jn from a no-drift simulation
-    simn = _simulate(dict(base, drift=0.0), 20 * W)
+    simn = _simulate(dict(base, drift=0.0, wobble=0.0), 20 * W)
     LSn = window_logshares(simn, W)
     j_nodrift = float(np.mean(np.abs(np.diff(LSn, axis=0))))
     tn = np.arange((nfit + 1) * W, dtype=float)
@@ -498,15 +556,13 @@ def fit(path, sim_steps=3000, quiet=False):
     jd2 = max(j_late ** 2 - j_nodrift ** 2, 1e-12)
     est["drift_amp"], est["tau_drift"] = fit_decay(
         np.maximum(jump, 1e-9) ** 2, lambda g2: j_nodrift ** 2 * hm + jd2 * g2)
-    # initial ramp from uniform loads: spread over experts of 25-step window log-shares,
-    # time to first reach 80% of its stable level (0 when already there in the first window)
+    # spread over experts of 25-step window log-shares (reported only; init_ramp is chosen:
+    # a round trip on synthetic data could not recover it next to the transient noise)
     LS25 = window_logshares(C, 25)
-    sd25 = np.array([float(np.mean([LS25[w, l][live[l]].std() for l in range(L)]))
-                     for w in range(LS25.shape[0])])
-    sd_late = float(np.median(sd25[len(sd25) // 2:]))
-    reach = np.flatnonzero(sd25 >= 0.8 * sd_late)
-    est["init_ramp"] = int(reach[0] * 25) if reach.size else 0
-    dist = sd25
+    sig = np.array([float(np.mean([LS25[w, l][live[l]].std() for l in range(L)]))
+                    for w in range(LS25.shape[0])])
+    sd_late = float(np.median(sig[len(sig) // 2:]))
+    dist = sig
     d_late = sd_late
     jamp = est["drift_amp"]
     settle_f = first_below(fr_w / fr_late - 1, 1.0) * W
@@ -515,24 +571,36 @@ def fit(path, sim_steps=3000, quiet=False):
         % (W, fr_w[0], fr_late, est["noise_amp"], est["tau_noise"]))
     log("  mean |change| of window log-shares: first %.4f, stable median %.4f (model without drift %.4f, with %.4f)"
         " -> drift_amp %.2f, tau_drift %.0f" % (jump[0], j_late, j_nodrift, j_noise, jamp, est["tau_drift"]))
-    log("  sd over experts of 25-step window log-shares: first %.3f, stable %.3f -> init_ramp %d"
-        % (dist[0], d_late, est["init_ramp"]))
+    log("  sd over experts of 25-step window log-shares: first %.3f, stable %.3f (init_ramp not fitted)"
+        % (dist[0], d_late))
     log("  transient settles (within 2x of stable) after ~%d steps (fluctuation) / ~%d steps (window moves)"
         % (settle_f, settle_j))
     dead = dead_at_end(C)
-    log("  dead experts at the end per layer (not applied): %s" % dead.tolist())
+    log("  experts below alpha_dead/M in each of the last three 100-step windows, per layer"
+        " (not applied): %s" % dead.tolist())
     est["_diag"] = {"fluct_stable": target_fr, "fluct_pure_sampling_sim": fr0,
                     "fluct_first_window": float(fr_w[0]), "window_jump_first": float(jump[0]),
                     "window_jump_stable": j_late, "window_jump_model": j_noise,
                     "window_jump_model_no_drift": j_nodrift,
                     "settle_fluct_steps": int(settle_f), "settle_jump_steps": int(settle_j),
                     "logshare_sd": target_sd, "dead_per_layer_at_end": dead.tolist()}
+    warn = []
+    if est["spread"] > 2.9:
+        warn.append("spread at the search bound (3.0): shares too uneven for the model (top-K saturation?)")
+    if est["drift_amp"] >= amps[-1] or (est["tau_drift"] >= taus[-1]) or \
+            est["noise_amp"] >= amps[-1] or est["tau_noise"] >= taus[-1]:
+        warn.append("a transient parameter is at its grid bound (amp 30, tau 10000)")
+    if j_late ** 2 <= j_nodrift ** 2:
+        warn.append("stable window moves are not above the no-drift model: drift transient not identifiable")
+    for w in warn:
+        log("  WARNING: " + w)
+    est["_diag"]["warnings"] = warn
     log("  flags: " + " ".join("--%s %.4g" % (k.replace("_", "-"), est[k]) for k in FIT_KEYS))
     return est
 
 
-FIT_KEYS = ("spread", "step_noise", "drift", "ou_theta", "noise_amp", "tau_noise",
-            "drift_amp", "tau_drift", "init_ramp")
+FIT_KEYS = ("spread", "step_noise", "drift", "wobble", "wobble_theta", "noise_amp",
+            "tau_noise", "drift_amp", "tau_drift")
 
 
 # ----------------------------------------------------------------------------- CLI

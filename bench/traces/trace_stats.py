@@ -11,6 +11,9 @@ For each layer and each block of --block steps it prints, on token-weighted shar
             (about 1 for pure sampling noise; larger = batch heterogeneity / transient)
   jump100   L1 distance between consecutive 100-step window mean shares, averaged
             over the block (how fast the load moves; high early = transient)
+Per layer it also prints when the load settles: the first step after which the 100-step
+window L1 jump stays below 2x its median over the second half of the trace (and the same
+for the per-window fluctuation ratio), and the experts dead at the end.
 
 Usage: trace_stats.py FILE.counts.csv.gz --top-k 2 [--block 1000]
 Needs numpy (/usr/bin/python3 on Debian 12 with python3-numpy).
@@ -21,6 +24,7 @@ import sys
 
 import numpy as np
 
+sys.dont_write_bytecode = True   # no __pycache__ next to the bundled data
 sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
 from synth_trace import read_counts  # noqa: E402
 
@@ -69,7 +73,23 @@ def main():
         win = Cw / Cw.sum(axis=1, keepdims=True)
         dead = dead_flags(win, thr)
         jump = np.abs(np.diff(win, axis=0)).sum(axis=1)  # [nwin-1]
-        print("layer %d" % l)
+        late = float(np.median(jump[len(jump) // 2:])) if jump.size else float("nan")
+        settle = next((i for i in range(len(jump)) if (jump[i:] < 2 * late).all()), len(jump))
+        fr_w = []
+        for w in range(nwin):
+            pw = P[w * 100:(w + 1) * 100, l]
+            shw = win[w]
+            sampw = (shw * (1 - K * shw) / (K * tokens[w * 100:(w + 1) * 100].mean())).sum()
+            fr_w.append((np.diff(pw, axis=0).var(axis=0) / 2).sum() / sampw if sampw > 0 else np.nan)
+        fr_w = np.array(fr_w)
+        fr_late = float(np.nanmedian(fr_w[nwin // 2:]))
+        settle_f = next((i for i in range(nwin) if (fr_w[i:] < 2 * fr_late).all()), nwin)
+        print("layer %d: settles at step ~%d (100-step window L1 jump stays < 2x its late median %.4f;"
+              " first window jump %.4f); fluct stays < 2x its late median %.2f from step ~%d"
+              " (first window %.2f); dead at the end: %s"
+              % (l, steps[0] + (settle + 1) * 100, late, jump[0] if jump.size else float("nan"),
+                 fr_late, steps[0] + settle_f * 100, fr_w[0],
+                 np.flatnonzero(dead[-1]).tolist() if nwin else []))
         print("  %11s %8s %6s %5s %7s %8s  %s" % ("steps", "maxmean", "Hn", "dead", "fluct", "jump100", "top-3 shares"))
         for b0 in range(0, T, args.block):
             b1 = min(T, b0 + args.block)
@@ -85,8 +105,8 @@ def main():
             else:
                 fl = float("nan")
             w0, w1 = b0 // 100, b1 // 100
-            nd = int(dead[w1 - 1].sum()) if w1 - 1 < nwin and w1 >= 1 else -1
-            jb = jump[max(0, w0): max(0, w1 - 1)]
+            nd = int(dead[min(w1, nwin) - 1].sum()) if nwin and w1 >= 1 else -1
+            jb = jump[max(0, w0 - 1): max(0, w1 - 1)]
             jm = jb.mean() if jb.size else float("nan")
             top = np.sort(sh)[::-1][:3]
             print("  %5d-%5d %8.2f %6.3f %5d %7.2f %8.4f  %s"
