@@ -23,7 +23,9 @@ class EmaPredictor final : public Predictor {
       return;
     }
     const double a = 1 - theta_;
-    for (size_t e = 0; e < s_.size(); ++e) s_[e] += a * (p[e] - s_[e]);
+    const double* in = p.data();
+    double* s = s_.data();
+    for (size_t e = 0; e < s_.size(); ++e) s[e] += a * (in[e] - s[e]);
   }
 
   void Forecast(int, absl::Span<double> out) override {

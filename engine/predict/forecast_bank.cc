@@ -170,7 +170,9 @@ std::string ForecastBank::AutoChoice(int horizon) const {
 void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
                            double assignments) {
   for (auto& predictor : predictors_) predictor->Observe(p);
-  for (int e = 0; e < m_; ++e) cum_counts_[e] += p[e] * assignments;
+  const double* in = p.data();
+  double* cum = cum_counts_.data();
+  for (int e = 0; e < m_; ++e) cum[e] += in[e] * assignments;
   cum_assignments_ += assignments;
   ++index_;
   last_step_ = step;
@@ -228,7 +230,9 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
       std::copy(scratch_.begin(), scratch_.end(), pending.forecast.begin());
       for (const auto& [k, w] : weights) {
         if (k != static_cast<int>(j)) continue;
-        for (int e = 0; e < m_; ++e) blend.forecast[e] += static_cast<float>(w * scratch_[e]);
+        float* b = blend.forecast.data();
+        const double* f = scratch_.data();
+        for (int e = 0; e < m_; ++e) b[e] += static_cast<float>(w * f[e]);
       }
       TrackOf(static_cast<int>(j), static_cast<int>(h))
           .pending.push_back(std::move(pending));

@@ -68,16 +68,17 @@ class SwAvgPredictor final : public Predictor {
   void Observe(absl::Span<const double> p) override {
     // The ring holds floats (half the memory; 7 digits is far below sampling
     // noise); the running sum adds exactly what the ring stores.
-    float* slot = ring_.data() + static_cast<size_t>(head_) * m_;
+    float* __restrict__ slot = ring_.data() + static_cast<size_t>(head_) * m_;
+    const double* __restrict__ in = p.data();
     if (count_ == window_) {
       for (int e = 0; e < m_; ++e) {
-        const float x = static_cast<float>(p[e]);
+        const float x = static_cast<float>(in[e]);
         sum_[e] += static_cast<double>(x) - slot[e];
         slot[e] = x;
       }
     } else {
       for (int e = 0; e < m_; ++e) {
-        const float x = static_cast<float>(p[e]);
+        const float x = static_cast<float>(in[e]);
         sum_[e] += x;
         slot[e] = x;
       }
@@ -105,11 +106,15 @@ class SwAvgPredictor final : public Predictor {
     // Positions at or after min(h - 1, n) share the newest weight.
     const int distinct = std::min(horizon - 1, count_);
     const double shared = w[count_ - 1];
-    for (int e = 0; e < m_; ++e) out[e] = shared * sum_[e];
+    // Raw pointers: Debian's Abseil hardens Span::operator[] with a bounds
+    // check, which keeps these loops from vectorising.
+    double* __restrict__ o = out.data();
+    const double* __restrict__ sum = sum_.data();
+    for (int e = 0; e < m_; ++e) o[e] = shared * sum[e];
     for (int i = 0; i < distinct; ++i) {
       const double extra = w[i] - shared;
-      const float* row = Row(i);
-      for (int e = 0; e < m_; ++e) out[e] += extra * row[e];
+      const float* __restrict__ row = Row(i);
+      for (int e = 0; e < m_; ++e) o[e] += extra * row[e];
     }
   }
 

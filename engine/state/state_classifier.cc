@@ -90,8 +90,9 @@ std::optional<StateTransition> StateClassifier::Observe(
   }
   const float* newest = count_ > 0 ? Row(0) : nullptr;
   float* slot = ring_.data() + static_cast<size_t>(head_) * m_;
+  const double* in = p.data();
   for (int e = 0; e < m_; ++e) {
-    const float x = static_cast<float>(p[e]);
+    const float x = static_cast<float>(in[e]);
     const double xd = x;
     sum_[e] += xd;
     sum_sq_[e] += xd * xd;

@@ -200,7 +200,7 @@ struct ArimaCss::Workspace {
   std::vector<double> e;     // residuals at the current parameters
   std::vector<double> e_trial;
   std::vector<double> ehat;  // long-AR residuals (Hannan-Rissanen)
-  Eigen::MatrixXd jac;       // capacity x k, rows t = p..m-1
+  std::vector<double> jac;   // row-major capacity x k, rows t = p..m-1
   Eigen::MatrixXd design;    // capacity x kMaxRegressors
   Eigen::VectorXd target;    // capacity
   SmallMatrix jtj;
@@ -214,7 +214,7 @@ struct ArimaCss::Workspace {
     e.resize(m);
     e_trial.resize(m);
     ehat.resize(m);
-    jac.resize(m, std::max(k, 1));
+    jac.resize(static_cast<size_t>(m) * std::max(k, 1));
     design.resize(m, kMaxRegressors);
     target.resize(m);
   }
@@ -281,53 +281,41 @@ double ArimaCss::Residuals(int m, const double* params, double* e) {
   return s;
 }
 
-double ArimaCss::Linearize(int m, const double* params) {
-  const double s = Residuals(m, params, ws_->e.data());
+double ArimaCss::Linearize(int m, const double* params, double s) {
+  if (s < 0) s = Residuals(m, params, ws_->e.data());
   const double* theta = params + p_;
   const double* u = ws_->u.data();
   const double* e = ws_->e.data();
   const int rows = m - p_;
-  Eigen::MatrixXd& jac = ws_->jac;
-  // Raw columns a(t) of the derivative recursions, then the MA filter
-  // J(r) = a(r) - sum_k theta_k J(r - k) on each column (row r = t - p).
-  auto filter = [&](double* col) {
-    for (int r = 1; r < rows; ++r) {
-      const int kmax = std::min(q_, r);
-      double v = col[r];
-      for (int k = kmax; k >= 1; --k) v -= theta[k - 1] * col[r - k];
-      col[r] = v;
-    }
-  };
-  for (int i = 1; i <= p_; ++i) {
-    double* col = jac.col(i - 1).data();
-    for (int r = 0; r < rows; ++r) col[r] = -u[p_ + r - i];
-    filter(col);
-  }
-  if (q_ > 0) {
-    // d e_t / d theta_j is d e_t / d theta_1 shifted by j - 1 steps (the
-    // inputs -e_{t-j} are shifts of each other and vanish before t = p).
-    double* col1 = jac.col(p_).data();
-    col1[0] = 0;
-    for (int r = 1; r < rows; ++r) col1[r] = -e[p_ + r - 1];
-    filter(col1);
-    for (int j = 2; j <= q_; ++j) {
-      double* col = jac.col(p_ + j - 1).data();
-      const int shift = j - 1;
-      for (int r = 0; r < std::min(shift, rows); ++r) col[r] = 0;
-      for (int r = shift; r < rows; ++r) col[r] = col1[r - shift];
+  const int k = k_;
+  double sum_phi = 0;
+  for (int i = 0; i < p_; ++i) sum_phi += params[i];
+  // J row-major, row r = t - p: the raw inputs a(t) of the derivative
+  // recursions, then the MA filter J(r) = a(r) - sum_j theta_j J(r - j)
+  // applied to all columns of a row at once (independent chains, so the
+  // loop runs at throughput rather than at the latency of one recursion).
+  double* jac = ws_->jac.data();
+  for (int r = 0; r < rows; ++r) {
+    const int t = p_ + r;
+    double* row = jac + static_cast<size_t>(r) * k;
+    for (int i = 1; i <= p_; ++i) row[i - 1] = -u[t - i];
+    for (int j = 1; j <= q_; ++j) row[p_ + j - 1] = t - j >= p_ ? -e[t - j] : 0;
+    if (has_mean_) row[p_ + q_] = -(1.0 - sum_phi);
+    const int jmax = std::min(q_, r);
+    for (int j = jmax; j >= 1; --j) {
+      const double c = theta[j - 1];
+      const double* prev = row - static_cast<size_t>(j) * k;
+      for (int col = 0; col < k; ++col) row[col] -= c * prev[col];
     }
   }
-  if (has_mean_) {
-    double sum_phi = 0;
-    for (int i = 0; i < p_; ++i) sum_phi += params[i];
-    double* col = jac.col(p_ + q_).data();
-    for (int r = 0; r < rows; ++r) col[r] = -(1.0 - sum_phi);
-    filter(col);
-  }
-  const auto j = jac.topLeftCorner(rows, k_);
-  ws_->jtj.resize(k_, k_);
-  ws_->jtj.noalias() = j.transpose() * j;
-  ws_->jte.resize(k_);
+  using RowMajor =
+      Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Map<const RowMajor> j(jac, rows, k);
+  ws_->jtj.setZero(k, k);
+  ws_->jtj.selfadjointView<Eigen::Lower>().rankUpdate(j.transpose());
+  ws_->jtj.triangularView<Eigen::StrictlyUpper>() =
+      ws_->jtj.transpose().triangularView<Eigen::StrictlyUpper>();
+  ws_->jte.resize(k);
   ws_->jte.noalias() =
       j.transpose() * Eigen::Map<const Eigen::VectorXd>(e + p_, rows);
   return s;
@@ -427,8 +415,9 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
   SmallMatrix at(k_, k_);
   SmallMatrix a_z(k_, k_);
   SmallVector g_z(k_);
-  auto linearize = [&]() {
-    const double s = Linearize(m, params);
+  // `s_known`: S at params with ws_->e and ws_->u already computed there.
+  auto linearize = [&](double s_known) {
+    const double s = Linearize(m, params, s_known);
     FromInternal(z, trial, t_buf);
     for (int j = 0; j < k_; ++j) {
       for (int i = 0; i < k_; ++i) t(i, j) = t_buf[j * k_ + i];
@@ -438,7 +427,7 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
     g_z.noalias() = t.transpose() * ws_->jte;
     return s;
   };
-  double s = linearize();
+  double s = linearize(-1);
   if (k_ == 0 || !(s > 0)) return s;
   double lambda = 1e-3;
   double nu = 2;
@@ -503,8 +492,9 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
     std::copy(z_trial, z_trial + p_ + q_ + 1, z);
     std::copy(trial, trial + p_ + q_ + 1, params);
     s = s_trial;
+    std::swap(ws_->e, ws_->e_trial);  // ws_->u is already the trial's
     if (relative < tolerance_ || !(s > 0)) break;
-    s = linearize();
+    s = linearize(s);
   }
   return s;
 }

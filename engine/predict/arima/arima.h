@@ -190,8 +190,9 @@ class ArimaCss {
   int Difference(absl::Span<const double> x);
   // Residuals e_ at `params` over w_[0..m); returns S.
   double Residuals(int m, const double* params, double* e);
-  // S, J'J and J'e at `params` (estimated parameters only).
-  double Linearize(int m, const double* params);
+  // S, J'J and J'e at `params` (estimated parameters only). With s >= 0,
+  // the residuals (ws e and u) are already those of params and S = s.
+  double Linearize(int m, const double* params, double s = -1);
   // LM from `params` (must be feasible); returns S, adds trial steps.
   double Minimize(int m, double* params, int* iterations);
   // Hannan-Rissanen start (ar_only: theta = 0) written to params.

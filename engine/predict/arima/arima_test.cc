@@ -372,8 +372,20 @@ TEST(ArimaPredictorTest, LongHorizonsStayBounded) {
   std::vector<double> path(2000 * m);
   p->ForecastPath(2000, absl::MakeSpan(path));
   for (int e = 0; e < m; ++e) {
-    // Settled: the last steps barely move.
-    EXPECT_NEAR(path[1999 * m + e], path[1998 * m + e], 1e-9);
+    // Bounded everywhere, and nearly settled over the last 500 steps (AR
+    // roots may sit close to the unit circle, reflection coefficients up to
+    // 0.999, so the decay can be slow, but it is a decay).
+    double lo = 1e300, hi = -1e300;
+    for (int s = 0; s < 2000; ++s) {
+      const double v = path[static_cast<size_t>(s) * m + e];
+      ASSERT_TRUE(std::isfinite(v));
+      EXPECT_NEAR(v, data.back()[e], 0.1) << "expert " << e << " step " << s;
+      if (s >= 1500) {
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+    }
+    EXPECT_LT(hi - lo, 1e-3) << "expert " << e;
   }
   std::vector<double> normalized = out;
   NormalizeForecast(absl::MakeSpan(normalized));
