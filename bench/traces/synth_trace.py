@@ -60,6 +60,7 @@ same parameters starts with the same steps, except for events scheduled relative
 
 import argparse
 import gzip
+import io
 import json
 import math
 import os
@@ -101,6 +102,22 @@ FIT_ORIGIN = {}
 
 
 # ----------------------------------------------------------------------------- I/O
+def gz_text_writer(path, level):
+    """Text writer to PATH.part, gzip with a fixed header (no mtime, clean file name) so that
+    regenerating a trace gives byte-identical files; os.replace() it to PATH when done."""
+    raw = open(path + ".part", "wb")
+    gz = gzip.GzipFile(filename=os.path.basename(path)[:-3] if path.endswith(".gz") else "",
+                       mode="wb", compresslevel=level, fileobj=raw, mtime=0)
+    w = io.TextIOWrapper(gz, encoding="ascii", newline="\n")
+    w._raw_file = raw  # closed by gz_close
+    return w
+
+
+def gz_close(w):
+    w.close()          # flushes and closes the GzipFile (not the raw file it wraps)
+    w._raw_file.close()
+
+
 
 def open_text(path, mode="rt"):
     if path.endswith(".gz"):
@@ -269,11 +286,11 @@ def generate(p, name, out_dir, router=False, block=32, gzip_level=9, quiet=False
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, name)
     gen = Generator(p, T)
-    cf = gzip.open(base + ".counts.csv.gz.part", "wt", compresslevel=gzip_level, newline="\n")
+    cf = gz_text_writer(base + ".counts.csv.gz", gzip_level)
     cf.write(",".join(["step", "layer", "tokens"] + ["c%d" % e for e in range(M)]) + "\n")
     rf = None
     if router:
-        rf = gzip.open(base + ".router.csv.gz.part", "wt", compresslevel=gzip_level, newline="\n")
+        rf = gz_text_writer(base + ".router.csv.gz", gzip_level)
         rf.write(",".join(["step", "layer"] + ["z%d" % e for e in range(M)]) + "\n")
     t0 = time.time()
     for b0 in range(0, T, block):
@@ -292,10 +309,10 @@ def generate(p, name, out_dir, router=False, block=32, gzip_level=9, quiet=False
                              for i, t in enumerate(range(b0, b1)) for l in range(L)))
         if not quiet and (b1 // block) % max(1, 5000 // block) == 0:
             print("  %d/%d steps, %.0fs" % (b1, T, time.time() - t0), file=sys.stderr, flush=True)
-    cf.close()
+    gz_close(cf)
     os.replace(base + ".counts.csv.gz.part", base + ".counts.csv.gz")
     if rf is not None:
-        rf.close()
+        gz_close(rf)
         os.replace(base + ".router.csv.gz.part", base + ".router.csv.gz")
     wall = time.time() - t0
     meta = {

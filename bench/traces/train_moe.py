@@ -40,6 +40,7 @@ Run with Debian's Python (the one that has python3-torch): /usr/bin/python3.
 import argparse
 import glob
 import gzip
+import io
 import hashlib
 import json
 import math
@@ -70,6 +71,22 @@ import torch.nn.functional as F  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- data
+def gz_text_writer(path, level):
+    """Text writer to PATH.part, gzip with a fixed header (no mtime, clean file name) so that
+    regenerating a trace gives byte-identical files; os.replace() it to PATH when done."""
+    raw = open(path + ".part", "wb")
+    gz = gzip.GzipFile(filename=os.path.basename(path)[:-3] if path.endswith(".gz") else "",
+                       mode="wb", compresslevel=level, fileobj=raw, mtime=0)
+    w = io.TextIOWrapper(gz, encoding="ascii", newline="\n")
+    w._raw_file = raw  # closed by gz_close
+    return w
+
+
+def gz_close(w):
+    w.close()          # flushes and closes the GzipFile (not the raw file it wraps)
+    w._raw_file.close()
+
+
 
 DEFAULT_TEXT_GLOB = "/usr/lib/python3.11/*.py"
 TEXT_EXCLUDE_PREFIX = "_sysconfigdata"
@@ -301,11 +318,11 @@ def main(argv=None):
     base = os.path.join(args.out_dir, args.name)
     cpath = base + ".counts.csv.gz"
     rpath = base + ".router.csv.gz"
-    cf = gzip.open(cpath + ".part", "wt", compresslevel=args.gzip_level, newline="\n")
+    cf = gz_text_writer(cpath, args.gzip_level)
     cf.write(",".join(["step", "layer", "tokens"] + ["c%d" % e for e in range(M)]) + "\n")
     rf = None
     if not args.no_router_file:
-        rf = gzip.open(rpath + ".part", "wt", compresslevel=args.gzip_level, newline="\n")
+        rf = gz_text_writer(rpath, args.gzip_level)
         rf.write(",".join(["step", "layer"] + ["z%d" % e for e in range(M)]
                           + ["p%d" % e for e in range(M)] + ["s%d" % e for e in range(M)]) + "\n")
     fmt = args.fmt
@@ -358,10 +375,10 @@ def main(argv=None):
             loss_acc, aux_acc, n_acc = 0.0, 0.0, 0
 
     wall = time.time() - t0
-    cf.close()
+    gz_close(cf)
     os.replace(cpath + ".part", cpath)
     if rf is not None:
-        rf.close()
+        gz_close(rf)
         os.replace(rpath + ".part", rpath)
 
     meta = {
