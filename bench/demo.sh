@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# moecast demo: builds the command-line tool and replays the bundled traces
+# moecast demo: builds the command-line tool, replays the bundled traces
 # (recorded from real MoE training runs, plus one synthetic trace) through the
-# engine, printing what was ingested and how the load is spread.
+# engine, printing what was ingested and how the load is spread, then compares
+# the predictors on one of them.
 #
 #   bash bench/demo.sh           # whole traces
 #   bash bench/demo.sh --short   # first 2,000 steps of each (what CI runs)
@@ -50,3 +51,10 @@ if [[ $ran -eq 0 ]]; then
   echo "demo: no bundled traces found under $data" >&2
   exit 1
 fi
+
+# Forecasting: every predictor and auto on the run with a balance loss, by
+# horizon and by transient/stable state, next to the noise floors.
+echo
+echo "== forecasting: moecast bench on tiny_moe_aux (docs/forecasting.md)"
+bazel-bin/moecast bench --counts "$data/tiny_moe_aux.counts.csv.gz" \
+  --top_k "$(top_k_of tiny_moe_aux)" --horizons 1,10,100,1000 "${limit[@]}"
