@@ -6,6 +6,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/match.h"
+#include "engine/predict/arima/arima.h"
 #include "engine/predict/basic_predictors.h"
 
 namespace moecast {
@@ -46,7 +48,7 @@ absl::Status ArgCount(absl::string_view text, const std::vector<std::string>& ar
 
 std::string KnownPredictorsHelp() {
   return "last_value, sw_avg(W) (default W=100), ema(theta) (default 0.9), "
-         "holt";
+         "holt, arima(p,d,q) (default 5,1,5; append +drift for a drift term)";
 }
 
 std::vector<std::string> DefaultPredictorNames() {
@@ -57,7 +59,14 @@ absl::StatusOr<std::unique_ptr<Predictor>> MakePredictor(absl::string_view name,
                                                          int num_experts) {
   std::string kind;
   std::vector<std::string> args;
-  if (absl::Status s = ParseName(name, &kind, &args); !s.ok()) return s;
+  absl::string_view text = absl::StripAsciiWhitespace(name);
+  const bool drift = absl::EndsWith(text, "+drift");
+  if (drift) text.remove_suffix(6);
+  if (absl::Status s = ParseName(text, &kind, &args); !s.ok()) return s;
+  if (drift && kind != "arima") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "predictor '", name, "': only arima takes +drift"));
+  }
   auto bad_number = [&](const std::string& arg) {
     return absl::InvalidArgumentError(absl::StrCat(
         "predictor '", name, "': parameter '", arg, "' is not a number"));
@@ -81,6 +90,22 @@ absl::StatusOr<std::unique_ptr<Predictor>> MakePredictor(absl::string_view name,
       return bad_number(args[0]);
     }
     return MakeEmaPredictor(num_experts, theta);
+  }
+  if (kind == "arima") {
+    ArimaOptions options;
+    options.drift = drift;
+    if (!args.empty()) {
+      if (args.size() != 3) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "predictor '", name, "' takes 3 parameters (p,d,q) or none, got ",
+            args.size()));
+      }
+      int* orders[3] = {&options.p, &options.d, &options.q};
+      for (int i = 0; i < 3; ++i) {
+        if (!absl::SimpleAtoi(args[i], orders[i])) return bad_number(args[i]);
+      }
+    }
+    return MakeArimaPredictor(num_experts, options);
   }
   if (kind == "holt") {
     if (absl::Status s = ArgCount(name, args, 0); !s.ok()) return s;

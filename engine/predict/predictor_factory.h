@@ -2,8 +2,9 @@
 // the command line and over the API:
 //
 //   last_value | sw_avg | sw_avg(W) | ema | ema(theta) | holt
+//   | arima | arima(p,d,q) | arima(p,d,q)+drift
 //
-// Defaults: sw_avg(100), ema(0.9). A name with parameters is normalised to
+// Defaults: sw_avg(100), ema(0.9), arima(5,1,5) without drift. A name with parameters is normalised to
 // the predictor's own name (e.g. "ema(0.90)" -> "ema(0.9)").
 //
 // Thread-safety: thread-safe.

@@ -20,7 +20,11 @@ TEST(PredictorFactoryTest, BuildsEveryKnownName) {
                         Case{" sw_avg( 20 ) ", "sw_avg(20)"},
                         Case{"ema", "ema(0.9)"},
                         Case{"ema(0.50)", "ema(0.5)"},
-                        Case{"holt", "holt"}}) {
+                        Case{"holt", "holt"},
+                        Case{"arima", "arima(5,1,5)"},
+                        Case{"arima(1,1,1)", "arima(1,1,1)"},
+                        Case{"arima(2,0,1)", "arima(2,0,1)"},
+                        Case{"arima(1,1,1)+drift", "arima(1,1,1)+drift"}}) {
     ASSERT_OK_AND_ASSIGN(auto p, MakePredictor(c.text, 8));
     EXPECT_EQ(p->name(), c.name) << c.text;
     EXPECT_EQ(p->num_experts(), 8);
@@ -44,7 +48,11 @@ TEST(PredictorFactoryTest, RejectsBadNames) {
                         Case{"ema(nan)", "not a number"},
                         Case{"ema(0.5", "missing ')'"},
                         Case{"holt(3)", "takes at most 0"},
-                        Case{"last_value(1)", "takes at most 0"}}) {
+                        Case{"last_value(1)", "takes at most 0"},
+                        Case{"arima(1,1)", "takes 3 parameters"},
+                        Case{"arima(1,x,1)", "parameter 'x' is not a number"},
+                        Case{"arima(11,1,1)", "ArimaOptions.p must be in [0, 10], got 11"},
+                        Case{"ema(0.5)+drift", "only arima takes +drift"}}) {
     EXPECT_THAT(MakePredictor(c.text, 8),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.phrase)))
         << c.text;

@@ -100,7 +100,9 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
   flags.AddInt("top_k", &top_k, "experts chosen per token (K)", /*required=*/true);
   flags.AddString("horizons", &horizons_text, "comma-separated horizons in steps");
   flags.AddString("predictors", &predictors_text,
-                  absl::StrCat("'all' (the default bank) or a comma-separated list of: ",
+                  absl::StrCat("'default' (the engine's default bank), 'all' "
+                               "(default + arima(5,1,5)), or a comma-separated "
+                               "list of: ",
                                KnownPredictorsHelp()));
   flags.AddString("json", &json_path, "write the full report as JSON to this file");
   flags.AddInt("max_steps", &max_steps, "stop after this many steps (0 = all)");
@@ -130,7 +132,11 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
     }
     options.horizons.push_back(v);
   }
-  if (predictors_text != "all") {
+  if (predictors_text == "all") {
+    // The engine's default bank plus the expensive ones.
+    options.predictors = DefaultPredictorNames();
+    options.predictors.push_back("arima(5,1,5)");
+  } else if (predictors_text != "default") {
     options.predictors = SplitTopLevel(predictors_text);
     for (const std::string& name : options.predictors) {
       absl::StatusOr<std::unique_ptr<Predictor>> p = MakePredictor(name, 2);

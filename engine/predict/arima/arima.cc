@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
@@ -16,8 +15,8 @@ namespace {
 
 constexpr int kMaxParams = 2 * kArimaMaxOrder + 1;
 constexpr int kMaxLongAr = 30;
-constexpr int kMaxRegressors = kMaxLongAr > kMaxParams ? kMaxLongAr
-                                                       : kMaxParams;
+constexpr int kMaxRegressors =
+    kMaxLongAr > kMaxParams ? kMaxLongAr : kMaxParams;
 constexpr double kMaxLambda = 1e10;
 constexpr double kShrink = 0.95;
 
@@ -50,9 +49,11 @@ void RunForecast(int p, int d, int q, const double* phi, const double* theta,
   const double negligible = 1e-16 * scale;
   int s = 1;
   for (; s <= steps; ++s) {
+    // Oldest terms first: the newest value (the previous step's u-hat)
+    // enters last, so the recursion waits on it for one multiply-add.
     double uhat = 0;
-    for (int i = 0; i < p; ++i) uhat += phi[i] * uh[i];
-    for (int j = s; j <= q; ++j) uhat += theta[j - 1] * eh[j - s];
+    for (int j = q; j >= s; --j) uhat += theta[j - 1] * eh[j - s];
+    for (int i = p - 1; i >= 0; --i) uhat += phi[i] * uh[i];
     for (int i = p - 1; i > 0; --i) uh[i] = uh[i - 1];
     if (p > 0) uh[0] = uhat;
     double v = uhat + mu;
@@ -118,7 +119,8 @@ bool StepDown(const double* a, int n, double* kappa) {
     if (!(std::fabs(k) < 1)) return false;
     kappa[m - 1] = k;
     const double inv = 1.0 / (1.0 - k * k);
-    for (int i = 0; i < m - 1; ++i) next[i] = (cur[i] + k * cur[m - 2 - i]) * inv;
+    for (int i = 0; i < m - 1; ++i)
+      next[i] = (cur[i] + k * cur[m - 2 - i]) * inv;
     std::copy(next, next + m - 1, cur);
   }
   return true;
@@ -141,10 +143,10 @@ absl::Status ValidateArimaOptions(const ArimaOptions& o) {
   }
   const int min_window = o.p + o.d + o.q + kArimaMinExtraObservations;
   if (o.fit_window < min_window || o.fit_window > 1000000) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ArimaOptions.fit_window must be in [p + d + q + ",
-        kArimaMinExtraObservations, " = ", min_window, ", 1000000], got ",
-        o.fit_window));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ArimaOptions.fit_window must be in [p + d + q + ",
+                     kArimaMinExtraObservations, " = ", min_window,
+                     ", 1000000], got ", o.fit_window));
   }
   if (o.refit_every < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -194,10 +196,10 @@ bool ArimaIsStationary(absl::Span<const double> a, double max_reflection) {
 // ArimaCss
 
 struct ArimaCss::Workspace {
-  int capacity = 0;          // longest differenced series the buffers hold
-  std::vector<double> w;     // differenced series
-  std::vector<double> u;     // w - mu
-  std::vector<double> e;     // residuals at the current parameters
+  int capacity = 0;       // longest differenced series the buffers hold
+  std::vector<double> w;  // differenced series
+  std::vector<double> u;  // w - mu
+  std::vector<double> e;  // residuals at the current parameters
   std::vector<double> e_trial;
   std::vector<double> ehat;  // long-AR residuals (Hannan-Rissanen)
   std::vector<double> jac;   // row-major capacity x k, rows t = p..m-1
@@ -244,12 +246,13 @@ int ArimaCss::Difference(absl::Span<const double> x) {
   if (m <= 0) return 0;
   ws_->Reserve(m, k_);
   double* w = ws_->w.data();
+  const double* v = x.data();  // raw pointers: hardened Span::operator[]
   if (d_ == 0) {
-    std::copy(x.begin(), x.end(), w);
+    std::copy(v, v + n, w);
   } else if (d_ == 1) {
-    for (int t = 0; t < m; ++t) w[t] = x[t + 1] - x[t];
+    for (int t = 0; t < m; ++t) w[t] = v[t + 1] - v[t];
   } else {
-    for (int t = 0; t < m; ++t) w[t] = x[t + 2] - 2 * x[t + 1] + x[t];
+    for (int t = 0; t < m; ++t) w[t] = v[t + 2] - 2 * v[t + 1] + v[t];
   }
   return m;
 }
@@ -294,18 +297,38 @@ double ArimaCss::Linearize(int m, const double* params, double s) {
   // recursions, then the MA filter J(r) = a(r) - sum_j theta_j J(r - j)
   // applied to all columns of a row at once (independent chains, so the
   // loop runs at throughput rather than at the latency of one recursion).
+  // d e_t / d theta_j is d e_t / d theta_1 shifted by j - 1 rows (its inputs
+  // -e_{t-j} are shifts of each other and vanish before t = p), so only the
+  // phi columns, theta_1 and mu are filtered; theta_2..q are copied.
   double* jac = ws_->jac.data();
+  const double mean_input = -(1.0 - sum_phi);
   for (int r = 0; r < rows; ++r) {
     const int t = p_ + r;
     double* row = jac + static_cast<size_t>(r) * k;
     for (int i = 1; i <= p_; ++i) row[i - 1] = -u[t - i];
-    for (int j = 1; j <= q_; ++j) row[p_ + j - 1] = t - j >= p_ ? -e[t - j] : 0;
-    if (has_mean_) row[p_ + q_] = -(1.0 - sum_phi);
+    if (q_ > 0) row[p_] = r >= 1 ? -e[t - 1] : 0;
+    if (has_mean_) row[p_ + q_] = mean_input;
+    // Per column the oldest terms first, so that each row waits on the
+    // previous one for a single multiply-subtract.
     const int jmax = std::min(q_, r);
-    for (int j = jmax; j >= 1; --j) {
-      const double c = theta[j - 1];
-      const double* prev = row - static_cast<size_t>(j) * k;
-      for (int col = 0; col < k; ++col) row[col] -= c * prev[col];
+    const int filtered = q_ > 0 ? p_ + 1 : p_;
+    for (int col = 0; col < filtered; ++col) {
+      double v = row[col];
+      for (int j = jmax; j >= 1; --j) {
+        v -= theta[j - 1] * row[col - static_cast<ptrdiff_t>(j) * k];
+      }
+      row[col] = v;
+    }
+    if (has_mean_) {
+      double v = row[p_ + q_];
+      for (int j = jmax; j >= 1; --j) {
+        v -= theta[j - 1] * row[p_ + q_ - static_cast<ptrdiff_t>(j) * k];
+      }
+      row[p_ + q_] = v;
+    }
+    for (int j = 2; j <= q_; ++j) {
+      row[p_ + j - 1] =
+          r >= j - 1 ? row[p_ - static_cast<ptrdiff_t>(j - 1) * k] : 0.0;
     }
   }
   using RowMajor =
@@ -335,8 +358,8 @@ void ArimaCss::MakeFeasible(double* params) const {
   }
   if (!has_mean_) params[p_ + q_] = 0;
   double* phi = params;
-  for (int round = 0; round < 300 && !ArimaIsStationary(
-                                         absl::MakeConstSpan(phi, p_));
+  for (int round = 0;
+       round < 300 && !ArimaIsStationary(absl::MakeConstSpan(phi, p_));
        ++round) {
     double f = 1;
     for (int i = 0; i < p_; ++i) phi[i] *= (f *= kShrink);
@@ -372,8 +395,7 @@ bool ArimaCss::ToInternal(const double* params, double* z) const {
   return std::isfinite(z[p_ + q_]);
 }
 
-void ArimaCss::FromInternal(const double* z, double* params,
-                            double* t) const {
+void ArimaCss::FromInternal(const double* z, double* params, double* t) const {
   double a[kArimaMaxOrder];
   double da[kArimaMaxOrder * kArimaMaxOrder];
   if (t != nullptr) std::fill(t, t + k_ * k_, 0.0);  // column-major k x k
@@ -406,8 +428,8 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
   double trial[kMaxParams];
   if (!ToInternal(params, z)) {
     std::fill(z, z + p_ + q_, 0.0);
-    z[p_ + q_] = has_mean_ && std::isfinite(params[p_ + q_]) ? params[p_ + q_]
-                                                             : 0.0;
+    z[p_ + q_] =
+        has_mean_ && std::isfinite(params[p_ + q_]) ? params[p_ + q_] : 0.0;
   }
   FromInternal(z, params, nullptr);  // the point z represents
   double t_buf[kMaxParams * kMaxParams];
@@ -441,8 +463,7 @@ double ArimaCss::Minimize(int m, double* params, int* iterations) {
     // Active set: at the bound, with descent (-g) pointing outward.
     int free_count = 0;
     for (int i = 0; i < k_; ++i) {
-      held[i] = i < p_ + q_ && std::fabs(z[i]) >= kBox &&
-                g_z[i] * z[i] < 0;
+      held[i] = i < p_ + q_ && std::fabs(z[i]) >= kBox && g_z[i] * z[i] < 0;
       free_count += !held[i];
     }
     if (free_count == 0) break;
@@ -521,8 +542,8 @@ void ArimaCss::StartValues(int m, bool ar_only, double* params) {
     a.noalias() = xb.transpose() * xb;
     SmallVector b(cols);
     b.noalias() = xb.transpose() * y.head(rows);
-    const double ridge = 1e-10 * a.trace() / cols +
-                         std::numeric_limits<double>::min();
+    const double ridge =
+        1e-10 * a.trace() / cols + std::numeric_limits<double>::min();
     for (int i = 0; i < cols; ++i) a(i, i) += ridge;
     Eigen::LDLT<SmallMatrix> ldlt(a);
     SmallVector sol = ldlt.solve(b);
@@ -545,8 +566,8 @@ void ArimaCss::StartValues(int m, bool ar_only, double* params) {
     return;
   }
   // Hannan-Rissanen: long AR(L), its residuals, then the ARMA regression.
-  const int long_order = std::min({std::max(2 * std::max(p_, q_), 10),
-                                   kMaxLongAr, (m - 1) / 4});
+  const int long_order =
+      std::min({std::max(2 * std::max(p_, q_), 10), kMaxLongAr, (m - 1) / 4});
   const int t0 = std::max(p_, long_order + q_);
   if (long_order < 1 || m - long_order < 2 * long_order + 2 ||
       m - t0 < 2 * (p_ + q_) + 5) {
@@ -730,7 +751,9 @@ class ArimaPredictor final : public Predictor {
     std::copy(p.begin(), p.end(), ring_.begin() + slot * m_);
     ++count_;
     if (count_ <= min_fit_) {
-      for (int e = 0; e < m_; ++e) sum_[e] += p[e];
+      const double* src = p.data();
+      double* sum = sum_.data();
+      for (int e = 0; e < m_; ++e) sum[e] += src[e];
     }
   }
 
@@ -803,9 +826,8 @@ class ArimaPredictor final : public Predictor {
     for (int e = 0; e < m_; ++e) {
       for (int i = 0; i < n; ++i) x_[i] = X(first + i, e);
       double* params = params_.data() + static_cast<size_t>(e) * np_;
-      const ArimaFitStats fit =
-          css_.Fit(absl::MakeConstSpan(x_.data(), n), fitted_,
-                   absl::MakeSpan(params, np_));
+      const ArimaFitStats fit = css_.Fit(absl::MakeConstSpan(x_.data(), n),
+                                         fitted_, absl::MakeSpan(params, np_));
       stats_.last_iterations += fit.iterations;
       stats_.last_warm += fit.warm_start;
       stats_.last_degenerate += fit.degenerate;
@@ -843,10 +865,8 @@ class ArimaPredictor final : public Predictor {
         double r = x_[i];
         for (int k = 1; k <= p; ++k) r -= params[k - 1] * x_[i - k];
         for (int j = q; j >= 1; --j) r -= params[p + j - 1] * eh[j - 1];
-        if (q > 0) {
-          std::memmove(eh + 1, eh, sizeof(double) * (q - 1));
-          eh[0] = r;
-        }
+        for (int j = q - 1; j > 0; --j) eh[j] = eh[j - 1];
+        if (q > 0) eh[0] = r;
       }
     }
     resid_count_ = count_;

@@ -46,8 +46,8 @@ bool ReadRows(const std::string& path, std::vector<std::vector<double>>* rows,
          absl::StrSplit(line, absl::ByAnyChar(" ,\t"), absl::SkipEmpty())) {
       double v;
       if (!absl::SimpleAtod(field, &v)) {
-        *error = path + ":" + std::to_string(line_no) + ": not a number: " +
-                 std::string(field);
+        *error = path + ":" + std::to_string(line_no) +
+                 ": not a number: " + std::string(field);
         return false;
       }
       row.push_back(v);
@@ -122,8 +122,8 @@ int Main(int argc, char** argv) {
   const int np = css.num_params();
   if (!params_path.empty()) {
     if (params.size() != series.size()) {
-      std::fprintf(stderr, "%zu parameter rows for %zu series\n",
-                   params.size(), series.size());
+      std::fprintf(stderr, "%zu parameter rows for %zu series\n", params.size(),
+                   series.size());
       return 2;
     }
     for (const auto& row : params) {
@@ -138,8 +138,8 @@ int Main(int argc, char** argv) {
   for (size_t s = 0; s < series.size(); ++s) {
     const std::vector<double>& x = series[s];
     std::fill(fit.begin(), fit.end(), 0.0);
-    const ArimaFitStats st = css.Fit(x, /*warm_start=*/false,
-                                     absl::MakeSpan(fit));
+    const ArimaFitStats st =
+        css.Fit(x, /*warm_start=*/false, absl::MakeSpan(fit));
     css.ForecastPath(x, fit, absl::MakeSpan(path));
     std::printf("{\"n\": %zu, \"phi\": ", x.size());
     PrintArray(fit.data(), o.p);

@@ -20,8 +20,8 @@ using ::testing::HasSubstr;
 // Levels of an ARIMA(p,d,q) with mean mu of the differenced series,
 // innovations N(0, sigma^2), after a burn-in of 300 steps.
 std::vector<double> Simulate(const std::vector<double>& phi,
-                             const std::vector<double>& theta, int d,
-                             double mu, double sigma, int n, uint64_t seed,
+                             const std::vector<double>& theta, int d, double mu,
+                             double sigma, int n, uint64_t seed,
                              double start_level = 0) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> noise(0.0, sigma);
@@ -69,25 +69,33 @@ TEST(ArimaOptionsTest, RejectsBadOptionsNamingFieldAndValue) {
     const char* message;
   };
   const Case cases[] = {
-      {[](ArimaOptions& o) { o.p = -1; }, "ArimaOptions.p must be in [0, 10], got -1"},
-      {[](ArimaOptions& o) { o.p = 11; }, "ArimaOptions.p must be in [0, 10], got 11"},
-      {[](ArimaOptions& o) { o.d = 3; }, "ArimaOptions.d must be in [0, 2], got 3"},
-      {[](ArimaOptions& o) { o.d = -1; }, "ArimaOptions.d must be in [0, 2], got -1"},
-      {[](ArimaOptions& o) { o.q = 12; }, "ArimaOptions.q must be in [0, 10], got 12"},
+      {[](ArimaOptions& o) { o.p = -1; },
+       "ArimaOptions.p must be in [0, 10], got -1"},
+      {[](ArimaOptions& o) { o.p = 11; },
+       "ArimaOptions.p must be in [0, 10], got 11"},
+      {[](ArimaOptions& o) { o.d = 3; },
+       "ArimaOptions.d must be in [0, 2], got 3"},
+      {[](ArimaOptions& o) { o.d = -1; },
+       "ArimaOptions.d must be in [0, 2], got -1"},
+      {[](ArimaOptions& o) { o.q = 12; },
+       "ArimaOptions.q must be in [0, 10], got 12"},
       {[](ArimaOptions& o) { o.fit_window = 60; }, "ArimaOptions.fit_window"},
       {[](ArimaOptions& o) { o.fit_window = 60; }, "got 60"},
-      {[](ArimaOptions& o) { o.refit_every = 0; }, "ArimaOptions.refit_every must be >= 1, got 0"},
-      {[](ArimaOptions& o) { o.max_iterations = 0; }, "ArimaOptions.max_iterations"},
+      {[](ArimaOptions& o) { o.refit_every = 0; },
+       "ArimaOptions.refit_every must be >= 1, got 0"},
+      {[](ArimaOptions& o) { o.max_iterations = 0; },
+       "ArimaOptions.max_iterations"},
+      {[](ArimaOptions& o) { o.tolerance = 0; }, "ArimaOptions.tolerance"},
   };
   for (const Case& c : cases) {
     ArimaOptions o;
     c.mutate(o);
-    EXPECT_THAT(ValidateArimaOptions(o),
-                StatusIs(absl::StatusCode::kInvalidArgument,
-                         HasSubstr(c.message)));
-    EXPECT_THAT(MakeArimaPredictor(8, o),
-                StatusIs(absl::StatusCode::kInvalidArgument,
-                         HasSubstr(c.message)));
+    EXPECT_THAT(
+        ValidateArimaOptions(o),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.message)));
+    EXPECT_THAT(
+        MakeArimaPredictor(8, o),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.message)));
   }
   // The window minimum is p + d + q + 50: 61 for the defaults.
   ArimaOptions o;
@@ -111,7 +119,7 @@ TEST(ArimaStationarityTest, SchurCohn) {
   EXPECT_TRUE(ArimaIsStationary({}));
   EXPECT_TRUE(ArimaIsStationary({0.5}));
   EXPECT_FALSE(ArimaIsStationary({1.2}));
-  EXPECT_FALSE(ArimaIsStationary({-0.9995}));  // beyond the 0.999 margin
+  EXPECT_FALSE(ArimaIsStationary({-0.9995}));    // beyond the 0.999 margin
   EXPECT_TRUE(ArimaIsStationary({1.5, -0.56}));  // roots 1/0.7, 1/0.8
   EXPECT_FALSE(ArimaIsStationary({0.5, 0.6}));   // a root at 0.94
   EXPECT_FALSE(ArimaIsStationary({1.0, 0.0, 0.0, 0.0, 0.0}));
@@ -137,7 +145,8 @@ TEST(ArimaCssTest, RecoversArima111) {
 TEST(ArimaCssTest, RecoversAr2WithMean) {
   // AR(2) phi = (0.5, -0.3), mean 2: standard errors about 0.017; the mean's
   // about 0.023.
-  const std::vector<double> x = Simulate({0.5, -0.3}, {}, 0, 2.0, 1.0, 3000, 12);
+  const std::vector<double> x =
+      Simulate({0.5, -0.3}, {}, 0, 2.0, 1.0, 3000, 12);
   ArimaCss css(Orders(2, 0, 0));
   EXPECT_TRUE(css.estimates_mean());
   std::vector<double> params(3);
@@ -332,6 +341,34 @@ TEST(ArimaPredictorTest, ConstantSeriesForecastsThatConstant) {
     }
     EXPECT_EQ(GetArimaRefitStats(*p)->refits, 1) << "d = " << d;
     EXPECT_EQ(GetArimaRefitStats(*p)->last_degenerate, 4);
+  }
+}
+
+TEST(ArimaPredictorTest, RandomWalkForecastsTheLastValue) {
+  ArimaOptions o = Orders(0, 1, 0);
+  auto p = MakeArimaPredictor(5, o).value();
+  const auto data = Proportions(5, 300, 36);
+  for (const auto& row : data) p->Observe(row);
+  std::vector<double> out(5);
+  p->Forecast(1000, absl::MakeSpan(out));
+  for (int e = 0; e < 5; ++e) EXPECT_NEAR(out[e], data.back()[e], 1e-15);
+}
+
+TEST(ArimaPredictorTest, DriftContinuesALinearTrend) {
+  // x_t = a_e + b_e t: the differenced series is the constant b_e, fitted
+  // as the drift mu; the mean of the next h levels is x_T + b (h + 1) / 2.
+  ArimaOptions o = Orders(1, 1, 1);
+  o.drift = true;
+  auto p = MakeArimaPredictor(2, o).value();
+  const double a[2] = {0.3, 0.7}, b[2] = {1e-4, -1e-4};
+  for (int t = 0; t < 600; ++t) p->Observe({a[0] + b[0] * t, a[1] + b[1] * t});
+  for (int h : {1, 10, 1000}) {
+    std::vector<double> out(2);
+    p->Forecast(h, absl::MakeSpan(out));
+    for (int e = 0; e < 2; ++e) {
+      EXPECT_NEAR(out[e], a[e] + b[e] * 599 + b[e] * (h + 1) / 2.0, 1e-12)
+          << "h = " << h;
+    }
   }
 }
 
