@@ -192,6 +192,8 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
   bank_options.horizons = horizons;
   bank_options.per_step_mape = true;
   bank_options.auto_blend = options.auto_blend;
+  bank_options.error_half_life = options.error_half_life;
+  bank_options.auto_long_run_weight = options.auto_long_run_weight;
 
   // (layer, predictor + 1, horizon, state) -> sums; predictor -1 is auto.
   const int num_p = static_cast<int>(names.size()) + 1;

@@ -42,6 +42,8 @@ struct EvalOptions {
   std::vector<int> horizons = {1, 10, 100, 1000};
   std::vector<std::string> predictors;        // empty: the default bank
   int auto_blend = ForecastBankOptions().auto_blend;
+  double error_half_life = ForecastBankOptions().error_half_life;
+  double auto_long_run_weight = ForecastBankOptions().auto_long_run_weight;
   StateOptions state;
   int64_t max_steps = 0;                      // 0: the whole trace
   int floor_window = 100;                     // steps, for the empirical floor

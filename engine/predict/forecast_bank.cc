@@ -124,8 +124,11 @@ std::vector<std::pair<int, double>> ForecastBank::AutoWeights(int h) const {
     if (!ready) continue;
     std::vector<std::pair<double, int>> ranked;
     for (size_t j = 0; j < predictors_.size(); ++j) {
-      ranked.emplace_back(TrackOf(static_cast<int>(j), k).recent_l1,
-                          static_cast<int>(j));
+      const Track& t = TrackOf(static_cast<int>(j), k);
+      const double lambda = options_.auto_long_run_weight;
+      ranked.emplace_back(
+          (1 - lambda) * t.recent_l1 + lambda * (t.sum_l1 / t.scored),
+          static_cast<int>(j));
     }
     std::sort(ranked.begin(), ranked.end());
     // Blend only predictors within auto_blend_margin of the best: mixing in

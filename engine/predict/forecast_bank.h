@@ -47,6 +47,10 @@ struct ForecastBankOptions {
   std::vector<int> horizons = {1, 10, 100, 1000};
   // Half-life, in scored origins, of the error `auto` ranks predictors by.
   double error_half_life = 10;
+  // Weight of the long-run mean error (over every scored forecast) against
+  // the recent one in auto's ranking: 0 ranks by the recent error alone.
+  // (0.5 and 0.8 were no better on the bundled traces: BENCHMARKS.md.)
+  double auto_long_run_weight = 0.0;
   // `auto` blends the forecasts of this many best-ranked predictors, weighted
   // by 1 / error^2 (1: it picks the best one).
   int auto_blend = 3;

@@ -109,6 +109,12 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
   int64_t auto_blend = ForecastBankOptions().auto_blend;
   flags.AddInt("auto_blend", &auto_blend,
                "auto blends this many best-ranked predictors (1: picks the best)");
+  double half_life = ForecastBankOptions().error_half_life;
+  flags.AddDouble("error_half_life", &half_life,
+                  "half-life, in scored forecasts, of the error auto ranks by");
+  double long_run = ForecastBankOptions().auto_long_run_weight;
+  flags.AddDouble("auto_long_run_weight", &long_run,
+                  "weight of the long-run error against the recent one in auto's ranking");
   flags.AddInt("series_layer", &series_layer,
                "layer index whose busiest experts go into the JSON series");
   flags.AddInt("series_horizon", &series_horizon,
@@ -120,6 +126,8 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
   EvalOptions options;
   options.top_k = static_cast<int>(std::min<int64_t>(top_k, 1 << 20));
   options.max_steps = max_steps;
+  options.error_half_life = half_life;
+  options.auto_long_run_weight = long_run;
   options.auto_blend = static_cast<int>(std::clamp<int64_t>(auto_blend, 0, 1 << 20));
   options.series_layer = static_cast<int>(std::min<int64_t>(series_layer, 1 << 20));
   options.series_horizon = static_cast<int>(std::min<int64_t>(series_horizon, 1 << 20));
