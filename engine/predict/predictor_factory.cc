@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "engine/predict/arima/arima.h"
 #include "engine/predict/basic_predictors.h"
+#include "engine/predict/lstm/lstm.h"
 
 namespace moecast {
 namespace {
@@ -48,7 +49,8 @@ absl::Status ArgCount(absl::string_view text, const std::vector<std::string>& ar
 
 std::string KnownPredictorsHelp() {
   return "last_value, sw_avg(W) (default W=100), ema(theta) (default 0.9), "
-         "holt, arima(p,d,q) (default 5,1,5; append +drift for a drift term)";
+         "holt, arima(p,d,q) (default 5,1,5; append +drift for a drift term), "
+         "lstm(WEIGHTS_FILE)";
 }
 
 std::vector<std::string> DefaultPredictorNames() {
@@ -106,6 +108,14 @@ absl::StatusOr<std::unique_ptr<Predictor>> MakePredictor(absl::string_view name,
       }
     }
     return MakeArimaPredictor(num_experts, options);
+  }
+  if (kind == "lstm") {
+    if (args.size() != 1 || args[0].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "predictor '", name, "' takes the path of its weights file: "
+          "lstm(PATH)"));
+    }
+    return MakeLstmPredictor(num_experts, args[0]);
   }
   if (kind == "holt") {
     if (absl::Status s = ArgCount(name, args, 0); !s.ok()) return s;

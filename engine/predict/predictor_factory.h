@@ -2,8 +2,10 @@
 // the command line and over the API:
 //
 //   last_value | sw_avg | sw_avg(W) | ema | ema(theta) | holt
-//   | arima | arima(p,d,q) | arima(p,d,q)+drift
+//   | arima | arima(p,d,q) | arima(p,d,q)+drift | lstm(WEIGHTS_FILE)
 //
+// lstm's weights file (format in lstm/lstm.h) must match the stream's number
+// of experts; its path may not contain ',' or ')'.
 // Defaults: sw_avg(100), ema(0.9), arima(5,1,5) without drift. A name with parameters is normalised to
 // the predictor's own name (e.g. "ema(0.90)" -> "ema(0.9)").
 //

@@ -35,6 +35,18 @@ TEST(PredictorFactoryTest, BuildsEveryKnownName) {
   }
 }
 
+TEST(PredictorFactoryTest, BuildsAnLstmFromItsWeights) {
+  ASSERT_OK_AND_ASSIGN(auto p, MakePredictor("lstm(bench/lstm/tiny_moe_m16.lstm)", 16));
+  EXPECT_EQ(p->name(), "lstm");
+  // The file was trained for 16 experts.
+  EXPECT_THAT(MakePredictor("lstm(bench/lstm/tiny_moe_m16.lstm)", 8),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("16")));
+  EXPECT_THAT(MakePredictor("lstm(no/such/file.lstm)", 16),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no/such/file.lstm")));
+  EXPECT_THAT(MakePredictor("lstm", 16),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lstm(PATH)")));
+}
+
 TEST(PredictorFactoryTest, RejectsBadNames) {
   struct Case {
     const char* text;

@@ -101,14 +101,18 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
   flags.AddString("horizons", &horizons_text, "comma-separated horizons in steps");
   flags.AddString("predictors", &predictors_text,
                   absl::StrCat("'default' (the engine's default bank), 'all' "
-                               "(default + arima(5,1,5)), or a comma-separated "
-                               "list of: ",
+                               "(default + arima(5,1,5), + lstm with "
+                               "--lstm_weights), or a comma-separated list of: ",
                                KnownPredictorsHelp()));
   flags.AddString("json", &json_path, "write the full report as JSON to this file");
   flags.AddInt("max_steps", &max_steps, "stop after this many steps (0 = all)");
   int64_t auto_blend = ForecastBankOptions().auto_blend;
   flags.AddInt("auto_blend", &auto_blend,
                "auto blends this many best-ranked predictors (1: picks the best)");
+  std::string lstm_weights;
+  flags.AddString("lstm_weights", &lstm_weights,
+                  "with --predictors all: also run lstm with this weights file "
+                  "(its expert count must match the trace)");
   double half_life = ForecastBankOptions().error_half_life;
   flags.AddDouble("error_half_life", &half_life,
                   "half-life, in scored forecasts, of the error auto ranks by");
@@ -144,6 +148,9 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
     // The engine's default bank plus the expensive ones.
     options.predictors = DefaultPredictorNames();
     options.predictors.push_back("arima(5,1,5)");
+    if (!lstm_weights.empty()) {
+      options.predictors.push_back(absl::StrCat("lstm(", lstm_weights, ")"));
+    }
   } else if (predictors_text != "default") {
     options.predictors = SplitTopLevel(predictors_text);
     for (const std::string& name : options.predictors) {

@@ -7,7 +7,6 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
-#include <limits>
 #include <utility>
 
 #include "Eigen/Dense"
@@ -497,13 +496,19 @@ class LstmPredictor final : public Predictor {
     const int B = m_.block;
     const int nb = (n + B - 1) / B;
     const float inv_scale = 1.0f / m_.input_scale;
+    int slot = SlotIndex(first);  // slot of window offset i, advanced with i
     for (int j = 0; j < nb; ++j) {
       const int end = n - (nb - 1 - j) * B;  // window offsets [start, end)
       const int start = std::max(0, end - B);
       auto col = pre_.col(j);
-      col = proj_.col(SlotIndex(first + start));
-      for (int i = start + 1; i < end; ++i) col += proj_.col(SlotIndex(first + i));
-      col = (col / static_cast<float>(end - start) - anchor_proj_) * inv_scale;
+      col = proj_.col(slot);
+      for (int i = start + 1; i < end; ++i) {
+        if (++slot == W_) slot = 0;
+        col += proj_.col(slot);
+      }
+      if (++slot == W_) slot = 0;
+      col = (col - static_cast<float>(end - start) * anchor_proj_) *
+            (inv_scale / static_cast<float>(end - start));
     }
     // LSTM layers over the blocks, oldest first, from a zero state.
     const int num_layers = static_cast<int>(c_.layers.size());
@@ -589,6 +594,15 @@ absl::StatusOr<std::unique_ptr<Predictor>> MakeLstmPredictor(
     return absl::InvalidArgumentError(absl::StrCat(
         weights->source(), ": the weights are for num_experts = ",
         weights->model().num_experts, ", the stream has ", num_experts));
+  }
+  // The file format allows shapes whose per-stream rings would not fit in
+  // memory; refuse them rather than fail to allocate.
+  const LstmModel& m = weights->model();
+  const int64_t ring_values = int64_t{m.window()} * (m.num_experts + 4 * int64_t{m.hidden});
+  if (ring_values > (int64_t{1} << 27)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        weights->source(), ": a stream would need ", ring_values,
+        " ring values (window ", m.window(), " x (M + 4H)); the limit is 2^27"));
   }
   return std::unique_ptr<Predictor>(new LstmPredictor(std::move(weights)));
 }

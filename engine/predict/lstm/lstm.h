@@ -48,15 +48,27 @@
 // allocation. The network is re-run over the window (not updated
 // incrementally: the inputs are relative to the current anchor, and the model
 // was trained on windows from a zero state) by the first Forecast or
-// ForecastPath after an Observe, or by Refresh():
-//   O(W*M) for the block means + O(lookback * 4H * (M + H)) per LSTM layer
-//   + O(K*M*H) for the heads,
-// about 0.2 M multiply-adds for M = 16, H = 32, lookback = 32. Further
-// Forecast calls at the same step cost O(K + M); ForecastPath O(steps * M).
-// No heap allocation after construction (all buffers are sized there).
-// Memory per stream: W*M doubles for the ring plus buffers of
-// O(lookback*(M + H) + K*M) doubles; MemoryBytes() includes the weights,
-// which are shared when several predictors were made from one LstmWeights.
+// ForecastPath after an Observe, or by Refresh(). The first layer's input
+// term is linear, weight_ih_l0 (x_j - a) / s = (mean of q_i over block j -
+// q_a) / s with q_i = weight_ih_l0 p(i), so each step is projected once
+// (q_i is kept in a second ring of W x 4H floats) and that run costs
+//   4H*M per step not yet projected (one per Observe when forecasting every
+//   step; at most W after a pause) + 4H*M for the anchor
+//   + W*4H adds to pool the blocks
+//   + lookback * (4H*H [+ 4H*H per extra layer]) multiply-adds and
+//     lookback * 5H exponentials for the recurrence
+//   + K*M*H for the heads.
+// For M = 16, H = 32, lookback 32 x block 8 that is about 0.17 M
+// multiply-adds and 5 K exponentials (about 27 us on one 2.6 GHz core, see
+// bench/lstm/README.md). Further Forecast calls at the same step cost
+// O(K + M); ForecastPath O(steps * M). The network runs in float32 (the
+// file's precision; within 2e-8 of a float64 PyTorch evaluation on the golden
+// files), the ring, the anchor and the outputs in double. No heap allocation
+// after construction (all buffers are sized there; lstm_alloc_test checks).
+// Memory per stream: W*M doubles + W*4H floats for the rings plus
+// O(lookback*(4H) + K*M) buffers (M = 16: 0.25 MiB; M = 256: 1.2 MiB, see
+// bench/lstm/README.md). MemoryBytes() includes the weights in full, also
+// when several predictors share one LstmWeights (then they are held once).
 //
 // ## Weights file, version 1 (all integers uint32, floats IEEE float32, both
 // little-endian; no padding)
@@ -92,7 +104,8 @@
 // version, a field out of range, a non-finite value (named by tensor and
 // index), trailing bytes, or a file made for a different M than the stream's;
 // DATA_LOSS for a truncated file; NOT_FOUND / PERMISSION_DENIED when it cannot
-// be read.
+// be read. MakeLstmPredictor also refuses (RESOURCE_EXHAUSTED) a model whose
+// per-stream rings, window x (M + 4H) values, would exceed 2^27.
 //
 // Thread-safety: an LstmWeights is immutable and can be shared across
 // threads; a predictor is not thread-safe (see predictor.h).

@@ -450,5 +450,26 @@ TEST_F(MalformedTest, InvalidModelIsNotWritten) {
                        AllOf(HasSubstr("mem: "), HasSubstr("weight_hh_l1 at index 4"))));
 }
 
+TEST(LstmLimitsTest, HugeWindowIsRefused) {
+  LstmModel m;
+  m.num_experts = 200;
+  m.hidden = 1;
+  m.lookback = 1 << 10;
+  m.block = 1 << 10;  // window 2^20 steps
+  m.anchor_window = 1;
+  m.horizons = {1};
+  m.layers.resize(1);
+  m.layers[0].weight_ih.assign(4 * 200, 0.0f);
+  m.layers[0].weight_hh.assign(4, 0.0f);
+  m.layers[0].bias_ih.assign(4, 0.0f);
+  m.layers[0].bias_hh.assign(4, 0.0f);
+  m.head_weight.assign(200, 0.0f);
+  m.head_bias.assign(200, 0.0f);
+  ASSERT_OK_AND_ASSIGN(auto w, LstmWeights::FromModel(m, "huge"));
+  EXPECT_THAT(MakeLstmPredictor(200, w).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("huge: "), HasSubstr("ring values"))));
+}
+
 }  // namespace
 }  // namespace moecast
