@@ -1,0 +1,1084 @@
+// The default placement mode (placement.h): group packing to nodes,
+// replication capped by the GPUs an expert may use, greedy packing without
+// duplicates, local search on the most loaded GPU, relabelling to the current
+// placement and the move-budget walk.
+//
+// Vocabulary. A domain is the set of usable GPUs ("bins") one expert may use
+// in one layer: a node's under group-limited routing, all of them otherwise.
+// Within a domain every bin has exactly k slots, an expert has at most one
+// replica per bin, and a replica of expert e carries w[e] / cnt[e].
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/placement/internal.h"
+
+namespace moecast {
+namespace placement_internal {
+namespace {
+
+constexpr double kRelEps = 1e-12;
+
+// One local-search step off the most loaded bin g.
+struct Step {
+  enum Kind { kNone = 0, kSwap = 1, kReplace = 2 };
+  int kind = kNone;
+  int g = -1, gi = -1;  // bin and slot index on it
+  int h = -1, hj = -1;  // kSwap: the other bin and slot
+  int b = -1;           // kReplace: the expert that takes slot (g, gi)
+  double gain = 0;      // load[g] - the largest new load of a touched bin
+  double score = 0;     // gain, or gain per moved expert
+  double tie = 0;       // secondary key (larger wins)
+  int dmoves = 0;       // change of moved (bin, expert) pairs
+};
+
+class Domain {
+ public:
+  // An empty domain of n experts (global ids `experts`, loads `w`), nbins
+  // bins of k slots.
+  void Reset(const std::vector<int>& experts, const double* layer_w, int nbins,
+             int k) {
+    experts_ = experts;
+    n_ = static_cast<int>(experts.size());
+    nbins_ = nbins;
+    k_ = k;
+    w_.resize(n_);
+    double total = 0;
+    for (int i = 0; i < n_; ++i) {
+      w_[i] = layer_w[experts[i]];
+      total += w_[i];
+    }
+    eps_ = kRelEps * total;
+    cnt_.assign(n_, 0);
+    r_.assign(n_, 0.0);
+    rn_.resize(n_);
+    for (int i = 0; i < n_; ++i) rn_[i] = w_[i];
+    slot_.assign(static_cast<size_t>(nbins_) * k_, -1);
+    sr_.assign(slot_.size(), 0.0);
+    load_.assign(nbins_, 0.0);
+    holds_.assign(static_cast<size_t>(nbins_) * n_, 0);
+    orig_.clear();
+    moved_ = 0;
+  }
+
+  int n() const { return n_; }
+  int nbins() const { return nbins_; }
+  int k() const { return k_; }
+  const std::vector<int>& experts() const { return experts_; }
+  double load(int bin) const { return load_[bin]; }
+  int slot(int bin, int j) const { return slot_[bin * k_ + j]; }
+  int64_t moved() const { return moved_; }
+
+  double MaxLoad() const {
+    double m = 0;
+    for (double l : load_) m = std::max(m, l);
+    return m;
+  }
+  int MaxBin() const {
+    int g = 0;
+    for (int b = 1; b < nbins_; ++b) {
+      if (load_[b] > load_[g]) g = b;
+    }
+    return g;
+  }
+
+  // Replica counts: one each, then each extra replica to the expert with
+  // the largest load per replica among those below the cap (nbins).
+  void Replicate() {
+    for (int e = 0; e < n_; ++e) SetCount(e, 1);
+    const int extra = nbins_ * k_ - n_;
+    if (extra <= 16) {  // a few: scan
+      for (int i = 0; i < extra; ++i) {
+        int best = -1;
+        double best_r = -1;  // loads are >= 0
+        for (int e = 0; e < n_; ++e) {
+          const double v = cnt_[e] < nbins_ ? r_[e] : -1.0;
+          const bool gt = v > best_r;
+          best_r = gt ? v : best_r;
+          best = gt ? e : best;
+        }
+        SetCount(best, cnt_[best] + 1);
+      }
+      return;
+    }
+    // Max-heap on (load per replica, lower index first).
+    std::vector<std::pair<double, int>>& heap = bin_order_;
+    heap.resize(n_);
+    for (int e = 0; e < n_; ++e) heap[e] = {w_[e], -e};
+    if (nbins_ < 2) return;
+    std::make_heap(heap.begin(), heap.end());
+    for (int i = 0; i < extra; ++i) {
+      std::pop_heap(heap.begin(), heap.end());
+      const int e = -heap.back().second;
+      SetCount(e, cnt_[e] + 1);
+      if (cnt_[e] < nbins_) {
+        heap.back().first = r_[e];
+        std::push_heap(heap.begin(), heap.end());
+      } else {
+        heap.pop_back();
+      }
+    }
+  }
+
+  // Greedy packing: experts by load per replica, heaviest first (ties: lower
+  // expert), each replica to the lightest bin with a free slot that does not
+  // hold the expert; if every such bin holds it, a replica of another expert
+  // is moved to make room (always possible: see Unblock).
+  void Pack() {
+    std::vector<std::pair<double, int>>& order = scratch_order_;
+    order.resize(n_);
+    for (int e = 0; e < n_; ++e) order[e] = {-r_[e], e};
+    std::sort(order.begin(), order.end());
+    fill_.assign(nbins_, 0);
+    for (const auto& [neg_r, e] : order) {
+      for (int c = 0; c < cnt_[e]; ++c) {
+        int best = -1;
+        double best_load = std::numeric_limits<double>::infinity();
+        for (int b = 0; b < nbins_; ++b) {
+          const bool ok = fill_[b] < k_ && !Holds(b, e);
+          const double v = ok ? load_[b] : best_load;
+          const bool lt = v < best_load;
+          best_load = lt ? v : best_load;
+          best = lt ? b : best;
+        }
+        if (best < 0) {
+          Unblock(e);
+          continue;
+        }
+        Put(best, fill_[best]++, e);
+      }
+    }
+  }
+
+  // One polishing step off bin g: the best swap, else the best replica
+  // move. Returns false when neither lowers g.
+  bool Improve(int g) {
+    Step s = BestStep(g, /*per_move=*/false, /*swaps=*/true,
+                      /*replaces=*/false);
+    if (s.kind == Step::kNone) s = BestStep(g, false, false, true);
+    if (s.kind == Step::kNone) return false;
+    Apply(s);
+    return true;
+  }
+
+  // The best step that lowers bin g without raising any bin to g's load.
+  // per_move: rank by gain per moved expert (versus orig_) instead of gain.
+  Step BestStep(int g, bool per_move, bool swaps, bool replaces) const {
+    Step best;
+    const double lg = load_[g];
+    const double limit = lg - eps_;
+    const bool track = per_move && !orig_.empty();
+    const int* gslot = slot_.data() + g * k_;
+    const double* gsr = sr_.data() + g * k_;
+    const uint8_t* gholds = holds_.data() + static_cast<size_t>(g) * n_;
+    auto consider = [&](Step& s, double new_max, int dm, double tie) {
+      const double gain = lg - new_max;
+      const double score =
+          track ? gain / std::max(0.5, static_cast<double>(dm)) : gain;
+      if (best.kind == Step::kNone || score > best.score ||
+          (score == best.score && tie > best.tie)) {
+        s.gain = gain;
+        s.score = score;
+        s.tie = tie;
+        s.dmoves = dm;
+        best = s;
+      }
+    };
+    if (swaps && nbins_ > 1) {
+      // Bins by ascending load: a swap with h leaves max(lg - d, lh + d) >=
+      // (lg + lh) / 2, so gain <= (lg - lh) / 2 and gain per move <= lg - lh
+      // (moves >= 0.5 in the score); once that bound cannot beat the best,
+      // no heavier bin can.
+      // The lightest bin goes first (it usually holds the best swap), then
+      // the others in index order, each skipped when its bound cannot beat
+      // the best so far.
+      int lightest = g == 0 ? 1 : 0;
+      for (int h = 0; h < nbins_; ++h) {
+        if (h != g && load_[h] < load_[lightest]) lightest = h;
+      }
+      for (int pass = -1; pass < nbins_; ++pass) {
+        const int h = pass < 0 ? lightest : pass;
+        if (pass >= 0 && h == lightest) continue;
+        const double lh = load_[h];
+        if (h == g || lh >= limit) continue;
+        if (best.kind != Step::kNone &&
+            (track ? lg - lh : 0.5 * (lg - lh)) <= best.score) {
+          continue;
+        }
+        // A swap moving d = r_a - r_b from g to h helps iff eps < d and
+        // lh + d < limit.
+        const double dmax = limit - lh;
+        const int* hslot = slot_.data() + h * k_;
+        const double* hsr = sr_.data() + h * k_;
+        const uint8_t* hholds = holds_.data() + static_cast<size_t>(h) * n_;
+        for (int i = 0; i < k_; ++i) {
+          const int a = gslot[i];
+          if (a < 0 || hholds[a]) continue;
+          const double ra = gsr[i];
+          for (int j = 0; j < k_; ++j) {
+            const double d = ra - hsr[j];
+            if (d <= eps_ || d >= dmax) continue;
+            const int b = hslot[j];
+            if (b < 0 || gholds[b]) continue;
+            const double new_max = std::max(lg - d, lh + d);
+            int dm = 0;
+            if (track) {
+              dm = !Orig(h, a) + !Orig(g, b) - !Orig(g, a) - !Orig(h, b);
+            }
+            Step s;
+            s.kind = Step::kSwap;
+            s.g = g;
+            s.gi = i;
+            s.h = h;
+            s.hj = j;
+            consider(s, new_max, dm, 0.0);
+          }
+        }
+      }
+    }
+    if (replaces) {
+      // Replica moves: the slot of a (replicated) on g goes to b. The new
+      // load of g is at least lg - ra + min rn_, which bounds the gain.
+      double rn_min = std::numeric_limits<double>::infinity();
+      for (int b = 0; b < n_; ++b) rn_min = std::min(rn_min, rn_[b]);
+      for (int i = 0; i < k_; ++i) {
+        const int a = gslot[i];
+        if (a < 0 || cnt_[a] < 2) continue;
+        const double ra = gsr[i];
+        const double base = lg - ra;
+        if (best.kind != Step::kNone &&
+            (track ? 2 : 1) * (lg - (base + rn_min)) <= best.score) {
+          continue;
+        }
+        const double da = w_[a] / (cnt_[a] - 1) - ra;
+        double max_a = 0;  // the largest new load of a's other holders
+        for (int h = 0; h < nbins_; ++h) {
+          if (h != g && Holds(h, a)) max_a = std::max(max_a, load_[h] + da);
+        }
+        if (max_a >= limit) continue;
+        const double rn_limit = limit - base;  // rn_[b] must stay below
+        for (int b = 0; b < n_; ++b) {
+          if (rn_[b] >= rn_limit || gholds[b] || cnt_[b] >= nbins_) continue;
+          const double new_max = std::max(base + rn_[b], max_a);
+          int dm = 0;
+          if (track) dm = !Orig(g, b) - !Orig(g, a);
+          Step s;
+          s.kind = Step::kReplace;
+          s.g = g;
+          s.gi = i;
+          s.b = b;
+          consider(s, new_max, dm, r_[b]);
+        }
+      }
+    }
+    if (best.kind != Step::kNone && best.gain <= eps_) best = Step();
+    return best;
+  }
+
+  void Apply(const Step& s) {
+    if (s.kind == Step::kSwap) {
+      const int a = slot_[s.g * k_ + s.gi];
+      const int b = slot_[s.h * k_ + s.hj];
+      SetSlot(s.g, s.gi, b);
+      SetSlot(s.h, s.hj, a);
+      SetHolds(s.g, a, 0);
+      SetHolds(s.h, b, 0);
+      SetHolds(s.g, b, 1);
+      SetHolds(s.h, a, 1);
+      RecomputeLoad(s.g);
+      RecomputeLoad(s.h);
+    } else if (s.kind == Step::kReplace) {
+      const int a = slot_[s.g * k_ + s.gi];
+      SetHolds(s.g, a, 0);
+      SetHolds(s.g, s.b, 1);
+      slot_[s.g * k_ + s.gi] = s.b;
+      SetCount(a, cnt_[a] - 1);
+      SetCount(s.b, cnt_[s.b] + 1);
+      RefreshSlots();
+      for (int h = 0; h < nbins_; ++h) {
+        if (h == s.g || Holds(h, a) || Holds(h, s.b)) RecomputeLoad(h);
+      }
+    }
+  }
+
+  // Path from a current placement ------------------------------------------
+
+  // Loads bin `bin`'s slots from the current placement (local expert ids or
+  // -1; a second copy of an expert on the bin is dropped).
+  void LoadBin(int bin, const int* local_ids) {
+    for (int j = 0; j < k_; ++j) {
+      const int e = local_ids[j];
+      if (e < 0 || Holds(bin, e)) continue;
+      slot_[bin * k_ + j] = e;
+      SetHolds(bin, e, 1);
+      SetCount(e, cnt_[e] + 1);
+    }
+  }
+
+  // After LoadBin of every bin: remembers what the current placement holds,
+  // then repairs: every expert gets a replica (an empty slot, else a slot of
+  // the expert that loses least), then every empty slot gets the expert with
+  // the largest load per replica that the bin lacks.
+  void RepairFromCurrent() {
+    orig_ = holds_;
+    std::vector<std::pair<double, int>>& order = scratch_order_;
+    order.resize(n_);
+    for (int e = 0; e < n_; ++e) order[e] = {-w_[e], e};
+    std::sort(order.begin(), order.end());
+    RefreshSlots();
+    RecomputeAll();
+    for (const auto& [neg_w, e] : order) {
+      if (cnt_[e] > 0) continue;
+      int bin = -1, j_at = -1;
+      for (int b = 0; b < nbins_; ++b) {
+        for (int j = 0; j < k_; ++j) {
+          if (slot_[b * k_ + j] >= 0) continue;
+          if (bin < 0 || load_[b] < load_[bin]) {
+            bin = b;
+            j_at = j;
+          }
+          break;
+        }
+      }
+      if (bin < 0) {  // steal a slot from the expert that loses least
+        int x = -1;
+        for (int c = 0; c < n_; ++c) {
+          if (cnt_[c] < 2) continue;
+          if (x < 0 || w_[c] / (cnt_[c] - 1) < w_[x] / (cnt_[x] - 1)) x = c;
+        }
+        for (int b = 0; b < nbins_; ++b) {
+          if (!Holds(b, x)) continue;
+          if (bin < 0 || load_[b] > load_[bin]) bin = b;
+        }
+        for (int j = 0; j < k_; ++j) {
+          if (slot_[bin * k_ + j] == x) j_at = j;
+        }
+        SetHolds(bin, x, 0);
+        SetCount(x, cnt_[x] - 1);
+      }
+      slot_[bin * k_ + j_at] = e;
+      SetHolds(bin, e, 1);
+      SetCount(e, cnt_[e] + 1);
+      RefreshSlots();
+      RecomputeAll();
+    }
+    for (int b = 0; b < nbins_; ++b) {
+      for (int j = 0; j < k_; ++j) {
+        if (slot_[b * k_ + j] >= 0) continue;
+        int best = -1;
+        for (int e = 0; e < n_; ++e) {
+          if (Holds(b, e) || cnt_[e] >= nbins_) continue;
+          if (best < 0 || r_[best] < r_[e]) best = e;
+        }
+        slot_[b * k_ + j] = best;
+        SetHolds(b, best, 1);
+        SetCount(best, cnt_[best] + 1);
+      }
+    }
+    RefreshSlots();
+    RecomputeAll();
+    moved_ = 0;
+    for (size_t i = 0; i < holds_.size(); ++i) moved_ += holds_[i] && !orig_[i];
+  }
+
+  void AddMoved(int dm) { moved_ += dm; }
+
+ private:
+  bool Holds(int bin, int e) const { return holds_[bin * n_ + e] != 0; }
+  bool Orig(int bin, int e) const { return orig_[bin * n_ + e] != 0; }
+  void SetHolds(int bin, int e, uint8_t v) { holds_[bin * n_ + e] = v; }
+  void SetCount(int e, int c) {
+    cnt_[e] = c;
+    r_[e] = c > 0 ? w_[e] / c : 0.0;
+    rn_[e] = w_[e] / (c + 1);
+  }
+  void SetSlot(int bin, int j, int e) {
+    slot_[bin * k_ + j] = e;
+    sr_[bin * k_ + j] = e >= 0 ? r_[e] : 0.0;
+  }
+  void RefreshSlots() {
+    for (size_t i = 0; i < slot_.size(); ++i) {
+      sr_[i] = slot_[i] >= 0 ? r_[slot_[i]] : 0.0;
+    }
+  }
+
+  void Put(int bin, int j, int e) {
+    SetSlot(bin, j, e);
+    SetHolds(bin, e, 1);
+    load_[bin] += r_[e];
+  }
+
+  void RecomputeLoad(int bin) {
+    double sum = 0;
+    for (int j = 0; j < k_; ++j) sum += sr_[bin * k_ + j];
+    load_[bin] = sum;
+  }
+  void RecomputeAll() {
+    for (int b = 0; b < nbins_; ++b) RecomputeLoad(b);
+  }
+
+  // Every bin with a free slot holds e. Some full bin h lacks e (e has fewer
+  // than nbins replicas placed), and h holds k distinct experts while the
+  // lightest free bin g holds at most k - 1, so some f on h is not on g:
+  // move f to g and put e where f was.
+  void Unblock(int e) {
+    const double re = r_[e];
+    int g = -1;
+    for (int b = 0; b < nbins_; ++b) {
+      if (fill_[b] < k_ && (g < 0 || load_[b] < load_[g])) g = b;
+    }
+    int best_h = -1, best_j = -1;
+    double best_max = std::numeric_limits<double>::infinity();
+    for (int h = 0; h < nbins_; ++h) {
+      if (fill_[h] < k_ || Holds(h, e)) continue;
+      for (int j = 0; j < k_; ++j) {
+        const int f = slot_[h * k_ + j];
+        if (Holds(g, f)) continue;
+        const double m =
+            std::max(load_[g] + r_[f], load_[h] - r_[f] + re);
+        if (m < best_max) {
+          best_max = m;
+          best_h = h;
+          best_j = j;
+        }
+      }
+    }
+    const int f = slot_[best_h * k_ + best_j];
+    Put(g, fill_[g]++, f);
+    SetHolds(best_h, f, 0);
+    SetSlot(best_h, best_j, e);
+    SetHolds(best_h, e, 1);
+    load_[best_h] += re - r_[f];
+  }
+
+  std::vector<int> experts_;
+  int n_ = 0, nbins_ = 0, k_ = 0;
+  std::vector<double> w_;
+  std::vector<int> cnt_;
+  std::vector<double> r_;      // w / cnt (0 without replicas)
+  std::vector<double> rn_;     // w / (cnt + 1)
+  std::vector<int> slot_;      // nbins x k local expert ids, -1 empty
+  std::vector<double> sr_;     // nbins x k: r_ of the slot's expert
+  std::vector<double> load_;   // per bin
+  std::vector<uint8_t> holds_; // nbins x n
+  std::vector<uint8_t> orig_;  // nbins x n, the current placement (path)
+  std::vector<int> fill_;
+  int64_t moved_ = 0;
+  double eps_ = 0;
+  std::vector<std::pair<double, int>> scratch_order_;
+  mutable std::vector<std::pair<double, int>> bin_order_;
+};
+
+// Groups to packs (one per node) with groups_per_pack groups each: heaviest
+// group first to the pack with the smallest load per usable GPU (ties: lower
+// pack), then swaps of two groups off the pack with the largest load per GPU
+// while that lowers it. cap[p] = usable GPUs of node p.
+void PackGroups(const std::vector<double>& gw, const std::vector<int>& cap,
+                int iterations, std::vector<int>* group_pack) {
+  const int groups = static_cast<int>(gw.size());
+  const int packs = static_cast<int>(cap.size());
+  const int per = groups / packs;
+  group_pack->assign(groups, -1);
+  bool equal_caps = true;
+  for (int c : cap) equal_caps = equal_caps && c == cap[0];
+  if (per == 1 && equal_caps) {
+    for (int g = 0; g < groups; ++g) (*group_pack)[g] = g;
+    return;
+  }
+  std::vector<int> order(groups);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&gw](int a, int b) { return gw[a] > gw[b]; });
+  std::vector<double> pw(packs, 0.0);
+  std::vector<int> items(packs, 0);
+  for (int g : order) {
+    // Equal caps: the lightest pack (the reference's rule). Else the pack
+    // with the smallest load per GPU after taking the group.
+    int best = -1;
+    for (int p = 0; p < packs; ++p) {
+      if (items[p] >= per) continue;
+      if (best < 0) {
+        best = p;
+      } else if (equal_caps ? pw[p] < pw[best]
+                            : (pw[p] + gw[g]) * cap[best] <
+                                  (pw[best] + gw[g]) * cap[p]) {
+        best = p;
+      }
+    }
+    (*group_pack)[g] = best;
+    ++items[best];
+    pw[best] += gw[g];
+  }
+  double total = 0;
+  for (double v : gw) total += v;
+  const double eps = kRelEps * total;
+  for (int it = 0; it < iterations; ++it) {
+    int m = 0;
+    for (int p = 1; p < packs; ++p) {
+      if (pw[p] / cap[p] > pw[m] / cap[m]) m = p;
+    }
+    const double limit = pw[m] / cap[m] - eps;
+    double best_max = limit;
+    int best_a = -1, best_b = -1;
+    for (int a = 0; a < groups; ++a) {
+      if ((*group_pack)[a] != m) continue;
+      for (int b = 0; b < groups; ++b) {
+        const int p = (*group_pack)[b];
+        if (p == m) continue;
+        const double d = gw[a] - gw[b];
+        if (d <= 0) continue;
+        const double nm =
+            std::max((pw[m] - d) / cap[m], (pw[p] + d) / cap[p]);
+        if (nm < best_max) {
+          best_max = nm;
+          best_a = a;
+          best_b = b;
+        }
+      }
+    }
+    if (best_a < 0) break;
+    const int p = (*group_pack)[best_b];
+    const double d = gw[best_a] - gw[best_b];
+    pw[m] -= d;
+    pw[p] += d;
+    (*group_pack)[best_a] = p;
+    (*group_pack)[best_b] = m;
+  }
+}
+
+// Writes GPU `gpu`'s k experts (global ids) into row, keeping an expert in
+// the slot it had in `cur` (the current row, or null) where possible.
+void ArrangeGpu(int gpu, int k, const int* experts, const int32_t* cur,
+                int32_t* row, std::vector<char>* used_buf) {
+  int32_t* out = row + static_cast<size_t>(gpu) * k;
+  used_buf->assign(k, 0);
+  char* used = used_buf->data();
+  for (int j = 0; j < k; ++j) out[j] = -1;
+  if (cur != nullptr) {
+    const int32_t* c = cur + static_cast<size_t>(gpu) * k;
+    for (int j = 0; j < k; ++j) {
+      if (c[j] < 0) continue;
+      for (int i = 0; i < k; ++i) {
+        if (!used[i] && experts[i] == c[j]) {
+          out[j] = c[j];
+          used[i] = 1;
+          break;
+        }
+      }
+    }
+  }
+  int next = 0;
+  for (int j = 0; j < k; ++j) {
+    if (out[j] >= 0) continue;
+    while (used[next]) ++next;
+    out[j] = experts[next];
+    used[next] = 1;
+  }
+}
+
+struct HullPoint {
+  int64_t moves = 0;
+  double max_load = 0;
+  int option = 0;  // path point index, or -1: the relabelled balanced plan
+};
+
+// Per-layer work of the default planner.
+struct LayerWork {
+  double total = 0;
+  // The balanced plan (relabelled when there is a current placement).
+  std::vector<int32_t> target_row;
+  double target_max = 0;
+  int64_t target_moves = 0;
+  // The walk from the repaired current placement.
+  bool has_path = false;
+  std::vector<Domain> start;
+  std::vector<std::pair<int, Step>> steps;
+  std::vector<int64_t> path_moves;
+  std::vector<double> path_max;
+  std::vector<HullPoint> hull;
+  int chosen = 0;  // index into hull
+};
+
+class Planner {
+ public:
+  Planner(const PlacementProblem& problem, const PlacementOptions& options,
+          const Layout& layout)
+      : problem_(problem), options_(options), layout_(layout) {
+    const int nd = static_cast<int>(layout.domain_gpus.size());
+    caps_.resize(nd);
+    for (int d = 0; d < nd; ++d) {
+      caps_[d] = static_cast<int>(layout.domain_gpus[d].size());
+    }
+  }
+
+  absl::Status Run(std::vector<int32_t>* phy2log, int64_t* forced_moves,
+                   std::vector<TradeoffPoint>* tradeoff);
+
+ private:
+  const double* LayerW(int l) const {
+    return problem_.loads.data() + static_cast<size_t>(l) * layout_.num_experts;
+  }
+  const int32_t* CurRow(int l) const {
+    if (problem_.current_phy2log.empty()) return nullptr;
+    return problem_.current_phy2log.data() +
+           static_cast<size_t>(l) * layout_.num_slots;
+  }
+  void BuildCurHolds(int l);
+  void BuildTarget(int l, LayerWork* work);
+  void BuildPath(int l, LayerWork* work);
+  static void BuildHull(LayerWork* work);
+  void WritePathRow(const LayerWork& work, int upto, int32_t* row) const;
+
+  const PlacementProblem& problem_;
+  const PlacementOptions& options_;
+  const Layout& layout_;
+  std::vector<int> caps_;
+  // Scratch.
+  std::vector<Domain> domains_;
+  std::vector<uint8_t> cur_holds_;  // P x M, current row on usable GPUs
+  std::vector<int> group_pack_, pack_node_, local_;
+  std::vector<double> score_, gw_;
+  std::vector<int> assign_, bin_experts_;
+  std::vector<char> used_;
+};
+
+void Planner::BuildCurHolds(int l) {
+  const int m = layout_.num_experts, k = layout_.slots_per_gpu;
+  cur_holds_.assign(static_cast<size_t>(layout_.num_gpus) * m, 0);
+  const int32_t* cur = CurRow(l);
+  for (int g = 0; g < layout_.num_gpus; ++g) {
+    if (!layout_.usable[g]) continue;
+    for (int j = 0; j < k; ++j) {
+      const int e = cur[g * k + j];
+      if (e >= 0) cur_holds_[static_cast<size_t>(g) * m + e] = 1;
+    }
+  }
+}
+
+void Planner::BuildTarget(int l, LayerWork* work) {
+  const double* w = LayerW(l);
+  const int m = layout_.num_experts, k = layout_.slots_per_gpu;
+  const int nd = static_cast<int>(layout_.domain_gpus.size());
+  const int32_t* cur = CurRow(l);
+  domains_.resize(nd);
+  // Experts of each domain.
+  std::vector<std::vector<int>> dom_experts(nd);
+  if (layout_.hierarchical) {
+    const int groups = layout_.num_groups, gs = layout_.group_size;
+    gw_.assign(groups, 0.0);
+    for (int g = 0; g < groups; ++g) {
+      double sum = 0;
+      for (int j = 0; j < gs; ++j) sum += w[g * gs + j];
+      gw_[g] = sum;
+    }
+    PackGroups(gw_, caps_, options_.local_search_iterations, &group_pack_);
+    for (int g = 0; g < groups; ++g) {
+      for (int j = 0; j < gs; ++j) {
+        dom_experts[group_pack_[g]].push_back(g * gs + j);
+      }
+    }
+  } else {
+    dom_experts[0].resize(m);
+    std::iota(dom_experts[0].begin(), dom_experts[0].end(), 0);
+  }
+  for (int d = 0; d < nd; ++d) {
+    Domain& dom = domains_[d];
+    dom.Reset(dom_experts[d], w, caps_[d], k);
+    dom.Replicate();
+    dom.Pack();
+  }
+  // Local search on the layer's most loaded GPU (whatever its domain) until
+  // it cannot be lowered: only that GPU sets the layer's balance, so the
+  // other domains are left as packed once they are below it.
+  const int max_steps = options_.local_search_iterations * nd;
+  double total = 0;
+  for (int e = 0; e < m; ++e) total += w[e];
+  const double good_enough =
+      total / layout_.num_usable * (1 + options_.good_enough_max_vio);
+  double layer_max = 0;
+  for (int step = 0;; ++step) {
+    int d_max = 0, b_max = 0;
+    layer_max = -1;
+    for (int d = 0; d < nd; ++d) {
+      const int b = domains_[d].MaxBin();
+      if (domains_[d].load(b) > layer_max) {
+        layer_max = domains_[d].load(b);
+        d_max = d;
+        b_max = b;
+      }
+    }
+    if (step >= max_steps || layer_max <= good_enough ||
+        !domains_[d_max].Improve(b_max)) {
+      break;
+    }
+  }
+  work->target_max = layer_max;
+
+  // Packs to nodes and bins to GPUs.
+  pack_node_.resize(nd);
+  std::iota(pack_node_.begin(), pack_node_.end(), 0);
+  if (cur != nullptr) BuildCurHolds(l);
+  if (cur != nullptr && nd > 1) {
+    // Relabel packs among nodes with the same number of usable GPUs: score
+    // = replicas that could stay, sum over the pack's experts of
+    // min(replicas, node's GPUs holding the expert now).
+    std::vector<int> done(nd, 0);
+    for (int d0 = 0; d0 < nd; ++d0) {
+      if (done[d0]) continue;
+      std::vector<int> cls;
+      for (int d = d0; d < nd; ++d) {
+        if (!done[d] && caps_[d] == caps_[d0]) {
+          cls.push_back(d);
+          done[d] = 1;
+        }
+      }
+      const int c = static_cast<int>(cls.size());
+      if (c == 1) continue;
+      score_.assign(static_cast<size_t>(c) * c, 0.0);
+      for (int a = 0; a < c; ++a) {
+        const Domain& dom = domains_[cls[a]];
+        std::vector<int> cnt(dom.n(), 0);
+        for (int b = 0; b < dom.nbins(); ++b) {
+          for (int j = 0; j < k; ++j) ++cnt[dom.slot(b, j)];
+        }
+        for (int q = 0; q < c; ++q) {
+          double s = 0;
+          for (int i = 0; i < dom.n(); ++i) {
+            const int e = dom.experts()[i];
+            int held = 0;
+            for (int gpu : layout_.domain_gpus[cls[q]]) {
+              held += cur_holds_[static_cast<size_t>(gpu) * m + e];
+            }
+            s += std::min(held, cnt[i]);
+          }
+          score_[a * c + q] = s;
+        }
+      }
+      MaxWeightAssignment(score_, c, &assign_);
+      for (int a = 0; a < c; ++a) pack_node_[cls[a]] = cls[assign_[a]];
+    }
+  }
+  work->target_row.assign(layout_.num_slots, -1);
+  work->target_moves = 0;
+  for (int d = 0; d < nd; ++d) {
+    const Domain& dom = domains_[d];
+    const std::vector<int>& gpus = layout_.domain_gpus[pack_node_[d]];
+    const int nb = dom.nbins();
+    assign_.resize(nb);
+    std::iota(assign_.begin(), assign_.end(), 0);
+    if (cur != nullptr && nb > 1) {
+      score_.assign(static_cast<size_t>(nb) * nb, 0.0);
+      for (int b = 0; b < nb; ++b) {
+        for (int j = 0; j < k; ++j) {
+          const int e = dom.experts()[dom.slot(b, j)];
+          for (int i = 0; i < nb; ++i) {
+            score_[b * nb + i] +=
+                cur_holds_[static_cast<size_t>(gpus[i]) * m + e];
+          }
+        }
+      }
+      MaxWeightAssignment(score_, nb, &assign_);
+    }
+    bin_experts_.resize(k);
+    for (int b = 0; b < nb; ++b) {
+      const int gpu = gpus[assign_[b]];
+      for (int j = 0; j < k; ++j) {
+        bin_experts_[j] = dom.experts()[dom.slot(b, j)];
+        if (cur != nullptr &&
+            !cur_holds_[static_cast<size_t>(gpu) * m + bin_experts_[j]]) {
+          ++work->target_moves;
+        }
+      }
+      ArrangeGpu(gpu, k, bin_experts_.data(), cur, work->target_row.data(),
+                 &used_);
+    }
+  }
+}
+
+void Planner::BuildPath(int l, LayerWork* work) {
+  const double* w = LayerW(l);
+  const int32_t* cur = CurRow(l);
+  const int m = layout_.num_experts, k = layout_.slots_per_gpu;
+  const int nd = static_cast<int>(layout_.domain_gpus.size());
+  // The experts of each domain in the current placement.
+  std::vector<std::vector<int>> dom_experts(nd);
+  if (layout_.hierarchical) {
+    const int groups = layout_.num_groups, gs = layout_.group_size;
+    std::vector<int> group_node(groups, -1);
+    for (int g = 0; g < layout_.num_gpus; ++g) {
+      const int node = layout_.node_of_gpu(g);
+      for (int j = 0; j < k; ++j) {
+        const int e = cur[g * k + j];
+        if (e < 0) continue;
+        int& gn = group_node[e / gs];
+        if (gn >= 0 && gn != node) return;  // a group spans nodes: no path
+        gn = node;
+      }
+    }
+    for (int g = 0; g < groups; ++g) {
+      for (int j = 0; j < gs; ++j) {
+        dom_experts[group_node[g]].push_back(g * gs + j);
+      }
+    }
+    const size_t per = static_cast<size_t>(m / layout_.num_nodes);
+    for (int d = 0; d < nd; ++d) {
+      if (dom_experts[d].size() != per) return;  // unequal group counts
+    }
+  } else {
+    dom_experts[0].resize(m);
+    std::iota(dom_experts[0].begin(), dom_experts[0].end(), 0);
+  }
+  work->has_path = true;
+  local_.assign(m, -1);
+  std::vector<int> ids(k);
+  work->start.resize(nd);
+  for (int d = 0; d < nd; ++d) {
+    Domain& dom = work->start[d];
+    dom.Reset(dom_experts[d], w, caps_[d], k);
+    for (int i = 0; i < dom.n(); ++i) local_[dom.experts()[i]] = i;
+    const std::vector<int>& gpus = layout_.domain_gpus[d];
+    for (int b = 0; b < static_cast<int>(gpus.size()); ++b) {
+      for (int j = 0; j < k; ++j) {
+        const int e = cur[gpus[b] * k + j];
+        ids[j] = e < 0 ? -1 : local_[e];
+      }
+      dom.LoadBin(b, ids.data());
+    }
+    dom.RepairFromCurrent();
+  }
+  // Walk: the step with the best gain per moved expert off the layer's most
+  // loaded GPU, until none improves it.
+  domains_ = work->start;
+  auto layer_state = [&](int* dom_of_max, int* bin_of_max) {
+    double mx = -1;
+    int64_t moved = 0;
+    for (int d = 0; d < nd; ++d) {
+      moved += domains_[d].moved();
+      const int b = domains_[d].MaxBin();
+      if (domains_[d].load(b) > mx) {
+        mx = domains_[d].load(b);
+        *dom_of_max = d;
+        *bin_of_max = b;
+      }
+    }
+    work->path_moves.push_back(moved);
+    work->path_max.push_back(mx);
+  };
+  int d_max = 0, b_max = 0;
+  layer_state(&d_max, &b_max);
+  double total = 0;
+  for (int e = 0; e < m; ++e) total += w[e];
+  const double good_enough =
+      total / layout_.num_usable * (1 + options_.good_enough_max_vio);
+  for (int it = 0; it < options_.local_search_iterations; ++it) {
+    if (work->path_max.back() <= good_enough) break;
+    const Step s = domains_[d_max].BestStep(b_max, /*per_move=*/true,
+                                            /*swaps=*/true, /*replaces=*/true);
+    if (s.kind == Step::kNone) break;
+    domains_[d_max].Apply(s);
+    domains_[d_max].AddMoved(s.dmoves);
+    work->steps.emplace_back(d_max, s);
+    layer_state(&d_max, &b_max);
+  }
+}
+
+void Planner::BuildHull(LayerWork* work) {
+  std::vector<HullPoint> pts;
+  if (work->has_path) {
+    for (size_t i = 0; i < work->path_moves.size(); ++i) {
+      pts.push_back({work->path_moves[i], work->path_max[i],
+                     static_cast<int>(i)});
+    }
+  }
+  pts.push_back({work->target_moves, work->target_max, -1});
+  // Fewest moves first; among equal moves the smallest max, then the path.
+  std::stable_sort(pts.begin(), pts.end(),
+                   [](const HullPoint& a, const HullPoint& b) {
+                     if (a.moves != b.moves) return a.moves < b.moves;
+                     if (a.max_load != b.max_load) return a.max_load < b.max_load;
+                     return a.option > b.option;
+                   });
+  std::vector<HullPoint> pareto;
+  for (const HullPoint& p : pts) {
+    if (pareto.empty() || p.max_load < pareto.back().max_load) {
+      if (!pareto.empty() && pareto.back().moves == p.moves) continue;
+      pareto.push_back(p);
+    }
+  }
+  // Lower convex hull (diminishing gain per move).
+  std::vector<HullPoint>& hull = work->hull;
+  hull.clear();
+  for (const HullPoint& p : pareto) {
+    while (hull.size() >= 2) {
+      const HullPoint& o = hull[hull.size() - 2];
+      const HullPoint& a = hull.back();
+      const double cross =
+          static_cast<double>(a.moves - o.moves) * (p.max_load - o.max_load) -
+          (a.max_load - o.max_load) * static_cast<double>(p.moves - o.moves);
+      if (cross > 0) break;
+      hull.pop_back();
+    }
+    hull.push_back(p);
+  }
+  work->chosen = 0;
+}
+
+void Planner::WritePathRow(const LayerWork& work, int upto,
+                           int32_t* row) const {
+  std::vector<Domain> doms = work.start;
+  for (int i = 0; i < upto; ++i) {
+    const auto& [d, s] = work.steps[i];
+    doms[d].Apply(s);
+  }
+  const int k = layout_.slots_per_gpu;
+  for (size_t d = 0; d < doms.size(); ++d) {
+    const std::vector<int>& gpus = layout_.domain_gpus[d];
+    for (int b = 0; b < doms[d].nbins(); ++b) {
+      for (int j = 0; j < k; ++j) {
+        row[static_cast<size_t>(gpus[b]) * k + j] =
+            doms[d].experts()[doms[d].slot(b, j)];
+      }
+    }
+  }
+}
+
+absl::Status Planner::Run(std::vector<int32_t>* phy2log, int64_t* forced_moves,
+                          std::vector<TradeoffPoint>* tradeoff) {
+  const int num_layers = layout_.num_layers, s = layout_.num_slots;
+  phy2log->assign(static_cast<size_t>(num_layers) * s, -1);
+  *forced_moves = 0;
+  tradeoff->clear();
+  const bool has_current = !problem_.current_phy2log.empty();
+  if (!has_current) {
+    LayerWork work;
+    for (int l = 0; l < num_layers; ++l) {
+      BuildTarget(l, &work);
+      std::copy(work.target_row.begin(), work.target_row.end(),
+                phy2log->begin() + static_cast<size_t>(l) * s);
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<LayerWork> works(num_layers);
+  for (int l = 0; l < num_layers; ++l) {
+    LayerWork& work = works[l];
+    const double* w = LayerW(l);
+    for (int e = 0; e < layout_.num_experts; ++e) work.total += w[e];
+    BuildTarget(l, &work);
+    BuildPath(l, &work);
+    BuildHull(&work);
+    *forced_moves += work.hull[0].moves;
+  }
+
+  // Increments of every layer's hull, best gain per move first.
+  struct Increment {
+    double rate;
+    int layer;
+    int to;  // hull index reached
+    int64_t dmoves;
+  };
+  std::vector<Increment> incs;
+  for (int l = 0; l < num_layers; ++l) {
+    const LayerWork& work = works[l];
+    if (work.total <= 0) continue;
+    for (size_t i = 1; i < work.hull.size(); ++i) {
+      const int64_t dm = work.hull[i].moves - work.hull[i - 1].moves;
+      const double rate =
+          (work.hull[i - 1].max_load - work.hull[i].max_load) / work.total / dm;
+      if (rate <= options_.min_gain_per_moved_expert) break;
+      incs.push_back({rate, l, static_cast<int>(i), dm});
+    }
+  }
+  std::stable_sort(incs.begin(), incs.end(),
+                   [](const Increment& a, const Increment& b) {
+                     return a.rate > b.rate;
+                   });
+  // Balancedness bookkeeping for the trade-off curve.
+  const int usable = layout_.num_usable;
+  std::vector<double> max_now(num_layers);
+  double sum_bal = 0, sum_mean = 0, sum_max = 0;
+  auto bal = [&](int l, double mx) {
+    return mx > 0 ? works[l].total / usable / mx : 1.0;
+  };
+  for (int l = 0; l < num_layers; ++l) {
+    max_now[l] = works[l].hull[0].max_load;
+    sum_bal += bal(l, max_now[l]);
+    sum_mean += works[l].total / usable;
+    sum_max += max_now[l];
+  }
+  std::vector<TradeoffPoint> curve;
+  auto point = [&](int64_t spent) {
+    TradeoffPoint p;
+    p.move_budget = spent;
+    p.moved_experts = *forced_moves + spent;
+    p.balancedness = sum_bal / num_layers;
+    p.balancedness_summed = sum_max > 0 ? sum_mean / sum_max : 1.0;
+    return p;
+  };
+  if (options_.compute_tradeoff) curve.push_back(point(0));
+  int64_t spent = 0;
+  bool within = true;
+  for (const Increment& inc : incs) {
+    if (options_.move_budget >= 0 && spent + inc.dmoves > options_.move_budget) {
+      within = false;
+    }
+    if (!within && !options_.compute_tradeoff) break;
+    LayerWork& work = works[inc.layer];
+    const double mx = work.hull[inc.to].max_load;
+    sum_bal += bal(inc.layer, mx) - bal(inc.layer, max_now[inc.layer]);
+    sum_max += mx - max_now[inc.layer];
+    max_now[inc.layer] = mx;
+    if (within) {
+      work.chosen = inc.to;
+    }
+    spent += inc.dmoves;
+    if (options_.compute_tradeoff) curve.push_back(point(spent));
+  }
+  if (options_.compute_tradeoff) {
+    const int want = std::max(2, options_.tradeoff_points);
+    if (static_cast<int>(curve.size()) <= want) {
+      *tradeoff = std::move(curve);
+    } else {
+      const size_t n = curve.size();
+      size_t last = n;  // index last taken
+      for (int i = 0; i < want; ++i) {
+        const size_t idx = static_cast<size_t>(
+            static_cast<double>(i) * (n - 1) / (want - 1) + 0.5);
+        if (idx == last) continue;
+        tradeoff->push_back(curve[idx]);
+        last = idx;
+      }
+    }
+  }
+
+  for (int l = 0; l < num_layers; ++l) {
+    const LayerWork& work = works[l];
+    const HullPoint& p = work.hull[work.chosen];
+    int32_t* row = phy2log->data() + static_cast<size_t>(l) * s;
+    if (p.option < 0) {
+      std::copy(work.target_row.begin(), work.target_row.end(), row);
+    } else {
+      WritePathRow(work, p.option, row);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status PlanDefault(const PlacementProblem& problem,
+                         const PlacementOptions& options,
+                         const Layout& layout, std::vector<int32_t>* phy2log,
+                         int64_t* forced_moves,
+                         std::vector<TradeoffPoint>* tradeoff) {
+  Planner planner(problem, options, layout);
+  return planner.Run(phy2log, forced_moves, tradeoff);
+}
+
+}  // namespace placement_internal
+}  // namespace moecast
