@@ -9,6 +9,7 @@
 #include "engine/clock.h"
 #include "engine/internal/job.h"
 #include "engine/internal/mutex.h"
+#include "engine/status_macros.h"
 
 namespace moecast {
 namespace {
@@ -176,6 +177,59 @@ class EngineImpl final : public Engine {
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);
     return job->ReadEvents(after_seq, max_events);
+  }
+
+  absl::StatusOr<PlacementRecommendation> RecommendPlacement(
+      absl::string_view job_id, const PlacementRequest& request) override {
+    if (request.horizon < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "placement horizon ", request.horizon, " must be >= 1"));
+    }
+    ForecastRequest fr;
+    fr.horizons = {request.horizon};
+    fr.predictor = request.predictor;
+    fr.interval_level = request.interval_level;
+    MOECAST_ASSIGN_OR_RETURN(ForecastResult forecast, Forecast(job_id, fr));
+    PlacementRecommendation rec;
+    rec.as_of_step = forecast.as_of_step;
+    rec.job_state = forecast.job_state;
+    rec.horizon = request.horizon;
+    const int num_layers = static_cast<int>(forecast.layers.size());
+    const int m = static_cast<int>(forecast.layers[0].horizons[0].mean.size());
+    rec.loads.reserve(static_cast<size_t>(num_layers) * m);
+    for (const LayerForecast& lf : forecast.layers) {
+      const HorizonForecast& hf = lf.horizons[0];
+      const bool upper = request.upper_bounds_when_transient &&
+                         lf.state == LoadState::kTransient &&
+                         hf.upper.size() == hf.mean.size();
+      if (upper) rec.upper_bound_layers.push_back(lf.layer);
+      const std::vector<double>& row = upper ? hf.upper : hf.mean;
+      rec.loads.insert(rec.loads.end(), row.begin(), row.end());
+    }
+    PlacementProblem problem;
+    problem.num_layers = num_layers;
+    problem.num_experts = m;
+    problem.loads = rec.loads;
+    problem.num_slots = request.num_slots;
+    problem.num_groups = request.num_groups;
+    problem.num_nodes = request.num_nodes;
+    problem.num_gpus = request.num_gpus;
+    problem.excluded_gpus = request.excluded_gpus;
+    problem.current_phy2log = request.current_phy2log;
+    MOECAST_ASSIGN_OR_RETURN(rec.plan, PlanPlacement(problem, request.options));
+    if (!request.current_phy2log.empty()) {
+      MOECAST_ASSIGN_OR_RETURN(
+          Plan current,
+          EvaluatePlacement(problem, request.current_phy2log, request.options));
+      if (request.migration.has_value()) {
+        MOECAST_ASSIGN_OR_RETURN(
+            rec.decision,
+            Decide(current, rec.plan, *request.migration,
+                   forecast.job_state == LoadState::kTransient));
+      }
+      rec.current = std::move(current);
+    }
+    return rec;
   }
 
   absl::Status VisitHistory(

@@ -36,6 +36,7 @@
 #include "engine/job_info.h"
 #include "engine/job_spec.h"
 #include "engine/options.h"
+#include "engine/recommend.h"
 
 namespace moecast {
 
@@ -123,6 +124,18 @@ class Engine {
   // oldest first. The job keeps the last EngineOptions::max_events_per_job.
   [[nodiscard]] virtual absl::StatusOr<std::vector<Event>> ReadEvents(
       absl::string_view job_id, int64_t after_seq, int max_events) const = 0;
+
+  // Recommends an expert placement for the job from its current forecasts
+  // (mean over request.horizon steps; upper interval bounds for transient
+  // layers), planned with request.options (default mode: no duplicate
+  // replicas, local search, relabelled to the current placement), with the
+  // migration schedule, the current placement's score on the same loads and,
+  // given a migration model, the rebalance decision. Errors: as Forecast;
+  // INVALID_ARGUMENT for an inconsistent cluster or current placement (the
+  // planner's message).
+  [[nodiscard]] virtual absl::StatusOr<PlacementRecommendation>
+  RecommendPlacement(absl::string_view job_id,
+                     const PlacementRequest& request) = 0;
 
   const EngineOptions& options() const { return options_; }
 

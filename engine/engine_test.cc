@@ -638,6 +638,75 @@ TEST_F(EngineTest, StateChangesAreEventsInOrder) {
   EXPECT_EQ(report.as_of_step, 599);
 }
 
+// ---- Placement ----
+
+TEST_F(EngineTest, RecommendPlacementPlansFromForecasts) {
+  JobSpec spec = Spec("p");
+  spec.num_layers = 2;
+  spec.num_experts = 8;
+  ASSERT_OK(engine_->RegisterJob(spec));
+  std::mt19937 rng(4);
+  std::vector<double> c(16);
+  for (int t = 0; t < 400; ++t) {
+    for (int l = 0; l < 2; ++l) {
+      for (int e = 0; e < 8; ++e) {
+        std::poisson_distribution<int> d(100.0 * (e + 1) / (l + 1));
+        c[l * 8 + e] = d(rng);
+      }
+    }
+    ASSERT_OK(engine_->Ingest("p", Input(t, c)));
+  }
+  PlacementRequest request;
+  request.num_slots = 12;
+  request.num_gpus = 4;
+  request.horizon = 50;
+  ASSERT_OK_AND_ASSIGN(PlacementRecommendation r,
+                       engine_->RecommendPlacement("p", request));
+  EXPECT_EQ(r.as_of_step, 399);
+  EXPECT_EQ(r.job_state, LoadState::kStable);
+  EXPECT_TRUE(r.upper_bound_layers.empty());
+  ASSERT_EQ(r.loads.size(), 16u);
+  PlacementProblem problem;
+  problem.num_layers = 2;
+  problem.num_experts = 8;
+  problem.loads = r.loads;
+  problem.num_slots = 12;
+  problem.num_gpus = 4;
+  EXPECT_OK(CheckPlan(problem, PlacementMode::kDefault, r.plan));
+  // The heaviest expert of layer 0 (e = 7) gets the extra replicas.
+  EXPECT_GE(r.plan.logcnt[7], 2);
+  EXPECT_FALSE(r.decision.has_value());
+
+  // With the current placement (the plan itself) and a migration model:
+  // nothing to move, so hold.
+  request.current_phy2log = r.plan.phy2log;
+  MigrationModel model;
+  model.intra_node_bandwidth = 1e11;
+  model.inter_node_bandwidth = 2e10;
+  model.bytes_per_expert = 4e7;
+  model.tokens_per_step = 8192;
+  model.time_per_token_s = 1e-6;
+  model.horizon_steps = 1000;
+  request.migration = model;
+  ASSERT_OK_AND_ASSIGN(r, engine_->RecommendPlacement("p", request));
+  ASSERT_TRUE(r.current.has_value());
+  ASSERT_TRUE(r.decision.has_value());
+  EXPECT_FALSE(r.decision->rebalance);
+  EXPECT_EQ(r.plan.moved_experts, 0);
+
+  request = PlacementRequest();
+  request.num_slots = 10;  // not a multiple of 4 GPUs
+  request.num_gpus = 4;
+  EXPECT_THAT(engine_->RecommendPlacement("p", request),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("10")));
+  request.num_slots = 12;
+  request.horizon = 0;
+  EXPECT_THAT(engine_->RecommendPlacement("p", request),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("horizon 0")));
+  EXPECT_THAT(engine_->RecommendPlacement("none", PlacementRequest()),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'none'")));
+}
+
 // ---- Concurrency ----
 
 TEST(EngineConcurrencyTest, ParallelProducersOnDifferentJobs) {
