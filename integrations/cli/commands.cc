@@ -15,6 +15,8 @@ void PrintUsage(std::ostream& os) {
         "  replay    feed a trace through the engine and summarise it\n"
         "  bench     compare predictors on a trace (errors by horizon and "
         "state, noise floors, JSON)\n"
+        "  plan      plan an expert placement (eplb or default mode) for "
+        "given loads\n"
         "  help      show this text, or a command's flags (moecast help "
         "replay)\n"
         "  version   print the version\n";
@@ -32,6 +34,7 @@ int RunCommand(const std::vector<std::string>& args, std::ostream& out,
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   if (command == "replay") return RunReplay(rest, out, err);
   if (command == "bench") return RunBench(rest, out, err);
+  if (command == "plan") return RunPlan(rest, out, err);
   if (command == "version" || command == "--version") {
     out << "moecast " << kVersion << "\n";
     return 0;

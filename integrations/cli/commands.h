@@ -25,6 +25,10 @@ int RunReplay(const std::vector<std::string>& args, std::ostream& out,
 int RunBench(const std::vector<std::string>& args, std::ostream& out,
              std::ostream& err);
 
+// moecast plan --loads FILE.json --slots S --gpus P [--groups G --nodes N] ...
+int RunPlan(const std::vector<std::string>& args, std::ostream& out,
+            std::ostream& err);
+
 }  // namespace moecast::cli
 
 #endif  // MOECAST_INTEGRATIONS_CLI_COMMANDS_H_

@@ -1,0 +1,218 @@
+// moecast plan: plans an expert placement for given loads (design section 5),
+// in eplb mode (the published reference) or moecast's default mode, with the
+// migration from a current placement and, given a migration model, the
+// rebalance decision.
+#include <fstream>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "engine/placement/placement.h"
+#include "integrations/cli/commands.h"
+#include "integrations/cli/flags.h"
+#include "integrations/cli/json_io.h"
+
+namespace moecast::cli {
+namespace {
+
+// Parses "3,5,7" (or "") into GPU indices.
+absl::StatusOr<std::vector<int>> ParseIntList(const std::string& flag,
+                                              const std::string& text) {
+  std::vector<int> out;
+  if (text.empty()) return out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int v = 0;
+    if (!absl::SimpleAtoi(part, &v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": '", part, "' is not an integer"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+int RunPlan(const std::vector<std::string>& args, std::ostream& out,
+            std::ostream& err) {
+  std::string loads_path, current_path, json_path, mode_name = "default",
+                                                   exclude_text;
+  int64_t slots = 0, groups = 1, nodes = 1, gpus = 0, move_budget = -1,
+          max_extra = 1;
+  double bytes_per_expert = 0, intra_bw = 0, inter_bw = 0, tokens_per_step = 0,
+         time_per_token = 0, horizon_steps = 0;
+  bool tradeoff = false, overlap = false, transient = false;
+  FlagSet flags("plan");
+  flags.AddString("loads", &loads_path,
+                  "JSON {\"loads\": [[...M...], ...L rows]}: load per layer and expert",
+                  /*required=*/true);
+  flags.AddInt("slots", &slots, "total physical slots S (a multiple of --gpus, >= M)",
+               /*required=*/true);
+  flags.AddInt("groups", &groups, "expert groups G (dividing M)");
+  flags.AddInt("nodes", &nodes, "nodes N (dividing --gpus)");
+  flags.AddInt("gpus", &gpus, "GPUs P", /*required=*/true);
+  flags.AddString("mode", &mode_name, "eplb (the published reference) or default");
+  flags.AddString("current", &current_path,
+                  "JSON {\"phy2log\": [[...S...], ...L rows]}: the placement in service");
+  flags.AddString("exclude", &exclude_text, "GPUs to leave out, e.g. 3,17");
+  flags.AddInt("move_budget", &move_budget,
+               "most experts to move beyond forced ones (-1: no limit)");
+  flags.AddBool("tradeoff", &tradeoff, "report the balance-vs-moves curve");
+  flags.AddInt("max_extra_per_gpu", &max_extra,
+               "most extra experts a GPU receives per migration stage");
+  flags.AddDouble("bytes_per_expert", &bytes_per_expert, "bytes of one expert's weights");
+  flags.AddDouble("intra_bw", &intra_bw, "intra-node bandwidth, bytes/s (decision)");
+  flags.AddDouble("inter_bw", &inter_bw, "inter-node bandwidth, bytes/s (decision)");
+  flags.AddDouble("tokens_per_step", &tokens_per_step,
+                  "token-expert assignments per layer per step (decision)");
+  flags.AddDouble("time_per_token", &time_per_token,
+                  "seconds per token-expert assignment on one GPU (decision)");
+  flags.AddDouble("horizon_steps", &horizon_steps,
+                  "steps the new placement will serve (decision)");
+  flags.AddBool("overlap", &overlap, "migration overlaps compute (else the job stalls)");
+  flags.AddBool("transient", &transient, "the job is in a transient state");
+  flags.AddString("json", &json_path, "write the plan as JSON to this file");
+  if (absl::Status s = flags.Parse(args); !s.ok()) {
+    err << s.message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<PlacementMode> mode = ParsePlacementMode(mode_name);
+  if (!mode.ok()) {
+    err << "moecast plan: --mode: " << mode.status().message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<std::vector<int>> excluded = ParseIntList("exclude", exclude_text);
+  if (!excluded.ok()) {
+    err << "moecast plan: " << excluded.status().message() << "\n";
+    return 2;
+  }
+  for (auto [name, v] : {std::make_pair("slots", slots), std::make_pair("groups", groups),
+                         std::make_pair("nodes", nodes), std::make_pair("gpus", gpus),
+                         std::make_pair("max_extra_per_gpu", max_extra)}) {
+    if (v < 1 || v > (1 << 24)) {
+      err << "moecast plan: --" << name << "=" << v << " must be in [1, 16777216]\n";
+      return 2;
+    }
+  }
+  const bool decide = tokens_per_step > 0 || intra_bw > 0 || inter_bw > 0 ||
+                      time_per_token > 0 || horizon_steps > 0;
+  if (decide && current_path.empty()) {
+    err << "moecast plan: the decision flags (--tokens_per_step, --intra_bw, ...) "
+           "need --current\n";
+    return 2;
+  }
+
+  absl::StatusOr<Matrix> loads = ReadMatrixJson(loads_path, "loads", false);
+  if (!loads.ok()) {
+    err << "moecast plan: " << loads.status().message() << "\n";
+    return 1;
+  }
+  PlacementProblem problem;
+  problem.num_layers = loads->rows;
+  problem.num_experts = loads->cols;
+  problem.loads = loads->values;
+  problem.num_slots = static_cast<int>(slots);
+  problem.num_groups = static_cast<int>(groups);
+  problem.num_nodes = static_cast<int>(nodes);
+  problem.num_gpus = static_cast<int>(gpus);
+  problem.excluded_gpus = *excluded;
+  if (!current_path.empty()) {
+    absl::StatusOr<Matrix> current = ReadMatrixJson(current_path, "phy2log", true);
+    if (!current.ok()) {
+      err << "moecast plan: " << current.status().message() << "\n";
+      return 1;
+    }
+    if (current->rows != problem.num_layers || current->cols != problem.num_slots) {
+      err << "moecast plan: " << current_path << ": phy2log is " << current->rows
+          << " x " << current->cols << ", expected layers x slots = "
+          << problem.num_layers << " x " << problem.num_slots << "\n";
+      return 1;
+    }
+    problem.current_phy2log.assign(current->values.begin(), current->values.end());
+  }
+  PlacementOptions options;
+  options.mode = *mode;
+  options.move_budget = move_budget;
+  options.compute_tradeoff = tradeoff;
+  options.max_extra_experts_per_gpu = static_cast<int>(max_extra);
+  options.bytes_per_expert = static_cast<int64_t>(bytes_per_expert);
+  absl::StatusOr<Plan> plan = PlanPlacement(problem, options);
+  if (!plan.ok()) {
+    err << "moecast plan: " << plan.status().message() << "\n";
+    return 1;
+  }
+  std::optional<Plan> current_eval;
+  std::optional<RebalanceDecision> decision;
+  if (!problem.current_phy2log.empty()) {
+    absl::StatusOr<Plan> c = EvaluatePlacement(problem, problem.current_phy2log, options);
+    if (!c.ok()) {
+      err << "moecast plan: " << current_path << ": " << c.status().message() << "\n";
+      return 1;
+    }
+    current_eval = *c;
+    if (decide) {
+      MigrationModel model;
+      model.bytes_per_expert = bytes_per_expert;
+      model.intra_node_bandwidth = intra_bw;
+      model.inter_node_bandwidth = inter_bw;
+      model.tokens_per_step = tokens_per_step;
+      model.time_per_token_s = time_per_token;
+      model.horizon_steps = horizon_steps;
+      model.overlap = overlap;
+      absl::StatusOr<RebalanceDecision> d = Decide(*c, *plan, model, transient);
+      if (!d.ok()) {
+        err << "moecast plan: " << d.status().message() << "\n";
+        return 1;
+      }
+      decision = *d;
+    }
+  }
+
+  out << absl::StrFormat(
+      "moecast plan: %d layers x %d experts -> %d slots on %d GPUs (%d nodes, "
+      "%d groups), mode %s\n",
+      problem.num_layers, problem.num_experts, problem.num_slots, problem.num_gpus,
+      problem.num_nodes, problem.num_groups, PlacementModeName(*mode));
+  out << absl::StrFormat(
+      "  balancedness %.4f (summed %.4f), max/mean %.4f, planned in %.2f ms\n",
+      plan->balancedness, plan->balancedness_summed, plan->max_over_mean, plan->plan_ms);
+  if (current_eval.has_value()) {
+    out << absl::StrFormat(
+        "  current placement: balancedness %.4f, max/mean %.4f\n"
+        "  moves: %d experts (%d forced), %d bytes, %d stages\n",
+        current_eval->balancedness, current_eval->max_over_mean, plan->moved_experts,
+        plan->forced_moves, plan->moved_bytes, plan->num_stages);
+  }
+  if (decision.has_value()) {
+    out << absl::StrFormat(
+        "  decision: %s (saves %.4g s over the horizon, migration %.4g s, "
+        "cost %.4g s, required %.4g s): %s\n",
+        decision->rebalance ? "REBALANCE" : "hold", decision->saved_s,
+        decision->migration_s, decision->cost_s, decision->required_s,
+        decision->reason);
+  }
+  if (!plan->tradeoff.empty()) {
+    out << "  trade-off (moved experts -> balancedness):";
+    for (const TradeoffPoint& t : plan->tradeoff) {
+      out << absl::StrFormat(" %d->%.4f", t.moved_experts, t.balancedness);
+    }
+    out << "\n";
+  }
+  if (!json_path.empty()) {
+    std::ofstream f(json_path);
+    f << PlanToJson(*plan, decision, current_eval);
+    f.close();
+    if (!f) {
+      err << "moecast plan: cannot write " << json_path << "\n";
+      return 1;
+    }
+    out << "  JSON: " << json_path << "\n";
+  }
+  return 0;
+}
+
+}  // namespace moecast::cli
