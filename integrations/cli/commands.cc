@@ -17,6 +17,8 @@ void PrintUsage(std::ostream& os) {
         "state, noise floors, JSON)\n"
         "  plan      plan an expert placement (eplb or default mode) for "
         "given loads\n"
+        "  simulate  replay a trace against placement policies (periodic, "
+        "oracle, moecast)\n"
         "  help      show this text, or a command's flags (moecast help "
         "replay)\n"
         "  version   print the version\n";
@@ -35,6 +37,7 @@ int RunCommand(const std::vector<std::string>& args, std::ostream& out,
   if (command == "replay") return RunReplay(rest, out, err);
   if (command == "bench") return RunBench(rest, out, err);
   if (command == "plan") return RunPlan(rest, out, err);
+  if (command == "simulate") return RunSimulate(rest, out, err);
   if (command == "version" || command == "--version") {
     out << "moecast " << kVersion << "\n";
     return 0;

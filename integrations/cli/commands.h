@@ -29,6 +29,10 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
 int RunPlan(const std::vector<std::string>& args, std::ostream& out,
             std::ostream& err);
 
+// moecast simulate --counts FILE --top_k K --slots S --gpus P --policy NAME ...
+int RunSimulate(const std::vector<std::string>& args, std::ostream& out,
+                std::ostream& err);
+
 }  // namespace moecast::cli
 
 #endif  // MOECAST_INTEGRATIONS_CLI_COMMANDS_H_
