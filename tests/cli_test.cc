@@ -1,5 +1,6 @@
-// End-to-end tests of `moecast replay`: the command runs in-process on trace
-// files written to a temporary directory, as a user would run it.
+// End-to-end tests of the moecast commands (replay, bench, plan, simulate):
+// each runs in-process on files written to a temporary directory, as a user
+// would run it.
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -198,6 +199,139 @@ TEST(CliBenchTest, RejectsBadFlagsAndTraces) {
     CommandRun r = Moecast(c.args);
     EXPECT_EQ(r.code, c.code) << c.phrase;
     EXPECT_THAT(r.err, HasSubstr(c.phrase));
+  }
+}
+
+TEST(CliPlanTest, PlansBothModesAndDecides) {
+  const std::string loads = WriteText(
+      "loads.json",
+      "{\"loads\": [[90, 10, 10, 10, 5, 5, 5, 5], [1, 2, 3, 4, 5, 6, 7, 80]]}");
+  const std::string json = TempPath("plan.json");
+  CommandRun r = Moecast({"plan", "--loads", loads, "--slots=12", "--gpus=4",
+                          "--nodes=2", "--groups=2", "--json", json});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("2 layers x 8 experts -> 12 slots on 4 GPUs "
+                               "(2 nodes, 2 groups), mode default"));
+  std::ifstream f(json);
+  std::stringstream text;
+  text << f.rdbuf();
+  for (const char* key : {"\"phy2log\"", "\"log2phy\"", "\"logcnt\"", "\"gpu_loads\"",
+                          "\"balancedness\"", "\"balancedness_summed\"",
+                          "\"max_over_mean\"", "\"moved_experts\"", "\"moved_bytes\"",
+                          "\"plan_ms\"", "\"transfers\""}) {
+    EXPECT_THAT(text.str(), HasSubstr(key));
+  }
+  CommandRun e = Moecast({"plan", "--loads", loads, "--slots=12", "--gpus=4",
+                          "--mode=eplb"});
+  EXPECT_EQ(e.code, 0) << e.err;
+  EXPECT_THAT(e.out, HasSubstr("mode eplb"));
+
+  // The plan as the current placement: nothing moves, and the decision holds.
+  const std::string current = WriteText(
+      "current.json",
+      "{\"phy2log\": [[0, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2], "
+      "[7, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1]]}");
+  CommandRun d = Moecast({"plan", "--loads", loads, "--slots=12", "--gpus=4",
+                          "--current", current, "--bytes_per_expert=4e7",
+                          "--intra_bw=1e11", "--inter_bw=2e10",
+                          "--tokens_per_step=65536", "--time_per_token=2e-7",
+                          "--horizon_steps=1000", "--tradeoff"});
+  EXPECT_EQ(d.code, 0) << d.err;
+  EXPECT_THAT(d.out, HasSubstr("current placement: balancedness"));
+  EXPECT_THAT(d.out, HasSubstr("decision: "));
+  EXPECT_THAT(d.out, HasSubstr("trade-off"));
+}
+
+TEST(CliPlanTest, RejectsBadInputWithTheReason) {
+  const std::string loads = WriteText("l2.json", "{\"loads\": [[1, 2, 3, 4]]}");
+  const std::string bad_value = WriteText("l3.json", "{\"loads\": [[1, 2], [3, \"x\"]]}");
+  const std::string ragged = WriteText("l4.json", "{\"loads\": [[1, 2], [3]]}");
+  const std::string no_key = WriteText("l5.json", "{\"load\": [[1, 2]]}");
+  const std::string not_json = WriteText("l6.json", "[[1, 2]");
+  const std::string negative = WriteText("l7.json", "{\"loads\": [[1, -2, 3, 4]]}");
+  const std::string cur_shape = WriteText("c1.json", "{\"phy2log\": [[0, 1, 2, 3]]}");
+  const std::string cur_unknown =
+      WriteText("c2.json", "{\"phy2log\": [[0, 1, 2, 3, 9, 0, 1, 2]]}");
+  struct Case {
+    std::vector<std::string> args;
+    int code;
+    const char* phrase;
+  };
+  const Case cases[] = {
+      {{"plan", "--loads", loads, "--slots=6", "--gpus=4"}, 1,
+       "num_slots (6) is not a multiple of num_gpus (4)"},
+      {{"plan", "--loads", loads, "--slots=2", "--gpus=2"}, 1, "num_slots"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--nodes=3"}, 1,
+       "num_nodes"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--groups=3"}, 1,
+       "num_groups"},
+      {{"plan", "--loads", bad_value, "--slots=4", "--gpus=2"}, 1,
+       "loads[1][1] is not a number"},
+      {{"plan", "--loads", ragged, "--slots=4", "--gpus=2"}, 1,
+       "loads[1] has 1 values, loads[0] has 2"},
+      {{"plan", "--loads", no_key, "--slots=4", "--gpus=2"}, 1,
+       "expected an object with the key \"loads\""},
+      {{"plan", "--loads", not_json, "--slots=4", "--gpus=2"}, 1, "not valid JSON"},
+      {{"plan", "--loads", negative, "--slots=4", "--gpus=2"}, 1, "-2"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--current", cur_shape}, 1,
+       "phy2log is 1 x 4, expected layers x slots = 1 x 8"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--current", cur_unknown},
+       1, "9"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--mode=fast"}, 2,
+       "--mode"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--exclude=1,x"}, 2,
+       "--exclude: 'x' is not an integer"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--tokens_per_step=10"}, 2,
+       "need --current"},
+      {{"plan", "--loads", TempPath("none.json"), "--slots=8", "--gpus=4"}, 1,
+       "cannot open"},
+      {{"plan", "--slots=8", "--gpus=4"}, 2, "--loads is required"},
+  };
+  for (const Case& c : cases) {
+    CommandRun r = Moecast(c.args);
+    EXPECT_EQ(r.code, c.code) << c.phrase << "\n" << r.err;
+    EXPECT_THAT(r.err, HasSubstr(c.phrase));
+  }
+}
+
+TEST(CliSimulateTest, ComparesThePolicies) {
+  const std::string counts = TempPath("sim.counts.csv.gz");
+  WriteTrace(counts, "", 600);
+  const std::string json = TempPath("sim.json");
+  CommandRun r = Moecast({"simulate", "--counts", counts, "--top_k=2", "--slots=8",
+                          "--gpus=4", "--window=100", "--interval=200",
+                          "--json", json});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("600 steps, 2 layers x 4 experts -> 8 slots on 4 GPUs"));
+  EXPECT_THAT(r.out, HasSubstr("periodic"));
+  EXPECT_THAT(r.out, HasSubstr("oracle"));
+  EXPECT_THAT(r.out, HasSubstr("moecast"));
+  std::ifstream f(json);
+  std::stringstream text;
+  text << f.rdbuf();
+  EXPECT_THAT(text.str(), HasSubstr("\"mean_balancedness\""));
+  EXPECT_THAT(text.str(), HasSubstr("\"moved_bytes\""));
+  EXPECT_THAT(text.str(), HasSubstr("\"rebalances\""));
+
+  struct Case {
+    std::vector<std::string> args;
+    int code;
+    const char* phrase;
+  };
+  const Case cases[] = {
+      {{"simulate", "--counts", counts, "--top_k=2", "--slots=8", "--gpus=4",
+        "--policy=random"}, 2, "--policy='random'"},
+      {{"simulate", "--counts", counts, "--top_k=2", "--slots=8", "--gpus=4",
+        "--interval=0"}, 2, "--interval=0"},
+      {{"simulate", "--counts", counts, "--top_k=2", "--slots=6", "--gpus=4"}, 1,
+       "num_slots (6) is not a multiple of num_gpus (4)"},
+      {{"simulate", "--counts", TempPath("no.counts.csv"), "--top_k=2", "--slots=8",
+        "--gpus=4"}, 1, "no such file"},
+  };
+  for (const Case& c : cases) {
+    CommandRun x = Moecast(c.args);
+    EXPECT_EQ(x.code, c.code) << c.phrase << "\n" << x.err;
+    EXPECT_THAT(x.err, HasSubstr(c.phrase));
   }
 }
 
