@@ -242,6 +242,22 @@ TEST(CliPlanTest, PlansBothModesAndDecides) {
   EXPECT_THAT(d.out, HasSubstr("trade-off"));
 }
 
+TEST(CliPlanTest, FoldsPerSlotLoadsThroughTheCurrentPlacement) {
+  // Expert 0 served 10 + 5 on its two slots, expert 3 served 30 + 10.
+  const std::string slot_loads = WriteText(
+      "slot_loads.json", "{\"slot_loads\": [[10, 10, 20, 30, 5, 5, 10, 10]]}");
+  const std::string current =
+      WriteText("slot_current.json", "{\"phy2log\": [[0, 1, 2, 3, 0, 1, 2, 3]]}");
+  const std::string json = TempPath("slot_plan.json");
+  CommandRun r = Moecast({"plan", "--loads", slot_loads, "--current", current,
+                          "--slots=8", "--gpus=4", "--json", json});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("1 layers x 4 experts -> 8 slots"));
+  CommandRun missing = Moecast({"plan", "--loads", slot_loads, "--slots=8", "--gpus=4"});
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("slot_loads need --current"));
+}
+
 TEST(CliPlanTest, RejectsBadInputWithTheReason) {
   const std::string loads = WriteText("l2.json", "{\"loads\": [[1, 2, 3, 4]]}");
   const std::string bad_value = WriteText("l3.json", "{\"loads\": [[1, 2], [3, \"x\"]]}");

@@ -2,11 +2,14 @@
 // in eplb mode (the published reference) or moecast's default mode, with the
 // migration from a current placement and, given a migration model, the
 // rebalance decision.
+#include <algorithm>
 #include <fstream>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -48,7 +51,8 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
   bool tradeoff = false, overlap = false, transient = false;
   FlagSet flags("plan");
   flags.AddString("loads", &loads_path,
-                  "JSON {\"loads\": [[...M...], ...L rows]}: load per layer and expert",
+                  "JSON {\"loads\": [[...M...], ...L rows]}: load per layer and "
+                  "expert; or {\"slot_loads\": [[...S...], ...]} with --current",
                   /*required=*/true);
   flags.AddInt("slots", &slots, "total physical slots S (a multiple of --gpus, >= M)",
                /*required=*/true);
@@ -106,15 +110,34 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
     return 2;
   }
 
+  // Logical loads ({"loads": L x M}), or per-physical-slot loads
+  // ({"slot_loads": L x S}, e.g. what each replica served) folded through
+  // the current placement.
   absl::StatusOr<Matrix> loads = ReadMatrixJson(loads_path, "loads", false);
-  if (!loads.ok()) {
-    err << "moecast plan: " << loads.status().message() << "\n";
+  std::optional<Matrix> slot_loads;
+  if (!loads.ok() && absl::StrContains(loads.status().message(),
+                                       "expected an object with the key")) {
+    absl::StatusOr<Matrix> by_slot = ReadMatrixJson(loads_path, "slot_loads", false);
+    if (by_slot.ok()) {
+      if (current_path.empty()) {
+        err << "moecast plan: " << loads_path
+            << ": slot_loads need --current (the placement they were measured on)\n";
+        return 2;
+      }
+      slot_loads = *by_slot;
+    }
+  }
+  if (!loads.ok() && !slot_loads.has_value()) {
+    err << "moecast plan: " << loads.status().message()
+        << " (or \"slot_loads\" with --current)\n";
     return 1;
   }
   PlacementProblem problem;
-  problem.num_layers = loads->rows;
-  problem.num_experts = loads->cols;
-  problem.loads = loads->values;
+  if (loads.ok()) {
+    problem.num_layers = loads->rows;
+    problem.num_experts = loads->cols;
+    problem.loads = loads->values;
+  }
   problem.num_slots = static_cast<int>(slots);
   problem.num_groups = static_cast<int>(groups);
   problem.num_nodes = static_cast<int>(nodes);
@@ -126,6 +149,18 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
       err << "moecast plan: " << current.status().message() << "\n";
       return 1;
     }
+    if (slot_loads.has_value()) {
+      // The experts are those the current placement names.
+      int max_expert = -1;
+      for (double v : current->values) max_expert = std::max(max_expert, static_cast<int>(v));
+      problem.num_layers = slot_loads->rows;
+      problem.num_experts = max_expert + 1;
+      if (slot_loads->cols != problem.num_slots) {
+        err << "moecast plan: " << loads_path << ": slot_loads has " << slot_loads->cols
+            << " slots per layer, --slots is " << problem.num_slots << "\n";
+        return 1;
+      }
+    }
     if (current->rows != problem.num_layers || current->cols != problem.num_slots) {
       err << "moecast plan: " << current_path << ": phy2log is " << current->rows
           << " x " << current->cols << ", expected layers x slots = "
@@ -133,6 +168,16 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
       return 1;
     }
     problem.current_phy2log.assign(current->values.begin(), current->values.end());
+    if (slot_loads.has_value()) {
+      absl::StatusOr<std::vector<double>> folded =
+          FoldSlotLoads(problem.num_layers, problem.num_experts, problem.num_slots,
+                        problem.current_phy2log, slot_loads->values);
+      if (!folded.ok()) {
+        err << "moecast plan: " << loads_path << ": " << folded.status().message() << "\n";
+        return 1;
+      }
+      problem.loads = *std::move(folded);
+    }
   }
   PlacementOptions options;
   options.mode = *mode;
