@@ -58,3 +58,13 @@ echo
 echo "== forecasting: moecast bench on tiny_moe_aux (docs/forecasting.md)"
 bazel-bin/moecast bench --counts "$data/tiny_moe_aux.counts.csv.gz" \
   --top_k "$(top_k_of tiny_moe_aux)" --horizons 1,10,100,1000 "${limit[@]}"
+
+# Placement: periodic (vLLM's policy), oracle and moecast on the synthetic
+# trace (regime switches), 8 GPUs on 2 nodes (docs/placement.md).
+echo
+echo "== placement: moecast simulate on synthetic_moe_2x32"
+sim_limit=()
+[[ ${#limit[@]} -gt 0 ]] && sim_limit=(--max_steps=10000)
+bazel-bin/moecast simulate --counts "$data/synthetic_moe_2x32.counts.csv.gz" \
+  --top_k "$(top_k_of synthetic_moe_2x32)" --slots 48 --gpus 8 --nodes 2 --groups 4 \
+  --window 500 --interval 1000 "${sim_limit[@]}"
