@@ -176,30 +176,23 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
 
   for (int64_t t = 0; t < n; ++t) {
     const bool decision_point = t > 0 && t % o.interval == 0;
-    if (o.policy == "periodic" && decision_point) {
-      const int64_t from = std::max<int64_t>(0, t - o.window);
+    if ((o.policy == "periodic" || o.policy == "oracle") && decision_point) {
+      // periodic: eplb on the last `window` steps; oracle: default mode on
+      // the next `interval` steps. Both always adopt.
+      const bool periodic = o.policy == "periodic";
+      const int64_t from = periodic ? std::max<int64_t>(0, t - o.window) : t;
+      const int64_t to = periodic ? t : std::min<int64_t>(n, t + o.interval);
       std::fill(problem.loads.begin(), problem.loads.end(), 0.0);
-      for (int64_t s = from; s < t; ++s) {
+      for (int64_t s = from; s < to; ++s) {
         const float* c = counts.data() + static_cast<size_t>(s) * lm;
         for (size_t i = 0; i < lm; ++i) problem.loads[i] += c[i];
       }
       problem.current_phy2log = phy2log;
-      MOECAST_ASSIGN_OR_RETURN(Plan plan, PlanPlacement(problem, eplb_options));
+      MOECAST_ASSIGN_OR_RETURN(
+          Plan plan, PlanPlacement(problem, periodic ? eplb_options : default_options));
       report.plan_ms_total += plan.plan_ms;
       MOECAST_ASSIGN_OR_RETURN(double mig, migration_time(plan));
-      adopt(t, plan, mig, "periodic");
-    } else if (o.policy == "oracle" && decision_point) {
-      const int64_t to = std::min<int64_t>(n, t + o.interval);
-      std::fill(problem.loads.begin(), problem.loads.end(), 0.0);
-      for (int64_t s = t; s < to; ++s) {
-        const float* c = counts.data() + static_cast<size_t>(s) * lm;
-        for (size_t i = 0; i < lm; ++i) problem.loads[i] += c[i];
-      }
-      problem.current_phy2log = phy2log;
-      MOECAST_ASSIGN_OR_RETURN(Plan plan, PlanPlacement(problem, default_options));
-      report.plan_ms_total += plan.plan_ms;
-      MOECAST_ASSIGN_OR_RETURN(double mig, migration_time(plan));
-      adopt(t, plan, mig, "oracle");
+      adopt(t, plan, mig, o.policy);
     } else if (o.policy == "moecast" && t > 0 && t % check_every == 0) {
       PlacementRequest request;
       request.num_slots = o.num_slots;
