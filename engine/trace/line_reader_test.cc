@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/testing/status_matchers.h"
+#include "engine/testing/temp_files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -20,39 +21,15 @@ using ::moecast::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::moecast::testing::TempPath;
+using ::moecast::testing::WriteFile;
+using ::moecast::testing::WriteGzipFile;
 using ::testing::StartsWith;
 
 constexpr size_t kMiB = 1 << 20;
 
-std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "line_reader_test_" + name;
-}
 
-// Writes `content` to a fresh file and returns its path.
-std::string WriteFile(const std::string& name, const std::string& content) {
-  const std::string path = TempPath(name);
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  EXPECT_NE(f, nullptr) << path;
-  if (f == nullptr) return path;
-  EXPECT_EQ(std::fwrite(content.data(), 1, content.size(), f), content.size());
-  EXPECT_EQ(std::fclose(f), 0);
-  return path;
-}
 
-// Writes `content` gzip-compressed (whatever the name) and returns its path.
-std::string WriteGzipFile(const std::string& name, const std::string& content) {
-  const std::string path = TempPath(name);
-  gzFile gz = gzopen(path.c_str(), "wb");
-  EXPECT_NE(gz, nullptr) << path;
-  if (gz == nullptr) return path;
-  if (!content.empty()) {
-    EXPECT_EQ(
-        gzwrite(gz, content.data(), static_cast<unsigned>(content.size())),
-        static_cast<int>(content.size()));
-  }
-  EXPECT_EQ(gzclose(gz), Z_OK);
-  return path;
-}
 
 std::string ReadRaw(const std::string& path) {
   std::string data;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/testing/status_matchers.h"
+#include "engine/testing/temp_files.h"
 #include "engine/trace/trace.h"
 #include "engine/trace/trace_writer.h"
 #include "gmock/gmock.h"
@@ -29,6 +30,9 @@ using ::testing::DoubleEq;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
+using ::moecast::testing::TempPath;
+using ::moecast::testing::WriteFile;
+using ::moecast::testing::WriteGzipFile;
 using ::testing::IsEmpty;
 using ::testing::Optional;
 using ::testing::StartsWith;
@@ -39,32 +43,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // ---------------------------------------------------------------------------
 // Helpers.
 
-std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "trace_reader_test_" + name;
-}
 
-// Writes `content` to a fresh file and returns its path.
-std::string WriteFile(const std::string& name, const std::string& content) {
-  const std::string path = TempPath(name);
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  EXPECT_NE(f, nullptr) << path;
-  if (f == nullptr) return path;
-  EXPECT_EQ(std::fwrite(content.data(), 1, content.size(), f), content.size());
-  EXPECT_EQ(std::fclose(f), 0);
-  return path;
-}
 
-// Writes `content` gzip-compressed, whatever the name, and returns its path.
-std::string WriteGzipFile(const std::string& name, const std::string& content) {
-  const std::string path = TempPath(name);
-  gzFile gz = gzopen(path.c_str(), "wb");
-  EXPECT_NE(gz, nullptr) << path;
-  if (gz == nullptr) return path;
-  EXPECT_EQ(gzwrite(gz, content.data(), static_cast<unsigned>(content.size())),
-            static_cast<int>(content.size()));
-  EXPECT_EQ(gzclose(gz), Z_OK);
-  return path;
-}
 
 std::string ReadRaw(const std::string& path) {
   std::string data;

@@ -15,9 +15,9 @@ void FlagSet::AddString(std::string name, std::string* out, std::string help,
                     required});
 }
 void FlagSet::AddInt(std::string name, int64_t* out, std::string help,
-                     bool required) {
+                     bool required, int64_t min, int64_t max) {
   flags_.push_back({std::move(name), Type::kInt, out, std::move(help),
-                    required});
+                    required, false, min, max});
 }
 void FlagSet::AddDouble(std::string name, double* out, std::string help,
                         bool required) {
@@ -60,6 +60,10 @@ absl::Status FlagSet::Assign(Flag* flag, const std::string& value) {
       if (!absl::SimpleAtoi(value, &v)) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, "='", value, "' is not an integer"));
+      }
+      if (v < flag->min || v > flag->max) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "=", v, " must be in [", flag->min, ", ", flag->max, "]"));
       }
       *static_cast<int64_t*>(flag->out) = v;
       break;

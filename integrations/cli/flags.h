@@ -19,6 +19,7 @@
 #define MOECAST_INTEGRATIONS_CLI_FLAGS_H_
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -33,8 +34,11 @@ class FlagSet {
 
   void AddString(std::string name, std::string* out, std::string help,
                  bool required = false);
+  // Integers outside [min, max] are rejected with the range in the message.
   void AddInt(std::string name, int64_t* out, std::string help,
-              bool required = false);
+              bool required = false,
+              int64_t min = std::numeric_limits<int64_t>::min(),
+              int64_t max = std::numeric_limits<int64_t>::max());
   void AddDouble(std::string name, double* out, std::string help,
                  bool required = false);
   void AddBool(std::string name, bool* out, std::string help);
@@ -59,6 +63,8 @@ class FlagSet {
     std::string help;
     bool required;
     bool set = false;
+    int64_t min = std::numeric_limits<int64_t>::min();  // kInt only
+    int64_t max = std::numeric_limits<int64_t>::max();
   };
   Flag* Find(const std::string& name);
   absl::Status Assign(Flag* flag, const std::string& value);

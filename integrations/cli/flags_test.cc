@@ -70,6 +70,18 @@ TEST(FlagSetTest, RejectsBadInputNamingTheFlag) {
   }
 }
 
+TEST(FlagSetTest, IntegerRanges) {
+  int64_t n = 5;
+  FlagSet flags("test");
+  flags.AddInt("n", &n, "a bounded count", false, 1, 10);
+  EXPECT_THAT(flags.Parse({"--n=0"}), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("--n=0 must be in [1, 10]")));
+  FlagSet again("test");
+  again.AddInt("n", &n, "a bounded count", false, 1, 10);
+  ASSERT_OK(again.Parse({"--n=10"}));
+  EXPECT_EQ(n, 10);
+}
+
 TEST(FlagSetTest, UsageListsEveryFlag) {
   Parsed p;
   FlagSet flags("test");

@@ -54,11 +54,12 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
                   "JSON {\"loads\": [[...M...], ...L rows]}: load per layer and "
                   "expert; or {\"slot_loads\": [[...S...], ...]} with --current",
                   /*required=*/true);
+  constexpr int64_t kMaxSize = 1 << 24;
   flags.AddInt("slots", &slots, "total physical slots S (a multiple of --gpus, >= M)",
-               /*required=*/true);
-  flags.AddInt("groups", &groups, "expert groups G (dividing M)");
-  flags.AddInt("nodes", &nodes, "nodes N (dividing --gpus)");
-  flags.AddInt("gpus", &gpus, "GPUs P", /*required=*/true);
+               /*required=*/true, 1, kMaxSize);
+  flags.AddInt("groups", &groups, "expert groups G (dividing M)", false, 1, kMaxSize);
+  flags.AddInt("nodes", &nodes, "nodes N (dividing --gpus)", false, 1, kMaxSize);
+  flags.AddInt("gpus", &gpus, "GPUs P", /*required=*/true, 1, kMaxSize);
   flags.AddString("mode", &mode_name, "eplb (the published reference) or default");
   flags.AddString("current", &current_path,
                   "JSON {\"phy2log\": [[...S...], ...L rows]}: the placement in service");
@@ -67,7 +68,8 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
                "most experts to move beyond forced ones (-1: no limit)");
   flags.AddBool("tradeoff", &tradeoff, "report the balance-vs-moves curve");
   flags.AddInt("max_extra_per_gpu", &max_extra,
-               "most extra experts a GPU receives per migration stage");
+               "most extra experts a GPU receives per migration stage", false, 1,
+               kMaxSize);
   flags.AddDouble("bytes_per_expert", &bytes_per_expert, "bytes of one expert's weights");
   flags.AddDouble("intra_bw", &intra_bw, "intra-node bandwidth, bytes/s (decision)");
   flags.AddDouble("inter_bw", &inter_bw, "inter-node bandwidth, bytes/s (decision)");
@@ -93,14 +95,6 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
   if (!excluded.ok()) {
     err << "moecast plan: " << excluded.status().message() << "\n";
     return 2;
-  }
-  for (auto [name, v] : {std::make_pair("slots", slots), std::make_pair("groups", groups),
-                         std::make_pair("nodes", nodes), std::make_pair("gpus", gpus),
-                         std::make_pair("max_extra_per_gpu", max_extra)}) {
-    if (v < 1 || v > (1 << 24)) {
-      err << "moecast plan: --" << name << "=" << v << " must be in [1, 16777216]\n";
-      return 2;
-    }
   }
   const bool decide = tokens_per_step > 0 || intra_bw > 0 || inter_bw > 0 ||
                       time_per_token > 0 || horizon_steps > 0;

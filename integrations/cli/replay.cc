@@ -78,9 +78,11 @@ int RunReplay(const std::vector<std::string>& args, std::ostream& out,
                /*required=*/true);
   flags.AddString("job", &job_id,
                   "job id (default: the counts file name without suffixes)");
-  flags.AddInt("max_steps", &max_steps, "stop after this many steps (0 = all)");
+  flags.AddInt("max_steps", &max_steps, "stop after this many steps (0 = all)",
+               false, 0);
   flags.AddInt("history_capacity", &history_capacity,
-               "steps kept per layer in the engine's history ring");
+               "steps kept per layer in the engine's history ring", false, 2,
+               1 << 24);
   flags.AddString("progress", &progress_mode,
                   "progress bar on stderr: auto (when a terminal), on, off");
   if (absl::Status s = flags.Parse(args); !s.ok()) {
@@ -91,15 +93,6 @@ int RunReplay(const std::vector<std::string>& args, std::ostream& out,
       progress_mode != "off") {
     err << "moecast replay: --progress='" << progress_mode
         << "' must be auto, on or off\n";
-    return 2;
-  }
-  if (max_steps < 0) {
-    err << "moecast replay: --max_steps=" << max_steps << " must be >= 0\n";
-    return 2;
-  }
-  if (history_capacity < 2 || history_capacity > (1 << 24)) {
-    err << "moecast replay: --history_capacity=" << history_capacity
-        << " must be in [2, 16777216]\n";
     return 2;
   }
   if (job_id.empty()) job_id = JobIdFromPath(counts_path);

@@ -27,18 +27,22 @@ int RunSimulate(const std::vector<std::string>& args, std::ostream& out,
   bool overlap = false;
   FlagSet flags("simulate");
   flags.AddString("counts", &counts_path, "counts trace NAME.counts.csv[.gz]", true);
-  flags.AddInt("top_k", &top_k, "experts chosen per token (K)", true);
-  flags.AddInt("slots", &slots, "total physical slots S", true);
-  flags.AddInt("groups", &groups, "expert groups G");
-  flags.AddInt("nodes", &nodes, "nodes N");
-  flags.AddInt("gpus", &gpus, "GPUs P", true);
+  constexpr int64_t kMaxSize = 1 << 24;
+  flags.AddInt("top_k", &top_k, "experts chosen per token (K)", true, 1, kMaxSize);
+  flags.AddInt("slots", &slots, "total physical slots S", true, 1, kMaxSize);
+  flags.AddInt("groups", &groups, "expert groups G", false, 1, kMaxSize);
+  flags.AddInt("nodes", &nodes, "nodes N", false, 1, kMaxSize);
+  flags.AddInt("gpus", &gpus, "GPUs P", true, 1, kMaxSize);
   flags.AddString("policy", &policy, "periodic, oracle, moecast, or all (the three)");
-  flags.AddInt("window", &window, "periodic: steps of history summed (vLLM: 1000)");
+  flags.AddInt("window", &window, "periodic: steps of history summed (vLLM: 1000)",
+               false, 1, kMaxSize);
   flags.AddInt("interval", &interval,
-               "steps between decisions, and the planning horizon (vLLM: 3000)");
+               "steps between decisions, and the planning horizon (vLLM: 3000)",
+               false, 1, kMaxSize);
   flags.AddInt("check_every", &check_every,
-               "moecast: steps between decisions (0: --interval)");
-  flags.AddInt("max_steps", &max_steps, "replay at most this many steps (0 = all)");
+               "moecast: steps between decisions (0: --interval)", false, 0, kMaxSize);
+  flags.AddInt("max_steps", &max_steps, "replay at most this many steps (0 = all)",
+               false, 0);
   flags.AddDouble("bytes_per_expert", &bytes_per_expert, "bytes of one expert");
   flags.AddDouble("intra_bw", &intra_bw, "intra-node bandwidth, bytes/s");
   flags.AddDouble("inter_bw", &inter_bw, "inter-node bandwidth, bytes/s");
@@ -50,20 +54,6 @@ int RunSimulate(const std::vector<std::string>& args, std::ostream& out,
   flags.AddString("json", &json_path, "write the reports as JSON to this file");
   if (absl::Status s = flags.Parse(args); !s.ok()) {
     err << s.message() << "\n";
-    return 2;
-  }
-  for (auto [name, v] :
-       {std::make_pair("top_k", top_k), std::make_pair("slots", slots),
-        std::make_pair("groups", groups), std::make_pair("nodes", nodes),
-        std::make_pair("gpus", gpus), std::make_pair("window", window),
-        std::make_pair("interval", interval)}) {
-    if (v < 1 || v > (1 << 24)) {
-      err << "moecast simulate: --" << name << "=" << v << " must be in [1, 16777216]\n";
-      return 2;
-    }
-  }
-  if (check_every < 0 || check_every > (1 << 24) || max_steps < 0) {
-    err << "moecast simulate: --check_every and --max_steps must be >= 0\n";
     return 2;
   }
   std::vector<std::string> policies;
