@@ -71,7 +71,21 @@ class EngineImpl final : public Engine {
 
   absl::Status RegisterJob(const JobSpec& spec) override {
     if (absl::Status s = ValidateJobSpec(spec, options()); !s.ok()) return s;
-    const int64_t bytes = HistoryBytes(spec, options(), /*with_router=*/true);
+    // Build the job outside the registry lock: a large job allocates its
+    // predictors' windows here. Its memory (history ring with logits, plus
+    // the forecasting state it actually holds) counts against the limits.
+    absl::StatusOr<std::unique_ptr<Job>> job = Job::Create(spec, options());
+    if (!job.ok()) return job.status();
+    const int64_t history = HistoryBytes(spec, options(), /*with_router=*/true);
+    const int64_t forecasting = (*job)->Info().forecast_bytes;
+    const int64_t bytes = history + forecasting;
+    if (bytes > options().max_job_history_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "job '", spec.job_id, "': its history (", history,
+          " bytes) and forecasting state (", forecasting,
+          " bytes) exceed the limit max_job_history_bytes = ",
+          options().max_job_history_bytes));
+    }
     internal::WriterLock lock(&mu_);
     if (jobs_.contains(spec.job_id)) {
       return absl::AlreadyExistsError(
@@ -85,15 +99,14 @@ class EngineImpl final : public Engine {
     }
     if (reserved_bytes_ + bytes > options().max_total_history_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "cannot register job '", spec.job_id, "': its history needs ", bytes,
-          " bytes and ", reserved_bytes_,
+          "cannot register job '", spec.job_id, "': it needs ", bytes,
+          " bytes (history and forecasting) and ", reserved_bytes_,
           " are reserved by other jobs, over the limit "
           "max_total_history_bytes = ",
           options().max_total_history_bytes));
     }
-    absl::StatusOr<std::unique_ptr<Job>> job = Job::Create(spec, options());
-    if (!job.ok()) return job.status();
     reserved_bytes_ += bytes;
+    reserved_by_job_[spec.job_id] = bytes;
     jobs_.emplace(spec.job_id, std::shared_ptr<Job>(*std::move(job)));
     return absl::OkStatus();
   }
@@ -102,8 +115,9 @@ class EngineImpl final : public Engine {
     internal::WriterLock lock(&mu_);
     auto it = jobs_.find(job_id);
     if (it == jobs_.end()) return JobNotFound(job_id);
-    reserved_bytes_ -=
-        HistoryBytes(it->second->spec(), options(), /*with_router=*/true);
+    auto reserved = reserved_by_job_.find(job_id);
+    reserved_bytes_ -= reserved->second;
+    reserved_by_job_.erase(reserved);
     jobs_.erase(it);
     return absl::OkStatus();
   }
@@ -258,6 +272,7 @@ class EngineImpl final : public Engine {
   absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_
       ABSL_GUARDED_BY(mu_);
   int64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, int64_t> reserved_by_job_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

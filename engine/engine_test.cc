@@ -146,18 +146,35 @@ TEST_F(EngineTest, RegisterEnforcesJobAndMemoryLimits) {
   EXPECT_OK(engine->DeleteJob("a"));
   EXPECT_OK(engine->RegisterJob(Spec("c")));
 
+  // History only: each job reserves 3 * 4 * 100 * 8 = 9600 bytes.
+  auto history_only = [](std::string id) {
+    JobSpec spec = Spec(std::move(id));
+    spec.forecasting = false;
+    return spec;
+  };
   o = EngineOptions();
   o.history_capacity_steps = 100;
-  // Each job reserves 3 * 4 * 100 * 8 = 9600 bytes.
   o.max_total_history_bytes = 20000;
   ASSERT_OK_AND_ASSIGN(engine, Engine::Create(o));
-  EXPECT_OK(engine->RegisterJob(Spec("a")));
-  EXPECT_OK(engine->RegisterJob(Spec("b")));
-  EXPECT_THAT(engine->RegisterJob(Spec("c")),
+  EXPECT_OK(engine->RegisterJob(history_only("a")));
+  EXPECT_OK(engine->RegisterJob(history_only("b")));
+  EXPECT_THAT(engine->RegisterJob(history_only("c")),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        HasSubstr("max_total_history_bytes")));
   EXPECT_OK(engine->DeleteJob("b"));
-  EXPECT_OK(engine->RegisterJob(Spec("c")));
+  EXPECT_OK(engine->RegisterJob(history_only("c")));
+
+  // Forecasting state counts too: the same limit no longer fits one job.
+  EXPECT_THAT(engine->RegisterJob(Spec("f")),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("history and forecasting")));
+  o.max_job_history_bytes = 12000;
+  o.max_total_history_bytes = int64_t{1} << 30;
+  ASSERT_OK_AND_ASSIGN(engine, Engine::Create(o));
+  EXPECT_OK(engine->RegisterJob(history_only("a")));
+  EXPECT_THAT(engine->RegisterJob(Spec("f")),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("forecasting state")));
 }
 
 TEST_F(EngineTest, IngestCommitsAndRecordsProportions) {

@@ -43,11 +43,13 @@ struct EngineOptions {
   // look further back at the memory cost above. Must be >= 2.
   int history_capacity_steps = 1024;
 
-  // Upper bound on one job's history ring, in bytes, counting router logits.
-  // A job spec that would exceed it is rejected at registration.
+  // Upper bound on one job's memory, in bytes: its history ring counting
+  // router logits, plus its forecasting state (predictors, scorer, state
+  // classifier; JobInfo::forecast_bytes). A job that would exceed it is
+  // rejected at registration with RESOURCE_EXHAUSTED.
   int64_t max_job_history_bytes = int64_t{2} << 30;  // 2 GiB
 
-  // Upper bound on all jobs' history rings together, in bytes.
+  // Upper bound on all jobs' memory together (as above), in bytes.
   int64_t max_total_history_bytes = int64_t{16} << 30;  // 16 GiB
 
   // Multi-source jobs: most steps a job may hold partially reported at once.
