@@ -70,10 +70,9 @@ absl::StatusOr<EParameter> ComputeE(std::optional<double> temperature,
   }
   if (!e.missing.empty()) {
     e.kind = EKind::kMissing;
-    e.message = absl::StrCat("E = T*H/(O+B) is unknown: ",
-                             absl::StrJoin(e.missing, ", "),
-                             e.missing.size() == 1 ? " is" : " are",
-                             " not declared");
+    e.message = absl::StrCat(
+        "E = T*H/(O+B) is unknown: ", absl::StrJoin(e.missing, ", "),
+        e.missing.size() == 1 ? " is" : " are", " not declared");
     return e;
   }
   const double th = *temperature * *entropy_weight;
@@ -81,8 +80,10 @@ absl::StatusOr<EParameter> ComputeE(std::optional<double> temperature,
   if (ob == 0) {
     if (th > 0) {
       e.kind = EKind::kUnbounded;
-      e.message = absl::StrCat("E is unbounded: O+B = 0 (no oracle or balance "
-                               "weight) with T*H = ", th);
+      e.message = absl::StrCat(
+          "E is unbounded: O+B = 0 (no oracle or balance "
+          "weight) with T*H = ",
+          th);
     } else {
       e.kind = EKind::kIndeterminate;
       e.message =
@@ -138,10 +139,9 @@ absl::Status ValidateDeadExpertOptions(const DeadExpertOptions& o) {
   }
   if (!std::isfinite(o.min_assignments_per_expert_factor) ||
       o.min_assignments_per_expert_factor < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dead experts: min_assignments_per_expert_factor = ",
-                     o.min_assignments_per_expert_factor,
-                     " must be finite and >= 0"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dead experts: min_assignments_per_expert_factor = ",
+        o.min_assignments_per_expert_factor, " must be finite and >= 0"));
   }
   if (!std::isfinite(o.revive_factor) || o.revive_factor < 1) {
     return absl::InvalidArgumentError(
@@ -154,9 +154,9 @@ absl::Status ValidateDeadExpertOptions(const DeadExpertOptions& o) {
   }
   if (o.sparse_windows != SparseWindowPolicy::kReset &&
       o.sparse_windows != SparseWindowPolicy::kSkip) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dead experts: sparse_windows = ",
-                     static_cast<int>(o.sparse_windows), " is not a policy"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dead experts: sparse_windows = ", static_cast<int>(o.sparse_windows),
+        " is not a policy"));
   }
   return absl::OkStatus();
 }
@@ -185,9 +185,9 @@ absl::StatusOr<DeadExpertTracker> DeadExpertTracker::Create(
 absl::Status DeadExpertTracker::CheckCounts(
     int64_t step, absl::Span<const double> counts) const {
   if (static_cast<int>(counts.size()) != m_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dead experts: step ", step, " has ", counts.size(),
-                     " counts, expected ", m_));
+    return absl::InvalidArgumentError(absl::StrCat("dead experts: step ", step,
+                                                   " has ", counts.size(),
+                                                   " counts, expected ", m_));
   }
   if (last_step_.has_value() && step <= *last_step_) {
     return absl::InvalidArgumentError(
@@ -229,15 +229,15 @@ absl::StatusOr<std::vector<DeadExpertEvent>> DeadExpertTracker::ObserveWindow(
         "cannot be mixed within a window"));
   }
   if (steps < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dead experts: window ending at step ", last_step, " spans ", steps,
-        " steps, must be >= 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("dead experts: window ending at step ", last_step,
+                     " spans ", steps, " steps, must be >= 1"));
   }
   absl::Status s = CheckCounts(last_step, counts);
   if (!s.ok()) return s;
   last_step_ = last_step;
-  return Evaluate(last_step,
-                  std::vector<double>(counts.begin(), counts.end()), steps);
+  return Evaluate(last_step, std::vector<double>(counts.begin(), counts.end()),
+                  steps);
 }
 
 std::vector<DeadExpertEvent> DeadExpertTracker::Evaluate(
@@ -280,8 +280,8 @@ std::vector<DeadExpertEvent> DeadExpertTracker::Evaluate(
         dead_[e] ? options_.revive_windows : options_.dead_windows;
     if (streak_[e] < needed) continue;
     DeadExpertEvent ev;
-    ev.type = dead_[e] ? DeadExpertEventType::kRevival
-                       : DeadExpertEventType::kDeath;
+    ev.type =
+        dead_[e] ? DeadExpertEventType::kRevival : DeadExpertEventType::kDeath;
     ev.step = last_step;
     ev.expert = e;
     ev.share = share;

@@ -21,18 +21,18 @@
 // normalised entropy of one layer's loads.
 //
 // Usage:
-//   ASSIGN_OR_RETURN(EParameter e, ComputeE(spec.temperature,
-//                    spec.entropy_weight, spec.oracle_weight,
-//                    spec.balance_weight));
+//   MOECAST_ASSIGN_OR_RETURN(
+//       EParameter e, ComputeE(spec.temperature, spec.entropy_weight,
+//                              spec.oracle_weight, spec.balance_weight));
 //   if (e.below_threshold) Warn(e.message);
 //
 //   DeadExpertTracker dead(/*num_experts=*/64, DeadExpertOptions());
 //   for each step:
-//     ASSIGN_OR_RETURN(std::vector<DeadExpertEvent> events,
-//                      dead.ObserveStep(step, counts));  // empty mostly
+//     MOECAST_ASSIGN_OR_RETURN(std::vector<DeadExpertEvent> events,
+//                              dead.ObserveStep(step, counts));
 //   dead.dead_experts();  // the current dead set
 //
-//   ASSIGN_OR_RETURN(ImbalanceMetrics m, Imbalance(loads));
+//   MOECAST_ASSIGN_OR_RETURN(ImbalanceMetrics m, Imbalance(loads));
 //
 // Thread-safety: ComputeE and Imbalance are pure functions. DeadExpertTracker
 // is not thread-safe; the owning job serializes access.
@@ -161,9 +161,9 @@ struct DeadExpertEvent {
 // One evaluated window.
 struct DeadExpertWindow {
   int64_t last_step = 0;
-  int steps = 0;             // steps aggregated (as given to ObserveWindow)
-  double assignments = 0;    // sum of all counts in the window
-  bool qualifying = false;   // assignments >= factor * M (and > 0)
+  int steps = 0;               // steps aggregated (as given to ObserveWindow)
+  double assignments = 0;      // sum of all counts in the window
+  bool qualifying = false;     // assignments >= factor * M (and > 0)
   std::vector<double> shares;  // per expert; empty when assignments == 0
 };
 
@@ -240,9 +240,9 @@ class DeadExpertTracker {
 
 struct ImbalanceMetrics {
   int num_experts = 0;
-  double total = 0;             // sum of the loads
-  double max_over_mean = 1;     // max / mean
-  double max_vio = 0;           // max / mean - 1
+  double total = 0;          // sum of the loads
+  double max_over_mean = 1;  // max / mean
+  double max_vio = 0;        // max / mean - 1
   // Population standard deviation / mean (divides by M, not M - 1).
   double coefficient_of_variation = 0;
   // H(p) / log(M), p = load / total, 0 log 0 = 0. 1 = uniform, 0 = all the

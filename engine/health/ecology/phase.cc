@@ -34,12 +34,10 @@ double NormalQuantile(double p) {
     const double q = p - 0.5;
     const double r = q * q;
     x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) *
-        q /
-        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+        q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
   } else {
     const double q = std::sqrt(-2 * std::log(1 - p));
-    x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q +
-          c[5]) /
+    x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
         ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
   }
   const double e = 0.5 * std::erfc(-x / std::sqrt(2.0)) - p;
@@ -92,15 +90,17 @@ absl::string_view TrendName(Trend trend) {
       return "flat";
     case Trend::kFalling:
       return "falling";
+    case Trend::kUndecided:
+      return "undecided";
   }
   return "invalid";
 }
 
 absl::Status ValidatePhaseOptions(const PhaseOptions& o) {
   if (o.fit_windows < 3 || o.fit_windows > 10000) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "phase: fit_windows = ", o.fit_windows,
-        " must be in [3, 10000] (a slope CI needs n - 2 >= 1)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("phase: fit_windows = ", o.fit_windows,
+                     " must be in [3, 10000] (a slope CI needs n - 2 >= 1)"));
   }
   if (o.confirm_windows < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -119,6 +119,11 @@ absl::Status ValidatePhaseOptions(const PhaseOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "phase: slope_ci_level = ", o.slope_ci_level, " must be in (0, 1)"));
   }
+  if (!(o.flat_ci_level > 0 && o.flat_ci_level <= o.slope_ci_level)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "phase: flat_ci_level = ", o.flat_ci_level,
+        " must be in (0, slope_ci_level = ", o.slope_ci_level, "]"));
+  }
   if (!(o.min_relative_se >= 0 && o.min_relative_se <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "phase: min_relative_se = ", o.min_relative_se, " must be in [0, 1]"));
@@ -129,7 +134,8 @@ absl::Status ValidatePhaseOptions(const PhaseOptions& o) {
 PhaseTracker::PhaseTracker(const PhaseOptions& options)
     : options_(options),
       z_point_(TwoSidedZ(options.point_ci_level)),
-      z_slope_(TwoSidedZ(options.slope_ci_level)) {}
+      z_slope_(TwoSidedZ(options.slope_ci_level)),
+      z_flat_(TwoSidedZ(options.flat_ci_level)) {}
 
 absl::StatusOr<PhaseTracker> PhaseTracker::Create(const PhaseOptions& options) {
   absl::Status s = ValidatePhaseOptions(options);
@@ -147,8 +153,9 @@ SlopeEstimate PhaseTracker::Fit() const {
   std::nth_element(sorted.begin(), sorted.begin() + n / 2, sorted.end());
   double median = sorted[n / 2];
   if (n % 2 == 0) {
-    median = (median + *std::max_element(sorted.begin(),
-                                         sorted.begin() + n / 2)) / 2;
+    median =
+        (median + *std::max_element(sorted.begin(), sorted.begin() + n / 2)) /
+        2;
   }
   const bool weighted = median > 0;
   std::vector<double> w(n, 1.0);
@@ -204,12 +211,16 @@ SlopeEstimate PhaseTracker::Fit() const {
   r.standard_error = std::sqrt(var_b);
   r.lo = r.slope - z_slope_ * r.standard_error;
   r.hi = r.slope + z_slope_ * r.standard_error;
+  r.flat_lo = r.slope - z_flat_ * r.standard_error;
+  r.flat_hi = r.slope + z_flat_ * r.standard_error;
   if (r.lo > 0) {
     r.trend = Trend::kRising;
   } else if (r.hi < 0) {
     r.trend = Trend::kFalling;
-  } else {
+  } else if (r.flat_lo <= 0 && r.flat_hi >= 0) {
     r.trend = Trend::kFlat;
+  } else {
+    r.trend = Trend::kUndecided;
   }
   return r;
 }
@@ -218,8 +229,8 @@ bool PhaseTracker::SurgeEvidence() const {
   if (!reference_.has_value() || !best_lo_after_reference_.has_value()) {
     return false;
   }
-  const double bar = options_.surge_needs_disjoint_ci ? reference_->ci_hi
-                                                      : reference_->gamma;
+  const double bar =
+      options_.surge_needs_disjoint_ci ? reference_->ci_hi : reference_->gamma;
   return *best_lo_after_reference_ > bar;
 }
 
@@ -227,21 +238,19 @@ absl::StatusOr<std::optional<PhaseChange>> PhaseTracker::Observe(
     const GammaPoint& p) {
   if (!std::isfinite(p.gamma) || !std::isfinite(p.ci_lo) ||
       !std::isfinite(p.ci_hi)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("phase: window at step ", p.step, " has gamma = ",
-                     p.gamma, ", CI [", p.ci_lo, ", ", p.ci_hi,
-                     "]; all must be finite"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "phase: window at step ", p.step, " has gamma = ", p.gamma, ", CI [",
+        p.ci_lo, ", ", p.ci_hi, "]; all must be finite"));
   }
   if (p.ci_lo > p.ci_hi) {
     return absl::InvalidArgumentError(
-        absl::StrCat("phase: window at step ", p.step, " has ci_lo = ",
-                     p.ci_lo, " > ci_hi = ", p.ci_hi));
+        absl::StrCat("phase: window at step ", p.step, " has ci_lo = ", p.ci_lo,
+                     " > ci_hi = ", p.ci_hi));
   }
   if (!recent_.empty() && p.step <= recent_.back().step) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("phase: window at step ", p.step,
-                     " does not follow the last window, at step ",
-                     recent_.back().step));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "phase: window at step ", p.step,
+        " does not follow the last window, at step ", recent_.back().step));
   }
 
   const int64_t index = windows_++;
@@ -281,8 +290,15 @@ absl::StatusOr<std::optional<PhaseChange>> PhaseTracker::Observe(
     case Trend::kRising:
       if (SurgeEvidence()) c = Phase::kSurge;
       break;
+    case Trend::kUndecided:
+      break;
   }
-  if (c == Phase::kUnknown || c == phase_) {
+  // A window that supports the current phase ends the streak; one without a
+  // candidate (undecided slope, or a rise without surge evidence) leaves it
+  // as it is; one with another candidate starts a new streak.
+  if (c == Phase::kUnknown) {
+    // no evidence either way
+  } else if (c == phase_) {
     candidate_ = Phase::kUnknown;
     candidate_streak_ = 0;
   } else if (c == candidate_) {
@@ -292,9 +308,9 @@ absl::StatusOr<std::optional<PhaseChange>> PhaseTracker::Observe(
     candidate_streak_ = 1;
     candidate_since_step_ = p.step;
   }
-  const bool dwelt = phase_ == Phase::kUnknown ||
-                     index - phase_since_window_ >=
-                         options_.min_windows_in_phase;
+  const bool dwelt =
+      phase_ == Phase::kUnknown ||
+      index - phase_since_window_ >= options_.min_windows_in_phase;
   if (candidate_ == Phase::kUnknown ||
       candidate_streak_ < options_.confirm_windows || !dwelt) {
     return std::optional<PhaseChange>();

@@ -12,18 +12,25 @@
 // (1.96 at 95%), floored at min_relative_se * the median se of the fit (so
 // that one point with a very narrow CI cannot take over the fit). Over the
 // last fit_windows points, gamma is regressed on the step by weighted least
-// squares with weights 1/se_i^2:
+// squares with weights w_i = 1/se_i^2:
 //   b = sum w (x - xw)(y - yw) / Sxx,  Sxx = sum w (x - xw)^2,
 //   chi2 = sum w (y - a - b x)^2,  S = sqrt(max(1, chi2 / (n - 2))),
-//   se_b = S / sqrt(Sxx),  slope CI = b -/+ z_slope * se_b.
+//   se_b = S / sqrt(Sxx),  slope CI at level L = b -/+ z_L * se_b.
 // S is the Particle Data Group's scale factor: when the points scatter about
 // the line more than their CIs allow (a bootstrap over the steps of a window
 // misses drift between windows), the interval widens to match; it never
 // narrows below what the CIs give. When every CI in the fit has zero width
 // the fit is ordinary least squares with the residual variance
 // (s^2 = RSS / (n - 2)). The slope is in gamma per step.
-// Trend: rising when the slope CI is above 0, falling when it is below 0,
-// flat when it contains 0.
+//
+// Trend of a window, with hysteresis between two CI levels:
+//   rising    the slope CI at slope_ci_level (95%) is above 0
+//   falling   the slope CI at slope_ci_level is below 0
+//   flat      the slope CI at flat_ci_level (68%) contains 0
+//   undecided otherwise (|b| / se_b between 0.99 and 1.96 by default)
+// A trend is thus entered on strong evidence and left for a plateau only on
+// clear evidence of flatness, so that a steady but marginal decline does not
+// alternate between relaxation and stabilization.
 //
 // Candidate phase of a window (once fit_windows points exist):
 //   flat    -> stabilization
@@ -34,15 +41,16 @@
 //              surge_needs_disjoint_ci). The reference is the trajectory's
 //              first window while the phase is unknown, and afterwards the
 //              lowest window since the current phase began (the trough the
-//              new rise starts from). Without that evidence a rising window
-//              has no candidate.
-// Transitions (hysteresis): the phase changes to a candidate once the same
-// candidate, different from the phase, has held for confirm_windows
-// consecutive windows (a window with another or no candidate restarts the
-// count) and the current phase has lasted min_windows_in_phase windows
-// (unknown may be left at once). The first phase can therefore be declared
-// at the earliest at window fit_windows + confirm_windows - 1 (the 8th
-// window with the defaults); before that the phase is unknown.
+//              new rise starts from).
+//   otherwise (undecided, or rising without that evidence): no candidate.
+// Transitions: a window whose candidate is the current phase ends any
+// streak; a window with no candidate leaves the streak as it is (no evidence
+// either way); a window with another candidate starts a new streak. The phase
+// changes when a streak reaches confirm_windows windows and the current phase
+// has lasted min_windows_in_phase windows (unknown may be left at once). The
+// first phase can be declared at the earliest at the window numbered
+// fit_windows + confirm_windows - 1 (the 10th window, index 9, with the
+// defaults); before that the phase is unknown.
 //
 // Order: phases usually go surge -> stabilization -> relaxation (possibly
 // skipping stabilization at a sharp peak). Other orders (a second surge
@@ -51,19 +59,34 @@
 // suppressed, because a learning-rate restart or a data change can cause
 // them.
 //
-// Delay. A change is confirmed after the fit has seen enough of the new
-// regime to make its slope CI change class, then confirm_windows - 1 more
-// windows. On the synthetic OLMoE-like trajectories of phase_test.cc (rise
-// 14 -> 36 over 12 windows, 25-window plateau, decline to 9 over 30 windows,
-// CI half-width 1.5) every change is confirmed 1 to 8 windows after the
-// true change point; PhaseChange::candidate_since_step (the first window of
-// the confirming streak) is closer.
+// Calibration (synthetic, 500 seeded series per case, points drawn around
+// the curve with the stated CI half-width 1.5 at 95%; see phase_test.cc for
+// the cases kept as tests):
+//  - flat at 30, 300 windows, honest CIs: no change after the first one
+//    (unknown -> stabilization) in any series; with CIs that understate the
+//    scatter by sqrt(2) (by sqrt(5)): 4 (47) spurious changes in the
+//    150,000 windows.
+//  - OLMoE-like curve (14 -> 36 linearly over 12 windows, 25 windows at 36,
+//    36 -> 9 over 30 windows): 499/500 series give exactly surge,
+//    stabilization, relaxation. Surge is confirmed at window index 9 (the
+//    earliest possible); stabilization 6 to 24 windows after the plateau
+//    begins (median 9, 90th percentile 14); relaxation 3 to 9 windows after
+//    the decline begins (median 6). PhaseChange::candidate_since_step, the
+//    first window of the confirming streak, is earlier.
+//  - a decline 27 -> 9 over 40 windows (slope about 2.5 se_b over the fit):
+//    495/500 series give relaxation only.
+// Alternatives tried on the same series: fit_windows = 8 delayed surge and
+// stabilization by 2 windows and gave 4 / 46 / 150 spurious changes (honest,
+// sqrt(2), sqrt(5)) instead of 0 / 4 / 47; confirm_windows = 4 was 1 window
+// faster but gave 0 / 87 / 315; flat_ci_level = 0.95 (no hysteresis) kept
+// the decline as relaxation only in 290/500 series.
 //
 // Usage:
 //   PhaseTracker tracker(PhaseOptions{});
 //   for each gamma_eff window:
-//     ASSIGN_OR_RETURN(std::optional<PhaseChange> change,
-//                      tracker.Observe({last_step, gamma, ci_lo, ci_hi}));
+//     MOECAST_ASSIGN_OR_RETURN(
+//         std::optional<PhaseChange> change,
+//         tracker.Observe({last_step, gamma, ci_lo, ci_hi}));
 //     if (change) Emit(*change);
 //   tracker.phase();
 //
@@ -85,27 +108,30 @@ enum class Phase { kUnknown, kSurge, kStabilization, kRelaxation };
 
 absl::string_view PhaseName(Phase phase);  // "unknown", "surge", ...
 
-enum class Trend { kRising, kFlat, kFalling };
+enum class Trend { kRising, kFlat, kFalling, kUndecided };
 
 absl::string_view TrendName(Trend trend);
 
 struct PhaseOptions {
   // Points in the slope fit (the last N windows). More points: narrower
-  // slope CIs and fewer false trends, but a later reaction to a change.
-  // 6 resolves OLMoE's surge when a window is a few thousand steps; >= 3.
+  // slope CIs, but a later reaction to a change and, because consecutive
+  // fits then share more points, longer spurious excursions. >= 3.
   int fit_windows = 6;
-  // Consecutive windows a new candidate must hold. 3 keeps a flat series
-  // with honest CIs from flapping (phase_test.cc counts the spurious changes
-  // over many seeded series); >= 1.
-  int confirm_windows = 3;
+  // Windows a streak needs to change the phase (see the calibration above).
+  // >= 1.
+  int confirm_windows = 5;
   // Windows a phase lasts, counted from the window that confirmed it, before
-  // it may change again; keeps a noisy peak from going surge ->
-  // stabilization -> surge. >= 1 (1 = no minimum).
-  int min_windows_in_phase = 4;
+  // it may change again. With confirm_windows = 5 it does not bind (a new
+  // streak needs 5 windows anyway); it keeps a floor if confirm_windows is
+  // lowered. >= 1 (1 = no minimum).
+  int min_windows_in_phase = 5;
   // Level of the input CIs (the bootstrap's 95%). In (0, 1).
   double point_ci_level = 0.95;
-  // Level of the slope CI that decides the trend. In (0, 1).
+  // Level of the slope CI that must exclude 0 to call a trend. In (0, 1).
   double slope_ci_level = 0.95;
+  // Level of the slope CI that must contain 0 to call a plateau. In (0, 1)
+  // and <= slope_ci_level (equal: no hysteresis).
+  double flat_ci_level = 0.68;
   // Surge evidence: compare the peak's ci_lo with the reference's ci_hi
   // (disjoint CIs) instead of the reference's gamma. Stricter, later.
   bool surge_needs_disjoint_ci = false;
@@ -131,7 +157,9 @@ struct SlopeEstimate {
   double lo = 0;     // slope CI at slope_ci_level
   double hi = 0;
   double standard_error = 0;  // se_b, scale factor included
-  double scale_factor = 1;    // S (1 when the points fit within their CIs)
+  double flat_lo = 0;         // slope CI at flat_ci_level
+  double flat_hi = 0;
+  double scale_factor = 1;  // S (1 when the points fit within their CIs)
   int points = 0;
   Trend trend = Trend::kFlat;
 };
@@ -169,8 +197,9 @@ class PhaseTracker {
   int64_t phase_since_step() const { return phase_since_step_; }
   // The fit at the latest window, once fit_windows points exist.
   const std::optional<SlopeEstimate>& slope() const { return slope_; }
-  // The latest window's candidate (kUnknown = none) and how many consecutive
-  // windows it has held.
+  // The candidate of the streak in progress (kUnknown = none) and how many
+  // windows have supported it so far (windows without a candidate leave the
+  // streak as it is).
   Phase candidate() const { return candidate_; }
   int candidate_streak() const { return candidate_streak_; }
   int64_t windows() const { return windows_; }
@@ -179,8 +208,8 @@ class PhaseTracker {
   const std::optional<GammaPoint>& peak() const { return peak_; }
   const PhaseOptions& options() const { return options_; }
 
-  // Windows before the first phase can be declared: fit_windows +
-  // confirm_windows - 1.
+  // The least number of windows after which a phase can be declared:
+  // fit_windows + confirm_windows - 1 (10 with the defaults).
   static int MinWindowsToLeaveUnknown(const PhaseOptions& options) {
     return options.fit_windows + options.confirm_windows - 1;
   }
@@ -192,6 +221,7 @@ class PhaseTracker {
   PhaseOptions options_;
   double z_point_;
   double z_slope_;
+  double z_flat_;
   std::deque<GammaPoint> recent_;  // the last fit_windows points
   int64_t windows_ = 0;
   std::optional<GammaPoint> start_;
