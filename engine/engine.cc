@@ -246,6 +246,12 @@ class EngineImpl final : public Engine {
     return rec;
   }
 
+  absl::StatusOr<HealthReport> Health(absl::string_view job_id) const override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    return job->Health();
+  }
+
   absl::Status VisitHistory(
       absl::string_view job_id, int layer,
       absl::FunctionRef<void(const LayerHistory&)> fn) const override {

@@ -31,6 +31,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/forecast.h"
+#include "engine/health_report.h"
 #include "engine/history/layer_history.h"
 #include "engine/ingest.h"
 #include "engine/job_info.h"
@@ -136,6 +137,16 @@ class Engine {
   [[nodiscard]] virtual absl::StatusOr<PlacementRecommendation>
   RecommendPlacement(absl::string_view job_id,
                      const PlacementRequest& request) = 0;
+
+  // The router's health (design section 6) as of the last completed window
+  // of EngineOptions::health.window_steps steps: per layer gamma_eff with its
+  // bootstrap CI and phase (needs router-logit means in the ingested steps),
+  // imbalance and dead experts; and E = T*H/(O+B) from the job's declared
+  // hyperparameters. Phase changes, deaths and revivals are events
+  // (ReadEvents). NOT_FOUND for an unknown job; FAILED_PRECONDITION when the
+  // job has health off or no window has completed yet.
+  [[nodiscard]] virtual absl::StatusOr<HealthReport> Health(
+      absl::string_view job_id) const = 0;
 
   const EngineOptions& options() const { return options_; }
 

@@ -655,6 +655,59 @@ TEST_F(EngineTest, StateChangesAreEventsInOrder) {
   EXPECT_EQ(report.as_of_step, 599);
 }
 
+// ---- Health ----
+
+TEST_F(EngineTest, HealthReportsWindowsEAndDeadExpertEvents) {
+  JobSpec spec = Spec("h");
+  spec.hyper.router_temperature = 1.0;
+  spec.hyper.entropy_weight = 0.1;
+  spec.hyper.oracle_weight = 0.2;
+  spec.hyper.balance_weight = 0.2;
+  ASSERT_OK(engine_->RegisterJob(spec));
+  EXPECT_THAT(engine_->Health("h"), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                             HasSubstr("no health window")));
+  // Expert 3 of every layer gets nothing: dead after 3 windows of 100 steps.
+  std::vector<double> c(kLayers * kExperts, 50.0);
+  std::vector<double> z(kLayers * kExperts, 0.0);
+  for (int l = 0; l < kLayers; ++l) {
+    c[l * kExperts + 3] = 0;
+    for (int e = 0; e < kExperts; ++e) z[l * kExperts + e] = 0.3 * e;
+  }
+  for (int t = 0; t < 300; ++t) {
+    StepInput in = Input(t, c);
+    in.router_logits = z;
+    ASSERT_OK(engine_->Ingest("h", in));
+  }
+  ASSERT_OK_AND_ASSIGN(HealthReport r, engine_->Health("h"));
+  EXPECT_EQ(r.as_of_step, 299);
+  ASSERT_TRUE(r.e.value.has_value());
+  EXPECT_NEAR(*r.e.value, 1.0 * 0.1 / 0.4, 1e-12);
+  EXPECT_TRUE(r.e.below_threshold);
+  ASSERT_EQ(r.layers.size(), static_cast<size_t>(kLayers));
+  EXPECT_EQ(r.layers[0].step, 299);
+  EXPECT_TRUE(r.layers[0].gamma.has_value()) << r.layers[0].gamma_status;
+  EXPECT_THAT(r.layers[1].dead_experts, ElementsAre(3));
+  ASSERT_OK_AND_ASSIGN(std::vector<Event> events, engine_->ReadEvents("h", 0, 100));
+  int dead = 0;
+  for (const Event& e : events) {
+    if (e.kind != EventKind::kExpertDead) continue;
+    ++dead;
+    EXPECT_EQ(e.value, 3);
+    EXPECT_EQ(e.step, 299);
+    EXPECT_EQ(e.to, "dead");
+    EXPECT_THAT(e.detail, HasSubstr("expert 3"));
+  }
+  EXPECT_EQ(dead, kLayers);
+
+  JobSpec off = Spec("off");
+  off.health = false;
+  ASSERT_OK(engine_->RegisterJob(off));
+  EXPECT_THAT(engine_->Health("off"), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                               HasSubstr("health off")));
+  EXPECT_THAT(engine_->Health("none"), StatusIs(absl::StatusCode::kNotFound,
+                                                HasSubstr("'none'")));
+}
+
 // ---- Placement ----
 
 TEST_F(EngineTest, RecommendPlacementPlansFromForecasts) {

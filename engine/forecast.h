@@ -65,7 +65,10 @@ struct StateReport {
 };
 
 enum class EventKind {
-  kStateChange,  // a layer's (layer >= 0) or the job's (layer = -1) state
+  kStateChange,    // a layer's (layer >= 0) or the job's (layer = -1) state
+  kPhaseChange,    // a layer's gamma_eff training phase (from, to: names)
+  kExpertDead,     // value: the expert; from/to: "alive" -> "dead"
+  kExpertRevived,  // value: the expert; from/to: "dead" -> "alive"
 };
 
 absl::string_view EventKindName(EventKind kind);
@@ -79,7 +82,8 @@ struct Event {
   EventKind kind = EventKind::kStateChange;
   int layer = -1;
   std::string from, to;
-  double value = 0;  // kStateChange: the drift ratio
+  double value = 0;  // kStateChange: the drift ratio; expert events: expert
+  std::string detail;  // human-readable, with the numbers behind it
 };
 
 }  // namespace moecast

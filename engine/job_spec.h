@@ -68,6 +68,8 @@ struct JobSpec {
   // at (empty: 1, 10, 100, 1000). With `forecasting` off the job only keeps
   // history (and ingests faster).
   bool forecasting = true;
+  // Health monitoring (gamma_eff needs router-logit means in the steps).
+  bool health = true;
   std::vector<std::string> predictors;
   std::vector<int> horizons;
   RouterKind router = RouterKind::kSoftmax;

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "absl/time/time.h"
+#include "engine/health/monitor.h"
 #include "engine/state/state_classifier.h"
 
 namespace moecast {
@@ -64,6 +65,18 @@ struct EngineOptions {
   // Transient/stable classification of every layer (see
   // engine/state/state_classifier.h for the statistic and its calibration).
   StateOptions state;
+
+  // Health monitoring of every layer (engine/health/monitor.h): window
+  // length, gamma_eff fits, dead-expert and phase rules. gamma.top_k and the
+  // aux-loss coefficient come from each job's spec. The fits run on the
+  // ingest call that completes a window (with 100 bootstrap replicates,
+  // milliseconds per layer; docs/health.md).
+  HealthOptions health = [] {
+    HealthOptions h;
+    h.gamma.bootstrap_replicates = 100;
+    h.all_estimators = false;  // the engine receives router-logit means only
+    return h;
+  }();
 
   // Longest per-step forecast path a Forecast call may ask for, in steps.
   int max_path_steps = 1000;

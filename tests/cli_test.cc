@@ -351,6 +351,59 @@ TEST(CliSimulateTest, ComparesThePolicies) {
   }
 }
 
+TEST(CliHealthTest, ReportsWindowsAndEvents) {
+  const std::string counts = TempPath("health.counts.csv.gz");
+  const std::string router = TempPath("health.router.csv.gz");
+  WriteTrace(counts, router, 300);
+  const std::string json = TempPath("health.json");
+  CommandRun r = Moecast({"health", "--counts", counts, "--router", router,
+                          "--top_k=2", "--window=50", "--bootstrap=20",
+                          "--temperature=1", "--entropy_weight=0.2",
+                          "--oracle_weight=0", "--balance_weight=0", "--json", json});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("300 steps, 2 layers x 4 experts, top_k 2, windows of 50"));
+  EXPECT_THAT(r.out, HasSubstr("unbounded"));
+  std::ifstream f(json);
+  std::stringstream text;
+  text << f.rdbuf();
+  for (const char* key : {"\"windows\"", "\"step\"", "\"layer\"", "\"gamma_f\"",
+                          "\"ci_lo\"", "\"ci_hi\"", "\"r2\"", "\"temperature\"",
+                          "\"phase\"", "\"max_over_mean\"", "\"dead_experts\"",
+                          "\"events\""}) {
+    EXPECT_THAT(text.str(), HasSubstr(key));
+  }
+  // Without the router file: no gamma_eff, and it says so.
+  CommandRun no_router = Moecast({"health", "--counts", counts, "--top_k=2",
+                                  "--window=50", "--json", json});
+  EXPECT_EQ(no_router.code, 0) << no_router.err;
+  EXPECT_THAT(no_router.out, HasSubstr("gamma_eff needs the router-logit means"));
+}
+
+TEST(CliHealthTest, RejectsBadInput) {
+  const std::string counts = TempPath("health2.counts.csv");
+  WriteTrace(counts, "", 20);
+  struct Case {
+    std::vector<std::string> args;
+    int code;
+    const char* phrase;
+  };
+  const Case cases[] = {
+      {{"health", "--counts", counts, "--top_k=5"}, 1, "--top_k=5 exceeds the trace's 4"},
+      {{"health", "--counts", counts, "--top_k=2", "--window=1"}, 2,
+       "--window=1 must be in [2,"},
+      {{"health", "--counts", counts, "--top_k=2", "--entropy_weight=-0.5"}, 2,
+       "-0.5"},
+      {{"health", "--counts", TempPath("nope.counts.csv"), "--top_k=2"}, 1,
+       "no such file"},
+      {{"health", "--top_k=2"}, 2, "--counts is required"},
+  };
+  for (const Case& c : cases) {
+    CommandRun x = Moecast(c.args);
+    EXPECT_EQ(x.code, c.code) << c.phrase << "\n" << x.err;
+    EXPECT_THAT(x.err, HasSubstr(c.phrase));
+  }
+}
+
 TEST(CliReplayTest, HelpAndVersion) {
   CommandRun v = Moecast({"version"});
   EXPECT_EQ(v.code, 0);

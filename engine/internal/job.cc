@@ -21,6 +21,16 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(JobSpec spec,
                                                  const EngineOptions& options) {
   std::unique_ptr<Job> job(new Job(std::move(spec), options));
   const JobSpec& s = job->spec_;
+  if (s.health) {
+    HealthOptions health = options.health;
+    health.gamma.top_k = s.top_k;
+    health.gamma.aux_loss_alpha = s.hyper.aux_loss_coef;
+    if (absl::Status st = ValidateHealthOptions(health); !st.ok()) return st;
+    MutexLock lock(&job->mu_);
+    for (int l = 0; l < s.num_layers; ++l) {
+      job->health_.emplace_back(l, s.num_experts, health);
+    }
+  }
   if (!s.forecasting) return job;
   ForecastBankOptions bank_options;
   if (!s.horizons.empty()) bank_options.horizons = s.horizons;
@@ -263,6 +273,30 @@ CommittedStep Job::CommitLocked(int64_t step, const double* counts,
     const double n = tokens.has_value() ? *tokens : layer_sums[l] / spec_.top_k;
     layers_[l].Append(step, n, flags, counts + off, layer_sums[l],
                       logits == nullptr ? nullptr : logits + off);
+    if (!health_.empty() && layer_sums[l] > 0 && n > 0) {
+      // Validated input, so Observe cannot fail here.
+      (void)health_[l].Observe(
+          step, absl::MakeConstSpan(counts + off, m), n,
+          logits == nullptr ? absl::Span<const double>()
+                            : absl::MakeConstSpan(logits + off, m));
+      for (HealthEvent& e : health_[l].TakeEvents()) {
+        Event event;
+        event.step = e.step;
+        event.layer = e.layer;
+        event.detail = std::move(e.detail);
+        event.from = std::move(e.from);
+        event.to = std::move(e.to);
+        if (e.kind == "phase_change") {
+          event.kind = EventKind::kPhaseChange;
+        } else {
+          event.kind = e.kind == "expert_dead" ? EventKind::kExpertDead
+                                               : EventKind::kExpertRevived;
+          event.value = e.expert;
+        }
+        AddEventLocked(std::move(event));
+      }
+      (void)health_[l].TakeWindows();
+    }
     if (models_.empty() || layer_sums[l] <= 0) continue;
     const double inv = 1.0 / layer_sums[l];
     for (int e = 0; e < m; ++e) scratch_p_[e] = counts[off + e] * inv;
@@ -369,6 +403,38 @@ absl::StatusOr<StateReport> Job::State() const {
   report.job_state = job_state_;
   for (const LayerModel& model : models_) {
     report.layers.push_back(model.state->Signals());
+  }
+  return report;
+}
+
+absl::StatusOr<HealthReport> Job::Health() const {
+  MutexLock lock(&mu_);
+  if (health_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job '", spec_.job_id, "' was registered with health off"));
+  }
+  HealthReport report;
+  report.as_of_step = info_.last_step.value_or(-1);
+  const TrainingHyperparams& h = spec_.hyper;
+  absl::StatusOr<EParameter> e = ComputeE(h.router_temperature, h.entropy_weight,
+                                          h.oracle_weight, h.balance_weight);
+  if (!e.ok()) return e.status();
+  report.e = *e;
+  bool any = false;
+  for (const HealthMonitor& monitor : health_) {
+    if (monitor.latest() != nullptr) {
+      report.layers.push_back(*monitor.latest());
+      any = true;
+    } else {
+      HealthWindow none;
+      none.step = -1;
+      report.layers.push_back(none);
+    }
+  }
+  if (!any) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job '", spec_.job_id, "': no health window has completed yet "
+        "(a window is EngineOptions.health.window_steps steps)"));
   }
   return report;
 }

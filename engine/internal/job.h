@@ -17,6 +17,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/forecast.h"
+#include "engine/health/monitor.h"
+#include "engine/health_report.h"
 #include "engine/history/layer_history.h"
 #include "engine/ingest.h"
 #include "engine/internal/mutex.h"
@@ -61,6 +63,7 @@ class Job {
   // See Engine::Forecast / GetState / ReadEvents.
   absl::StatusOr<ForecastResult> Forecast(const ForecastRequest& request);
   absl::StatusOr<StateReport> State() const;
+  absl::StatusOr<HealthReport> Health() const;
   std::vector<Event> ReadEvents(int64_t after_seq, int max_events) const;
 
   // Per-layer access to the forecast bank (the bench's hook). Requires
@@ -121,6 +124,7 @@ class Job {
   std::vector<double> scratch_logits_ ABSL_GUARDED_BY(mu_);
   JobInfo info_ ABSL_GUARDED_BY(mu_);
   std::vector<LayerModel> models_ ABSL_GUARDED_BY(mu_);  // empty: no forecasting
+  std::vector<HealthMonitor> health_ ABSL_GUARDED_BY(mu_);  // empty: health off
   std::vector<double> scratch_p_ ABSL_GUARDED_BY(mu_);
   std::vector<LoadState> layer_states_ ABSL_GUARDED_BY(mu_);
   LoadState job_state_ ABSL_GUARDED_BY(mu_) = LoadState::kTransient;

@@ -19,6 +19,8 @@ void PrintUsage(std::ostream& os) {
         "given loads\n"
         "  simulate  replay a trace against placement policies (periodic, "
         "oracle, moecast)\n"
+        "  health    gamma_eff with CIs and phases, dead experts, imbalance per "
+        "window\n"
         "  help      show this text, or a command's flags (moecast help "
         "replay)\n"
         "  version   print the version\n";
@@ -38,6 +40,7 @@ int RunCommand(const std::vector<std::string>& args, std::ostream& out,
   if (command == "bench") return RunBench(rest, out, err);
   if (command == "plan") return RunPlan(rest, out, err);
   if (command == "simulate") return RunSimulate(rest, out, err);
+  if (command == "health") return RunHealth(rest, out, err);
   if (command == "version" || command == "--version") {
     out << "moecast " << kVersion << "\n";
     return 0;

@@ -33,6 +33,10 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
 int RunSimulate(const std::vector<std::string>& args, std::ostream& out,
                 std::ostream& err);
 
+// moecast health --counts FILE [--router FILE] --top_k K [--window W] ...
+int RunHealth(const std::vector<std::string>& args, std::ostream& out,
+              std::ostream& err);
+
 }  // namespace moecast::cli
 
 #endif  // MOECAST_INTEGRATIONS_CLI_COMMANDS_H_

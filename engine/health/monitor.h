@@ -1,0 +1,120 @@
+// HealthMonitor: the health signals of one (job, layer) over consecutive,
+// non-overlapping W-step windows (design section 6): gamma_eff with its
+// bootstrap CI (and under the other quality estimators when their inputs are
+// there), the training phase of its trajectory, dead experts and revivals,
+// and imbalance. The engine runs one per layer; `moecast health` runs one
+// per layer of a trace.
+//
+//   HealthMonitor m(/*layer=*/3, /*num_experts=*/64, options);
+//   for (each step) {
+//     MOECAST_RETURN_IF_ERROR(m.Observe(step, counts, tokens, logits));
+//     for (const HealthEvent& e : m.TakeEvents()) ...
+//   }
+//   const HealthWindow* w = m.latest();   // the last completed window
+//
+// Without router-logit means a window still has imbalance and dead experts;
+// its gamma_status says gamma_eff needs logits.
+//
+// Thread-safety: not thread-safe; the owner serializes access.
+#ifndef MOECAST_ENGINE_HEALTH_MONITOR_H_
+#define MOECAST_ENGINE_HEALTH_MONITOR_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "engine/health/ecology/ecology.h"
+#include "engine/health/ecology/phase.h"
+#include "engine/health/gamma/gamma.h"
+
+namespace moecast {
+
+struct HealthOptions {
+  // Steps per gamma_eff window (consecutive, non-overlapping).
+  int window_steps = 100;
+  // gamma_eff fits (top_k is set from the job; estimator kMeanLogit).
+  GammaOptions gamma;
+  // Also fit gamma_eff under the other quality estimators when their inputs
+  // are present (no bootstrap for those), for the trajectories' correlation.
+  bool all_estimators = true;
+  DeadExpertOptions dead;
+  PhaseOptions phase;
+};
+
+absl::Status ValidateHealthOptions(const HealthOptions& options);
+
+// One completed window of one layer.
+struct HealthWindow {
+  int64_t step = 0;  // the window's last step
+  int layer = 0;
+  int steps = 0;
+  std::optional<GammaFit> gamma;   // default estimator
+  std::string gamma_status;        // why gamma is missing, else empty
+  // gamma_f under each quality estimator (index QualityEstimator), NaN when
+  // unavailable.
+  std::vector<double> gamma_f_by_estimator;
+  // The phase after this window. Only identified fits (converged, not at a
+  // search bound, not weakly identified) move the phase tracker.
+  Phase phase = Phase::kUnknown;
+  ImbalanceMetrics imbalance;
+  std::vector<int> dead_experts;
+};
+
+struct HealthEvent {
+  int64_t step = 0;
+  int layer = 0;
+  std::string kind;    // "phase_change", "expert_dead", "expert_revived"
+  int expert = -1;     // expert events
+  std::string from, to;  // phase names, or "alive"/"dead"
+  std::string detail;  // human-readable, with the numbers
+};
+
+class HealthMonitor {
+ public:
+  // Requires ValidateHealthOptions(options).ok(), num_experts >= 2 and
+  // options.gamma.top_k in [1, num_experts].
+  HealthMonitor(int layer, int num_experts, const HealthOptions& options);
+
+  // Observes one step of this layer: counts (M), tokens N (> 0), and the
+  // router statistics: logit means (M or empty), mean probabilities and
+  // standardised logit means (M or empty). Completes a window every
+  // window_steps steps. INVALID_ARGUMENT for bad sizes or values (nothing is
+  // recorded then).
+  absl::Status Observe(int64_t step, absl::Span<const double> counts, double tokens,
+                       absl::Span<const double> logits,
+                       absl::Span<const double> probs = {},
+                       absl::Span<const double> std_logits = {});
+
+  // Events since the last call, in order.
+  std::vector<HealthEvent> TakeEvents();
+  // Windows completed since the last call, in order.
+  std::vector<HealthWindow> TakeWindows();
+  // The last completed window, or null before the first.
+  const HealthWindow* latest() const { return latest_ ? &*latest_ : nullptr; }
+  Phase phase() const { return phase_.phase(); }
+
+ private:
+  void CloseWindow();
+
+  const int layer_;
+  const int m_;
+  const HealthOptions options_;
+  DeadExpertTracker dead_;
+  PhaseTracker phase_;
+  GammaWindow window_;
+  std::vector<double> window_counts_;  // summed over the window
+  bool window_has_logits_ = true;
+  bool window_has_probs_ = true;
+  bool window_has_std_ = true;
+  int64_t last_step_ = 0;
+  std::vector<HealthEvent> events_;
+  std::vector<HealthWindow> windows_;
+  std::optional<HealthWindow> latest_;
+};
+
+}  // namespace moecast
+
+#endif  // MOECAST_ENGINE_HEALTH_MONITOR_H_
