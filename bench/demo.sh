@@ -59,6 +59,14 @@ echo "== forecasting: moecast bench on tiny_moe_aux (docs/forecasting.md)"
 bazel-bin/moecast bench --counts "$data/tiny_moe_aux.counts.csv.gz" \
   --top_k "$(top_k_of tiny_moe_aux)" --horizons 1,10,100,1000 "${limit[@]}"
 
+# Health: gamma_eff, phases and dead experts on the run without a balance
+# loss (docs/health.md).
+echo
+echo "== health: moecast health on tiny_moe_noaux"
+bazel-bin/moecast health --counts "$data/tiny_moe_noaux.counts.csv.gz" \
+  --router "$data/tiny_moe_noaux.router.csv.gz" --top_k "$(top_k_of tiny_moe_noaux)" \
+  --aux_coef 0 "${limit[@]}"
+
 # Placement: periodic (vLLM's policy), oracle and moecast on the synthetic
 # trace (regime switches), 8 GPUs on 2 nodes (docs/placement.md).
 echo
