@@ -27,6 +27,16 @@ for counts in "$@"; do
 done
 [[ $n -ge 2 ]] || fail "expected at least two bundled traces, found $n"
 
+# Health on a bundled trace with its router file (gamma_eff needs the logits).
+for counts in "$@"; do
+  [[ "$counts" == *tiny_moe_noaux.counts.csv.gz ]] || continue
+  router="${counts%.counts.csv.gz}.router.csv.gz"
+  out=$("$moecast" health --counts "$counts" --router "$router" --top_k 2 \
+        --max_steps 1000 --bootstrap 20) || fail "health on $counts exited $?"
+  grep -q "gamma_eff windows: 40 fitted" <<<"$out" || fail "health: unexpected output: $out"
+  echo "ok: health on $counts"
+done
+
 # Broken copies of the first trace must be rejected with file:line:column.
 first=""
 for counts in "$@"; do
