@@ -411,6 +411,16 @@ TEST(CliReplayTest, HelpAndVersion) {
   CommandRun h = Moecast({"help"});
   EXPECT_EQ(h.code, 0);
   EXPECT_THAT(h.out, HasSubstr("replay"));
+  for (auto [command, flag] : {std::make_pair("replay", "--counts"),
+                                std::make_pair("bench", "--horizons"),
+                                std::make_pair("plan", "--loads"),
+                                std::make_pair("simulate", "--policy"),
+                                std::make_pair("health", "--router")}) {
+    CommandRun c = Moecast({"help", command});
+    EXPECT_EQ(c.code, 0) << command << c.err;
+    EXPECT_THAT(c.out, HasSubstr(std::string("usage: moecast ") + command));
+    EXPECT_THAT(c.out, HasSubstr(flag));
+  }
 }
 
 }  // namespace

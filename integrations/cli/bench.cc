@@ -127,6 +127,10 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
     err << s.message() << "\n";
     return 2;
   }
+  if (flags.help_requested()) {
+    out << "usage: moecast bench [flags]\n" << flags.Usage();
+    return 0;
+  }
   EvalOptions options;
   options.top_k = static_cast<int>(std::min<int64_t>(top_k, 1 << 20));
   options.max_steps = max_steps;

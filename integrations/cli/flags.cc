@@ -95,6 +95,12 @@ absl::Status FlagSet::Assign(Flag* flag, const std::string& value) {
 }
 
 absl::Status FlagSet::Parse(absl::Span<const std::string> args) {
+  for (const std::string& arg : args) {
+    if (arg == "--help" || arg == "-h" || arg == "-help") {
+      help_requested_ = true;
+      return absl::OkStatus();
+    }
+  }
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (arg == "--") {

@@ -51,6 +51,10 @@ class FlagSet {
   // Whether the flag was given on the command line.
   bool IsSet(const std::string& name) const;
 
+  // True when the words held --help or -h: Parse then returns OK without
+  // checking required flags, and the command prints Usage() and exits 0.
+  bool help_requested() const { return help_requested_; }
+
   // One line per flag: name, type, default, help.
   std::string Usage() const;
 
@@ -71,6 +75,7 @@ class FlagSet {
 
   std::string command_;
   std::vector<Flag> flags_;
+  bool help_requested_ = false;
 };
 
 }  // namespace moecast::cli

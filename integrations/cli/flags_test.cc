@@ -82,6 +82,14 @@ TEST(FlagSetTest, IntegerRanges) {
   EXPECT_EQ(n, 10);
 }
 
+TEST(FlagSetTest, HelpSkipsValidation) {
+  Parsed p;
+  FlagSet flags("test");
+  flags.AddString("name", &p.name, "a name", /*required=*/true);
+  ASSERT_OK(flags.Parse({"--bogus", "--help"}));
+  EXPECT_TRUE(flags.help_requested());
+}
+
 TEST(FlagSetTest, UsageListsEveryFlag) {
   Parsed p;
   FlagSet flags("test");

@@ -72,6 +72,10 @@ int RunHealth(const std::vector<std::string>& args, std::ostream& out,
     err << s.message() << "\n";
     return 2;
   }
+  if (flags.help_requested()) {
+    out << "usage: moecast health [flags]\n" << flags.Usage();
+    return 0;
+  }
   auto optional_param = [](double v) -> std::optional<double> {
     return v == -1 ? std::nullopt : std::optional<double>(v);
   };

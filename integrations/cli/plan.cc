@@ -86,6 +86,10 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
     err << s.message() << "\n";
     return 2;
   }
+  if (flags.help_requested()) {
+    out << "usage: moecast plan [flags]\n" << flags.Usage();
+    return 0;
+  }
   absl::StatusOr<PlacementMode> mode = ParsePlacementMode(mode_name);
   if (!mode.ok()) {
     err << "moecast plan: --mode: " << mode.status().message() << "\n";

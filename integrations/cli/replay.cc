@@ -89,6 +89,10 @@ int RunReplay(const std::vector<std::string>& args, std::ostream& out,
     err << s.message() << "\n";
     return 2;
   }
+  if (flags.help_requested()) {
+    out << "usage: moecast replay [flags]\n" << flags.Usage();
+    return 0;
+  }
   if (progress_mode != "auto" && progress_mode != "on" &&
       progress_mode != "off") {
     err << "moecast replay: --progress='" << progress_mode

@@ -56,6 +56,10 @@ int RunSimulate(const std::vector<std::string>& args, std::ostream& out,
     err << s.message() << "\n";
     return 2;
   }
+  if (flags.help_requested()) {
+    out << "usage: moecast simulate [flags]\n" << flags.Usage();
+    return 0;
+  }
   std::vector<std::string> policies;
   if (policy == "all") {
     policies = {"periodic", "oracle", "moecast"};
