@@ -1,0 +1,89 @@
+// MoecastService: the moecast.v1.Moecast gRPC service over an Engine.
+//
+// Each RPC converts the proto request to engine types, calls the engine and
+// converts back; engine errors keep their code and message
+// (status_conversion.h). Validation is the engine's: e.g. a step whose
+// counts size does not match the job is INVALID_ARGUMENT with the engine's
+// message. IngestBatch handles each step on its own and reports per step.
+//
+//   MoecastService service(engine.get());
+//   builder.RegisterService(&service);
+//   ...
+//   service.BeginShutdown();   // ends Watch streams
+//   server->Shutdown();
+//
+// Thread-safety: thread-safe (the engine is); RPCs run concurrently.
+#ifndef MOECAST_INTEGRATIONS_GRPC_SERVICE_H_
+#define MOECAST_INTEGRATIONS_GRPC_SERVICE_H_
+
+#include <atomic>
+
+#include "absl/time/time.h"
+#include "engine/engine.h"
+#include "moecast/v1/moecast.grpc.pb.h"
+
+namespace moecast::grpc_api {
+
+struct ServiceOptions {
+  // How often Watch polls the engine for new events.
+  absl::Duration watch_poll_interval = absl::Milliseconds(20);
+  // Most events Watch reads per poll.
+  int watch_batch = 256;
+  // Rejections kept in Ingest's summary.
+  int max_summary_rejections = 10;
+};
+
+class MoecastService final : public moecast::v1::Moecast::Service {
+ public:
+  // `engine` is not owned and must outlive the service.
+  explicit MoecastService(Engine* engine, ServiceOptions options = {});
+
+  // Makes running and future Watch calls end (OK) so that a server shutdown
+  // does not wait for them.
+  void BeginShutdown() { shutting_down_.store(true); }
+
+  grpc::Status RegisterJob(grpc::ServerContext* context,
+                           const moecast::v1::RegisterJobRequest* request,
+                           moecast::v1::RegisterJobResponse* response) override;
+  grpc::Status ListJobs(grpc::ServerContext* context,
+                        const moecast::v1::ListJobsRequest* request,
+                        moecast::v1::ListJobsResponse* response) override;
+  grpc::Status DeleteJob(grpc::ServerContext* context,
+                         const moecast::v1::DeleteJobRequest* request,
+                         moecast::v1::DeleteJobResponse* response) override;
+  grpc::Status IngestBatch(grpc::ServerContext* context,
+                           const moecast::v1::IngestBatchRequest* request,
+                           moecast::v1::IngestBatchResponse* response) override;
+  grpc::Status Ingest(grpc::ServerContext* context,
+                      grpc::ServerReader<moecast::v1::IngestBatchRequest>* reader,
+                      moecast::v1::IngestSummary* response) override;
+  grpc::Status Forecast(grpc::ServerContext* context,
+                        const moecast::v1::ForecastRequest* request,
+                        moecast::v1::ForecastResponse* response) override;
+  grpc::Status GetHealth(grpc::ServerContext* context,
+                         const moecast::v1::GetHealthRequest* request,
+                         moecast::v1::GetHealthResponse* response) override;
+  grpc::Status RecommendPlacement(
+      grpc::ServerContext* context,
+      const moecast::v1::RecommendPlacementRequest* request,
+      moecast::v1::RecommendPlacementResponse* response) override;
+  grpc::Status Watch(grpc::ServerContext* context,
+                     const moecast::v1::WatchRequest* request,
+                     grpc::ServerWriter<moecast::v1::Event>* writer) override;
+
+ private:
+  Engine* const engine_;
+  const ServiceOptions options_;
+  std::atomic<bool> shutting_down_{false};
+};
+
+// Conversions (exposed for tests and other front ends).
+JobSpec JobSpecFromProto(const moecast::v1::JobSpec& proto);
+// Applies one batch to the engine. NOT_FOUND if the job is unknown (nothing
+// ingested); otherwise OK with one result per step.
+absl::Status ApplyBatch(Engine& engine, const moecast::v1::IngestBatchRequest& request,
+                        moecast::v1::IngestBatchResponse* response);
+
+}  // namespace moecast::grpc_api
+
+#endif  // MOECAST_INTEGRATIONS_GRPC_SERVICE_H_
