@@ -206,6 +206,11 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
       MOECAST_ASSIGN_OR_RETURN(PlacementRecommendation r,
                                engine->RecommendPlacement(job, request));
       report.plan_ms_total += r.plan.plan_ms;
+      if (!r.decision.has_value()) {
+        // RecommendPlacement decides whenever a current placement and a
+        // migration model are given, as here.
+        return absl::InternalError("simulate: no rebalance decision was made");
+      }
       if (r.decision->rebalance) {
         adopt(t, r.plan, r.decision->migration_s, r.decision->reason);
       } else {
