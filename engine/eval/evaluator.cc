@@ -13,6 +13,7 @@
 #include "engine/predict/forecast_bank.h"
 #include "engine/predict/predictor_factory.h"
 #include "engine/status_macros.h"
+#include "nlohmann/json.hpp"
 
 namespace moecast {
 namespace {
@@ -85,37 +86,18 @@ LoadState StateAt(const LayerEval& le, int64_t index) {
   return s;
 }
 
-// Appends a JSON string literal.
-void JsonString(std::string* out, absl::string_view s) {
-  out->push_back('"');
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        *out += "\\\"";
-        break;
-      case '\\':
-        *out += "\\\\";
-        break;
-      case '\n':
-        *out += "\\n";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(out, "\\u%04x", c);
-        } else {
-          out->push_back(c);
-        }
-    }
-  }
-  out->push_back('"');
+// A number, or null for NaN and infinities (JSON has neither).
+nlohmann::json Number(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
 }
 
-void JsonNumber(std::string* out, double v) {
-  if (std::isfinite(v)) {
-    absl::StrAppendFormat(out, "%.9g", v);
-  } else {
-    *out += "null";
+// Values rounded to 6 significant digits (the series is for plots).
+std::vector<double> Rounded(const std::vector<double>& v) {
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    out[i] = std::stod(absl::StrFormat("%.6g", v[i]));
   }
+  return out;
 }
 
 }  // namespace
@@ -504,116 +486,69 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
 }
 
 std::string EvalReportToJson(const EvalReport& r) {
-  std::string out = "{\n  \"trace\": {\"counts\": ";
-  JsonString(&out, r.counts_path);
-  absl::StrAppend(&out, ", \"steps\": ", r.steps, ", \"layers\": ", r.layers,
-                  ", \"experts\": ", r.experts, ", \"top_k\": ", r.top_k,
-                  ", \"layer_ids\": [");
-  for (size_t i = 0; i < r.layer_ids.size(); ++i) {
-    absl::StrAppend(&out, i ? ", " : "", r.layer_ids[i]);
+  using nlohmann::json;
+  json out;
+  out["trace"] = {{"counts", r.counts_path}, {"steps", r.steps},
+                  {"layers", r.layers},      {"experts", r.experts},
+                  {"top_k", r.top_k},        {"layer_ids", r.layer_ids}};
+  out["predictors"] = r.predictors;
+  out["horizons"] = r.horizons;
+  json results = json::array();
+  for (const EvalResult& x : r.results) {
+    results.push_back({{"predictor", x.predictor},
+                       {"horizon", x.horizon},
+                       {"state", x.state},
+                       {"l1", Number(x.l1)},
+                       {"mape", Number(x.mape)},
+                       {"step_mape", Number(x.step_mape)},
+                       {"n", x.n}});
   }
-  out += "]},\n  \"predictors\": [";
-  for (size_t i = 0; i < r.predictors.size(); ++i) {
-    if (i) out += ", ";
-    JsonString(&out, r.predictors[i]);
-  }
-  out += "],\n  \"horizons\": [";
-  for (size_t i = 0; i < r.horizons.size(); ++i) {
-    absl::StrAppend(&out, i ? ", " : "", r.horizons[i]);
-  }
-  out += "],\n  \"results\": [";
-  for (size_t i = 0; i < r.results.size(); ++i) {
-    const EvalResult& x = r.results[i];
-    out += i ? ",\n    {\"predictor\": " : "\n    {\"predictor\": ";
-    JsonString(&out, x.predictor);
-    absl::StrAppend(&out, ", \"horizon\": ", x.horizon, ", \"state\": ");
-    JsonString(&out, x.state);
-    out += ", \"l1\": ";
-    JsonNumber(&out, x.l1);
-    out += ", \"mape\": ";
-    JsonNumber(&out, x.mape);
-    out += ", \"step_mape\": ";
-    JsonNumber(&out, x.step_mape);
-    absl::StrAppend(&out, ", \"n\": ", x.n, "}");
-  }
+  out["results"] = std::move(results);
   for (auto [key, floors] : {std::make_pair("noise_floor", &r.noise_floor),
                              std::make_pair("empirical_floor", &r.empirical_floor)}) {
-    absl::StrAppend(&out, "\n  ],\n  \"", key, "\": [");
-    for (size_t i = 0; i < floors->size(); ++i) {
-      const FloorResult& f = (*floors)[i];
-      absl::StrAppend(&out, i ? ",\n    " : "\n    ", "{\"horizon\": ", f.horizon,
-                      ", \"state\": ");
-      JsonString(&out, f.state);
-      out += ", \"l1\": ";
-      JsonNumber(&out, f.l1);
-      absl::StrAppend(&out, ", \"n\": ", f.n, "}");
+    json rows = json::array();
+    for (const FloorResult& f : *floors) {
+      rows.push_back({{"horizon", f.horizon},
+                      {"state", f.state},
+                      {"l1", Number(f.l1)},
+                      {"n", f.n}});
     }
+    out[key] = std::move(rows);
   }
-  out += "\n  ],\n  \"transitions\": [";
-  for (size_t i = 0; i < r.transitions.size(); ++i) {
-    const EvalTransition& t = r.transitions[i];
-    absl::StrAppend(&out, i ? ",\n    " : "\n    ", "{\"layer\": ", t.layer,
-                    ", \"step\": ", t.step, ", \"from\": ");
-    JsonString(&out, t.from);
-    out += ", \"to\": ";
-    JsonString(&out, t.to);
-    out += ", \"drift_ratio\": ";
-    JsonNumber(&out, t.drift_ratio);
-    out += "}";
+  json transitions = json::array();
+  for (const EvalTransition& t : r.transitions) {
+    transitions.push_back({{"layer", t.layer},
+                           {"step", t.step},
+                           {"from", t.from},
+                           {"to", t.to},
+                           {"drift_ratio", Number(t.drift_ratio)}});
   }
-  out += "\n  ],\n  \"timing\": [";
-  for (size_t i = 0; i < r.timing.size(); ++i) {
-    const EvalTiming& t = r.timing[i];
-    out += i ? ",\n    {\"predictor\": " : "\n    {\"predictor\": ";
-    JsonString(&out, t.predictor);
-    out += ", \"update_us\": ";
-    JsonNumber(&out, t.update_us);
-    out += ", \"forecast_us\": ";
-    JsonNumber(&out, t.forecast_us);
-    absl::StrAppend(&out, ", \"experts\": ", t.experts, "}");
+  out["transitions"] = std::move(transitions);
+  json timing = json::array();
+  for (const EvalTiming& t : r.timing) {
+    timing.push_back({{"predictor", t.predictor},
+                      {"update_us", Number(t.update_us)},
+                      {"forecast_us", Number(t.forecast_us)},
+                      {"experts", t.experts}});
   }
-  out += "\n  ],\n  \"layers\": [";
+  out["timing"] = std::move(timing);
+  json layers = json::array();
   for (int l = 0; l < r.layers; ++l) {
-    absl::StrAppend(&out, l ? ",\n    " : "\n    ", "{\"layer\": ", l,
-                    ", \"layer_id\": ", r.layer_ids[l], ", \"stable_from\": ",
-                    r.stable_from[l], ", \"early_drift_ratio\": ");
-    JsonNumber(&out, r.early_drift_ratio[l]);
-    out += "}";
+    layers.push_back({{"layer", l},
+                      {"layer_id", r.layer_ids[l]},
+                      {"stable_from", r.stable_from[l]},
+                      {"early_drift_ratio", Number(r.early_drift_ratio[l])}});
   }
+  out["layers"] = std::move(layers);
   const EvalSeries& s = r.series;
-  absl::StrAppend(&out, "\n  ],\n  \"series\": {\"layer\": ", s.layer,
-                  ", \"horizon\": ", s.horizon, ", \"experts\": [");
-  for (size_t i = 0; i < s.experts.size(); ++i) {
-    absl::StrAppend(&out, i ? ", " : "", s.experts[i]);
-  }
-  out += "],\n    \"steps\": [";
-  for (size_t i = 0; i < s.steps.size(); ++i) {
-    absl::StrAppend(&out, i ? ", " : "", s.steps[i]);
-  }
-  out += "],\n    \"state\": [";
-  for (size_t i = 0; i < s.state.size(); ++i) {
-    if (i) out += ", ";
-    JsonString(&out, s.state[i]);
-  }
-  out += "],\n    \"predictor\": [";
-  for (size_t i = 0; i < s.predictor.size(); ++i) {
-    if (i) out += ", ";
-    JsonString(&out, s.predictor[i]);
-  }
-  for (auto [key, rows] : {std::make_pair("actual", &s.actual),
-                           std::make_pair("forecast", &s.forecast)}) {
-    absl::StrAppend(&out, "],\n    \"", key, "\": [");
-    for (size_t k = 0; k < rows->size(); ++k) {
-      out += k ? ", [" : "[";
-      for (size_t i = 0; i < (*rows)[k].size(); ++i) {
-        if (i) out += ", ";
-        absl::StrAppendFormat(&out, "%.6g", (*rows)[k][i]);
-      }
-      out += "]";
-    }
-  }
-  out += "]}\n}\n";
-  return out;
+  json actual = json::array(), forecast = json::array();
+  for (const auto& row : s.actual) actual.push_back(Rounded(row));
+  for (const auto& row : s.forecast) forecast.push_back(Rounded(row));
+  out["series"] = {{"layer", s.layer},         {"horizon", s.horizon},
+                   {"experts", s.experts},     {"steps", s.steps},
+                   {"state", s.state},         {"predictor", s.predictor},
+                   {"actual", std::move(actual)}, {"forecast", std::move(forecast)}};
+  return out.dump(1) + "\n";
 }
 
 }  // namespace moecast
