@@ -42,9 +42,13 @@
 
 #include "benchmark/benchmark.h"
 #include "engine/placement/placement.h"
+#include "engine/placement/testing/plan_checks.h"
 
 namespace moecast {
 namespace {
+
+using ::moecast::testing::HasDuplicateOnAGpu;
+using ::moecast::testing::Noisy;
 
 struct Shape {
   const char* name;
@@ -88,15 +92,6 @@ std::vector<double> UniformLoads(const Shape& s, std::mt19937_64& rng) {
   return w;
 }
 
-std::vector<double> Noisy(const std::vector<double>& w, double sd,
-                          std::mt19937_64& rng) {
-  std::normal_distribution<double> n01(0.0, 1.0);
-  std::vector<double> out(w.size());
-  for (size_t i = 0; i < w.size(); ++i) {
-    out[i] = std::max(0.0, w[i] * (1 + sd * n01(rng)));
-  }
-  return out;
-}
 
 PlacementProblem Problem(const Shape& s, std::vector<double> loads) {
   PlacementProblem p;
@@ -184,21 +179,6 @@ void BM_Evaluate(benchmark::State& state) {
 }
 BENCHMARK(BM_Evaluate)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
 
-bool HasDuplicate(const Plan& plan) {
-  const int k = plan.num_slots / plan.num_gpus;
-  for (int l = 0; l < plan.num_layers; ++l) {
-    for (int g = 0; g < plan.num_gpus; ++g) {
-      for (int a = 0; a < k; ++a) {
-        for (int b = a + 1; b < k; ++b) {
-          if (plan.phy2log_at(l, g * k + a) == plan.phy2log_at(l, g * k + b)) {
-            return true;
-          }
-        }
-      }
-    }
-  }
-  return false;
-}
 
 void Sweep() {
   constexpr int kInputs = 20;
@@ -229,7 +209,7 @@ void Sweep() {
         db += d.balancedness;
         ems += e.plan_ms;
         dms += d.plan_ms;
-        dups += HasDuplicate(e);
+        dups += HasDuplicateOnAGpu(e);
       }
       std::printf("%-9s %-8s %9.4f %9.4f %9.4f %9.4f %5d/%-2d %9.3f %9.3f\n",
                   s.name, kind == 0 ? "zipf" : "uniform", rmin,

@@ -10,12 +10,16 @@
 #include <vector>
 
 #include "engine/placement/placement.h"
+#include "engine/placement/testing/plan_checks.h"
 #include "engine/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace moecast {
 namespace {
+
+using ::moecast::testing::HasDuplicateOnAGpu;
+using ::moecast::testing::Noisy;
 
 using ::testing::Each;
 using ::testing::Ge;
@@ -62,29 +66,7 @@ std::vector<double> Loads(const Shape& s, int kind, std::mt19937_64& rng) {
   return w;
 }
 
-std::vector<double> Noisy(const std::vector<double>& w, double sd,
-                          std::mt19937_64& rng) {
-  std::normal_distribution<double> n01(0.0, 1.0);
-  std::vector<double> out(w.size());
-  for (size_t i = 0; i < w.size(); ++i) {
-    out[i] = std::max(0.0, w[i] * (1 + sd * n01(rng)));
-  }
-  return out;
-}
 
-bool HasDuplicateOnAGpu(const Plan& plan) {
-  const int k = plan.num_slots / plan.num_gpus;
-  for (int l = 0; l < plan.num_layers; ++l) {
-    for (int g = 0; g < plan.num_gpus; ++g) {
-      std::set<int> seen;
-      for (int j = 0; j < k; ++j) {
-        const int e = plan.phy2log_at(l, g * k + j);
-        if (e >= 0 && !seen.insert(e).second) return true;
-      }
-    }
-  }
-  return false;
-}
 
 // The (layer, GPU, expert) triples of a placement.
 std::set<std::tuple<int, int, int>> Triples(const std::vector<int32_t>& p2l,
