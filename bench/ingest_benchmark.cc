@@ -46,6 +46,7 @@ void RunIngest(benchmark::State& state, Shape shape, bool with_router,
   spec.num_experts = shape.experts;
   spec.top_k = 8;
   spec.forecasting = forecasting;
+  spec.health = forecasting;  // the default job has both; "history only" neither
   if (!engine->RegisterJob(spec).ok()) {
     state.SkipWithError("RegisterJob failed");
     return;
@@ -67,14 +68,15 @@ void RunIngest(benchmark::State& state, Shape shape, bool with_router,
                           (with_router ? 2 : 1));
 }
 
-// History only (JobSpec::forecasting = false): validation and the ring.
+// History only (JobSpec::forecasting and health off): validation and the ring.
 void BM_Ingest(benchmark::State& state, Shape shape, bool with_router) {
   RunIngest(state, shape, with_router, /*forecasting=*/false);
 }
 
-// The default job: history plus, per layer, the state classifier and the
+// The default job: history plus, per layer, the state classifier, the
 // forecast bank (last_value, sw_avg(100), ema(0.9), holt, scored at
-// horizons 1, 10, 100, 1000, with auto).
+// horizons 1, 10, 100, 1000, with auto) and the health monitor (no router
+// logits here, so no gamma_eff fits).
 void BM_IngestWithForecasting(benchmark::State& state, Shape shape) {
   RunIngest(state, shape, /*with_router=*/false, /*forecasting=*/true);
 }
