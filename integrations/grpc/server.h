@@ -23,9 +23,26 @@
 
 namespace moecast::grpc_api {
 
+// TLS for the listening port. PEM contents, not file names.
+struct TlsOptions {
+  // The server's certificate chain and private key (both set, or TLS is off).
+  std::string cert_chain_pem;
+  std::string private_key_pem;
+  // Set: mutual TLS. Clients must present a certificate signed by this CA.
+  std::string client_ca_pem;
+
+  bool enabled() const { return !cert_chain_pem.empty(); }
+};
+
 struct ServerOptions {
-  // host:port to listen on (insecure credentials). Port 0 picks a free port.
+  // host:port to listen on. Port 0 picks a free port.
   std::string listen = "127.0.0.1:50051";
+  // Off (default): insecure (plaintext) credentials.
+  TlsOptions tls;
+  // Non-empty: every moecast.v1 call must carry the metadata
+  // "authorization: Bearer <auth_token>", else UNAUTHENTICATED. (The
+  // grpc.health.v1 and reflection services stay open.)
+  std::string auth_token;
   // Largest message received or sent, in bytes (> 0).
   int max_message_bytes = 64 << 20;
   // In-flight calls get this long to finish on Shutdown before they are

@@ -17,6 +17,7 @@
 #define MOECAST_INTEGRATIONS_GRPC_SERVICE_H_
 
 #include <atomic>
+#include <string>
 
 #include "absl/time/time.h"
 #include "engine/engine.h"
@@ -31,6 +32,11 @@ struct ServiceOptions {
   int watch_batch = 256;
   // Rejections kept in Ingest's summary.
   int max_summary_rejections = 10;
+  // Non-empty: calls must carry "authorization: Bearer <auth_token>".
+  std::string auth_token;
+  // Most Ingest and Watch streams open at once (server-wide); one more is
+  // RESOURCE_EXHAUSTED.
+  int max_concurrent_streams = 256;
 };
 
 class MoecastService final : public moecast::v1::Moecast::Service {
