@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <iterator>
 #include <memory>
 #include <utility>
 
@@ -43,6 +44,11 @@ absl::Status ValidateOptions(const EngineOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "EngineOptions.max_path_steps = ", o.max_path_steps,
         " must be in [1, 100000]"));
+  }
+  if (o.idle_job_expiry <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.idle_job_expiry = ", absl::FormatDuration(o.idle_job_expiry),
+        " must be > 0 (infinite: never)"));
   }
   if (o.max_events_per_job < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -107,6 +113,7 @@ class EngineImpl final : public Engine {
     }
     reserved_bytes_ += bytes;
     reserved_by_job_[spec.job_id] = bytes;
+    (*job)->Touch(clock_->Now());
     jobs_.emplace(spec.job_id, std::shared_ptr<Job>(*std::move(job)));
     return absl::OkStatus();
   }
@@ -115,11 +122,26 @@ class EngineImpl final : public Engine {
     internal::WriterLock lock(&mu_);
     auto it = jobs_.find(job_id);
     if (it == jobs_.end()) return JobNotFound(job_id);
-    auto reserved = reserved_by_job_.find(job_id);
-    reserved_bytes_ -= reserved->second;
-    reserved_by_job_.erase(reserved);
-    jobs_.erase(it);
+    EraseLocked(it);
     return absl::OkStatus();
+  }
+
+  std::vector<std::string> ExpireIdleJobs() override {
+    std::vector<std::string> expired;
+    const absl::Duration limit = options().idle_job_expiry;
+    if (limit == absl::InfiniteDuration()) return expired;
+    const absl::Time now = clock_->Now();
+    internal::WriterLock lock(&mu_);
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      auto next = std::next(it);
+      if (now - it->second->LastActivity() > limit) {
+        expired.push_back(it->first);
+        EraseLocked(it);
+      }
+      it = next;
+    }
+    std::sort(expired.begin(), expired.end());
+    return expired;
   }
 
   std::vector<std::string> ListJobs() const override {
@@ -136,20 +158,25 @@ class EngineImpl final : public Engine {
   absl::StatusOr<JobInfo> GetJobInfo(absl::string_view job_id) const override {
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);
-    return job->Info();
+    JobInfo info = job->Info();
+    info.idle = std::max(absl::ZeroDuration(), clock_->Now() - job->LastActivity());
+    return info;
   }
 
   absl::StatusOr<IngestResult> Ingest(absl::string_view job_id,
                                       const StepInput& input) override {
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);
-    return job->Ingest(input, clock_->Now());
+    const absl::Time now = clock_->Now();
+    job->Touch(now);
+    return job->Ingest(input, now);
   }
 
   absl::StatusOr<std::vector<CommittedStep>> FlushPending(
       absl::string_view job_id) override {
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);
+    job->Touch(clock_->Now());
     return job->FlushPending();
   }
 
@@ -267,6 +294,15 @@ class EngineImpl final : public Engine {
   }
 
  private:
+  using JobMap = absl::flat_hash_map<std::string, std::shared_ptr<Job>>;
+
+  void EraseLocked(JobMap::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto reserved = reserved_by_job_.find(it->first);
+    reserved_bytes_ -= reserved->second;
+    reserved_by_job_.erase(reserved);
+    jobs_.erase(it);
+  }
+
   std::shared_ptr<Job> Find(absl::string_view job_id) const {
     internal::ReaderLock lock(&mu_);
     auto it = jobs_.find(job_id);
@@ -275,8 +311,7 @@ class EngineImpl final : public Engine {
 
   Clock* const clock_;
   mutable internal::SharedMutex mu_;
-  absl::flat_hash_map<std::string, std::shared_ptr<Job>> jobs_
-      ABSL_GUARDED_BY(mu_);
+  JobMap jobs_ ABSL_GUARDED_BY(mu_);
   int64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, int64_t> reserved_by_job_ ABSL_GUARDED_BY(mu_);
 };

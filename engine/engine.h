@@ -98,6 +98,12 @@ class Engine {
   // their own job.
   virtual int64_t Poll() = 0;
 
+  // Deletes every job idle (no step ingested, no FlushPending, since
+  // registration) for longer than EngineOptions::idle_job_expiry. Returns the
+  // deleted ids, sorted. A server calls this periodically. Calls still
+  // running on a deleted job finish normally.
+  virtual std::vector<std::string> ExpireIdleJobs() = 0;
+
   // Runs `fn` on layer `layer`'s history of job `job_id`, under the job's
   // lock (keep it short; don't call back into the engine). NOT_FOUND for an
   // unknown job, INVALID_ARGUMENT for a layer out of range.

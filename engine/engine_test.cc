@@ -779,6 +779,58 @@ TEST_F(EngineTest, RecommendPlacementPlansFromForecasts) {
 
 // ---- Concurrency ----
 
+TEST(EngineExpiryTest, IdleJobsExpireAndActiveOnesStay) {
+  FakeClock clock;
+  EngineOptions options;
+  options.clock = &clock;
+  options.idle_job_expiry = absl::Seconds(60);
+  options.max_jobs = 2;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> engine, Engine::Create(options));
+  ASSERT_OK(engine->RegisterJob(Spec("fed")));
+  ASSERT_OK(engine->RegisterJob(Spec("idle")));
+  // The job limit is full until expiry frees a slot.
+  EXPECT_THAT(engine->RegisterJob(Spec("third")),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("max_jobs")));
+  const std::vector<double> c = Counts();
+  for (int t = 0; t < 4; ++t) {
+    clock.Advance(absl::Seconds(20));
+    ASSERT_OK(engine->Ingest("fed", Input(t, c)).status());
+    // Reading a job is not activity.
+    ASSERT_OK(engine->GetJobInfo("idle").status());
+    const std::vector<std::string> expired = engine->ExpireIdleJobs();
+    if (t < 3) {  // idle for 20, 40, exactly 60 s: kept
+      EXPECT_THAT(expired, IsEmpty()) << "t = " << t;
+    } else {      // 80 s: more than the limit
+      EXPECT_THAT(expired, ElementsAre("idle"));
+    }
+  }
+  EXPECT_THAT(engine->ListJobs(), ElementsAre("fed"));
+  ASSERT_OK_AND_ASSIGN(JobInfo info, engine->GetJobInfo("fed"));
+  EXPECT_EQ(info.idle, absl::ZeroDuration());
+  clock.Advance(absl::Seconds(30));
+  ASSERT_OK_AND_ASSIGN(info, engine->GetJobInfo("fed"));
+  EXPECT_EQ(info.idle, absl::Seconds(30));
+  EXPECT_OK(engine->RegisterJob(Spec("third")));  // the slot was freed
+  clock.Advance(absl::Seconds(31));
+  EXPECT_THAT(engine->ExpireIdleJobs(), ElementsAre("fed"));
+  EXPECT_THAT(engine->Ingest("fed", Input(9, c)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'fed'")));
+}
+
+TEST(EngineExpiryTest, NeverByDefaultAndRejectsNonPositive) {
+  FakeClock clock;
+  EngineOptions options;
+  options.clock = &clock;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> engine, Engine::Create(options));
+  ASSERT_OK(engine->RegisterJob(Spec("a")));
+  clock.Advance(absl::Hours(24 * 365));
+  EXPECT_THAT(engine->ExpireIdleJobs(), IsEmpty());
+  EXPECT_THAT(engine->ListJobs(), ElementsAre("a"));
+  options.idle_job_expiry = absl::ZeroDuration();
+  EXPECT_THAT(Engine::Create(options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("idle_job_expiry")));
+}
+
 TEST(EngineConcurrencyTest, ParallelProducersOnDifferentJobs) {
   ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create(EngineOptions()));
   constexpr int kJobs = 8;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "absl/time/time.h"
 #include "engine/job_spec.h"
 
 namespace moecast {
@@ -25,6 +26,8 @@ struct JobInfo {
   double tokens = 0;            // total tokens committed (layer 0)
   int64_t history_bytes = 0;    // memory held by the history rings
   int64_t forecast_bytes = 0;   // predictors, scorer and state classifiers
+  // Time since the job's last step, FlushPending or registration.
+  absl::Duration idle = absl::ZeroDuration();
 };
 
 }  // namespace moecast

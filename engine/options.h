@@ -84,6 +84,12 @@ struct EngineOptions {
   // Events kept per job for readers (oldest dropped first).
   int max_events_per_job = 4096;
 
+  // A job that received no step (and no FlushPending) for this long is
+  // deleted by Engine::ExpireIdleJobs (a server calls it periodically), so
+  // that a producer that died does not hold its memory forever. Must be > 0;
+  // infinite (the default) means never.
+  absl::Duration idle_job_expiry = absl::InfiniteDuration();
+
   // Source of time for timeouts. Null means the real clock. Not owned; must
   // outlive the engine.
   Clock* clock = nullptr;

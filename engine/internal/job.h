@@ -6,6 +6,7 @@
 #ifndef MOECAST_ENGINE_INTERNAL_JOB_H_
 #define MOECAST_ENGINE_INTERNAL_JOB_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -54,6 +55,14 @@ class Job {
   std::vector<CommittedStep> FlushPending();
 
   JobInfo Info() const;
+
+  // Records activity (a step, a flush, registration) at `now`; lock-free.
+  void Touch(absl::Time now) {
+    last_activity_ns_.store(absl::ToUnixNanos(now), std::memory_order_relaxed);
+  }
+  absl::Time LastActivity() const {
+    return absl::FromUnixNanos(last_activity_ns_.load(std::memory_order_relaxed));
+  }
 
   // Calls `fn` with layer `layer`'s history under the job's lock. Requires
   // 0 <= layer < num_layers.
@@ -130,6 +139,7 @@ class Job {
   LoadState job_state_ ABSL_GUARDED_BY(mu_) = LoadState::kTransient;
   std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  std::atomic<int64_t> last_activity_ns_{0};
 };
 
 }  // namespace moecast::internal
