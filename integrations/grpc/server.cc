@@ -20,23 +20,55 @@ absl::StatusOr<std::unique_ptr<MoecastServer>> MoecastServer::Start(
     return absl::InvalidArgumentError(
         absl::StrCat("max_message_bytes must be > 0, got ", options.max_message_bytes));
   }
+  if (options.service.max_concurrent_streams < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_concurrent_streams must be >= 1, got ",
+                     options.service.max_concurrent_streams));
+  }
+  const TlsOptions& tls = options.tls;
+  if (tls.cert_chain_pem.empty() != tls.private_key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs both the certificate chain and the private key (one is empty)");
+  }
+  if (!tls.client_ca_pem.empty() && !tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "a client CA (mutual TLS) needs the server certificate and key too");
+  }
+  if (options.auth_token.find_first_of(" \t\r\n") != std::string::npos) {
+    return absl::InvalidArgumentError("the auth token contains whitespace");
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   std::unique_ptr<MoecastServer> server(new MoecastServer());
   server->options_ = options;
-  server->service_ = std::make_unique<MoecastService>(engine, options.service);
+  ServiceOptions service_options = options.service;
+  service_options.auth_token = options.auth_token;
+  server->service_ = std::make_unique<MoecastService>(engine, service_options);
+
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (tls.enabled()) {
+    grpc::SslServerCredentialsOptions ssl(
+        tls.client_ca_pem.empty()
+            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = tls.client_ca_pem;
+    ssl.pem_key_cert_pairs.push_back({tls.private_key_pem, tls.cert_chain_pem});
+    credentials = grpc::SslServerCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureServerCredentials();
+  }
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(options.listen, credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("could not listen on '", options.listen, "'"));
+    return absl::UnavailableError(absl::StrCat(
+        "could not listen on '", options.listen, "'",
+        tls.enabled() ? " (or the TLS certificate/key could not be loaded)" : ""));
   }
   return server;
 }

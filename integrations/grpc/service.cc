@@ -1,11 +1,14 @@
 #include "integrations/grpc/service.h"
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "engine/health/ecology/phase.h"
+#include "engine/status_macros.h"
 #include "integrations/grpc/status_conversion.h"
 
 namespace moecast::grpc_api {
@@ -82,6 +85,69 @@ void ToProto(const Plan& plan, pb::Plan* out) {
   out->set_num_stages(plan.num_stages);
 }
 
+void ToProto(const JobSpec& spec, pb::JobSpec* out) {
+  out->set_job_id(spec.job_id);
+  out->set_num_layers(spec.num_layers);
+  out->set_num_experts(spec.num_experts);
+  out->set_top_k(spec.top_k);
+  out->set_num_sources(spec.num_sources);
+  switch (spec.step_unit) {
+    case StepUnit::kOptimizerStep: out->set_step_unit(pb::STEP_UNIT_OPTIMIZER_STEP); break;
+    case StepUnit::kForwardPass: out->set_step_unit(pb::STEP_UNIT_FORWARD_PASS); break;
+    case StepUnit::kInterval: out->set_step_unit(pb::STEP_UNIT_INTERVAL); break;
+  }
+  out->set_router(spec.router == RouterKind::kSigmoidWithBias
+                      ? pb::ROUTER_KIND_SIGMOID_WITH_BIAS
+                      : pb::ROUTER_KIND_SOFTMAX);
+  pb::TrainingHyperparams* h = out->mutable_hyperparameters();
+  if (spec.hyper.aux_loss_coef) h->set_aux_loss_coef(*spec.hyper.aux_loss_coef);
+  if (spec.hyper.router_temperature) h->set_router_temperature(*spec.hyper.router_temperature);
+  if (spec.hyper.entropy_weight) h->set_entropy_weight(*spec.hyper.entropy_weight);
+  if (spec.hyper.oracle_weight) h->set_oracle_weight(*spec.hyper.oracle_weight);
+  if (spec.hyper.balance_weight) h->set_balance_weight(*spec.hyper.balance_weight);
+  for (const std::string& name : spec.predictors) out->add_predictors(name);
+  out->mutable_horizons()->Add(spec.horizons.begin(), spec.horizons.end());
+  out->set_disable_forecasting(!spec.forecasting);
+  out->set_disable_health(!spec.health);
+}
+
+void ToProto(const PlacementRecommendation& r, pb::RecommendPlacementResponse* response) {
+  response->set_as_of_step(r.as_of_step);
+  response->set_job_state(ToProto(r.job_state));
+  response->set_horizon(r.horizon);
+  response->mutable_upper_bound_layers()->Add(r.upper_bound_layers.begin(),
+                                              r.upper_bound_layers.end());
+  response->mutable_loads()->Add(r.loads.begin(), r.loads.end());
+  ToProto(r.plan, response->mutable_plan());
+  if (r.current) ToProto(*r.current, response->mutable_current());
+  if (r.decision) {
+    const RebalanceDecision& d = *r.decision;
+    pb::RebalanceDecision* o = response->mutable_decision();
+    o->set_rebalance(d.rebalance);
+    o->set_step_time_current_s(d.step_time_current_s);
+    o->set_step_time_proposed_s(d.step_time_proposed_s);
+    o->set_saved_s(d.saved_s);
+    o->set_migration_s(d.migration_s);
+    o->set_cost_s(d.cost_s);
+    o->set_required_s(d.required_s);
+    o->set_moved_experts(d.moved_experts);
+    o->set_num_stages(d.num_stages);
+    o->set_reason(d.reason);
+  }
+}
+
+// Compares in time independent of where the strings differ, so that
+// response timing does not reveal how much of a guessed token was right (the
+// length is not secret).
+bool SameSecret(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  }
+  return diff == 0;
+}
+
 }  // namespace
 
 JobSpec JobSpecFromProto(const pb::JobSpec& p) {
@@ -152,36 +218,81 @@ absl::Status ApplyBatch(Engine& engine, const pb::IngestBatchRequest& request,
   return absl::OkStatus();
 }
 
+// Every moecast.v1 handler starts with this.
+#define MOECAST_RETURN_IF_UNAUTHENTICATED(context)                 \
+  do {                                                            \
+    if (grpc::Status auth_ = Authenticate(context); !auth_.ok()) { \
+      return auth_;                                               \
+    }                                                             \
+  } while (0)
+
 MoecastService::MoecastService(Engine* engine, ServiceOptions options)
     : engine_(engine), options_(std::move(options)) {}
 
-grpc::Status MoecastService::RegisterJob(grpc::ServerContext*,
+grpc::Status MoecastService::Authenticate(const grpc::ServerContext* context) const {
+  if (options_.auth_token.empty()) return grpc::Status::OK;
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing 'authorization: Bearer <token>' metadata");
+  }
+  const absl::string_view value(it->second.data(), it->second.size());
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (value.substr(0, kBearer.size()) != kBearer ||
+      !SameSecret(value.substr(kBearer.size()), options_.auth_token)) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "the bearer token does not match");
+  }
+  return grpc::Status::OK;
+}
+
+MoecastService::StreamSlot::StreamSlot(MoecastService* service, const char* rpc)
+    : service_(service) {
+  const int open = service_->open_streams_.fetch_add(1) + 1;
+  if (open > service_->options_.max_concurrent_streams) {
+    status_ = absl::ResourceExhaustedError(absl::StrCat(
+        rpc, ": ", open - 1, " streams are open, the limit max_concurrent_streams = ",
+        service_->options_.max_concurrent_streams));
+  }
+}
+
+MoecastService::StreamSlot::~StreamSlot() { service_->open_streams_.fetch_sub(1); }
+
+grpc::Status MoecastService::RegisterJob(grpc::ServerContext* context,
                                          const pb::RegisterJobRequest* request,
                                          pb::RegisterJobResponse*) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
   return ToGrpcStatus(engine_->RegisterJob(JobSpecFromProto(request->spec())));
 }
 
-grpc::Status MoecastService::ListJobs(grpc::ServerContext*, const pb::ListJobsRequest*,
+grpc::Status MoecastService::ListJobs(grpc::ServerContext* context, const pb::ListJobsRequest*,
                                       pb::ListJobsResponse* response) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
   for (const std::string& id : engine_->ListJobs()) response->add_job_ids(id);
   return grpc::Status::OK;
 }
 
-grpc::Status MoecastService::DeleteJob(grpc::ServerContext*,
+grpc::Status MoecastService::DeleteJob(grpc::ServerContext* context,
                                        const pb::DeleteJobRequest* request,
                                        pb::DeleteJobResponse*) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
   return ToGrpcStatus(engine_->DeleteJob(request->job_id()));
 }
 
-grpc::Status MoecastService::IngestBatch(grpc::ServerContext*,
+grpc::Status MoecastService::IngestBatch(grpc::ServerContext* context,
                                          const pb::IngestBatchRequest* request,
                                          pb::IngestBatchResponse* response) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
   return ToGrpcStatus(ApplyBatch(*engine_, *request, response));
 }
 
-grpc::Status MoecastService::Ingest(grpc::ServerContext*,
+grpc::Status MoecastService::Ingest(grpc::ServerContext* context,
                                     grpc::ServerReader<pb::IngestBatchRequest>* reader,
                                     pb::IngestSummary* summary) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
+  StreamSlot slot(this, "Ingest");
+  if (!slot.ok()) return ToGrpcStatus(slot.status());
   pb::IngestBatchRequest request;
   while (reader->Read(&request)) {
     pb::IngestBatchResponse batch;
@@ -212,9 +323,75 @@ grpc::Status MoecastService::Ingest(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status MoecastService::Forecast(grpc::ServerContext*,
+grpc::Status MoecastService::GetJobInfo(grpc::ServerContext* context,
+                                        const pb::GetJobInfoRequest* request,
+                                        pb::JobInfo* response) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
+  absl::StatusOr<JobInfo> info = engine_->GetJobInfo(request->job_id());
+  if (!info.ok()) return ToGrpcStatus(info.status());
+  ToProto(info->spec, response->mutable_spec());
+  response->set_committed_steps(info->committed_steps);
+  if (info->first_step) response->set_first_step(*info->first_step);
+  if (info->last_step) response->set_last_step(*info->last_step);
+  response->set_gaps(info->gaps);
+  response->set_missing_steps(info->missing_steps);
+  response->set_incomplete_steps(info->incomplete_steps);
+  response->set_duplicate_calls(info->duplicate_calls);
+  response->set_rejected_calls(info->rejected_calls);
+  response->set_pending_steps(info->pending_steps);
+  response->set_tokens(info->tokens);
+  response->set_history_bytes(info->history_bytes);
+  response->set_forecast_bytes(info->forecast_bytes);
+  response->set_idle_seconds(absl::ToDoubleSeconds(info->idle));
+  const absl::Duration expiry = engine_->options().idle_job_expiry;
+  if (expiry != absl::InfiniteDuration()) {
+    response->set_expires_after_idle_seconds(absl::ToDoubleSeconds(expiry));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status MoecastService::FlushPending(grpc::ServerContext* context,
+                                          const pb::FlushPendingRequest* request,
+                                          pb::FlushPendingResponse* response) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
+  absl::StatusOr<std::vector<CommittedStep>> r = engine_->FlushPending(request->job_id());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  for (const CommittedStep& c : *r) ToProto(c, response->add_committed());
+  return grpc::Status::OK;
+}
+
+grpc::Status MoecastService::GetState(grpc::ServerContext* context,
+                                      const pb::GetStateRequest* request,
+                                      pb::GetStateResponse* response) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
+  absl::StatusOr<StateReport> r = engine_->GetState(request->job_id());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  response->set_as_of_step(r->as_of_step);
+  response->set_job_state(ToProto(r->job_state));
+  for (size_t l = 0; l < r->layers.size(); ++l) {
+    const StateSignals& sig = r->layers[l];
+    pb::LayerState* out = response->add_layers();
+    out->set_layer(static_cast<int>(l));
+    out->set_state(ToProto(sig.state));
+    out->set_state_since_step(sig.state_since_step);
+    out->set_window_steps(sig.window_steps);
+    if (sig.drift_ratio) out->set_drift_ratio(*sig.drift_ratio);
+    if (sig.dispersion) out->set_dispersion(*sig.dispersion);
+    if (sig.half_drift) out->set_half_drift(*sig.half_drift);
+    if (request->per_expert()) {
+      out->mutable_variance_10()->Add(sig.variance_10.begin(), sig.variance_10.end());
+      out->mutable_range_10()->Add(sig.range_10.begin(), sig.range_10.end());
+      out->mutable_variance_w()->Add(sig.variance_w.begin(), sig.variance_w.end());
+      out->mutable_range_w()->Add(sig.range_w.begin(), sig.range_w.end());
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status MoecastService::Forecast(grpc::ServerContext* context,
                                       const pb::ForecastRequest* request,
                                       pb::ForecastResponse* response) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
   ForecastRequest req;
   req.horizons.assign(request->horizons().begin(), request->horizons().end());
   if (!request->predictor().empty()) req.predictor = request->predictor();
@@ -244,9 +421,10 @@ grpc::Status MoecastService::Forecast(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status MoecastService::GetHealth(grpc::ServerContext*,
+grpc::Status MoecastService::GetHealth(grpc::ServerContext* context,
                                        const pb::GetHealthRequest* request,
                                        pb::GetHealthResponse* response) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
   absl::StatusOr<HealthReport> r = engine_->Health(request->job_id());
   if (!r.ok()) return ToGrpcStatus(r.status());
   response->set_as_of_step(r->as_of_step);
@@ -282,34 +460,30 @@ grpc::Status MoecastService::GetHealth(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status MoecastService::RecommendPlacement(
-    grpc::ServerContext*, const pb::RecommendPlacementRequest* request,
-    pb::RecommendPlacementResponse* response) {
+absl::StatusOr<PlacementRequest> PlacementRequestFromProto(
+    const pb::RecommendPlacementRequest& request) {
   PlacementRequest req;
-  req.num_slots = request->num_slots();
-  req.num_groups = request->num_groups() == 0 ? 1 : request->num_groups();
-  req.num_nodes = request->num_nodes() == 0 ? 1 : request->num_nodes();
-  req.num_gpus = request->num_gpus();
-  req.excluded_gpus.assign(request->excluded_gpus().begin(),
-                           request->excluded_gpus().end());
-  req.current_phy2log.assign(request->current_phy2log().begin(),
-                             request->current_phy2log().end());
-  if (!request->mode().empty()) {
-    absl::StatusOr<PlacementMode> mode = ParsePlacementMode(request->mode());
-    if (!mode.ok()) return ToGrpcStatus(mode.status());
-    req.options.mode = *mode;
+  req.num_slots = request.num_slots();
+  req.num_groups = request.num_groups() == 0 ? 1 : request.num_groups();
+  req.num_nodes = request.num_nodes() == 0 ? 1 : request.num_nodes();
+  req.num_gpus = request.num_gpus();
+  req.excluded_gpus.assign(request.excluded_gpus().begin(), request.excluded_gpus().end());
+  req.current_phy2log.assign(request.current_phy2log().begin(),
+                             request.current_phy2log().end());
+  if (!request.mode().empty()) {
+    MOECAST_ASSIGN_OR_RETURN(req.options.mode, ParsePlacementMode(request.mode()));
   }
-  if (request->has_move_budget()) req.options.move_budget = request->move_budget();
-  if (request->max_extra_experts_per_gpu() != 0) {
-    req.options.max_extra_experts_per_gpu = request->max_extra_experts_per_gpu();
+  if (request.has_move_budget()) req.options.move_budget = request.move_budget();
+  if (request.max_extra_experts_per_gpu() != 0) {
+    req.options.max_extra_experts_per_gpu = request.max_extra_experts_per_gpu();
   }
-  req.options.bytes_per_expert = request->bytes_per_expert();
-  if (request->horizon() != 0) req.horizon = request->horizon();
-  if (!request->predictor().empty()) req.predictor = request->predictor();
-  req.upper_bounds_when_transient = !request->means_only();
-  if (request->interval_level() != 0) req.interval_level = request->interval_level();
-  if (request->has_migration()) {
-    const pb::MigrationModel& m = request->migration();
+  req.options.bytes_per_expert = request.bytes_per_expert();
+  if (request.horizon() != 0) req.horizon = request.horizon();
+  if (!request.predictor().empty()) req.predictor = request.predictor();
+  req.upper_bounds_when_transient = !request.means_only();
+  if (request.interval_level() != 0) req.interval_level = request.interval_level();
+  if (request.has_migration()) {
+    const pb::MigrationModel& m = request.migration();
     MigrationModel model;
     model.bytes_per_expert = m.bytes_per_expert();
     model.intra_node_bandwidth = m.intra_node_bandwidth();
@@ -318,46 +492,67 @@ grpc::Status MoecastService::RecommendPlacement(
     model.time_per_token_s = m.time_per_token_s();
     model.horizon_steps = m.horizon_steps();
     model.overlap = m.overlap();
-    if (m.has_overlap_cost_fraction()) {
-      model.overlap_cost_fraction = m.overlap_cost_fraction();
-    }
+    if (m.has_overlap_cost_fraction()) model.overlap_cost_fraction = m.overlap_cost_fraction();
     if (m.has_transient_margin()) model.transient_margin = m.transient_margin();
     req.migration = model;
   }
+  return req;
+}
+
+grpc::Status MoecastService::RecommendPlacement(
+    grpc::ServerContext* context, const pb::RecommendPlacementRequest* request,
+    pb::RecommendPlacementResponse* response) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
+  absl::StatusOr<PlacementRequest> req = PlacementRequestFromProto(*request);
+  if (!req.ok()) return ToGrpcStatus(req.status());
   absl::StatusOr<PlacementRecommendation> r =
-      engine_->RecommendPlacement(request->job_id(), req);
+      engine_->RecommendPlacement(request->job_id(), *req);
   if (!r.ok()) return ToGrpcStatus(r.status());
-  response->set_as_of_step(r->as_of_step);
-  response->set_job_state(ToProto(r->job_state));
-  response->set_horizon(r->horizon);
-  response->mutable_upper_bound_layers()->Add(r->upper_bound_layers.begin(),
-                                              r->upper_bound_layers.end());
-  response->mutable_loads()->Add(r->loads.begin(), r->loads.end());
-  ToProto(r->plan, response->mutable_plan());
-  if (r->current) {
-    ToProto(*r->current, response->mutable_current());
-  }
-  if (r->decision) {
-    const RebalanceDecision& d = *r->decision;
-    pb::RebalanceDecision* o = response->mutable_decision();
-    o->set_rebalance(d.rebalance);
-    o->set_step_time_current_s(d.step_time_current_s);
-    o->set_step_time_proposed_s(d.step_time_proposed_s);
-    o->set_saved_s(d.saved_s);
-    o->set_migration_s(d.migration_s);
-    o->set_cost_s(d.cost_s);
-    o->set_required_s(d.required_s);
-    o->set_moved_experts(d.moved_experts);
-    o->set_num_stages(d.num_stages);
-    o->set_reason(d.reason);
-  }
+  ToProto(*r, response);
   return grpc::Status::OK;
 }
 
 grpc::Status MoecastService::Watch(grpc::ServerContext* context,
                                    const pb::WatchRequest* request,
                                    grpc::ServerWriter<pb::Event>* writer) {
+  MOECAST_RETURN_IF_UNAUTHENTICATED(context);
+  StreamSlot slot(this, "Watch");
+  if (!slot.ok()) return ToGrpcStatus(slot.status());
+  if (request->after_seq() < 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("after_seq = ", request->after_seq(), " must be >= 0")));
+  }
+  // Rebalance checks, when asked for.
+  std::optional<PlacementRequest> rebalance;
+  int64_t every = 100;
+  if (request->has_rebalance()) {
+    const pb::RecommendPlacementRequest& r = request->rebalance();
+    if (!r.job_id().empty() && r.job_id() != request->job_id()) {
+      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+          "rebalance.job_id '", r.job_id(), "' differs from job_id '",
+          request->job_id(), "' (leave it empty)")));
+    }
+    if (r.current_phy2log().empty() || !r.has_migration()) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          "rebalance needs current_phy2log and migration: the decision weighs "
+          "the current placement against the plan"));
+    }
+    if (request->rebalance_every_steps() < 0) {
+      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+          "rebalance_every_steps = ", request->rebalance_every_steps(),
+          " must be >= 0 (0 means 100)")));
+    }
+    if (request->rebalance_every_steps() > 0) every = request->rebalance_every_steps();
+    absl::StatusOr<PlacementRequest> req = PlacementRequestFromProto(r);
+    if (!req.ok()) return ToGrpcStatus(req.status());
+    rebalance = *std::move(req);
+  } else if (request->rebalance_every_steps() != 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        "rebalance_every_steps is set but rebalance is not"));
+  }
   int64_t after = request->after_seq();
+  std::optional<int64_t> last_checked;  // step of the last rebalance check
+  bool recommending = false;            // the last decision said rebalance
   while (!context->IsCancelled() && !shutting_down_.load()) {
     absl::StatusOr<std::vector<Event>> events =
         engine_->ReadEvents(request->job_id(), after, options_.watch_batch);
@@ -367,6 +562,40 @@ grpc::Status MoecastService::Watch(grpc::ServerContext* context,
       ToProto(ev, &out);
       if (!writer->Write(out)) return grpc::Status::OK;  // the client went away
       after = ev.seq;
+    }
+    if (rebalance) {
+      absl::StatusOr<JobInfo> info = engine_->GetJobInfo(request->job_id());
+      if (!info.ok()) return ToGrpcStatus(info.status());
+      if (info->last_step &&
+          (!last_checked || *info->last_step >= *last_checked + every)) {
+        last_checked = info->last_step;
+        absl::StatusOr<PlacementRecommendation> rec =
+            engine_->RecommendPlacement(request->job_id(), *rebalance);
+        if (!rec.ok()) {
+          // Not yet answerable (e.g. forecasts warming up): try again later.
+          // Anything else (a cluster that does not fit the job) is the
+          // caller's error and ends the stream.
+          if (rec.status().code() != absl::StatusCode::kFailedPrecondition) {
+            return ToGrpcStatus(rec.status());
+          }
+        } else if (rec->decision) {
+          const bool now = rec->decision->rebalance;
+          if (now && !recommending) {
+            pb::Event out;
+            out.set_seq(after);
+            out.set_step(rec->as_of_step);
+            out.set_kind(pb::Event::KIND_REBALANCE_RECOMMENDED);
+            out.set_layer(-1);
+            out.set_from("keep");
+            out.set_to("rebalance");
+            out.set_value(rec->decision->saved_s - rec->decision->cost_s);
+            out.set_detail(rec->decision->reason);
+            ToProto(*rec, out.mutable_recommendation());
+            if (!writer->Write(out)) return grpc::Status::OK;
+          }
+          recommending = now;
+        }
+      }
     }
     if (events->size() < static_cast<size_t>(options_.watch_batch)) {
       absl::SleepFor(options_.watch_poll_interval);

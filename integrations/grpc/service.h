@@ -19,6 +19,8 @@
 #include <atomic>
 #include <string>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
 #include "moecast/v1/moecast.grpc.pb.h"
@@ -57,6 +59,15 @@ class MoecastService final : public moecast::v1::Moecast::Service {
   grpc::Status DeleteJob(grpc::ServerContext* context,
                          const moecast::v1::DeleteJobRequest* request,
                          moecast::v1::DeleteJobResponse* response) override;
+  grpc::Status GetJobInfo(grpc::ServerContext* context,
+                          const moecast::v1::GetJobInfoRequest* request,
+                          moecast::v1::JobInfo* response) override;
+  grpc::Status FlushPending(grpc::ServerContext* context,
+                            const moecast::v1::FlushPendingRequest* request,
+                            moecast::v1::FlushPendingResponse* response) override;
+  grpc::Status GetState(grpc::ServerContext* context,
+                        const moecast::v1::GetStateRequest* request,
+                        moecast::v1::GetStateResponse* response) override;
   grpc::Status IngestBatch(grpc::ServerContext* context,
                            const moecast::v1::IngestBatchRequest* request,
                            moecast::v1::IngestBatchResponse* response) override;
@@ -78,13 +89,37 @@ class MoecastService final : public moecast::v1::Moecast::Service {
                      grpc::ServerWriter<moecast::v1::Event>* writer) override;
 
  private:
+  // Holds one of the max_concurrent_streams slots for a streaming call.
+  class StreamSlot {
+   public:
+    StreamSlot(MoecastService* service, const char* rpc);
+    ~StreamSlot();
+    StreamSlot(const StreamSlot&) = delete;
+    StreamSlot& operator=(const StreamSlot&) = delete;
+    // RESOURCE_EXHAUSTED when no slot was free.
+    const absl::Status& status() const { return status_; }
+    bool ok() const { return status_.ok(); }
+
+   private:
+    MoecastService* const service_;
+    absl::Status status_;
+  };
+
+  // UNAUTHENTICATED unless the call carries the configured bearer token.
+  grpc::Status Authenticate(const grpc::ServerContext* context) const;
+
   Engine* const engine_;
   const ServiceOptions options_;
   std::atomic<bool> shutting_down_{false};
+  std::atomic<int> open_streams_{0};
 };
 
 // Conversions (exposed for tests and other front ends).
 JobSpec JobSpecFromProto(const moecast::v1::JobSpec& proto);
+// The engine's placement request from the proto (INVALID_ARGUMENT for an
+// unknown mode).
+absl::StatusOr<PlacementRequest> PlacementRequestFromProto(
+    const moecast::v1::RecommendPlacementRequest& request);
 // Applies one batch to the engine. NOT_FOUND if the job is unknown (nothing
 // ingested); otherwise OK with one result per step.
 absl::Status ApplyBatch(Engine& engine, const moecast::v1::IngestBatchRequest& request,

@@ -514,6 +514,261 @@ TEST_F(ServiceE2ETest, MessagesOverTheLimitAreRefused) {
   EXPECT_EQ(engine_->GetJobInfo("a").value().committed_steps, 0);
 }
 
+TEST_F(ServiceE2ETest, JobInfoStateAndFlush) {
+  // A two-source job: source 0 reports steps 0 and 1, source 1 only step 0.
+  pb::RegisterJobRequest reg;
+  pb::JobSpec* spec = reg.mutable_spec();
+  spec->set_job_id("m");
+  spec->set_num_layers(kLayers);
+  spec->set_num_experts(kExperts);
+  spec->set_top_k(2);
+  spec->set_num_sources(2);
+  spec->add_horizons(1);
+  spec->add_horizons(10);
+  spec->mutable_hyperparameters()->set_router_temperature(1.5);
+  {
+    pb::RegisterJobResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->RegisterJob(&ctx, reg, &resp).ok());
+  }
+  pb::IngestBatchRequest batch;
+  batch.set_job_id("m");
+  for (auto [step, source] : {std::pair{0, 0}, {0, 1}, {1, 0}}) {
+    pb::Step* s = batch.add_steps();
+    s->set_step(step);
+    s->set_source(source);
+    for (double c : Uniform(5)) s->add_counts(c);
+  }
+  {
+    pb::IngestBatchResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->IngestBatch(&ctx, batch, &resp).ok());
+    ASSERT_EQ(resp.results_size(), 3);
+    EXPECT_EQ(resp.results(0).outcome(), pb::STEP_OUTCOME_PENDING);
+    EXPECT_EQ(resp.results(1).outcome(), pb::STEP_OUTCOME_COMMITTED);
+    EXPECT_EQ(resp.results(2).outcome(), pb::STEP_OUTCOME_PENDING);
+  }
+  pb::GetJobInfoRequest ireq;
+  ireq.set_job_id("m");
+  pb::JobInfo info;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetJobInfo(&ctx, ireq, &info).ok());
+  }
+  EXPECT_EQ(info.spec().job_id(), "m");
+  EXPECT_EQ(info.spec().num_sources(), 2);
+  EXPECT_THAT(info.spec().horizons(), ::testing::ElementsAre(1, 10));
+  EXPECT_DOUBLE_EQ(info.spec().hyperparameters().router_temperature(), 1.5);
+  EXPECT_FALSE(info.spec().hyperparameters().has_entropy_weight());
+  EXPECT_EQ(info.committed_steps(), 1);
+  EXPECT_EQ(info.first_step(), 0);
+  EXPECT_EQ(info.last_step(), 0);
+  EXPECT_EQ(info.pending_steps(), 1);
+  EXPECT_GT(info.history_bytes(), 0);
+  EXPECT_GE(info.idle_seconds(), 0);
+  EXPECT_FALSE(info.has_expires_after_idle_seconds());  // no expiry configured
+
+  // Flush commits step 1 without source 1.
+  pb::FlushPendingRequest freq;
+  freq.set_job_id("m");
+  pb::FlushPendingResponse fresp;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->FlushPending(&ctx, freq, &fresp).ok());
+  }
+  ASSERT_EQ(fresp.committed_size(), 1);
+  EXPECT_EQ(fresp.committed(0).step(), 1);
+  EXPECT_TRUE(fresp.committed(0).incomplete());
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetJobInfo(&ctx, ireq, &info).ok());
+    EXPECT_EQ(info.committed_steps(), 2);
+    EXPECT_EQ(info.incomplete_steps(), 1);
+    EXPECT_EQ(info.pending_steps(), 0);
+  }
+
+  // State, with and without the per-expert series.
+  pb::GetStateRequest sreq;
+  sreq.set_job_id("m");
+  pb::GetStateResponse state;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetState(&ctx, sreq, &state).ok());
+  }
+  EXPECT_EQ(state.as_of_step(), 1);
+  EXPECT_EQ(state.job_state(), pb::LOAD_STATE_TRANSIENT);
+  ASSERT_EQ(state.layers_size(), kLayers);
+  EXPECT_EQ(state.layers(1).layer(), 1);
+  EXPECT_EQ(state.layers(0).window_steps(), 2);
+  EXPECT_EQ(state.layers(0).variance_w_size(), 0);
+  sreq.set_per_expert(true);
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetState(&ctx, sreq, &state).ok());
+  }
+  EXPECT_EQ(state.layers(0).variance_w_size(), kExperts);
+  EXPECT_EQ(state.layers(0).range_10_size(), kExperts);
+
+  // Unknown jobs.
+  for (const char* rpc : {"info", "flush", "state"}) {
+    grpc::ClientContext ctx;
+    grpc::Status st;
+    if (std::string(rpc) == "info") {
+      ireq.set_job_id("nope");
+      st = stub_->GetJobInfo(&ctx, ireq, &info);
+    } else if (std::string(rpc) == "flush") {
+      freq.set_job_id("nope");
+      st = stub_->FlushPending(&ctx, freq, &fresp);
+    } else {
+      sreq.set_job_id("nope");
+      st = stub_->GetState(&ctx, sreq, &state);
+    }
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << rpc;
+    EXPECT_THAT(st.error_message(), HasSubstr("'nope'")) << rpc;
+  }
+}
+
+TEST_F(ServiceE2ETest, StateBeforeAnyStepIsFailedPrecondition) {
+  ASSERT_TRUE(Register("e").ok());
+  pb::GetStateRequest req;
+  req.set_job_id("e");
+  pb::GetStateResponse resp;
+  grpc::ClientContext ctx;
+  EXPECT_EQ(stub_->GetState(&ctx, req, &resp).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// The placement used by the rebalance tests: GPU 0 holds experts 0, 1, 2 and
+// GPU 1 holds 3, 0, 1, in every layer, with a migration model under which
+// moving pays when expert 0 is hot.
+pb::RecommendPlacementRequest RebalanceRequest() {
+  pb::RecommendPlacementRequest req;
+  req.set_num_slots(6);
+  req.set_num_gpus(2);
+  req.set_horizon(10);
+  req.set_bytes_per_expert(1000);
+  for (int l = 0; l < kLayers; ++l) {
+    for (int e : {0, 1, 2, 3, 0, 1}) req.add_current_phy2log(e);
+  }
+  pb::MigrationModel* m = req.mutable_migration();
+  m->set_intra_node_bandwidth(1e9);
+  m->set_inter_node_bandwidth(1e8);
+  m->set_tokens_per_step(1e6);
+  m->set_time_per_token_s(1e-9);
+  m->set_horizon_steps(1000);
+  return req;
+}
+
+TEST_F(ServiceE2ETest, WatchStreamsARebalanceRecommendationOnce) {
+  ASSERT_TRUE(Register("r").ok());
+  // Balanced loads first: the current placement is fine.
+  auto ingest = [&](int from, int to, std::vector<double> counts) {
+    pb::IngestBatchRequest batch;
+    batch.set_job_id("r");
+    for (int t = from; t < to; ++t) AddStep(&batch, t, counts);
+    pb::IngestBatchResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->IngestBatch(&ctx, batch, &resp).ok());
+    ASSERT_EQ(resp.rejected(), 0);
+  };
+  ingest(0, 20, Uniform(10));
+
+  grpc::ClientContext ctx;
+  pb::WatchRequest wreq;
+  wreq.set_job_id("r");
+  *wreq.mutable_rebalance() = RebalanceRequest();
+  wreq.set_rebalance_every_steps(10);
+  auto reader = stub_->Watch(&ctx, wreq);
+  std::vector<pb::Event> events;
+  std::thread watcher([&] {
+    pb::Event e;
+    while (reader->Read(&e)) events.push_back(e);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Expert 3 (alone on GPU 1 with replicas of 0 and 1) turns very hot: moving
+  // pays. The hot phase lasts long enough for several checks; only the
+  // first turn to "rebalance" is streamed.
+  ingest(20, 200, {1, 1, 1, 300, 1, 1, 1, 300});
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ctx.TryCancel();
+  watcher.join();
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+
+  std::vector<pb::Event> rebalances;
+  for (const pb::Event& e : events) {
+    if (e.kind() == pb::Event::KIND_REBALANCE_RECOMMENDED) rebalances.push_back(e);
+  }
+  ASSERT_EQ(rebalances.size(), 1u);
+  const pb::Event& e = rebalances[0];
+  EXPECT_GE(e.step(), 20);
+  EXPECT_EQ(e.to(), "rebalance");
+  EXPECT_GT(e.value(), 0);
+  EXPECT_FALSE(e.detail().empty());
+  ASSERT_TRUE(e.recommendation().has_decision());
+  EXPECT_TRUE(e.recommendation().decision().rebalance());
+  EXPECT_GT(e.recommendation().plan().balancedness(),
+            e.recommendation().current().balancedness());
+}
+
+TEST_F(ServiceE2ETest, WatchRebalanceRejectsBadRequests) {
+  ASSERT_TRUE(Register("r").ok());
+  auto code_of = [&](const pb::WatchRequest& req) {
+    grpc::ClientContext ctx;
+    auto reader = stub_->Watch(&ctx, req);
+    pb::Event e;
+    while (reader->Read(&e)) {
+    }
+    return reader->Finish();
+  };
+  pb::WatchRequest req;
+  req.set_job_id("r");
+  *req.mutable_rebalance() = RebalanceRequest();
+  req.mutable_rebalance()->clear_migration();
+  grpc::Status st = code_of(req);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("migration"));
+
+  *req.mutable_rebalance() = RebalanceRequest();
+  req.mutable_rebalance()->set_job_id("other");
+  st = code_of(req);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("'other'"));
+
+  *req.mutable_rebalance() = RebalanceRequest();
+  req.set_rebalance_every_steps(-1);
+  st = code_of(req);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("rebalance_every_steps"));
+
+  pb::WatchRequest plain;
+  plain.set_job_id("r");
+  plain.set_rebalance_every_steps(5);
+  st = code_of(plain);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  plain.set_rebalance_every_steps(0);
+  plain.set_after_seq(-3);
+  st = code_of(plain);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("after_seq"));
+
+  // A cluster that cannot hold the job ends the stream once there are steps
+  // to plan on.
+  pb::IngestBatchRequest batch;
+  batch.set_job_id("r");
+  AddStep(&batch, 0, Uniform());
+  pb::IngestBatchResponse resp;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->IngestBatch(&ctx, batch, &resp).ok());
+  }
+  *req.mutable_rebalance() = RebalanceRequest();
+  req.set_rebalance_every_steps(1);
+  req.mutable_rebalance()->set_num_slots(7);  // not a multiple of 2 GPUs
+  st = code_of(req);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(ServiceE2ETest, ShutdownEndsAnOpenWatch) {
   ASSERT_TRUE(Register("w").ok());
   grpc::ClientContext ctx;

@@ -1,0 +1,44 @@
+// DaemonConfig: moecastd's command line, parsed and checked, as the engine's
+// and the server's options.
+//
+//   MOECAST_ASSIGN_OR_RETURN(DaemonConfig config, ParseDaemonFlags(args));
+//   Engine::Create(config.engine); MoecastServer::Start(engine, config.server);
+//
+// Files named by flags (token, certificates) are read here, so that a
+// missing or empty file is reported before the server starts.
+//
+// Thread-safety: plain functions and value types.
+#ifndef MOECAST_INTEGRATIONS_GRPC_DAEMON_CONFIG_H_
+#define MOECAST_INTEGRATIONS_GRPC_DAEMON_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/options.h"
+#include "integrations/grpc/server.h"
+
+namespace moecast::grpc_api {
+
+struct DaemonConfig {
+  EngineOptions engine;
+  ServerOptions server;
+  bool help = false;        // --help: print DaemonUsage() and exit 0
+};
+
+// Parses moecastd's flags (argv without the program name). INVALID_ARGUMENT
+// naming the flag for an unknown flag, a malformed or out-of-range value, an
+// unreadable or empty file, or an inconsistent combination (e.g. --tls_key
+// without --tls_cert).
+absl::StatusOr<DaemonConfig> ParseDaemonFlags(const std::vector<std::string>& args);
+
+// The flag list for --help.
+std::string DaemonUsage();
+
+// The whole file, or NOT_FOUND / INVALID_ARGUMENT naming `what` and `path`.
+absl::StatusOr<std::string> ReadSmallFile(absl::string_view what, const std::string& path);
+
+}  // namespace moecast::grpc_api
+
+#endif  // MOECAST_INTEGRATIONS_GRPC_DAEMON_CONFIG_H_
