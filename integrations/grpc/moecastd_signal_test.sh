@@ -17,7 +17,24 @@ for SIG in TERM INT; do
   [ $RC -eq 0 ] || { cat "$OUT"; echo "SIG$SIG: exit $RC"; exit 1; }
   grep -q "stopped" "$OUT" || { cat "$OUT"; echo "no stopped line"; exit 1; }
 done
-# A bad flag is a usage error.
-"$BIN" --bogus >/dev/null 2>&1
-[ $? -eq 2 ] || { echo "bad flag did not exit 2"; exit 1; }
+# A bad flag is a usage error that names the flag.
+for ARGS in "--bogus" "--max_jobs=0" "--auth_token_file=/nonexistent/token" "--tls_key=x"; do
+  "$BIN" $ARGS >"$OUT" 2>&1
+  RC=$?
+  [ $RC -eq 2 ] || { cat "$OUT"; echo "$ARGS: exit $RC, want 2"; exit 1; }
+  NAME="${ARGS%%=*}"
+  grep -q -- "${NAME#--}" "$OUT" || { cat "$OUT"; echo "$ARGS: message does not name the flag"; exit 1; }
+done
+# With a token file and idle expiry the daemon starts and says so.
+TOKEN="$(mktemp "${TEST_TMPDIR:-/tmp}/token.XXXXXX")"
+echo "t0ken" >"$TOKEN"
+"$BIN" --listen 127.0.0.1:0 --auth_token_file "$TOKEN" --idle_job_expiry_s 60 >"$OUT" 2>&1 &
+PID=$!
+for _ in $(seq 100); do
+  grep -q "listening" "$OUT" && break
+  sleep 0.1
+done
+grep -q "bearer token required" "$OUT" || { cat "$OUT"; kill -9 $PID; echo "no token line"; exit 1; }
+kill -TERM $PID
+wait $PID || { cat "$OUT"; echo "exit $?"; exit 1; }
 echo PASS
