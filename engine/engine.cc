@@ -202,6 +202,13 @@ class EngineImpl final : public Engine {
     return job->Forecast(request);
   }
 
+  absl::StatusOr<std::vector<ForecastScore>> ForecastScores(
+      absl::string_view job_id) const override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    return job->Scores();
+  }
+
   absl::StatusOr<StateReport> GetState(absl::string_view job_id) const override {
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);

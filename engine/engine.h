@@ -122,6 +122,12 @@ class Engine {
   [[nodiscard]] virtual absl::StatusOr<ForecastResult> Forecast(
       absl::string_view job_id, const ForecastRequest& request) = 0;
 
+  // The realised forecast errors of every predictor of the job's bank (and
+  // auto) at every scored horizon, averaged over layers. FAILED_PRECONDITION
+  // when the job has forecasting off; NOT_FOUND if unknown.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ForecastScore>> ForecastScores(
+      absl::string_view job_id) const = 0;
+
   // Transient/stable state of the job and each layer, with the raw signals.
   // Errors as Forecast.
   [[nodiscard]] virtual absl::StatusOr<StateReport> GetState(

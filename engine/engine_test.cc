@@ -779,6 +779,42 @@ TEST_F(EngineTest, RecommendPlacementPlansFromForecasts) {
 
 // ---- Concurrency ----
 
+TEST_F(EngineTest, ForecastScoresAverageOverLayers) {
+  JobSpec spec = Spec("f");
+  spec.predictors = {"last_value", "sw_avg(10)"};
+  spec.horizons = {1, 5};
+  ASSERT_OK(engine_->RegisterJob(spec));
+  ASSERT_OK_AND_ASSIGN(std::vector<ForecastScore> before, engine_->ForecastScores("f"));
+  for (const ForecastScore& s : before) {
+    EXPECT_EQ(s.layers_scored, 0) << s.predictor;
+    EXPECT_TRUE(std::isnan(s.recent_l1));
+  }
+  // Alternating loads: last_value is always wrong by the full swing at
+  // h = 1, the 10-step average is close.
+  std::vector<double> a = Counts(1), b = Counts(1);
+  for (int l = 0; l < kLayers; ++l) b[l * kExperts] += 40;
+  for (int t = 0; t < 60; ++t) ASSERT_OK(engine_->Ingest("f", Input(t, t % 2 ? a : b)).status());
+  ASSERT_OK_AND_ASSIGN(std::vector<ForecastScore> scores, engine_->ForecastScores("f"));
+  // auto and the two predictors, at two horizons each.
+  ASSERT_EQ(scores.size(), 6u);
+  double last_h1 = -1, avg_h1 = -1;
+  for (const ForecastScore& s : scores) {
+    EXPECT_EQ(s.layers_scored, kLayers) << s.predictor << " h=" << s.horizon;
+    EXPECT_GT(s.scored, 0);
+    EXPECT_GE(s.recent_l1, 0);
+    if (s.horizon == 1 && s.predictor == "last_value") last_h1 = s.recent_l1;
+    if (s.horizon == 1 && s.predictor == "sw_avg(10)") avg_h1 = s.recent_l1;
+  }
+  EXPECT_GT(last_h1, 1.5 * avg_h1);  // about 2x: the full swing vs half of it
+  EXPECT_THAT(engine_->ForecastScores("nope"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+  JobSpec off = Spec("off");
+  off.forecasting = false;
+  ASSERT_OK(engine_->RegisterJob(off));
+  EXPECT_THAT(engine_->ForecastScores("off"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("forecasting off")));
+}
+
 TEST(EngineExpiryTest, IdleJobsExpireAndActiveOnesStay) {
   FakeClock clock;
   EngineOptions options;

@@ -52,6 +52,18 @@ struct LayerForecast {
   std::vector<double> path;  // path_steps x M, row s = step t+1+s
 };
 
+// How well one predictor has done at one horizon, over a job's layers
+// (means over the layers with at least one scored forecast). Errors are L1
+// distances between forecast and realised mean shares (0..2).
+struct ForecastScore {
+  std::string predictor;  // a bank name, or "auto"
+  int horizon = 0;
+  int layers_scored = 0;  // layers with a score
+  int64_t scored = 0;     // forecasts scored, summed over layers
+  double recent_l1 = 0;   // recent error (what auto ranks by); NaN if none
+  double mean_l1 = 0;     // over every scored forecast; NaN if none
+};
+
 struct ForecastResult {
   int64_t as_of_step = 0;  // the last committed step
   LoadState job_state = LoadState::kTransient;

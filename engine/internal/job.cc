@@ -1,6 +1,7 @@
 #include "engine/internal/job.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -437,6 +438,41 @@ absl::StatusOr<HealthReport> Job::Health() const {
         "(a window is EngineOptions.health.window_steps steps)"));
   }
   return report;
+}
+
+absl::StatusOr<std::vector<ForecastScore>> Job::Scores() const {
+  MutexLock lock(&mu_);
+  if (models_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job '", spec_.job_id, "' was registered with forecasting off"));
+  }
+  std::vector<ForecastScore> out;
+  std::vector<double> recent_sum, mean_sum;
+  for (const LayerModel& model : models_) {
+    const std::vector<PredictorScore> scores = model.bank->Scores();
+    if (out.empty()) {
+      out.resize(scores.size());
+      recent_sum.assign(scores.size(), 0);
+      mean_sum.assign(scores.size(), 0);
+      for (size_t i = 0; i < scores.size(); ++i) {
+        out[i].predictor = scores[i].name;
+        out[i].horizon = scores[i].horizon;
+      }
+    }
+    for (size_t i = 0; i < scores.size(); ++i) {
+      if (scores[i].scored == 0 || !std::isfinite(scores[i].recent_l1)) continue;
+      ++out[i].layers_scored;
+      out[i].scored += scores[i].scored;
+      recent_sum[i] += scores[i].recent_l1;
+      mean_sum[i] += scores[i].mean_l1;
+    }
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double n = out[i].layers_scored;
+    out[i].recent_l1 = n > 0 ? recent_sum[i] / n : std::nan("");
+    out[i].mean_l1 = n > 0 ? mean_sum[i] / n : std::nan("");
+  }
+  return out;
 }
 
 void Job::VisitBank(int layer, absl::FunctionRef<void(ForecastBank&)> fn) {

@@ -72,6 +72,7 @@ class Job {
   // See Engine::Forecast / GetState / ReadEvents.
   absl::StatusOr<ForecastResult> Forecast(const ForecastRequest& request);
   absl::StatusOr<StateReport> State() const;
+  absl::StatusOr<std::vector<ForecastScore>> Scores() const;
   absl::StatusOr<HealthReport> Health() const;
   std::vector<Event> ReadEvents(int64_t after_seq, int max_events) const;
 
