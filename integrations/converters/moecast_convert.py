@@ -1,0 +1,269 @@
+#!/usr/bin/python3
+"""moecast_convert: converts expert-load records of SGLang, vLLM and Megatron-LM
+to moecast traces (design section 7), and moecast placements to the placement
+files of SGLang and vLLM.
+
+  moecast_convert.py from-sglang   DUMP.pt [DUMP_RANK1.pt ...] --counts OUT.counts.csv.gz
+  moecast_convert.py from-vllm     WINDOW.npz|.pt [...]        --counts OUT.counts.csv.gz
+  moecast_convert.py from-megatron TPE.jsonl [...] | TPE.npz   --counts OUT.counts.csv.gz [--router OUT.router.csv.gz]
+  moecast_convert.py to-sglang     PLAN.json --out expert_location.json [--layer-ids 3..60 --num-layers 61]
+  moecast_convert.py to-vllm       PLAN.json --out eplb_maps.npz|.pt
+
+Exit status: 0 done, 1 a bad input (the message names the file and the
+record/line/field), 2 bad flags. Formats: integrations/converters/README.md.
+Needs numpy; torch only for torch (.pt) files.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+from moecast_converters import placement, sources  # noqa: E402
+from moecast_converters.common import ConvertError, TraceWriter  # noqa: E402
+
+
+def _note(text):
+    print("moecast_convert: " + text, file=sys.stderr)
+
+
+def _write_array_trace(tr, args, drop_empty_steps, drop_zero_layers):
+    if getattr(args, "layer_ids", None):
+        sources.relabel_layers(tr, args.layer_ids)
+    counts, steps, ids = tr.counts, tr.steps, list(tr.layer_ids)
+    tokens, router = tr.tokens, dict(tr.router)
+    keep_l = np.ones(len(ids), dtype=bool)
+    if drop_zero_layers:
+        keep_l = counts.sum(axis=(0, 2)) > 0
+        if not keep_l.any():
+            raise ConvertError("%s: every count is zero" % ", ".join(args.inputs))
+        dropped = [i for i, k in zip(ids, keep_l) if not k]
+        if dropped:
+            _note("dropped %d layer(s) whose counts are zero throughout (dense layers?): %s "
+                  "(--keep-zero-layers keeps them)" % (len(dropped), sources._short(dropped)))
+    order = sorted(np.nonzero(keep_l)[0], key=lambda i: ids[i])
+    counts = counts[:, order, :]
+    ids = [ids[i] for i in order]
+    router = {b: v[:, order, :] for b, v in router.items()}
+    keep_t = np.ones(len(steps), dtype=bool)
+    if drop_empty_steps:
+        keep_t = counts.reshape(len(steps), -1).sum(1) > 0
+        if (~keep_t).any():
+            _note("dropped %d all-zero step(s) of %d (unfilled ring-buffer rows or idle "
+                  "passes; --keep-empty-steps keeps them)" % ((~keep_t).sum(), len(steps)))
+    steps = steps + args.step_offset
+    if steps.size and steps[0] < 0:
+        raise ConvertError("--step-offset %d makes step %d negative" % (args.step_offset, steps[0]))
+    for n in tr.notes:
+        _note(n)
+    blocks = tuple(b for b in ("z", "p", "s") if b in router)
+    w = TraceWriter(args.counts, args.router, ids, counts.shape[2],
+                    has_tokens=tokens is not None, router_blocks=blocks)
+    try:
+        for t in np.nonzero(keep_t)[0]:
+            w.write(steps[t], counts[t], None if tokens is None else tokens[t],
+                    {b: router[b][t] for b in blocks} if blocks else None)
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    if blocks and not args.router:
+        _note("the input has router statistics (%s); --router FILE writes them" % ",".join(blocks))
+    return w
+
+
+def cmd_from_sglang(args):
+    tr = sources.read_sglang(args.inputs, args.num_experts)
+    return _write_array_trace(tr, args, not args.keep_empty_steps, not args.keep_zero_layers)
+
+
+def cmd_from_vllm(args):
+    tr = sources.read_vllm(args.inputs, args.num_experts)
+    return _write_array_trace(tr, args, not args.keep_empty_steps, False)
+
+
+def cmd_from_megatron(args):
+    jsonl = [p for p in args.inputs if p.endswith((".jsonl", ".json"))]
+    if jsonl and len(jsonl) != len(args.inputs):
+        raise ConvertError("give either .jsonl files or one .npz/.pt file, not both")
+    if not jsonl:
+        if len(args.inputs) != 1:
+            raise ConvertError("give one .npz/.pt file (it holds every step and layer)")
+        tr = sources.read_megatron_arrays(args.inputs[0])
+        return _write_array_trace(tr, args, False, False)
+    if args.layer_ids:
+        raise ConvertError("--layer-ids: jsonl records name their layers themselves")
+    gen = sources.megatron_jsonl_steps(args.inputs)
+    layer_ids, M, blocks, has_tokens = next(gen)
+    w = TraceWriter(args.counts, args.router, layer_ids, M, has_tokens=has_tokens,
+                    router_blocks=blocks)
+    try:
+        for step, counts, tokens, router in gen:
+            if step + args.step_offset < 0:
+                raise ConvertError("--step-offset %d makes step %d negative" %
+                                   (args.step_offset, step))
+            w.write(step + args.step_offset, counts, tokens, router)
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    if blocks and not args.router:
+        _note("the input has router statistics (%s); --router FILE writes them" % ",".join(blocks))
+    return w
+
+
+def cmd_to_sglang(args):
+    pl, info = placement.to_sglang(args.plan, args.out, emit=args.emit,
+                                   num_layers=args.num_layers, layer_ids=args.layer_ids,
+                                   num_experts=args.num_experts, ep_size=args.ep_size)
+    if args.emit == "physical_to_logical_map":
+        print("%s: physical_to_logical_map %d layers x %d physical experts (%d planned, the "
+              "others trivial), %d logical experts; SGLang: --init-expert-location %s "
+              "--ep-num-redundant-experts %d" % (args.out, info["layers"], info["slots"],
+                                                 info["planned"], info["experts"], args.out,
+                                                 info["redundant"]))
+    else:
+        print("%s: logical_count %d layers x %d experts (%d from %s); SGLang: "
+              "--init-expert-location %s" % (args.out, info["layers"], info["experts"],
+                                             info["planned"], pl.kind, args.out))
+
+
+def cmd_to_vllm(args):
+    pl, info = placement.to_vllm(args.plan, args.out, num_experts=args.num_experts,
+                                 max_replicas=args.max_replicas)
+    print("%s: physical_to_logical_map [%d, %d], logical_to_physical_map [%d, %d, %d], "
+          "logical_replica_count [%d, %d] from %s" % (
+              args.out, info["layers"], info["slots"], info["layers"], info["experts"],
+              info["max_replicas"], info["layers"], info["experts"], pl.kind))
+
+
+def _pos(text):
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return v
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="moecast_convert.py",
+        description="Convert SGLang / vLLM / Megatron-LM expert-load records to moecast traces, "
+                    "and moecast placements to SGLang / vLLM placement files. Formats: "
+                    "integrations/converters/README.md.")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub.required = True
+
+    def trace_out(sp, router=False):
+        sp.add_argument("--counts", required=True, metavar="OUT.counts.csv[.gz]",
+                        help="counts trace to write (gzip when it ends in .gz)")
+        if router:
+            sp.add_argument("--router", metavar="OUT.router.csv[.gz]",
+                            help="router trace to write (inputs with router_z[/p/s] only)")
+        else:
+            sp.set_defaults(router=None)
+        sp.add_argument("--step-offset", type=int, default=0, metavar="N",
+                        help="add N to every step number (default 0)")
+
+    s = sub.add_parser("from-sglang", help="SGLang expert distribution recorder dump -> trace",
+                       description="SGLang ExpertDistributionRecorder dump (torch.save) -> "
+                       "moecast trace. 'stat' mode: one file with logical_count [steps, layers, "
+                       "experts]; 'per_pass' mode: one file per rank with records and "
+                       "last_physical_to_logical_map (summed over the files).")
+    s.add_argument("inputs", nargs="+", metavar="DUMP")
+    trace_out(s)
+    s.add_argument("--layer-ids", metavar="IDS",
+                   help="layer id of each layer row, e.g. 0..60 (default: the row index, "
+                        "which is SGLang's layer index)")
+    s.add_argument("--num-experts", type=_pos, metavar="M",
+                   help="logical experts (per_pass; default: largest in the map + 1)")
+    s.add_argument("--keep-zero-layers", action="store_true",
+                   help="keep layers whose counts are zero throughout (dense layers)")
+    s.add_argument("--keep-empty-steps", action="store_true",
+                   help="keep all-zero rows (unfilled ring-buffer rows)")
+    s.set_defaults(func=cmd_from_sglang)
+
+    s = sub.add_parser("from-vllm", help="vLLM EPLB expert_load_window dump -> trace",
+                       description="vLLM EplbState dump (.npz or torch .pt with "
+                       "expert_load_window [window, moe layers, physical experts] and "
+                       "physical_to_logical_map [moe layers, physical experts]; optional "
+                       "expert_load_window_step, layer_ids, num_logical_experts) -> moecast "
+                       "trace. Several files (one per rank) are summed.")
+    s.add_argument("inputs", nargs="+", metavar="DUMP")
+    trace_out(s)
+    s.add_argument("--layer-ids", metavar="IDS",
+                   help="layer id of each MoE layer, e.g. 3..60 (default: layer_ids in the "
+                        "dump, else 0..L-1)")
+    s.add_argument("--num-experts", type=_pos, metavar="M",
+                   help="logical experts (default: num_logical_experts, else largest in the "
+                        "map + 1)")
+    s.add_argument("--keep-empty-steps", action="store_true",
+                   help="keep all-zero window rows (not yet filled)")
+    s.set_defaults(func=cmd_from_vllm)
+
+    s = sub.add_parser("from-megatron", help="Megatron-LM tokens-per-expert jsonl / npz -> trace",
+                       description="Megatron-LM tokens per expert -> moecast trace. jsonl: one "
+                       "object per (step, layer) or per step; several files (e.g. one per "
+                       "pipeline stage) are merged by step. npz/.pt: tokens_per_expert "
+                       "[steps, layers, experts] with optional steps, layers, tokens, "
+                       "router_z/p/s.")
+    s.add_argument("inputs", nargs="+", metavar="INPUT")
+    trace_out(s, router=True)
+    s.add_argument("--layer-ids", metavar="IDS",
+                   help="npz only: layer id of each layer row (default: layers in the file, "
+                        "else 0..L-1)")
+    s.set_defaults(func=cmd_from_megatron)
+
+    s = sub.add_parser("to-sglang", help="moecast plan -> SGLang --init-expert-location JSON",
+                       description="moecast plan JSON (moecast plan --json) or RecommendPlacement "
+                       "response JSON -> SGLang expert location JSON.")
+    s.add_argument("plan", metavar="PLAN.json")
+    s.add_argument("--out", required=True, metavar="OUT.json")
+    s.add_argument("--emit", default="physical_to_logical_map",
+                   choices=("physical_to_logical_map", "logical_count"),
+                   help="the placement (default), or the planned loads for SGLang's own EPLB")
+    s.add_argument("--layer-ids", metavar="IDS",
+                   help="model layer index of each plan row, e.g. 3..60 (default 0..L-1)")
+    s.add_argument("--num-layers", type=_pos, metavar="N",
+                   help="the model's layer count, dense layers included (default: largest "
+                        "layer id + 1); rows not planned get SGLang's trivial map")
+    s.add_argument("--num-experts", type=_pos, metavar="M",
+                   help="logical experts (default: from the plan)")
+    s.add_argument("--ep-size", type=_pos, metavar="P",
+                   help="check that the physical experts split evenly over P GPUs")
+    s.set_defaults(func=cmd_to_sglang)
+
+    s = sub.add_parser("to-vllm", help="moecast plan -> vLLM EplbState maps (.npz / .pt)",
+                       description="moecast plan JSON or RecommendPlacement response JSON -> "
+                       "vLLM physical_to_logical_map, logical_to_physical_map and "
+                       "logical_replica_count.")
+    s.add_argument("plan", metavar="PLAN.json")
+    s.add_argument("--out", required=True, metavar="OUT.npz|OUT.pt")
+    s.add_argument("--num-experts", type=_pos, metavar="M",
+                   help="logical experts (default: from the plan)")
+    s.add_argument("--max-replicas", type=_pos, metavar="R",
+                   help="last dimension of logical_to_physical_map (default: physical - "
+                        "logical + 1, i.e. num_redundant_experts + 1)")
+    s.set_defaults(func=cmd_to_vllm)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        w = args.func(args)
+    except ConvertError as e:
+        print("moecast_convert %s: %s" % (args.cmd, e), file=sys.stderr)
+        return 1
+    except OSError as e:
+        print("moecast_convert %s: %s" % (args.cmd, e), file=sys.stderr)
+        return 1
+    if isinstance(w, TraceWriter):
+        print(w.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

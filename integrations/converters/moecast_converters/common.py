@@ -1,0 +1,363 @@
+"""Shared pieces of the converters: errors, array checks, file loading, the
+moecast trace writer (design section 7) and layer-id lists.
+
+Everything here needs numpy; torch is imported only when a torch file is read
+or written (load_tensor_file / save_torch), so the converters work without it
+for every .npz / .jsonl / .json input.
+"""
+
+import gzip
+import io
+import math
+import os
+
+import numpy as np
+
+
+class ConvertError(Exception):
+    """A problem with an input or an option, with a message that names the
+    file and the place (record, line, field, index) that is wrong."""
+
+
+# ---------------------------------------------------------------------------
+# Layer-id and integer lists: "3..60", "0,2,4", "7"
+
+
+def parse_id_list(text, what):
+    """Parses "3..60" (inclusive), "1,3,5" or a mix ("0..2,7") into a list of
+    distinct non-negative ints in the given order."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise ConvertError("%s: empty element in '%s'" % (what, text))
+        if ".." in part:
+            lo, _, hi = part.partition("..")
+            try:
+                lo, hi = int(lo), int(hi)
+            except ValueError:
+                raise ConvertError("%s: '%s' is not a range A..B of integers" % (what, part))
+            if hi < lo:
+                raise ConvertError("%s: range '%s' is empty (B < A)" % (what, part))
+            out.extend(range(lo, hi + 1))
+        else:
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise ConvertError("%s: '%s' is not an integer" % (what, part))
+    if any(v < 0 for v in out):
+        raise ConvertError("%s: ids must be >= 0 (got '%s')" % (what, text))
+    if len(set(out)) != len(out):
+        raise ConvertError("%s: '%s' lists an id twice" % (what, text))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Arrays
+
+
+def _index_text(idx):
+    return "[" + ", ".join(str(int(i)) for i in idx) + "]"
+
+
+def as_array(value, where, name):
+    """numpy view of a tensor / array / nested list; ConvertError otherwise."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    if isinstance(value, np.ndarray):
+        arr = value
+    elif isinstance(value, (list, tuple, int, float)):
+        try:
+            arr = np.asarray(value)
+        except ValueError as e:  # ragged nested lists
+            raise ConvertError("%s: %s is not a rectangular array (%s)" % (where, name, e))
+        if arr.dtype == object:
+            raise ConvertError("%s: %s is not a rectangular array of numbers" % (where, name))
+    else:
+        raise ConvertError("%s: %s is a %s, not an array/tensor" %
+                           (where, name, type(value).__name__))
+    if arr.dtype.kind not in "biuf":
+        raise ConvertError("%s: %s has dtype %s, not a number type" % (where, name, arr.dtype))
+    return arr
+
+
+def check_shape(arr, where, name, dims_text, ndim=None, shape=None):
+    """Requires `ndim` dimensions and/or an exact `shape` (None entries are
+    free). `dims_text` names the dimensions, e.g. "[steps, layers, experts]"."""
+    if ndim is not None and arr.ndim != ndim:
+        raise ConvertError("%s: %s has shape %s, expected %d dimensions %s" %
+                           (where, name, tuple(arr.shape), ndim, dims_text))
+    if shape is not None:
+        ok = arr.ndim == len(shape) and all(
+            want is None or want == got for want, got in zip(shape, arr.shape))
+        if not ok:
+            want = tuple("*" if s is None else s for s in shape)
+            raise ConvertError("%s: %s has shape %s, expected %s %s" %
+                               (where, name, tuple(arr.shape), want, dims_text))
+
+
+def check_counts(arr, where, name):
+    """Counts must be finite, non-negative and integral. Returns int64."""
+    if arr.size == 0:
+        raise ConvertError("%s: %s is empty (shape %s)" % (where, name, tuple(arr.shape)))
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            idx = np.argwhere(bad)[0]
+            raise ConvertError("%s: %s%s = %r is not finite" %
+                               (where, name, _index_text(idx), float(arr[tuple(idx)])))
+    neg = arr < 0
+    if neg.any():
+        idx = np.argwhere(neg)[0]
+        raise ConvertError("%s: %s%s = %s is negative; counts are >= 0" %
+                           (where, name, _index_text(idx), arr[tuple(idx)].item()))
+    if arr.dtype.kind == "f":
+        frac = arr != np.floor(arr)
+        if frac.any():
+            idx = np.argwhere(frac)[0]
+            raise ConvertError("%s: %s%s = %r is not an integer count" %
+                               (where, name, _index_text(idx), float(arr[tuple(idx)])))
+        if (arr > 2.0 ** 53).any():
+            idx = np.argwhere(arr > 2.0 ** 53)[0]
+            raise ConvertError("%s: %s%s = %r is too large to be an exact count" %
+                               (where, name, _index_text(idx), float(arr[tuple(idx)])))
+    return arr.astype(np.int64)
+
+
+def check_finite(arr, where, name):
+    """Router statistics: finite floats. Returns float64."""
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        raise ConvertError("%s: %s%s = %r is not finite" %
+                           (where, name, _index_text(idx), float(arr[tuple(idx)])))
+    return arr
+
+
+def check_int_array(arr, where, name, lo=None, hi=None, allow=()):
+    """Integer-valued array with every value in [lo, hi] (or in `allow`)."""
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.floor(np.where(np.isfinite(arr), arr, 0)))
+        if bad.any():
+            idx = np.argwhere(bad)[0]
+            raise ConvertError("%s: %s%s = %r is not an integer" %
+                               (where, name, _index_text(idx), float(arr[tuple(idx)])))
+    arr = arr.astype(np.int64)
+    bad = np.zeros(arr.shape, dtype=bool)
+    if lo is not None:
+        bad |= arr < lo
+    if hi is not None:
+        bad |= arr > hi
+    for a in allow:
+        bad &= arr != a
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        rng = "[%s, %s]" % ("-inf" if lo is None else lo, "inf" if hi is None else hi)
+        raise ConvertError("%s: %s%s = %d is out of range %s" %
+                           (where, name, _index_text(idx), arr[tuple(idx)], rng))
+    return arr
+
+
+def scalar_int(value, where, name):
+    arr = as_array(value, where, name)
+    if arr.size != 1:
+        raise ConvertError("%s: %s must be a single integer, has shape %s" %
+                           (where, name, tuple(arr.shape)))
+    v = arr.reshape(()).item()
+    if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
+        raise ConvertError("%s: %s = %r is not an integer" % (where, name, v))
+    return int(v)
+
+
+# ---------------------------------------------------------------------------
+# Files
+
+
+def _torch_or_error(path, verb):
+    try:
+        import torch
+    except ImportError:
+        raise ConvertError(
+            "%s: %s a torch file needs PyTorch, which is not installed for %s "
+            "(Debian: apt-get install python3-torch); or use the .npz form of this input" %
+            (path, verb, os.path.realpath(os.sys.executable)))
+    return torch
+
+
+def load_tensor_file(path):
+    """Loads a dict of arrays from .npz (numpy) or a torch file (.pt, .pth,
+    anything else: torch.save). Torch files are read with weights_only=True
+    (tensors, numbers, strings, lists and dicts only; no arbitrary pickles)."""
+    if not os.path.exists(path):
+        raise ConvertError("%s: no such file" % path)
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise ConvertError("%s: not a readable .npz file (%s)" % (path, e))
+    torch = _torch_or_error(path, "reading")
+    try:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except TypeError:  # torch < 1.13 has no weights_only
+            data = torch.load(path, map_location="cpu")
+    except Exception as e:  # torch raises many kinds for a bad file
+        raise ConvertError("%s: not a readable torch file (%s: %s)" %
+                           (path, type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+    if not isinstance(data, dict):
+        raise ConvertError("%s: expected torch.save of a dict, found a %s" %
+                           (path, type(data).__name__))
+    return data
+
+
+def save_torch(path, data):
+    torch = _torch_or_error(path, "writing")
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+                for k, v in data.items()}, path)
+
+
+def require_key(data, key, where, what):
+    if key not in data:
+        raise ConvertError("%s: missing key '%s' (%s); keys present: %s" %
+                           (where, key, what, ", ".join(sorted(map(str, data))) or "none"))
+    return data[key]
+
+
+# ---------------------------------------------------------------------------
+# Trace writer (design section 7)
+
+
+class TraceWriter:
+    """Writes NAME.counts.csv[.gz] (and NAME.router.csv[.gz]) one step at a
+    time. gzip when the path ends in .gz, with mtime 0 so that the same input
+    gives the same bytes. Checks what the moecast reader checks: increasing
+    steps, the same layers every step, non-negative integer counts, finite
+    router values."""
+
+    def __init__(self, counts_path, router_path, layer_ids, num_experts,
+                 has_tokens=False, router_blocks=()):
+        if not layer_ids:
+            raise ConvertError("no layers to write")
+        if num_experts < 1:
+            raise ConvertError("no experts to write")
+        if router_path and not router_blocks:
+            raise ConvertError("--router %s: the input has no router statistics" % router_path)
+        self.layer_ids = list(layer_ids)
+        self.num_experts = num_experts
+        self.has_tokens = has_tokens
+        self.router_blocks = tuple(router_blocks) if router_path else ()
+        self.counts_path = counts_path
+        self.router_path = router_path
+        self.steps = 0
+        self.assignments = 0
+        self.tokens = 0
+        self.first_step = None
+        self.last_step = None
+        self._files = []
+        self._counts = self._open(counts_path)
+        head = ["step", "layer"] + (["tokens"] if has_tokens else []) + \
+               ["c%d" % e for e in range(num_experts)]
+        self._counts.write(",".join(head) + "\n")
+        self._router = None
+        if self.router_blocks:
+            self._router = self._open(router_path)
+            head = ["step", "layer"]
+            for b in self.router_blocks:
+                head += ["%s%d" % (b, e) for e in range(num_experts)]
+            self._router.write(",".join(head) + "\n")
+
+    def _open(self, path):
+        d = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(d):
+            raise ConvertError("%s: directory %s does not exist" % (path, d))
+        try:
+            raw = open(path, "wb")
+        except OSError as e:
+            raise ConvertError("%s: cannot create (%s)" % (path, e.strerror))
+        self._files.append(raw)
+        if path.endswith(".gz"):
+            gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
+            self._files.append(gz)
+            return io.TextIOWrapper(gz, encoding="ascii", newline="\n")
+        return io.TextIOWrapper(raw, encoding="ascii", newline="\n")
+
+    def write(self, step, counts, tokens=None, router=None):
+        """counts: int array [L, M] in layer_ids order; tokens: int (per step)
+        or None; router: dict block -> float array [L, M]."""
+        step = int(step)
+        if self.last_step is not None and step <= self.last_step:
+            raise ConvertError("step %d follows step %d: steps must increase" %
+                               (step, self.last_step))
+        L, M = len(self.layer_ids), self.num_experts
+        if counts.shape != (L, M):
+            raise ConvertError("step %d: counts have shape %s, expected %s" %
+                               (step, counts.shape, (L, M)))
+        lines = []
+        for li, lid in enumerate(self.layer_ids):
+            row = [str(step), str(lid)]
+            if self.has_tokens:
+                row.append(str(int(tokens)))
+            row.extend(str(int(v)) for v in counts[li])
+            lines.append(",".join(row))
+        self._counts.write("\n".join(lines) + "\n")
+        if self._router is not None:
+            lines = []
+            for li, lid in enumerate(self.layer_ids):
+                row = [str(step), str(lid)]
+                for b in self.router_blocks:
+                    row.extend("%.9g" % v for v in router[b][li])
+                lines.append(",".join(row))
+            self._router.write("\n".join(lines) + "\n")
+        if self.first_step is None:
+            self.first_step = step
+        self.last_step = step
+        self.steps += 1
+        self.assignments += int(counts.sum())
+        if tokens is not None:
+            self.tokens += int(tokens)
+
+    def close(self):
+        for f in (self._counts, self._router):
+            if f is not None:
+                f.close()  # flushes through the gzip layer
+        for f in self._files:
+            f.close()  # a GzipFile does not close the file it was given
+        if self.steps == 0:
+            raise ConvertError("%s: no steps to write (every step was empty or dropped)" %
+                               self.counts_path)
+
+    def abort(self):
+        """Closes and removes the files (after an error)."""
+        for f in [self._counts, self._router] + self._files:
+            try:
+                if f is not None:
+                    f.close()
+            except Exception:  # already failing; removing is what matters
+                pass
+        for p in (self.counts_path, self.router_path if self._router else None):
+            if p and os.path.exists(p):
+                os.remove(p)
+
+    def summary(self):
+        return ("%s: %d steps (%s..%s), %d layers (ids %s), %d experts, %d assignments%s" %
+                (self.counts_path, self.steps, self.first_step, self.last_step,
+                 len(self.layer_ids), _ids_text(self.layer_ids), self.num_experts,
+                 self.assignments,
+                 (", router %s (%s)" % (self.router_path, ",".join(self.router_blocks))
+                  if self.router_blocks else "")))
+
+
+def _ids_text(ids):
+    if len(ids) > 2 and list(ids) == list(range(ids[0], ids[0] + len(ids))):
+        return "%d..%d" % (ids[0], ids[-1])
+    if len(ids) > 8:
+        return ",".join(map(str, ids[:4])) + ",...," + ",".join(map(str, ids[-2:]))
+    return ",".join(map(str, ids))
+
+
+ROUTER_BLOCKS = ("z", "p", "s")
