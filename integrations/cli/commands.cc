@@ -21,6 +21,10 @@ void PrintUsage(std::ostream& os) {
         "oracle, moecast)\n"
         "  health    gamma_eff with CIs and phases, dead experts, imbalance per "
         "window\n"
+        "  client    talk to a moecastd server: register, ingest, forecast, "
+        "placement,\n"
+        "            health, state, info, jobs, flush, delete, watch (moecast "
+        "client --help)\n"
         "  help      show this text, or a command's flags (moecast help "
         "replay)\n"
         "  version   print the version\n";
@@ -41,6 +45,7 @@ int RunCommand(const std::vector<std::string>& args, std::ostream& out,
   if (command == "plan") return RunPlan(rest, out, err);
   if (command == "simulate") return RunSimulate(rest, out, err);
   if (command == "health") return RunHealth(rest, out, err);
+  if (command == "client") return RunClient(rest, out, err);
   if (command == "version" || command == "--version") {
     out << "moecast " << kVersion << "\n";
     return 0;

@@ -12,8 +12,8 @@
 
 namespace moecast::cli {
 
-// Dispatches `args` (argv without the program name): "replay", "help",
-// "version".
+// Dispatches `args` (argv without the program name): "replay", "bench",
+// "plan", "simulate", "health", "client", "help", "version".
 int RunCommand(const std::vector<std::string>& args, std::ostream& out,
                std::ostream& err);
 
@@ -35,6 +35,12 @@ int RunSimulate(const std::vector<std::string>& args, std::ostream& out,
 
 // moecast health --counts FILE [--router FILE] --top_k K [--window W] ...
 int RunHealth(const std::vector<std::string>& args, std::ostream& out,
+              std::ostream& err);
+
+// moecast client <verb> --server HOST:PORT [--token_file F] [--tls_ca F ...]:
+// the moecast.v1 API of a running server. Verbs: register, ingest, jobs,
+// info, forecast, state, health, placement, flush, delete, watch.
+int RunClient(const std::vector<std::string>& args, std::ostream& out,
               std::ostream& err);
 
 }  // namespace moecast::cli

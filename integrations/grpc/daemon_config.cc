@@ -28,6 +28,8 @@ struct RawFlags {
   int64_t max_concurrent_streams = ServiceOptions().max_concurrent_streams;
   double idle_job_expiry_s = 0;
   std::string auth_token_file, tls_cert, tls_key, tls_client_ca;
+  std::string metrics_listen;
+  bool metrics_per_layer = false;
 };
 
 void Declare(cli::FlagSet& flags, RawFlags& f) {
@@ -56,6 +58,10 @@ void Declare(cli::FlagSet& flags, RawFlags& f) {
   flags.AddString("tls_key", &f.tls_key, "server private key (PEM)");
   flags.AddString("tls_client_ca", &f.tls_client_ca,
                   "CA (PEM) that client certificates must chain to: mutual TLS");
+  flags.AddString("metrics_listen", &f.metrics_listen,
+                  "host:port for Prometheus metrics over HTTP at /metrics (default: off)");
+  flags.AddBool("metrics_per_layer", &f.metrics_per_layer,
+                "also export per-layer metric series (more series per job)");
 }
 
 }  // namespace
@@ -97,6 +103,11 @@ absl::StatusOr<DaemonConfig> ParseDaemonFlags(const std::vector<std::string>& ar
     return config;
   }
   if (f.listen.empty()) return absl::InvalidArgumentError("--listen is empty");
+  if (f.metrics_per_layer && f.metrics_listen.empty()) {
+    return absl::InvalidArgumentError("--metrics_per_layer needs --metrics_listen");
+  }
+  config.metrics_listen = f.metrics_listen;
+  config.metrics_per_layer = f.metrics_per_layer;
   config.server.listen = f.listen;
   config.server.max_message_bytes = static_cast<int>(f.max_message_bytes);
   config.server.service.max_concurrent_streams = static_cast<int>(f.max_concurrent_streams);

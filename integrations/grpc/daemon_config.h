@@ -24,6 +24,9 @@ namespace moecast::grpc_api {
 struct DaemonConfig {
   EngineOptions engine;
   ServerOptions server;
+  // Non-empty: serve Prometheus metrics over HTTP at this host:port.
+  std::string metrics_listen;
+  bool metrics_per_layer = false;
   bool help = false;        // --help: print DaemonUsage() and exit 0
 };
 

@@ -23,6 +23,8 @@
 #include "engine/engine.h"
 #include "integrations/grpc/daemon_config.h"
 #include "integrations/grpc/server.h"
+#include "integrations/metrics/metrics_server.h"
+#include "integrations/metrics/prometheus_text.h"
 
 int main(int argc, char** argv) {
   namespace api = moecast::grpc_api;
@@ -65,6 +67,28 @@ int main(int argc, char** argv) {
               so.auth_token.empty() ? "" : ", bearer token required");
   std::fflush(stdout);
 
+  std::unique_ptr<moecast::metrics::MetricsServer> metrics;
+  if (!config->metrics_listen.empty()) {
+    moecast::metrics::MetricsOptions metrics_options;
+    metrics_options.per_layer = config->metrics_per_layer;
+    api::MoecastServer* grpc_server = server->get();
+    moecast::Engine* eng = engine->get();
+    absl::StatusOr<std::unique_ptr<moecast::metrics::MetricsServer>> started =
+        moecast::metrics::MetricsServer::Start(
+            config->metrics_listen, [eng, grpc_server, metrics_options] {
+              const api::ServiceStats stats = grpc_server->Stats();
+              return moecast::metrics::RenderMetrics(*eng, &stats, metrics_options);
+            });
+    if (!started.ok()) {
+      std::fprintf(stderr, "moecastd: %s\n", started.status().ToString().c_str());
+      return 1;
+    }
+    metrics = *std::move(started);
+    std::printf("moecastd: metrics on http://%s/metrics (port %d)\n",
+                config->metrics_listen.c_str(), metrics->port());
+    std::fflush(stdout);
+  }
+
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
@@ -85,6 +109,7 @@ int main(int argc, char** argv) {
   sigwait(&stop_signals, &sig);
   std::printf("moecastd: signal %d, shutting down\n", sig);
   std::fflush(stdout);
+  if (metrics != nullptr) metrics->Stop();
   (*server)->Shutdown();
   (*server)->Wait();
   {

@@ -64,6 +64,9 @@ class MoecastServer {
   // The bound port.
   int port() const { return port_; }
 
+  // The service's counters (for metrics).
+  ServiceStats Stats() const { return service_->Stats(); }
+
   // Stops accepting calls, ends Watch streams, and waits for in-flight calls
   // (up to shutdown_grace, then cancels them).
   void Shutdown();

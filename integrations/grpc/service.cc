@@ -1,5 +1,6 @@
 #include "integrations/grpc/service.h"
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
@@ -234,6 +235,7 @@ grpc::Status MoecastService::Authenticate(const grpc::ServerContext* context) co
   const auto& metadata = context->client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
+    unauthenticated_.fetch_add(1, std::memory_order_relaxed);
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "missing 'authorization: Bearer <token>' metadata");
   }
@@ -241,6 +243,7 @@ grpc::Status MoecastService::Authenticate(const grpc::ServerContext* context) co
   constexpr absl::string_view kBearer = "Bearer ";
   if (value.substr(0, kBearer.size()) != kBearer ||
       !SameSecret(value.substr(kBearer.size()), options_.auth_token)) {
+    unauthenticated_.fetch_add(1, std::memory_order_relaxed);
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "the bearer token does not match");
   }
@@ -251,10 +254,48 @@ MoecastService::StreamSlot::StreamSlot(MoecastService* service, const char* rpc)
     : service_(service) {
   const int open = service_->open_streams_.fetch_add(1) + 1;
   if (open > service_->options_.max_concurrent_streams) {
+    service_->refused_streams_.fetch_add(1, std::memory_order_relaxed);
     status_ = absl::ResourceExhaustedError(absl::StrCat(
         rpc, ": ", open - 1, " streams are open, the limit max_concurrent_streams = ",
         service_->options_.max_concurrent_streams));
   }
+}
+
+void MoecastService::CountBatch(const pb::IngestBatchRequest& request,
+                                const pb::IngestBatchResponse& response) {
+  steps_received_.fetch_add(request.steps_size(), std::memory_order_relaxed);
+  steps_committed_.fetch_add(response.committed_size(), std::memory_order_relaxed);
+  if (response.rejected() == 0) return;
+  for (const pb::StepResult& r : response.results()) {
+    if (r.outcome() == pb::STEP_OUTCOME_REJECTED && r.error_code() >= 0 &&
+        r.error_code() < kNumCodes) {
+      rejected_by_code_[r.error_code()].fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+ServiceStats MoecastService::Stats() const {
+  ServiceStats s;
+  s.steps_received = steps_received_.load();
+  s.steps_committed = steps_committed_.load();
+  for (int code = 0; code < kNumCodes; ++code) {
+    const int64_t n = rejected_by_code_[code].load();
+    if (n == 0) continue;
+    s.rejected_steps_by_code[absl::StatusCodeToString(static_cast<absl::StatusCode>(code))] = n;
+  }
+  s.unauthenticated_calls = unauthenticated_.load();
+  s.refused_streams = refused_streams_.load();
+  const std::vector<std::string> jobs = engine_->ListJobs();  // sorted
+  std::lock_guard<std::mutex> lock(plans_mu_);
+  for (auto it = last_plan_balancedness_.begin(); it != last_plan_balancedness_.end();) {
+    if (std::binary_search(jobs.begin(), jobs.end(), it->first)) {
+      ++it;
+    } else {
+      it = last_plan_balancedness_.erase(it);
+    }
+  }
+  s.last_plan_balancedness = last_plan_balancedness_;
+  return s;
 }
 
 MoecastService::StreamSlot::~StreamSlot() { service_->open_streams_.fetch_sub(1); }
@@ -284,7 +325,9 @@ grpc::Status MoecastService::IngestBatch(grpc::ServerContext* context,
                                          const pb::IngestBatchRequest* request,
                                          pb::IngestBatchResponse* response) {
   MOECAST_RETURN_IF_UNAUTHENTICATED(context);
-  return ToGrpcStatus(ApplyBatch(*engine_, *request, response));
+  absl::Status s = ApplyBatch(*engine_, *request, response);
+  if (s.ok()) CountBatch(*request, *response);
+  return ToGrpcStatus(s);
 }
 
 grpc::Status MoecastService::Ingest(grpc::ServerContext* context,
@@ -298,6 +341,7 @@ grpc::Status MoecastService::Ingest(grpc::ServerContext* context,
     pb::IngestBatchResponse batch;
     absl::Status s = ApplyBatch(*engine_, request, &batch);
     if (!s.ok()) return ToGrpcStatus(s);
+    CountBatch(request, batch);
     summary->set_batches(summary->batches() + 1);
     summary->set_steps(summary->steps() + request.steps_size());
     summary->set_committed(summary->committed() + batch.committed_size());
@@ -509,6 +553,10 @@ grpc::Status MoecastService::RecommendPlacement(
       engine_->RecommendPlacement(request->job_id(), *req);
   if (!r.ok()) return ToGrpcStatus(r.status());
   ToProto(*r, response);
+  {
+    std::lock_guard<std::mutex> lock(plans_mu_);
+    last_plan_balancedness_[request->job_id()] = r->plan.balancedness;
+  }
   return grpc::Status::OK;
 }
 

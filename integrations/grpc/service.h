@@ -17,6 +17,8 @@
 #define MOECAST_INTEGRATIONS_GRPC_SERVICE_H_
 
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
@@ -41,6 +43,18 @@ struct ServiceOptions {
   int max_concurrent_streams = 256;
 };
 
+// Counters of the service since it started, for metrics.
+struct ServiceStats {
+  int64_t steps_received = 0;   // steps in IngestBatch and Ingest calls
+  int64_t steps_committed = 0;  // steps those calls committed
+  // Rejected steps by gRPC status code name ("INVALID_ARGUMENT", ...).
+  std::map<std::string, int64_t> rejected_steps_by_code;
+  int64_t unauthenticated_calls = 0;
+  int64_t refused_streams = 0;  // over max_concurrent_streams
+  // The balancedness of the last plan recommended per job.
+  std::map<std::string, double> last_plan_balancedness;
+};
+
 class MoecastService final : public moecast::v1::Moecast::Service {
  public:
   // `engine` is not owned and must outlive the service.
@@ -49,6 +63,9 @@ class MoecastService final : public moecast::v1::Moecast::Service {
   // Makes running and future Watch calls end (OK) so that a server shutdown
   // does not wait for them.
   void BeginShutdown() { shutting_down_.store(true); }
+
+  // A snapshot of the counters.
+  ServiceStats Stats() const;
 
   grpc::Status RegisterJob(grpc::ServerContext* context,
                            const moecast::v1::RegisterJobRequest* request,
@@ -112,6 +129,20 @@ class MoecastService final : public moecast::v1::Moecast::Service {
   const ServiceOptions options_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<int> open_streams_{0};
+
+  // Counters (see ServiceStats). Codes index rejected_by_code_.
+  static constexpr int kNumCodes = 17;
+  std::atomic<int64_t> steps_received_{0};
+  std::atomic<int64_t> steps_committed_{0};
+  std::atomic<int64_t> rejected_by_code_[kNumCodes] = {};
+  mutable std::atomic<int64_t> unauthenticated_{0};
+  std::atomic<int64_t> refused_streams_{0};
+  mutable std::mutex plans_mu_;
+  // Guarded by plans_mu_; entries of deleted jobs are dropped by Stats().
+  mutable std::map<std::string, double> last_plan_balancedness_;
+
+  void CountBatch(const moecast::v1::IngestBatchRequest& request,
+                  const moecast::v1::IngestBatchResponse& response);
 };
 
 // Conversions (exposed for tests and other front ends).
