@@ -52,6 +52,63 @@ if [[ $ran -eq 0 ]]; then
   exit 1
 fi
 
+# The server path: moecastd on a free loopback port, fed by `moecast client`
+# (gRPC) with the same trace; forecasts, a placement and health come back as
+# JSON; Prometheus metrics on a second port.
+echo
+echo "== server: moecastd + moecast client on tiny_moe_aux"
+bazel build //integrations/grpc:moecastd
+log=$(mktemp)
+bazel-bin/integrations/grpc/moecastd --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 >"$log" 2>&1 &
+daemon=$!
+trap 'kill $daemon 2>/dev/null || true; rm -f "$log"' EXIT
+port=""
+for _ in $(seq 100); do
+  port=$(sed -n 's/.*listening on .* (port \([0-9]*\)).*/\1/p' "$log")
+  [[ -n "$port" ]] && break
+  sleep 0.1
+done
+[[ -n "$port" ]] || { cat "$log"; echo "demo: moecastd did not start" >&2; exit 1; }
+metrics_port=""
+for _ in $(seq 50); do
+  metrics_port=$(sed -n 's/.*metrics on .* (port \([0-9]*\)).*/\1/p' "$log")
+  [[ -n "$metrics_port" ]] && break
+  sleep 0.1
+done
+cat "$log"
+server=(--server "127.0.0.1:$port")
+trace="$data/tiny_moe_aux"
+bazel-bin/moecast client register "${server[@]}" --job demo --counts "$trace.counts.csv.gz" \
+  --top_k "$(top_k_of tiny_moe_aux)"
+bazel-bin/moecast client ingest "${server[@]}" --job demo --counts "$trace.counts.csv.gz" \
+  --router "$trace.router.csv.gz" "${limit[@]}"
+echo "-- forecast (layer 0, h = 10 and 100)"
+bazel-bin/moecast client forecast "${server[@]}" --job demo --horizons 10,100 --layers 0 \
+  | /usr/bin/python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+for layer in r["layers"]:
+    for h in layer["horizons"]:
+        top = sorted(range(len(h["means"])), key=lambda e: -h["means"][e])[:3]
+        print("  layer %d h=%-4d %-28s hottest experts: %s" % (layer["layer"], h["horizon"], h["predictor"],
+              ", ".join("%d (%.3f)" % (e, h["means"][e]) for e in top)))'
+
+echo "-- placement (16 experts on 4 GPUs, 20 slots)"
+bazel-bin/moecast client placement "${server[@]}" --job demo --slots 20 --gpus 4 \
+  | grep -E '"(balancedness|max_over_mean|mode|horizon|as_of_step)"' || true
+echo "-- health (layer summaries)"
+bazel-bin/moecast client health "${server[@]}" --job demo \
+  | grep -E '"(gamma_f|phase|max_over_mean|as_of_step)"' | head -n 12 || true
+if [[ -n "$metrics_port" ]]; then
+  echo "-- Prometheus metrics (http://127.0.0.1:$metrics_port/metrics), job series"
+  /usr/bin/python3 -c "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())" \
+    "http://127.0.0.1:$metrics_port/metrics" | grep -E '^moecast_(jobs|job_committed|job_stable|forecast_error|job_gamma)' || true
+fi
+kill -TERM $daemon
+wait $daemon
+trap - EXIT
+rm -f "$log"
+
 # Forecasting: every predictor and auto on the run with a balance loss, by
 # horizon and by transient/stable state, next to the noise floors.
 echo

@@ -489,6 +489,9 @@ grpc::Status MoecastService::GetHealth(grpc::ServerContext* context,
     out->set_gamma_status(w.gamma_status);
     if (w.gamma) {
       out->set_gamma_f(w.gamma->gamma_f);
+      out->set_gamma_at_bound(w.gamma->at_lower_bound || w.gamma->at_upper_bound);
+      out->set_gamma_weakly_identified(w.gamma->weakly_identified);
+      out->set_gamma_converged(w.gamma->converged);
       out->set_ci_low_f(w.gamma->ci_low_f);
       out->set_ci_high_f(w.gamma->ci_high_f);
       out->set_ci_level(w.gamma->ci_level);

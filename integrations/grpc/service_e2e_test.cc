@@ -359,6 +359,14 @@ TEST_F(ServiceE2ETest, HealthWithRouterLogitsHasGamma) {
   ASSERT_EQ(hresp.layers_size(), kLayers);
   EXPECT_TRUE(hresp.layers(0).has_gamma()) << hresp.layers(0).gamma_status();
   EXPECT_FALSE(hresp.layers(0).phase().empty());
+  // The fit's quality flags are the engine's.
+  const HealthReport direct = engine_->Health("h").value();
+  ASSERT_TRUE(direct.layers[0].gamma.has_value());
+  const GammaFit& fit = *direct.layers[0].gamma;
+  EXPECT_EQ(hresp.layers(0).gamma_f(), fit.gamma_f);
+  EXPECT_EQ(hresp.layers(0).gamma_at_bound(), fit.at_lower_bound || fit.at_upper_bound);
+  EXPECT_EQ(hresp.layers(0).gamma_weakly_identified(), fit.weakly_identified);
+  EXPECT_EQ(hresp.layers(0).gamma_converged(), fit.converged);
   EXPECT_EQ(hresp.e().kind(), pb::EParameter::KIND_FINITE);
   ASSERT_TRUE(hresp.e().has_value());
   EXPECT_NEAR(hresp.e().value(), 1.0 * 0.1 / 0.4, 1e-12);

@@ -123,14 +123,18 @@ void RenderJob(const Engine& engine, const std::string& id,
       dead += static_cast<int>(w.dead_experts.size());
       mom_sum += w.imbalance.max_over_mean;
       ++mom_n;
-      if (w.gamma) {
+      // Only identified fits: one at a search bound (e.g. near-uniform loads,
+      // where any large gamma fits) is not a value to average or graph.
+      const bool identified = w.gamma && w.gamma->converged && !w.gamma->at_lower_bound &&
+                              !w.gamma->at_upper_bound && !w.gamma->weakly_identified;
+      if (identified) {
         gamma_sum += w.gamma->gamma_f;
         ++gamma_n;
       }
       if (options.per_layer) {
         page.Sample("moecast_layer_dead_experts", layer, w.dead_experts.size());
         page.Sample("moecast_layer_max_over_mean", layer, w.imbalance.max_over_mean);
-        if (w.gamma) page.Sample("moecast_layer_gamma_eff", layer, w.gamma->gamma_f);
+        if (identified) page.Sample("moecast_layer_gamma_eff", layer, w.gamma->gamma_f);
       }
     }
     if (mom_n > 0) {
@@ -188,14 +192,15 @@ std::string RenderMetrics(const Engine& engine, const grpc_api::ServiceStats* st
   page.Family("moecast_job_max_over_mean", "gauge",
               "Max over mean expert load, mean over layers (last health window).");
   page.Family("moecast_job_gamma_eff", "gauge",
-              "gamma_eff in f units, mean over layers with a fit.");
+              "gamma_eff in f units, mean over layers with an identified fit.");
   page.Family("moecast_plan_balancedness", "gauge",
               "Balancedness (mean/max GPU load) of the last recommended plan.");
   if (options.per_layer) {
     page.Family("moecast_layer_stable", "gauge", "1 when the layer's load is stable.");
     page.Family("moecast_layer_dead_experts", "gauge", "Dead experts of the layer.");
     page.Family("moecast_layer_max_over_mean", "gauge", "Max over mean load of the layer.");
-    page.Family("moecast_layer_gamma_eff", "gauge", "gamma_eff of the layer, f units.");
+    page.Family("moecast_layer_gamma_eff", "gauge",
+                "gamma_eff of the layer, f units (identified fits only).");
   }
   for (const std::string& id : jobs) RenderJob(engine, id, stats, options, page);
   return page.Text();
