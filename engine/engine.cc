@@ -280,6 +280,15 @@ class EngineImpl final : public Engine {
     return rec;
   }
 
+  absl::StatusOr<std::string> SnapshotJob(absl::string_view job_id) const override {
+    if (Find(job_id) == nullptr) return JobNotFound(job_id);
+    return absl::UnimplementedError("SnapshotJob is not implemented yet");
+  }
+
+  absl::Status RestoreJob(absl::string_view) override {
+    return absl::UnimplementedError("RestoreJob is not implemented yet");
+  }
+
   absl::StatusOr<HealthReport> Health(absl::string_view job_id) const override {
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);

@@ -160,6 +160,20 @@ class Engine {
   [[nodiscard]] virtual absl::StatusOr<HealthReport> Health(
       absl::string_view job_id) const = 0;
 
+  // Serializes one job's whole state (spec, history, pending multi-source
+  // steps, forecasting and health state, events, counters) into a versioned,
+  // checksummed byte string, consistent as of one point between calls on
+  // the job. NOT_FOUND if unknown.
+  [[nodiscard]] virtual absl::StatusOr<std::string> SnapshotJob(
+      absl::string_view job_id) const = 0;
+
+  // Recreates a job from SnapshotJob's bytes, so that every later call
+  // answers exactly as on the job that was saved. ALREADY_EXISTS if the id is
+  // taken; DATA_LOSS for corrupt or truncated bytes, INVALID_ARGUMENT for an
+  // unknown format version or a spec these options reject; RESOURCE_EXHAUSTED
+  // as RegisterJob.
+  [[nodiscard]] virtual absl::Status RestoreJob(absl::string_view snapshot) = 0;
+
   const EngineOptions& options() const { return options_; }
 
  protected:

@@ -13,7 +13,7 @@ packages=(
   libabsl-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   nlohmann-json3-dev python3-numpy python3-matplotlib python3-statsmodels
-  python3-grpcio python3-protobuf libcpp-httplib-dev prometheus
+  python3-grpcio python3-protobuf libcpp-httplib-dev prometheus make pkg-config
 )
 if [[ "${1:-}" == "--training" ]]; then
   packages+=(python3-torch libopenblas0-pthread python3-numpy)
