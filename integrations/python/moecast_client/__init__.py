@@ -8,10 +8,15 @@
 
 The protobuf/gRPC stubs are generated (generate_stubs.sh, or the Bazel
 genrule //integrations/python:moecast_py_stubs) into moecast_client/_proto.
+
+moecast_client.torch_recorder (needs PyTorch, imported lazily) records loads
+from a PyTorch MoE's routers; moecast_client.serving has EPLB drop-ins for
+vLLM and SGLang.
 """
 
 from .client import Client, EventStream
 from .errors import MoecastError, ValidationError, code_name
+from .trace_writer import TraceWriter
 from .traces import TraceFormatError, read_trace, trace_files
 from .types import (CommittedStep, EParameter, Event, Forecast, GammaFit, Health,
                     HorizonForecast, IngestResult, IngestSummary, JobInfo, JobSpec,
@@ -20,7 +25,7 @@ from .types import (CommittedStep, EParameter, Event, Forecast, GammaFit, Health
 
 __all__ = [
     "Client", "EventStream", "MoecastError", "ValidationError", "code_name",
-    "TraceFormatError", "read_trace", "trace_files",
+    "TraceFormatError", "TraceWriter", "read_trace", "trace_files",
     "CommittedStep", "EParameter", "Event", "Forecast", "GammaFit", "Health",
     "HorizonForecast", "IngestResult", "IngestSummary", "JobInfo", "JobSpec", "LayerForecast",
     "LayerHealth", "LayerState", "MigrationModel", "Placement", "Plan", "RebalanceDecision",

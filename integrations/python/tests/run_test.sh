@@ -26,6 +26,9 @@ if [[ ! -f "${pkg}/moecast_client/_proto/moecast_pb2.py" ]]; then
   exit 1
 fi
 module="$1"
+if [[ $# -ge 3 ]]; then
+  export MOECAST="$(cd "$(dirname "$3")" && pwd)/$(basename "$3")"
+fi
 if [[ $# -ge 2 ]]; then
   export MOECASTD="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
 fi
