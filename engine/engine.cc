@@ -10,6 +10,7 @@
 #include "engine/clock.h"
 #include "engine/internal/job.h"
 #include "engine/internal/mutex.h"
+#include "engine/internal/snapshot_codec.h"
 #include "engine/status_macros.h"
 
 namespace moecast {
@@ -82,8 +83,44 @@ class EngineImpl final : public Engine {
     // the forecasting state it actually holds) counts against the limits.
     absl::StatusOr<std::unique_ptr<Job>> job = Job::Create(spec, options());
     if (!job.ok()) return job.status();
+    absl::StatusOr<int64_t> bytes = JobBytes(spec, **job);
+    if (!bytes.ok()) return bytes.status();
+    return InsertJob(spec, *std::move(job), *bytes);
+  }
+
+  absl::StatusOr<std::string> SnapshotJob(absl::string_view job_id) const override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    internal::SnapshotWriter out = internal::SnapshotWriter::ForSnapshot();
+    MOECAST_RETURN_IF_ERROR(job->SaveTo(out, options()));
+    return internal::SealSnapshot(out);
+  }
+
+  absl::Status RestoreJob(absl::string_view snapshot) override {
+    MOECAST_ASSIGN_OR_RETURN(absl::string_view payload,
+                             internal::UnframeSnapshot(snapshot));
+    internal::SnapshotReader in(payload, "snapshot");
+    MOECAST_ASSIGN_OR_RETURN(JobSpec spec, Job::ReadSnapshotSpec(in));
+    MOECAST_RETURN_IF_ERROR(ValidateJobSpec(spec, options()));
+    MOECAST_RETURN_IF_ERROR(Job::CheckSnapshotOptions(in, options()));
+    // Cheap early answer; InsertJob checks again under the lock.
+    if (Find(spec.job_id) != nullptr) return JobExists(spec.job_id);
+    // As RegisterJob: the reservation is what a fresh job of this spec
+    // takes, so that a restored job reserves what the saved one did.
+    MOECAST_ASSIGN_OR_RETURN(std::unique_ptr<Job> job,
+                             Job::Create(spec, options()));
+    MOECAST_ASSIGN_OR_RETURN(int64_t bytes, JobBytes(spec, *job));
+    MOECAST_RETURN_IF_ERROR(job->LoadFrom(in));
+    return InsertJob(spec, std::move(job), bytes);
+  }
+
+ private:
+  // Memory a fresh job of `spec` accounts for (history ring with logits
+  // plus its forecasting state), or RESOURCE_EXHAUSTED over the per-job
+  // limit.
+  absl::StatusOr<int64_t> JobBytes(const JobSpec& spec, const Job& job) const {
     const int64_t history = HistoryBytes(spec, options(), /*with_router=*/true);
-    const int64_t forecasting = (*job)->Info().forecast_bytes;
+    const int64_t forecasting = job.Info().forecast_bytes;
     const int64_t bytes = history + forecasting;
     if (bytes > options().max_job_history_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -92,11 +129,20 @@ class EngineImpl final : public Engine {
           " bytes) exceed the limit max_job_history_bytes = ",
           options().max_job_history_bytes));
     }
+    return bytes;
+  }
+
+  static absl::Status JobExists(absl::string_view job_id) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("job '", job_id, "' is already registered"));
+  }
+
+  // Registers `job` under the registry lock: ALREADY_EXISTS, or
+  // RESOURCE_EXHAUSTED for max_jobs and the total memory limit.
+  absl::Status InsertJob(const JobSpec& spec, std::unique_ptr<Job> job,
+                         int64_t bytes) {
     internal::WriterLock lock(&mu_);
-    if (jobs_.contains(spec.job_id)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("job '", spec.job_id, "' is already registered"));
-    }
+    if (jobs_.contains(spec.job_id)) return JobExists(spec.job_id);
     if (static_cast<int64_t>(jobs_.size()) >= options().max_jobs) {
       return absl::ResourceExhaustedError(
           absl::StrCat("cannot register job '", spec.job_id, "': ",
@@ -113,10 +159,12 @@ class EngineImpl final : public Engine {
     }
     reserved_bytes_ += bytes;
     reserved_by_job_[spec.job_id] = bytes;
-    (*job)->Touch(clock_->Now());
-    jobs_.emplace(spec.job_id, std::shared_ptr<Job>(*std::move(job)));
+    job->Touch(clock_->Now());
+    jobs_.emplace(spec.job_id, std::shared_ptr<Job>(std::move(job)));
     return absl::OkStatus();
   }
+
+ public:
 
   absl::Status DeleteJob(absl::string_view job_id) override {
     internal::WriterLock lock(&mu_);
@@ -278,15 +326,6 @@ class EngineImpl final : public Engine {
       rec.current = std::move(current);
     }
     return rec;
-  }
-
-  absl::StatusOr<std::string> SnapshotJob(absl::string_view job_id) const override {
-    if (Find(job_id) == nullptr) return JobNotFound(job_id);
-    return absl::UnimplementedError("SnapshotJob is not implemented yet");
-  }
-
-  absl::Status RestoreJob(absl::string_view) override {
-    return absl::UnimplementedError("RestoreJob is not implemented yet");
   }
 
   absl::StatusOr<HealthReport> Health(absl::string_view job_id) const override {

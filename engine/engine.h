@@ -163,15 +163,21 @@ class Engine {
   // Serializes one job's whole state (spec, history, pending multi-source
   // steps, forecasting and health state, events, counters) into a versioned,
   // checksummed byte string, consistent as of one point between calls on
-  // the job. NOT_FOUND if unknown.
+  // the job (docs/snapshot-format.md). NOT_FOUND if unknown; UNIMPLEMENTED
+  // if a predictor of the job cannot be saved (all built-in ones can).
   [[nodiscard]] virtual absl::StatusOr<std::string> SnapshotJob(
       absl::string_view job_id) const = 0;
 
   // Recreates a job from SnapshotJob's bytes, so that every later call
-  // answers exactly as on the job that was saved. ALREADY_EXISTS if the id is
-  // taken; DATA_LOSS for corrupt or truncated bytes, INVALID_ARGUMENT for an
-  // unknown format version or a spec these options reject; RESOURCE_EXHAUSTED
-  // as RegisterJob.
+  // answers exactly as on the job that was saved (bit for bit; the idle time
+  // restarts). Nothing is registered on error. ALREADY_EXISTS if the id is
+  // taken; DATA_LOSS for corrupt, truncated or inconsistent bytes (wrong
+  // magic, checksum mismatch); INVALID_ARGUMENT for an unknown format
+  // version, a spec these options reject as malformed, or a snapshot taken
+  // under different job-shaping options (history_capacity_steps, state,
+  // health, pending and event limits: the message names the option);
+  // RESOURCE_EXHAUSTED as RegisterJob (max_layers and other size limits,
+  // max_jobs, memory).
   [[nodiscard]] virtual absl::Status RestoreJob(absl::string_view snapshot) = 0;
 
   const EngineOptions& options() const { return options_; }

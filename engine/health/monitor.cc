@@ -165,4 +165,285 @@ std::vector<HealthWindow> HealthMonitor::TakeWindows() {
   return out;
 }
 
+// ---- Snapshots -------------------------------------------------------------
+
+namespace {
+
+using internal::SnapshotReader;
+using internal::SnapshotWriter;
+
+// Bounds on strings and lists read back (far above anything written).
+constexpr size_t kMaxText = size_t{1} << 20;
+constexpr size_t kMaxWarnings = 4096;
+
+void PutGammaFit(SnapshotWriter& out, const GammaFit& f) {
+  out.PutI32(static_cast<int>(f.estimator));
+  out.PutI32(f.num_experts);
+  out.PutI32(f.top_k);
+  out.PutI32(f.num_steps);
+  for (double v : {f.sigma, f.tokens, f.assignments, f.dropped_fraction,
+                   f.gamma_f, f.gamma_rho, f.gamma_l, f.se_f, f.bootstrap_se_f,
+                   f.ci_low_f, f.ci_high_f, f.ci_level}) {
+    out.PutDouble(v);
+  }
+  out.PutI32(f.bootstrap_replicates);
+  out.PutI32(f.bootstrap_failed);
+  for (double v : {f.log_likelihood, f.deviance, f.null_deviance, f.r2}) {
+    out.PutDouble(v);
+  }
+  out.PutBool(f.at_lower_bound);
+  out.PutBool(f.at_upper_bound);
+  out.PutBool(f.converged);
+  out.PutI32(f.mle_evaluations);
+  out.PutI32(f.solver_iterations);
+  out.PutDouble(f.solver_residual);
+  const ClosedFormFit& c = f.closed_form;
+  for (double v : {c.gamma_f, c.gamma_rho, c.intercept, c.r2, c.se_f, c.bias_f,
+                   c.bootstrap_bias_f}) {
+    out.PutDouble(v);
+  }
+  out.PutBool(c.small_counts);
+  out.PutDouble(c.ci_low_f);
+  out.PutDouble(c.ci_high_f);
+  out.PutDouble(f.temperature);
+  out.PutDouble(f.temperature_linearized);
+  out.PutBool(f.weakly_identified);
+  out.PutDouble(f.load_cv);
+  out.PutDouble(f.sampling_cv);
+  out.PutDouble(f.quality_sd);
+  out.PutI32(f.zero_count_experts);
+  out.PutBool(f.negative);
+  out.PutBool(f.has_aux_loss);
+  for (double v : {f.gamma_explicit_f, f.gamma_implicit_f, f.eff_over_explicit,
+                   f.k_over_m, f.max_k_load, f.l1_in_sample, f.heldout_l1,
+                   f.heldout_l1_floor, f.heldout_gamma_f}) {
+    out.PutDouble(v);
+  }
+  out.PutDoubles(f.quality);
+  out.PutDoubles(f.observed_load);
+  out.PutDoubles(f.fitted_load);
+  out.PutStrings(f.warnings);
+}
+
+GammaFit ReadGammaFit(SnapshotReader& in, int m) {
+  GammaFit f;
+  f.estimator = static_cast<QualityEstimator>(
+      in.IntIn("gamma.estimator", 0, kNumQualityEstimators - 1));
+  f.num_experts = in.I32("gamma.num_experts");
+  f.top_k = in.I32("gamma.top_k");
+  f.num_steps = in.I32("gamma.num_steps");
+  for (double* v : {&f.sigma, &f.tokens, &f.assignments, &f.dropped_fraction,
+                    &f.gamma_f, &f.gamma_rho, &f.gamma_l, &f.se_f,
+                    &f.bootstrap_se_f, &f.ci_low_f, &f.ci_high_f, &f.ci_level}) {
+    *v = in.Double("gamma");
+  }
+  f.bootstrap_replicates = in.I32("gamma.bootstrap_replicates");
+  f.bootstrap_failed = in.I32("gamma.bootstrap_failed");
+  for (double* v : {&f.log_likelihood, &f.deviance, &f.null_deviance, &f.r2}) {
+    *v = in.Double("gamma");
+  }
+  f.at_lower_bound = in.Bool("gamma.at_lower_bound");
+  f.at_upper_bound = in.Bool("gamma.at_upper_bound");
+  f.converged = in.Bool("gamma.converged");
+  f.mle_evaluations = in.I32("gamma.mle_evaluations");
+  f.solver_iterations = in.I32("gamma.solver_iterations");
+  f.solver_residual = in.Double("gamma.solver_residual");
+  ClosedFormFit& c = f.closed_form;
+  for (double* v : {&c.gamma_f, &c.gamma_rho, &c.intercept, &c.r2, &c.se_f,
+                    &c.bias_f, &c.bootstrap_bias_f}) {
+    *v = in.Double("gamma.closed_form");
+  }
+  c.small_counts = in.Bool("gamma.closed_form.small_counts");
+  c.ci_low_f = in.Double("gamma.closed_form.ci_low_f");
+  c.ci_high_f = in.Double("gamma.closed_form.ci_high_f");
+  f.temperature = in.Double("gamma.temperature");
+  f.temperature_linearized = in.Double("gamma.temperature_linearized");
+  f.weakly_identified = in.Bool("gamma.weakly_identified");
+  f.load_cv = in.Double("gamma.load_cv");
+  f.sampling_cv = in.Double("gamma.sampling_cv");
+  f.quality_sd = in.Double("gamma.quality_sd");
+  f.zero_count_experts = in.I32("gamma.zero_count_experts");
+  f.negative = in.Bool("gamma.negative");
+  f.has_aux_loss = in.Bool("gamma.has_aux_loss");
+  for (double* v : {&f.gamma_explicit_f, &f.gamma_implicit_f,
+                    &f.eff_over_explicit, &f.k_over_m, &f.max_k_load,
+                    &f.l1_in_sample, &f.heldout_l1, &f.heldout_l1_floor,
+                    &f.heldout_gamma_f}) {
+    *v = in.Double("gamma");
+  }
+  f.quality = in.Doubles("gamma.quality", m);
+  f.observed_load = in.Doubles("gamma.observed_load", m);
+  f.fitted_load = in.Doubles("gamma.fitted_load", m);
+  f.warnings = in.Strings("gamma.warnings", kMaxWarnings, kMaxText);
+  return f;
+}
+
+void PutWindow(SnapshotWriter& out, const HealthWindow& w) {
+  out.PutI64(w.step);
+  out.PutI32(w.layer);
+  out.PutI32(w.steps);
+  out.PutBool(w.gamma.has_value());
+  if (w.gamma.has_value()) PutGammaFit(out, *w.gamma);
+  out.PutString(w.gamma_status);
+  out.PutDoubles(w.gamma_f_by_estimator);
+  out.PutI32(static_cast<int>(w.phase));
+  const ImbalanceMetrics& b = w.imbalance;
+  out.PutI32(b.num_experts);
+  for (double v : {b.total, b.max_over_mean, b.max_vio,
+                   b.coefficient_of_variation, b.normalized_entropy}) {
+    out.PutDouble(v);
+  }
+  out.PutBool(b.zero_load);
+  out.PutI32s(w.dead_experts);
+}
+
+HealthWindow ReadWindow(SnapshotReader& in, int m) {
+  HealthWindow w;
+  w.step = in.I64("window.step");
+  w.layer = in.I32("window.layer");
+  w.steps = in.I32("window.steps");
+  if (in.Bool("window.has_gamma")) w.gamma = ReadGammaFit(in, m);
+  w.gamma_status = in.String("window.gamma_status", kMaxText);
+  w.gamma_f_by_estimator =
+      in.Doubles("window.gamma_f_by_estimator", kNumQualityEstimators);
+  w.phase = static_cast<Phase>(
+      in.IntIn("window.phase", 0, static_cast<int>(Phase::kRelaxation)));
+  ImbalanceMetrics& b = w.imbalance;
+  b.num_experts = in.I32("window.imbalance.num_experts");
+  for (double* v : {&b.total, &b.max_over_mean, &b.max_vio,
+                    &b.coefficient_of_variation, &b.normalized_entropy}) {
+    *v = in.Double("window.imbalance");
+  }
+  b.zero_load = in.Bool("window.imbalance.zero_load");
+  w.dead_experts = in.I32s("window.dead_experts", m);
+  return w;
+}
+
+void PutEvent(SnapshotWriter& out, const HealthEvent& e) {
+  out.PutI64(e.step);
+  out.PutI32(e.layer);
+  out.PutString(e.kind);
+  out.PutI32(e.expert);
+  out.PutString(e.from);
+  out.PutString(e.to);
+  out.PutString(e.detail);
+}
+
+HealthEvent ReadEvent(SnapshotReader& in) {
+  HealthEvent e;
+  e.step = in.I64("event.step");
+  e.layer = in.I32("event.layer");
+  e.kind = in.String("event.kind", kMaxText);
+  e.expert = in.I32("event.expert");
+  e.from = in.String("event.from", kMaxText);
+  e.to = in.String("event.to", kMaxText);
+  e.detail = in.String("event.detail", kMaxText);
+  return e;
+}
+
+}  // namespace
+
+void HealthMonitor::SaveTo(SnapshotWriter& out) const {
+  using internal::SnapshotTag;
+  out.PutI32(layer_);
+  out.PutI32(m_);
+  size_t section = out.BeginSection(SnapshotTag("DEAD"));
+  dead_.SaveTo(out);
+  out.EndSection(section);
+  section = out.BeginSection(SnapshotTag("PHAS"));
+  phase_.SaveTo(out);
+  out.EndSection(section);
+  // The window being accumulated.
+  out.PutI32(window_.num_experts);
+  out.PutDoubles(window_.tokens);
+  out.PutDoubles(window_.counts);
+  out.PutDoubles(window_.logit_mean);
+  out.PutDoubles(window_.prob_mean);
+  out.PutDoubles(window_.std_logit_mean);
+  out.PutI64s(window_.step_ids);
+  out.PutDoubles(window_counts_);
+  out.PutBool(window_has_logits_);
+  out.PutBool(window_has_probs_);
+  out.PutBool(window_has_std_);
+  out.PutI64(last_step_);
+  out.PutU64(events_.size());
+  for (const HealthEvent& e : events_) PutEvent(out, e);
+  out.PutU64(windows_.size());
+  for (const HealthWindow& w : windows_) PutWindow(out, w);
+  out.PutBool(latest_.has_value());
+  if (latest_.has_value()) PutWindow(out, *latest_);
+}
+
+void HealthMonitor::LoadFrom(SnapshotReader& in) {
+  using internal::SnapshotTag;
+  const int layer = in.I32("layer");
+  const int m = in.I32("num_experts");
+  if (in.ok() && (layer != layer_ || m != m_)) {
+    in.Fail("shape", absl::StrCat("saved for layer ", layer, " with ", m,
+                                  " experts, this monitor is layer ", layer_,
+                                  " with ", m_));
+    return;
+  }
+  {
+    SnapshotReader dead = in.Section(SnapshotTag("DEAD"), "dead experts");
+    dead_.LoadFrom(dead);
+    dead.ExpectEnd();
+  }
+  {
+    SnapshotReader phase = in.Section(SnapshotTag("PHAS"), "phase");
+    phase_.LoadFrom(phase);
+    phase.ExpectEnd();
+  }
+  // A window holds fewer than window_steps steps (it closes at that many).
+  const size_t max_steps = static_cast<size_t>(options_.window_steps);
+  const size_t max_values = max_steps * static_cast<size_t>(m_);
+  GammaWindow window;
+  window.num_experts = in.I32("window.num_experts");
+  window.tokens = in.Doubles("window.tokens", max_steps);
+  window.counts = in.Doubles("window.counts", max_values);
+  window.logit_mean = in.Doubles("window.logit_mean", max_values);
+  window.prob_mean = in.Doubles("window.prob_mean", max_values);
+  window.std_logit_mean = in.Doubles("window.std_logit_mean", max_values);
+  window.step_ids = in.I64s("window.step_ids", max_steps);
+  std::vector<double> window_counts = in.Doubles("window_counts", m_);
+  const bool has_logits = in.Bool("window_has_logits");
+  const bool has_probs = in.Bool("window_has_probs");
+  const bool has_std = in.Bool("window_has_std");
+  const int64_t last_step = in.I64("last_step");
+  std::vector<HealthEvent> events;
+  const size_t num_events = in.Count("events", size_t{1} << 20, 8);
+  for (size_t i = 0; i < num_events && in.ok(); ++i) events.push_back(ReadEvent(in));
+  std::vector<HealthWindow> windows;
+  const size_t num_windows = in.Count("windows", size_t{1} << 20, 8);
+  for (size_t i = 0; i < num_windows && in.ok(); ++i) {
+    windows.push_back(ReadWindow(in, m_));
+  }
+  std::optional<HealthWindow> latest;
+  if (in.Bool("has_latest")) latest = ReadWindow(in, m_);
+  if (!in.ok()) return;
+  const size_t t = window.tokens.size();
+  const size_t values = t * static_cast<size_t>(m_);
+  // An optional input stops being appended at the first step without it, so
+  // it holds whole steps, at most t of them.
+  auto optional_ok = [&](const std::vector<double>& v) {
+    return v.size() <= values && v.size() % static_cast<size_t>(m_) == 0;
+  };
+  if (window.num_experts != m_ || t >= max_steps || window.counts.size() != values ||
+      !optional_ok(window.logit_mean) || !optional_ok(window.prob_mean) ||
+      !optional_ok(window.std_logit_mean) || window.step_ids.size() != t ||
+      window_counts.size() != static_cast<size_t>(m_)) {
+    in.Fail("window", absl::StrCat("inconsistent window of ", t, " steps"));
+    return;
+  }
+  window_ = std::move(window);
+  window_counts_ = std::move(window_counts);
+  window_has_logits_ = has_logits;
+  window_has_probs_ = has_probs;
+  window_has_std_ = has_std;
+  last_step_ = last_step;
+  events_ = std::move(events);
+  windows_ = std::move(windows);
+  latest_ = std::move(latest);
+}
+
 }  // namespace moecast

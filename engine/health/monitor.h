@@ -29,6 +29,7 @@
 #include "engine/health/ecology/ecology.h"
 #include "engine/health/ecology/phase.h"
 #include "engine/health/gamma/gamma.h"
+#include "engine/internal/snapshot_codec.h"
 
 namespace moecast {
 
@@ -95,6 +96,15 @@ class HealthMonitor {
   // The last completed window, or null before the first.
   const HealthWindow* latest() const { return latest_ ? &*latest_ : nullptr; }
   Phase phase() const { return phase_.phase(); }
+
+  // Snapshots: the window being accumulated (every step's inputs), the
+  // dead-expert and phase trackers, undelivered events and windows, and the
+  // last completed window with its fit. (The gamma bootstrap draws from a
+  // fixed seed per fit, so there is no random state to carry.) LoadFrom
+  // reads them into a monitor with the same layer and num_experts; options
+  // stay this monitor's. DATA_LOSS through `in` for bytes that do not fit.
+  void SaveTo(internal::SnapshotWriter& out) const;
+  void LoadFrom(internal::SnapshotReader& in);
 
  private:
   void CloseWindow();

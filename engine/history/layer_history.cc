@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cassert>
 
+#include "absl/strings/str_cat.h"
+
 namespace moecast {
 namespace {
 
@@ -122,6 +124,80 @@ int64_t LayerHistory::MemoryBytes() const {
                               assignments_.capacity() * sizeof(double) +
                               flags_.capacity() * sizeof(uint32_t) +
                               totals_.counts.capacity() * sizeof(double));
+}
+
+void LayerHistory::SaveTo(internal::SnapshotWriter& out) const {
+  out.PutI32(num_experts_);
+  out.PutI32(capacity_);
+  out.PutI32(size_);
+  out.PutI32(head_);
+  // The ring fills from slot 0, so the occupied slots are [0, size_).
+  const size_t n = static_cast<size_t>(size_);
+  const size_t values = n * num_experts_;
+  out.PutRawFloats(proportions_.data(), values);
+  out.PutBool(!logits_.empty());
+  if (!logits_.empty()) out.PutRawFloats(logits_.data(), values);
+  out.PutI64s(absl::MakeConstSpan(steps_.data(), n));
+  out.PutDoubles(absl::MakeConstSpan(tokens_.data(), n));
+  out.PutDoubles(absl::MakeConstSpan(assignments_.data(), n));
+  out.PutU32s(absl::MakeConstSpan(flags_.data(), n));
+  out.PutI64(totals_.steps);
+  out.PutI64(totals_.incomplete_steps);
+  out.PutDouble(totals_.assignments);
+  out.PutDouble(totals_.tokens);
+  out.PutDoubles(totals_.counts);
+}
+
+void LayerHistory::LoadFrom(internal::SnapshotReader& in) {
+  const int m = in.I32("num_experts");
+  const int capacity = in.I32("capacity_steps");
+  if (in.ok() && (m != num_experts_ || capacity != capacity_)) {
+    in.Fail("shape", absl::StrCat("saved for ", m, " experts x ", capacity,
+                                  " steps, this history has ", num_experts_,
+                                  " x ", capacity_));
+    return;
+  }
+  const int size = in.IntIn("size", 0, capacity_);
+  const int head = in.IntIn("head", 0, capacity_ - 1);
+  if (in.ok() && head != (size == capacity_ ? head : size)) {
+    in.Fail("head", absl::StrCat(head, " does not follow a ring of ", size,
+                                 " steps"));
+  }
+  if (!in.ok()) return;
+  const size_t n = static_cast<size_t>(size);
+  const size_t values = n * num_experts_;
+  in.RawFloats("proportions", proportions_.data(), values);
+  if (in.Bool("has_logits")) {
+    logits_.assign(static_cast<size_t>(num_experts_) * capacity_, 0.0f);
+    in.RawFloats("logits", logits_.data(), values);
+  }
+  std::vector<int64_t> steps = in.I64s("steps", n);
+  std::vector<double> tokens = in.Doubles("tokens", n);
+  std::vector<double> assignments = in.Doubles("assignments", n);
+  std::vector<uint32_t> flags = in.U32s("flags", n);
+  if (in.ok() && (steps.size() != n || tokens.size() != n ||
+                  assignments.size() != n || flags.size() != n)) {
+    in.Fail("steps", absl::StrCat("per-step arrays do not all hold ", n,
+                                  " values"));
+  }
+  if (!in.ok()) return;
+  std::copy(steps.begin(), steps.end(), steps_.begin());
+  std::copy(tokens.begin(), tokens.end(), tokens_.begin());
+  std::copy(assignments.begin(), assignments.end(), assignments_.begin());
+  std::copy(flags.begin(), flags.end(), flags_.begin());
+  for (size_t i = 0; i < n; ++i) {
+    if ((flags_[i] & kStepHasRouter) && logits_.empty()) {
+      in.Fail("flags", "a step has router logits but the ring holds none");
+      return;
+    }
+  }
+  totals_.steps = in.I64("totals.steps");
+  totals_.incomplete_steps = in.I64("totals.incomplete_steps");
+  totals_.assignments = in.Double("totals.assignments");
+  totals_.tokens = in.Double("totals.tokens");
+  in.DoublesExact("totals.counts", absl::MakeSpan(totals_.counts));
+  size_ = size;
+  head_ = head;
 }
 
 }  // namespace moecast

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "engine/internal/snapshot_codec.h"
 
 namespace moecast {
 
@@ -101,6 +102,13 @@ class LayerHistory {
 
   // Bytes held by the ring and totals.
   int64_t MemoryBytes() const;
+
+  // Snapshots: the ring's occupied slots, its position and the totals.
+  // LoadFrom reads them into a history of the same num_experts and
+  // capacity (DATA_LOSS through `in` otherwise), after which it is
+  // indistinguishable from the saved one.
+  void SaveTo(internal::SnapshotWriter& out) const;
+  void LoadFrom(internal::SnapshotReader& in);
 
  private:
   int SlotOf(int age) const;

@@ -23,6 +23,7 @@
 #include "engine/history/layer_history.h"
 #include "engine/ingest.h"
 #include "engine/internal/mutex.h"
+#include "engine/internal/snapshot_codec.h"
 #include "engine/job_info.h"
 #include "engine/job_spec.h"
 #include "engine/options.h"
@@ -79,6 +80,26 @@ class Job {
   // Per-layer access to the forecast bank (the bench's hook). Requires
   // forecasting on and 0 <= layer < num_layers.
   void VisitBank(int layer, absl::FunctionRef<void(ForecastBank&)> fn);
+
+  // Snapshots (engine/internal/job_snapshot.cc, docs/snapshot-format.md).
+  //
+  // SaveTo writes the whole job as one consistent payload: its spec, the
+  // EngineOptions it was created with (`options`: those that shape a job),
+  // counters, multi-source assembly, events, and every layer's history,
+  // state classifier, forecast bank and health monitor. UNIMPLEMENTED if a
+  // predictor cannot be saved.
+  absl::Status SaveTo(SnapshotWriter& out, const EngineOptions& options) const;
+
+  // Restoring reads a payload in three steps: ReadSnapshotSpec (DATA_LOSS
+  // for malformed bytes), CheckSnapshotOptions (INVALID_ARGUMENT naming the
+  // first option that differs from `options`), then LoadFrom on a job
+  // created by Create(spec, options) and not yet used, which reads the rest
+  // (DATA_LOSS for bytes that are malformed or do not fit the job). A job
+  // whose LoadFrom failed must be discarded.
+  static absl::StatusOr<JobSpec> ReadSnapshotSpec(SnapshotReader& in);
+  static absl::Status CheckSnapshotOptions(SnapshotReader& in,
+                                           const EngineOptions& options);
+  absl::Status LoadFrom(SnapshotReader& in);
 
  private:
   Job(JobSpec spec, const EngineOptions& options);

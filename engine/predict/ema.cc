@@ -42,6 +42,17 @@ class EmaPredictor final : public Predictor {
     return static_cast<int64_t>(sizeof(*this) + s_.size() * sizeof(double));
   }
 
+  absl::Status SaveTo(internal::SnapshotWriter& out) const override {
+    out.PutBool(started_);
+    out.PutDoubles(s_);
+    return absl::OkStatus();
+  }
+
+  void LoadFrom(internal::SnapshotReader& in) override {
+    started_ = in.Bool("started");
+    in.DoublesExact("s", absl::MakeSpan(s_));
+  }
+
  private:
   const std::string name_;
   const double theta_;

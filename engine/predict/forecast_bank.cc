@@ -441,4 +441,187 @@ int64_t ForecastBank::MemoryBytes() const {
   return bytes;
 }
 
+absl::Status ForecastBank::SaveTo(internal::SnapshotWriter& out) const {
+  using internal::SnapshotTag;
+  out.PutI32(m_);
+  out.PutStrings(names_);
+  out.PutI32s(options_.horizons);
+  for (const auto& p : predictors_) {
+    const size_t section = out.BeginSection(SnapshotTag("PRED"));
+    if (absl::Status s = p->SaveTo(out); !s.ok()) return s;
+    out.EndSection(section);
+  }
+  out.PutU64(tracks_.size());
+  for (const Track& t : tracks_) {
+    out.PutU64(t.pending.size());
+    for (const Pending& p : t.pending) {
+      out.PutI64(p.origin_step);
+      out.PutI64(p.origin_index);
+      out.PutDouble(p.step_mape_sum);
+      out.PutRawFloats(p.forecast.data(), m_);
+    }
+    out.PutI64(t.scored);
+    out.PutDouble(t.recent_l1);
+    out.PutDouble(t.weight);
+    out.PutDouble(t.sum_l1);
+    out.PutFloats(t.residuals);
+    out.PutU64(t.residuals.capacity());  // MemoryBytes counts it
+    out.PutU64(t.residual_head);
+    out.PutI64(t.residual_cursor);
+  }
+  out.PutDoubles(cum_counts_);
+  out.PutDouble(cum_assignments_);
+  out.PutU64(snapshots_.size());
+  for (const auto& [index, snap] : snapshots_) {
+    out.PutI64(index);
+    out.PutRawDoubles(snap.counts.data(), m_);
+    out.PutDouble(snap.assignments);
+    out.PutI32(snap.refs);
+  }
+  out.PutI64(index_);
+  out.PutI64(last_step_);
+  // Pooled buffers hold nothing that is read again (they are overwritten
+  // when reused), but MemoryBytes counts them.
+  out.PutU64(pool_.size());
+  return absl::OkStatus();
+}
+
+void ForecastBank::LoadFrom(internal::SnapshotReader& in) {
+  using internal::SnapshotTag;
+  const int m = in.I32("num_experts");
+  const std::vector<std::string> names = in.Strings("predictors", 1024, 4096);
+  const std::vector<int> horizons = in.I32s("horizons", 1024);
+  if (in.ok() && (m != m_ || names != names_ || horizons != options_.horizons)) {
+    in.Fail("bank", absl::StrCat(
+        "saved for ", m, " experts, predictors [", absl::StrJoin(names, ", "),
+        "] and horizons [", absl::StrJoin(horizons, ", "), "]; this bank has ",
+        m_, ", [", absl::StrJoin(names_, ", "), "] and [",
+        absl::StrJoin(options_.horizons, ", "), "]"));
+    return;
+  }
+  for (size_t j = 0; j < predictors_.size() && in.ok(); ++j) {
+    internal::SnapshotReader p = in.Section(SnapshotTag("PRED"), names_[j]);
+    predictors_[j]->LoadFrom(p);
+    p.ExpectEnd();
+  }
+  if (!in.ok()) return;
+  const size_t num_tracks = in.Count("tracks", tracks_.size(), 1);
+  if (in.ok() && num_tracks != tracks_.size()) {
+    in.Fail("tracks", absl::StrCat(num_tracks, " tracks, expected ",
+                                   tracks_.size()));
+    return;
+  }
+  const size_t num_h = options_.horizons.size();
+  const size_t pending_bytes = 8 * 3 + 4 * static_cast<size_t>(m_);
+  std::vector<Track> tracks(tracks_.size());
+  for (size_t i = 0; i < tracks.size() && in.ok(); ++i) {
+    Track& t = tracks[i];
+    const size_t n = in.Count("pending", size_t{1} << 24, pending_bytes);
+    for (size_t k = 0; k < n && in.ok(); ++k) {
+      Pending p;
+      p.origin_step = in.I64("pending.origin_step");
+      p.origin_index = in.I64("pending.origin_index");
+      p.step_mape_sum = in.Double("pending.step_mape_sum");
+      p.forecast.resize(m_);
+      in.RawFloats("pending.forecast", p.forecast.data(), m_);
+      t.pending.push_back(std::move(p));
+    }
+    t.scored = in.I64("scored");
+    t.recent_l1 = in.Double("recent_l1");
+    t.weight = in.Double("weight");
+    t.sum_l1 = in.Double("sum_l1");
+    std::vector<float> residuals =
+        in.Floats("residuals", static_cast<size_t>(options_.residual_window));
+    const uint64_t capacity = in.U64("residuals.capacity");
+    t.residual_head = in.U64("residual_head");
+    t.residual_cursor = in.I64("residual_cursor");
+    if (!in.ok()) break;
+    if (capacity < residuals.size() ||
+        capacity > 2 * static_cast<uint64_t>(options_.residual_window)) {
+      in.Fail("residuals.capacity",
+              absl::StrCat(capacity, " for ", residuals.size(), " residuals"));
+      break;
+    }
+    if (t.residual_head >= std::max<size_t>(residuals.size(), 1) ||
+        (t.residual_head != 0 &&
+         residuals.size() < static_cast<size_t>(options_.residual_window))) {
+      in.Fail("residual_head", absl::StrCat(t.residual_head, " in a ring of ",
+                                            residuals.size()));
+      break;
+    }
+    if (t.residual_cursor < 0 || t.residual_cursor >= m_) {
+      in.Fail("residual_cursor",
+              absl::StrCat(t.residual_cursor, " is not an expert of ", m_));
+      break;
+    }
+    t.residuals.reserve(capacity);
+    t.residuals.assign(residuals.begin(), residuals.end());
+  }
+  std::vector<double> cum_counts = in.Doubles("cum_counts", m_);
+  const double cum_assignments = in.Double("cum_assignments");
+  const size_t num_snapshots =
+      in.Count("snapshots", size_t{1} << 24, 8 + 8 * static_cast<size_t>(m_) + 8 + 4);
+  std::map<int64_t, Snapshot> snapshots;
+  for (size_t k = 0; k < num_snapshots && in.ok(); ++k) {
+    const int64_t index = in.I64("snapshot.index");
+    Snapshot snap;
+    snap.counts.resize(m_);
+    in.RawDoubles("snapshot.counts", snap.counts.data(), m_);
+    snap.assignments = in.Double("snapshot.assignments");
+    snap.refs = in.I32("snapshot.refs");
+    if (in.ok() && !snapshots.emplace(index, std::move(snap)).second) {
+      in.Fail("snapshot.index", absl::StrCat("origin ", index, " appears twice"));
+    }
+  }
+  const int64_t index = in.I64("index");
+  const int64_t last_step = in.I64("last_step");
+  // Buffers in use plus pooled never exceed the most forecasts pending at
+  // once, under 20 per track (h / max(1, h / 10) < 20).
+  const size_t pool = in.Count("pool", 20 * tracks_.size(), 0);
+  if (!in.ok()) return;
+  if (cum_counts.size() != static_cast<size_t>(m_)) {
+    in.Fail("cum_counts", absl::StrCat(cum_counts.size(), " values, expected ", m_));
+    return;
+  }
+  // Every pending forecast must be scorable later (its origin snapshot
+  // present, its horizon not yet passed) and every snapshot's reference count
+  // must match, or Observe would look up a snapshot that is not there.
+  std::map<int64_t, int> refs;
+  for (size_t i = 0; i < tracks.size(); ++i) {
+    const int horizon = options_.horizons[i % num_h];
+    int64_t previous = -1;
+    for (const Pending& p : tracks[i].pending) {
+      if (p.origin_index <= previous || p.origin_index < 0 ||
+          p.origin_index > index || p.origin_index + horizon <= index ||
+          !snapshots.count(p.origin_index)) {
+        in.Fail("pending.origin_index",
+                absl::StrCat("forecast from origin ", p.origin_index,
+                             " at horizon ", horizon, " cannot be pending after ",
+                             index, " steps"));
+        return;
+      }
+      previous = p.origin_index;
+      ++refs[p.origin_index];
+    }
+  }
+  for (const auto& [origin, snap] : snapshots) {
+    auto it = refs.find(origin);
+    if (it == refs.end() || it->second != snap.refs) {
+      in.Fail("snapshot.refs",
+              absl::StrCat("origin ", origin, " says ", snap.refs,
+                           " pending forecasts, ",
+                           it == refs.end() ? 0 : it->second, " refer to it"));
+      return;
+    }
+  }
+  tracks_ = std::move(tracks);
+  cum_counts_ = std::move(cum_counts);
+  cum_assignments_ = cum_assignments;
+  snapshots_ = std::move(snapshots);
+  index_ = index;
+  last_step_ = last_step;
+  pool_.clear();
+  for (size_t k = 0; k < pool; ++k) pool_.emplace_back(m_);
+}
+
 }  // namespace moecast

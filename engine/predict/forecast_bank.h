@@ -37,6 +37,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/internal/snapshot_codec.h"
 #include "engine/predict/predictor.h"
 
 namespace moecast {
@@ -137,6 +138,17 @@ class ForecastBank {
   }
 
   int64_t MemoryBytes() const;
+
+  // Snapshots: every predictor's state (Predictor::SaveTo), every
+  // scorer track (pending forecasts, errors, residual rings), the
+  // cumulative counts and the origin snapshots pending forecasts refer to.
+  // SaveTo fails (UNIMPLEMENTED) if a predictor cannot be saved.
+  // LoadFrom reads them into a bank created with the same predictors and
+  // options; bytes that do not fit it, or that are inconsistent (a pending
+  // forecast without its origin), are DATA_LOSS through `in`. The listener
+  // is not state and is left as it is.
+  absl::Status SaveTo(internal::SnapshotWriter& out) const;
+  void LoadFrom(internal::SnapshotReader& in);
 
  private:
   struct Pending {

@@ -85,6 +85,58 @@ class HoltPredictor final : public Predictor {
                             sizeof(double));
   }
 
+  // The fitted parameters and the refit schedule travel with the state, so
+  // a restored predictor refits exactly when the saved one would have.
+  absl::Status SaveTo(internal::SnapshotWriter& out) const override {
+    out.PutI32(options_.fit_window);
+    out.PutDouble(params_.alpha);
+    out.PutDouble(params_.beta);
+    out.PutDouble(params_.phi);
+    out.PutBool(started_);
+    out.PutBool(fitted_);
+    out.PutI32(since_fit_);
+    out.PutDoubles(level_);
+    out.PutDoubles(trend_);
+    out.PutI32(head_);
+    out.PutI32(count_);
+    // The ring fills from slot 0: the occupied slots are [0, count_).
+    out.PutRawFloats(ring_.data(), static_cast<size_t>(count_) * m_);
+    return absl::OkStatus();
+  }
+
+  void LoadFrom(internal::SnapshotReader& in) override {
+    const int fit_window = in.I32("fit_window");
+    if (in.ok() && fit_window != options_.fit_window) {
+      in.Fail("fit_window", absl::StrCat("saved for ", fit_window, ", this is ",
+                                         options_.fit_window));
+      return;
+    }
+    HoltParams params;
+    params.alpha = in.Double("alpha");
+    params.beta = in.Double("beta");
+    params.phi = in.Double("phi");
+    const bool started = in.Bool("started");
+    const bool fitted = in.Bool("fitted");
+    const int since_fit = in.IntIn("since_fit", 0, std::numeric_limits<int>::max());
+    in.DoublesExact("level", absl::MakeSpan(level_));
+    in.DoublesExact("trend", absl::MakeSpan(trend_));
+    const int w = options_.fit_window;
+    const int head = in.IntIn("head", 0, w - 1);
+    const int count = in.IntIn("count", 0, w);
+    if (in.ok() && count < w && head != count) {
+      in.Fail("head", absl::StrCat(head, " does not follow a ring of ", count,
+                                   " steps"));
+    }
+    if (!in.ok()) return;
+    in.RawFloats("ring", ring_.data(), static_cast<size_t>(count) * m_);
+    params_ = params;
+    started_ = started;
+    fitted_ = fitted;
+    since_fit_ = since_fit;
+    head_ = head;
+    count_ = count;
+  }
+
  private:
   // One smoothing step; returns the squared one-step error summed over experts.
   template <typename T>

@@ -32,6 +32,15 @@ class LastValuePredictor final : public Predictor {
     return static_cast<int64_t>(sizeof(*this) + last_.size() * sizeof(double));
   }
 
+  absl::Status SaveTo(internal::SnapshotWriter& out) const override {
+    out.PutDoubles(last_);
+    return absl::OkStatus();
+  }
+
+  void LoadFrom(internal::SnapshotReader& in) override {
+    in.DoublesExact("last", absl::MakeSpan(last_));
+  }
+
  private:
   const std::string name_ = "last_value";
   std::vector<double> last_;

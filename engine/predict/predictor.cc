@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
+
 namespace moecast {
 
 void NormalizeForecast(absl::Span<double> values) {
@@ -19,6 +21,16 @@ void NormalizeForecast(absl::Span<double> values) {
   } else if (!values.empty()) {
     std::fill(values.begin(), values.end(), 1.0 / values.size());
   }
+}
+
+absl::Status Predictor::SaveTo(internal::SnapshotWriter&) const {
+  return absl::UnimplementedError(
+      absl::StrCat("predictor ", name(), " cannot be snapshotted"));
+}
+
+void Predictor::LoadFrom(internal::SnapshotReader& in) {
+  in.FailWith(absl::UnimplementedError(
+      absl::StrCat("predictor ", name(), " cannot be restored from a snapshot")));
 }
 
 }  // namespace moecast

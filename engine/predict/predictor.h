@@ -24,7 +24,9 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "engine/internal/snapshot_codec.h"
 
 namespace moecast {
 
@@ -57,6 +59,17 @@ class Predictor {
 
   // Bytes of state held for this stream.
   virtual int64_t MemoryBytes() const = 0;
+
+  // Snapshots (Engine::SnapshotJob): SaveTo writes everything the
+  // predictor's later answers depend on (fitted parameters and refit
+  // schedules included, so that a restore never refits); LoadFrom reads it
+  // into a predictor made by the same factory with the same name and
+  // num_experts, after which every call answers bit for bit as the saved
+  // predictor would. LoadFrom reports DATA_LOSS (through `in`) for bytes
+  // that do not fit this predictor. The defaults report UNIMPLEMENTED: a
+  // predictor without them cannot be snapshotted.
+  virtual absl::Status SaveTo(internal::SnapshotWriter& out) const;
+  virtual void LoadFrom(internal::SnapshotReader& in);
 };
 
 // Clips negative values to 0 and rescales to sum 1; if nothing positive is

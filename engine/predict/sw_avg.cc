@@ -147,6 +147,40 @@ class SwAvgPredictor final : public Predictor {
                                 sum_.size() * sizeof(double));
   }
 
+  // The weight caches are not state: they are recomputed on demand and
+  // identical wherever they come from.
+  absl::Status SaveTo(internal::SnapshotWriter& out) const override {
+    out.PutI32(window_);
+    out.PutI32(head_);
+    out.PutI32(count_);
+    out.PutI32(since_resum_);
+    // The ring fills from slot 0: the occupied slots are [0, count_).
+    out.PutRawFloats(ring_.data(), static_cast<size_t>(count_) * m_);
+    out.PutDoubles(sum_);
+    return absl::OkStatus();
+  }
+
+  void LoadFrom(internal::SnapshotReader& in) override {
+    const int window = in.I32("window");
+    if (in.ok() && window != window_) {
+      in.Fail("window", absl::StrCat("saved for ", window, ", this is ", window_));
+      return;
+    }
+    const int head = in.IntIn("head", 0, window_ - 1);
+    const int count = in.IntIn("count", 0, window_);
+    const int since_resum = in.IntIn("since_resum", 0, window_ - 1);
+    if (in.ok() && count < window_ && head != count) {
+      in.Fail("head", absl::StrCat(head, " does not follow a ring of ", count,
+                                   " steps"));
+    }
+    if (!in.ok()) return;
+    in.RawFloats("ring", ring_.data(), static_cast<size_t>(count) * m_);
+    in.DoublesExact("sum", absl::MakeSpan(sum_));
+    head_ = head;
+    count_ = count;
+    since_resum_ = since_resum;
+  }
+
  private:
   // Observation i of the window, oldest first (0 <= i < count_).
   const float* Row(int i) const {

@@ -223,6 +223,58 @@ int64_t StateClassifier::MemoryBytes() const {
           sizeof(double));
 }
 
+void StateClassifier::SaveTo(internal::SnapshotWriter& out) const {
+  out.PutI32(m_);
+  out.PutI32(options_.window);
+  out.PutI32(head_);
+  out.PutI32(count_);
+  out.PutI32(since_resum_);
+  // The ring fills from slot 0: the occupied slots are [0, count_).
+  out.PutRawFloats(ring_.data(), static_cast<size_t>(count_) * m_);
+  out.PutRawDoubles(inv_kn_.data(), static_cast<size_t>(count_));
+  out.PutDoubles(sum_);
+  out.PutDoubles(sum_sq_);
+  out.PutDoubles(sum_diff_sq_);
+  out.PutU8(state_ == LoadState::kStable ? 1 : 0);
+  out.PutI64(state_since_);
+  out.PutI64(steps_in_state_);
+  out.PutBool(started_);
+}
+
+void StateClassifier::LoadFrom(internal::SnapshotReader& in) {
+  const int w = options_.window;
+  const int m = in.I32("num_experts");
+  const int window = in.I32("window");
+  if (in.ok() && (m != m_ || window != w)) {
+    in.Fail("shape", absl::StrCat("saved for ", m, " experts and a window of ",
+                                  window, " steps, this classifier has ", m_,
+                                  " and ", w));
+    return;
+  }
+  const int head = in.IntIn("head", 0, w - 1);
+  const int count = in.IntIn("count", 0, w);
+  const int since_resum = in.IntIn("since_resum", 0, w - 1);
+  if (in.ok() && count < w && head != count) {
+    in.Fail("head", absl::StrCat(head, " does not follow a ring of ", count,
+                                 " steps"));
+  }
+  if (!in.ok()) return;
+  in.RawFloats("ring", ring_.data(), static_cast<size_t>(count) * m_);
+  in.RawDoubles("inv_kn", inv_kn_.data(), static_cast<size_t>(count));
+  in.DoublesExact("sum", absl::MakeSpan(sum_));
+  in.DoublesExact("sum_sq", absl::MakeSpan(sum_sq_));
+  in.DoublesExact("sum_diff_sq", absl::MakeSpan(sum_diff_sq_));
+  const uint8_t state = in.U8("state");
+  if (state > 1) in.Fail("state", absl::StrCat("unknown state ", state));
+  state_ = state == 1 ? LoadState::kStable : LoadState::kTransient;
+  state_since_ = in.I64("state_since");
+  steps_in_state_ = in.I64("steps_in_state");
+  started_ = in.Bool("started");
+  head_ = head;
+  count_ = count;
+  since_resum_ = since_resum;
+}
+
 LoadState JobState(absl::Span<const LoadState> layers, double fraction) {
   if (layers.empty()) return LoadState::kTransient;
   int transient = 0;

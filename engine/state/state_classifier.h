@@ -42,6 +42,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "engine/internal/snapshot_codec.h"
 
 namespace moecast {
 
@@ -104,6 +105,12 @@ class StateClassifier {
   StateSignals Signals() const;
 
   int64_t MemoryBytes() const;
+
+  // Snapshots: the window ring, running sums and the hysteresis state.
+  // LoadFrom reads them into a classifier with the same num_experts and
+  // window (DATA_LOSS through `in` otherwise).
+  void SaveTo(internal::SnapshotWriter& out) const;
+  void LoadFrom(internal::SnapshotReader& in);
 
  private:
   const float* Row(int age) const;  // age 0 = newest

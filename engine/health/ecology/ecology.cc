@@ -307,6 +307,70 @@ int DeadExpertTracker::num_dead() const {
   return static_cast<int>(std::count(dead_.begin(), dead_.end(), true));
 }
 
+void DeadExpertTracker::SaveTo(internal::SnapshotWriter& out) const {
+  out.PutI32(m_);
+  out.PutDoubles(pending_);
+  out.PutI32(pending_steps_);
+  out.PutOptionalI64(last_step_);
+  std::vector<uint32_t> dead(dead_.begin(), dead_.end());
+  out.PutU32s(dead);
+  out.PutI32s(streak_);
+  out.PutI64s(streak_start_);
+  out.PutI64(windows_);
+  out.PutI64(qualifying_windows_);
+  out.PutBool(last_window_.has_value());
+  if (last_window_.has_value()) {
+    out.PutI64(last_window_->last_step);
+    out.PutI32(last_window_->steps);
+    out.PutDouble(last_window_->assignments);
+    out.PutBool(last_window_->qualifying);
+    out.PutDoubles(last_window_->shares);
+  }
+}
+
+void DeadExpertTracker::LoadFrom(internal::SnapshotReader& in) {
+  const int m = in.I32("num_experts");
+  if (in.ok() && m != m_) {
+    in.Fail("num_experts", absl::StrCat("saved for ", m, ", this tracker has ", m_));
+    return;
+  }
+  std::vector<double> pending = in.Doubles("pending", m_);
+  const int pending_steps = in.IntIn("pending_steps", 0, options_.window_steps - 1);
+  const std::optional<int64_t> last_step = in.OptionalI64("last_step");
+  const std::vector<uint32_t> dead = in.U32s("dead", m_);
+  std::vector<int> streak = in.I32s("streak", m_);
+  std::vector<int64_t> streak_start = in.I64s("streak_start", m_);
+  const int64_t windows = in.I64("windows");
+  const int64_t qualifying = in.I64("qualifying_windows");
+  std::optional<DeadExpertWindow> last_window;
+  if (in.Bool("has_last_window")) {
+    DeadExpertWindow w;
+    w.last_step = in.I64("last_window.last_step");
+    w.steps = in.I32("last_window.steps");
+    w.assignments = in.Double("last_window.assignments");
+    w.qualifying = in.Bool("last_window.qualifying");
+    w.shares = in.Doubles("last_window.shares", m_);
+    last_window = std::move(w);
+  }
+  if (!in.ok()) return;
+  const size_t n = static_cast<size_t>(m_);
+  if (pending.size() != n || dead.size() != n || streak.size() != n ||
+      streak_start.size() != n) {
+    in.Fail("experts", absl::StrCat("per-expert arrays do not all hold ", m_,
+                                    " values"));
+    return;
+  }
+  pending_ = std::move(pending);
+  pending_steps_ = pending_steps;
+  last_step_ = last_step;
+  for (size_t e = 0; e < n; ++e) dead_[e] = dead[e] != 0;
+  streak_ = std::move(streak);
+  streak_start_ = std::move(streak_start);
+  windows_ = windows;
+  qualifying_windows_ = qualifying;
+  last_window_ = std::move(last_window);
+}
+
 // ---------------------------------------------------------------------------
 // Imbalance
 

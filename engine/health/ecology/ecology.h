@@ -48,6 +48,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "engine/internal/snapshot_codec.h"
 
 namespace moecast {
 
@@ -214,6 +215,12 @@ class DeadExpertTracker {
   }
   int num_experts() const { return m_; }
   const DeadExpertOptions& options() const { return options_; }
+
+  // Snapshots: the partial window, the dead set, the streaks and the last
+  // window. LoadFrom reads them into a tracker with the same num_experts
+  // (DATA_LOSS through `in` otherwise); options stay this tracker's.
+  void SaveTo(internal::SnapshotWriter& out) const;
+  void LoadFrom(internal::SnapshotReader& in);
 
  private:
   absl::Status CheckCounts(int64_t step, absl::Span<const double> counts) const;

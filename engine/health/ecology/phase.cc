@@ -333,4 +333,121 @@ absl::StatusOr<std::optional<PhaseChange>> PhaseTracker::Observe(
   return std::optional<PhaseChange>(change);
 }
 
+namespace {
+
+void PutPoint(internal::SnapshotWriter& out, const GammaPoint& p) {
+  out.PutI64(p.step);
+  out.PutDouble(p.gamma);
+  out.PutDouble(p.ci_lo);
+  out.PutDouble(p.ci_hi);
+}
+
+GammaPoint ReadPoint(internal::SnapshotReader& in, absl::string_view field) {
+  GammaPoint p;
+  p.step = in.I64(field);
+  p.gamma = in.Double(field);
+  p.ci_lo = in.Double(field);
+  p.ci_hi = in.Double(field);
+  return p;
+}
+
+void PutOptionalPoint(internal::SnapshotWriter& out,
+                      const std::optional<GammaPoint>& p) {
+  out.PutBool(p.has_value());
+  if (p.has_value()) PutPoint(out, *p);
+}
+
+std::optional<GammaPoint> ReadOptionalPoint(internal::SnapshotReader& in,
+                                            absl::string_view field) {
+  if (!in.Bool(field)) return std::nullopt;
+  return ReadPoint(in, field);
+}
+
+Phase ReadPhase(internal::SnapshotReader& in, absl::string_view field) {
+  const int v = in.IntIn(field, 0, static_cast<int>(Phase::kRelaxation));
+  return static_cast<Phase>(v);
+}
+
+}  // namespace
+
+void PhaseTracker::SaveTo(internal::SnapshotWriter& out) const {
+  out.PutU64(recent_.size());
+  for (const GammaPoint& p : recent_) PutPoint(out, p);
+  out.PutI64(windows_);
+  PutOptionalPoint(out, start_);
+  PutOptionalPoint(out, peak_);
+  PutOptionalPoint(out, reference_);
+  out.PutOptionalDouble(best_lo_after_reference_);
+  out.PutI32(static_cast<int>(phase_));
+  out.PutI64(phase_since_step_);
+  out.PutI64(phase_since_window_);
+  out.PutI32(static_cast<int>(candidate_));
+  out.PutI32(candidate_streak_);
+  out.PutI64(candidate_since_step_);
+  out.PutBool(slope_.has_value());
+  if (slope_.has_value()) {
+    const SlopeEstimate& s = *slope_;
+    out.PutDouble(s.slope);
+    out.PutDouble(s.lo);
+    out.PutDouble(s.hi);
+    out.PutDouble(s.standard_error);
+    out.PutDouble(s.flat_lo);
+    out.PutDouble(s.flat_hi);
+    out.PutDouble(s.scale_factor);
+    out.PutI32(s.points);
+    out.PutI32(static_cast<int>(s.trend));
+  }
+}
+
+void PhaseTracker::LoadFrom(internal::SnapshotReader& in) {
+  const size_t n = in.Count("recent", static_cast<size_t>(options_.fit_windows), 32);
+  std::deque<GammaPoint> recent;
+  for (size_t i = 0; i < n && in.ok(); ++i) recent.push_back(ReadPoint(in, "recent"));
+  const int64_t windows = in.I64In("windows", 0, int64_t{1} << 62);
+  std::optional<GammaPoint> start = ReadOptionalPoint(in, "start");
+  std::optional<GammaPoint> peak = ReadOptionalPoint(in, "peak");
+  std::optional<GammaPoint> reference = ReadOptionalPoint(in, "reference");
+  std::optional<double> best_lo = in.OptionalDouble("best_lo_after_reference");
+  const Phase phase = ReadPhase(in, "phase");
+  const int64_t phase_since_step = in.I64("phase_since_step");
+  const int64_t phase_since_window = in.I64("phase_since_window");
+  const Phase candidate = ReadPhase(in, "candidate");
+  const int candidate_streak = in.IntIn("candidate_streak", 0, 1 << 30);
+  const int64_t candidate_since_step = in.I64("candidate_since_step");
+  std::optional<SlopeEstimate> slope;
+  if (in.Bool("has_slope")) {
+    SlopeEstimate s;
+    s.slope = in.Double("slope");
+    s.lo = in.Double("slope.lo");
+    s.hi = in.Double("slope.hi");
+    s.standard_error = in.Double("slope.standard_error");
+    s.flat_lo = in.Double("slope.flat_lo");
+    s.flat_hi = in.Double("slope.flat_hi");
+    s.scale_factor = in.Double("slope.scale_factor");
+    s.points = in.I32("slope.points");
+    s.trend = static_cast<Trend>(
+        in.IntIn("slope.trend", 0, static_cast<int>(Trend::kUndecided)));
+    slope = s;
+  }
+  if (!in.ok()) return;
+  if (windows > 0 && (!start.has_value() || !reference.has_value() ||
+                      !peak.has_value() || recent.empty())) {
+    in.Fail("start", "windows were seen but the first window is missing");
+    return;
+  }
+  recent_ = std::move(recent);
+  windows_ = windows;
+  start_ = start;
+  peak_ = peak;
+  reference_ = reference;
+  best_lo_after_reference_ = best_lo;
+  phase_ = phase;
+  phase_since_step_ = phase_since_step;
+  phase_since_window_ = phase_since_window;
+  candidate_ = candidate;
+  candidate_streak_ = candidate_streak;
+  candidate_since_step_ = candidate_since_step;
+  slope_ = slope;
+}
+
 }  // namespace moecast

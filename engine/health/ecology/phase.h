@@ -101,6 +101,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/internal/snapshot_codec.h"
 
 namespace moecast {
 
@@ -207,6 +208,12 @@ class PhaseTracker {
   // The window with the highest gamma so far.
   const std::optional<GammaPoint>& peak() const { return peak_; }
   const PhaseOptions& options() const { return options_; }
+
+  // Snapshots: the recent points, the references, the phase and the streak.
+  // LoadFrom keeps this tracker's options (DATA_LOSS through `in` for
+  // inconsistent bytes).
+  void SaveTo(internal::SnapshotWriter& out) const;
+  void LoadFrom(internal::SnapshotReader& in);
 
   // The least number of windows after which a phase can be declared:
   // fit_windows + confirm_windows - 1 (10 with the defaults).

@@ -234,6 +234,10 @@ ArimaCss::ArimaCss(const ArimaOptions& o)
 
 ArimaCss::~ArimaCss() = default;
 
+int ArimaCss::workspace_capacity() const { return ws_->capacity; }
+
+void ArimaCss::ReserveWorkspace(int m) { ws_->Reserve(m, k_); }
+
 int64_t ArimaCss::MemoryBytes() const {
   const int64_t c = ws_->capacity;
   return static_cast<int64_t>(sizeof(*this) + sizeof(Workspace)) +
@@ -804,6 +808,75 @@ class ArimaPredictor final : public Predictor {
   }
 
   const ArimaRefitStats& stats() const { return stats_; }
+
+  // Snapshots carry the fitted parameters, the residuals and the refit
+  // schedule (count_, fit_count_, resid_count_), so a restored predictor
+  // refits exactly when the saved one would have and never at restore.
+  absl::Status SaveTo(internal::SnapshotWriter& out) const override {
+    out.PutI32(o_.fit_window);
+    out.PutI32(np_);
+    out.PutI32(std::max(o_.q, 1));
+    out.PutI64(count_);
+    out.PutI64(fit_count_);
+    out.PutI64(resid_count_);
+    out.PutBool(fitted_);
+    // Step s lives in ring row s % fit_window, so the occupied rows are
+    // [0, min(count_, fit_window)).
+    const int64_t rows = std::min<int64_t>(count_, o_.fit_window);
+    out.PutRawDoubles(ring_.data(), static_cast<size_t>(rows) * m_);
+    out.PutDoubles(sum_);
+    out.PutDoubles(params_);
+    out.PutDoubles(eh_);
+    out.PutI32(css_.workspace_capacity());
+    out.PutI64(stats_.refits);
+    out.PutI64(stats_.last_iterations);
+    out.PutI32(stats_.last_warm);
+    out.PutI32(stats_.last_degenerate);
+    return absl::OkStatus();
+  }
+
+  void LoadFrom(internal::SnapshotReader& in) override {
+    const int fit_window = in.I32("fit_window");
+    const int np = in.I32("params_per_expert");
+    const int nq = in.I32("residuals_per_expert");
+    if (in.ok() && (fit_window != o_.fit_window || np != np_ ||
+                    nq != std::max(o_.q, 1))) {
+      in.Fail("shape", absl::StrCat("saved for fit_window ", fit_window, ", ",
+                                    np, " parameters and ", nq,
+                                    " residuals per expert; this predictor has ",
+                                    o_.fit_window, ", ", np_, " and ",
+                                    std::max(o_.q, 1)));
+      return;
+    }
+    const int64_t kMax = int64_t{1} << 62;
+    const int64_t count = in.I64In("count", 0, kMax);
+    const int64_t fit_count = in.I64In("fit_count", 0, count);
+    const int64_t resid_count = in.I64In("resid_count", fit_count, count);
+    const bool fitted = in.Bool("fitted");
+    if (in.ok() && fitted && fit_count < min_fit_) {
+      in.Fail("fit_count", absl::StrCat("a fit at ", fit_count,
+                                        " steps, before the minimum ", min_fit_));
+    }
+    if (!in.ok()) return;
+    const int64_t rows = std::min<int64_t>(count, o_.fit_window);
+    in.RawDoubles("ring", ring_.data(), static_cast<size_t>(rows) * m_);
+    in.DoublesExact("sum", absl::MakeSpan(sum_));
+    in.DoublesExact("params", absl::MakeSpan(params_));
+    in.DoublesExact("residuals", absl::MakeSpan(eh_));
+    const int capacity = in.IntIn("workspace_capacity", 0, o_.fit_window);
+    ArimaRefitStats stats;
+    stats.refits = in.I64("refits");
+    stats.last_iterations = in.I64("last_iterations");
+    stats.last_warm = in.I32("last_warm");
+    stats.last_degenerate = in.I32("last_degenerate");
+    if (!in.ok()) return;
+    if (capacity > 0) css_.ReserveWorkspace(capacity);
+    count_ = count;
+    fit_count_ = fit_count;
+    resid_count_ = resid_count;
+    fitted_ = fitted;
+    stats_ = stats;
+  }
 
  private:
   double X(int64_t step, int e) const {

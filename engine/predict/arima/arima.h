@@ -210,6 +210,12 @@ class ArimaCss {
 
   int64_t MemoryBytes() const;
 
+  // Longest differenced series the workspace buffers hold now (they grow on
+  // demand), and a way to grow them to `m` ahead of time: a restored
+  // predictor reserves what the saved one had, so that MemoryBytes() agrees.
+  int workspace_capacity() const;
+  void ReserveWorkspace(int m);
+
  private:
   struct Workspace;
 

@@ -463,6 +463,77 @@ class LstmPredictor final : public Predictor {
            weights_->MemoryBytes();
   }
 
+  // Snapshots: the window ring, the first layer's projections computed so
+  // far, and the outputs of the last run (with its final hidden and cell
+  // state), so that a restored predictor answers from them until the next
+  // Observe exactly as the saved one. The weights are not included: the
+  // restored predictor loads them from the file its name points to; the
+  // model's shape must match.
+  absl::Status SaveTo(internal::SnapshotWriter& out) const override {
+    out.PutI32(M_);
+    out.PutI32(H_);
+    out.PutI32(K_);
+    out.PutI32(W_);
+    out.PutI32(m_.num_layers());
+    out.PutI64(observed_);
+    out.PutI64(projected_);
+    out.PutBool(dirty_);
+    // Step t lives in slot t % W: the slots written so far are [0, min(n, W)).
+    const int64_t rows = std::min<int64_t>(observed_, W_);
+    out.PutRawDoubles(ring_.data(), static_cast<size_t>(rows) * M_);
+    const int64_t cols = std::min<int64_t>(projected_, W_);
+    out.PutRawFloats(proj_.data(), static_cast<size_t>(cols) * 4 * H_);
+    // The outputs exist once the network has run (projected_ > 0).
+    if (projected_ > 0) {
+      out.PutRawDoubles(anchor_.data(), M_);
+      out.PutRawDoubles(y_.data(), static_cast<size_t>(M_) * K_);
+      out.PutRawDoubles(cum_.data(), static_cast<size_t>(M_) * K_);
+      out.PutRawDoubles(step_.data(), static_cast<size_t>(M_) * K_);
+      out.PutRawFloats(h_.data(), H_);
+      out.PutRawFloats(cell_.data(), H_);
+    }
+    return absl::OkStatus();
+  }
+
+  void LoadFrom(internal::SnapshotReader& in) override {
+    const int m = in.I32("num_experts");
+    const int h = in.I32("hidden");
+    const int k = in.I32("horizons");
+    const int w = in.I32("window");
+    const int layers = in.I32("layers");
+    if (in.ok() && (m != M_ || h != H_ || k != K_ || w != W_ ||
+                    layers != m_.num_layers())) {
+      in.Fail("model", absl::StrCat(
+          "saved with a model of M = ", m, ", H = ", h, ", K = ", k,
+          ", window ", w, ", ", layers, " layers; ", weights_->source(),
+          " has M = ", M_, ", H = ", H_, ", K = ", K_, ", window ", W_, ", ",
+          m_.num_layers(), " layers"));
+      return;
+    }
+    const int64_t observed = in.I64In("observed", 0, int64_t{1} << 62);
+    const int64_t projected = in.I64In("projected", 0, observed);
+    const bool dirty = in.Bool("dirty");
+    if (!in.ok()) return;
+    const int64_t rows = std::min<int64_t>(observed, W_);
+    in.RawDoubles("ring", ring_.data(), static_cast<size_t>(rows) * M_);
+    const int64_t cols = std::min<int64_t>(projected, W_);
+    in.RawFloats("projections", proj_.data(), static_cast<size_t>(cols) * 4 * H_);
+    if (projected > 0) {
+      in.RawDoubles("anchor", anchor_.data(), M_);
+      in.RawDoubles("y", y_.data(), static_cast<size_t>(M_) * K_);
+      in.RawDoubles("cum", cum_.data(), static_cast<size_t>(M_) * K_);
+      in.RawDoubles("step", step_.data(), static_cast<size_t>(M_) * K_);
+      in.RawFloats("h", h_.data(), H_);
+      in.RawFloats("cell", cell_.data(), H_);
+    } else if (observed > 0 && !dirty) {
+      in.Fail("dirty", "outputs are marked current but the network never ran");
+    }
+    if (!in.ok()) return;
+    observed_ = observed;
+    projected_ = projected;
+    dirty_ = dirty;
+  }
+
  private:
   // Ring slot of stream step t (t counts observed steps from 0).
   int SlotIndex(int64_t t) const { return static_cast<int>(t % W_); }

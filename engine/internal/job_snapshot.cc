@@ -1,0 +1,441 @@
+// Job::SaveTo / LoadFrom: a job's whole state in the snapshot payload
+// (docs/snapshot-format.md). Kept apart from job.cc so that the ingest and
+// forecast paths and the snapshot code can change independently.
+#include <cstring>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/internal/job.h"
+
+namespace moecast::internal {
+namespace {
+
+constexpr uint32_t kSpecTag = SnapshotTag("SPEC");
+constexpr uint32_t kOptionsTag = SnapshotTag("OPTS");
+constexpr uint32_t kJobTag = SnapshotTag("JOB ");
+constexpr uint32_t kLayerTag = SnapshotTag("LAYR");
+constexpr uint32_t kHistoryTag = SnapshotTag("HIST");
+constexpr uint32_t kStateTag = SnapshotTag("STAT");
+constexpr uint32_t kBankTag = SnapshotTag("BANK");
+constexpr uint32_t kHealthTag = SnapshotTag("HLTH");
+
+constexpr size_t kMaxText = size_t{1} << 20;
+
+// ---- Spec -----------------------------------------------------------------
+
+void PutSpec(SnapshotWriter& out, const JobSpec& s) {
+  out.PutString(s.job_id);
+  out.PutI32(s.num_layers);
+  out.PutI32(s.num_experts);
+  out.PutI32(s.top_k);
+  out.PutI32(s.num_sources);
+  out.PutI32(static_cast<int>(s.step_unit));
+  out.PutBool(s.forecasting);
+  out.PutBool(s.health);
+  out.PutStrings(s.predictors);
+  out.PutI32s(s.horizons);
+  out.PutI32(static_cast<int>(s.router));
+  out.PutOptionalDouble(s.hyper.aux_loss_coef);
+  out.PutOptionalDouble(s.hyper.router_temperature);
+  out.PutOptionalDouble(s.hyper.entropy_weight);
+  out.PutOptionalDouble(s.hyper.oracle_weight);
+  out.PutOptionalDouble(s.hyper.balance_weight);
+}
+
+// ---- Options that shape a job ----------------------------------------------
+
+// One EngineOptions field that a job's behaviour depends on, by its name in
+// EngineOptions. Integers and doubles (compared bit for bit).
+struct OptionEntry {
+  std::string name;
+  std::variant<int64_t, double> value;
+};
+
+std::vector<OptionEntry> JobOptionEntries(const EngineOptions& o) {
+  std::vector<OptionEntry> e;
+  auto i = [&](const char* name, int64_t v) { e.push_back({name, v}); };
+  auto d = [&](const char* name, double v) { e.push_back({name, v}); };
+  i("history_capacity_steps", o.history_capacity_steps);
+  i("max_pending_steps", o.max_pending_steps);
+  i("source_timeout_ns", absl::ToInt64Nanoseconds(o.source_timeout));
+  i("max_path_steps", o.max_path_steps);
+  i("max_events_per_job", o.max_events_per_job);
+  i("state.window", o.state.window);
+  d("state.enter_threshold", o.state.enter_threshold);
+  d("state.leave_threshold", o.state.leave_threshold);
+  i("state.min_dwell_steps", o.state.min_dwell_steps);
+  d("state.job_transient_fraction", o.state.job_transient_fraction);
+  const HealthOptions& h = o.health;
+  i("health.window_steps", h.window_steps);
+  d("health.gamma.sigma", h.gamma.sigma);
+  i("health.gamma.estimator", static_cast<int>(h.gamma.estimator));
+  i("health.gamma.closed_form_weights",
+    static_cast<int>(h.gamma.closed_form_weights));
+  i("health.gamma.bootstrap_replicates", h.gamma.bootstrap_replicates);
+  i("health.gamma.seed", static_cast<int64_t>(h.gamma.seed));
+  d("health.gamma.ci_level", h.gamma.ci_level);
+  d("health.gamma.closed_form_min_count", h.gamma.closed_form_min_count);
+  d("health.gamma.weak_identification_cv", h.gamma.weak_identification_cv);
+  d("health.gamma.weak_identification_noise_ratio",
+    h.gamma.weak_identification_noise_ratio);
+  i("health.gamma.heldout", h.gamma.heldout);
+  i("health.all_estimators", h.all_estimators);
+  d("health.dead.alpha_dead", h.dead.alpha_dead);
+  i("health.dead.window_steps", h.dead.window_steps);
+  i("health.dead.dead_windows", h.dead.dead_windows);
+  d("health.dead.min_assignments_per_expert_factor",
+    h.dead.min_assignments_per_expert_factor);
+  d("health.dead.revive_factor", h.dead.revive_factor);
+  i("health.dead.revive_windows", h.dead.revive_windows);
+  i("health.dead.sparse_windows", static_cast<int>(h.dead.sparse_windows));
+  i("health.phase.fit_windows", h.phase.fit_windows);
+  i("health.phase.confirm_windows", h.phase.confirm_windows);
+  i("health.phase.min_windows_in_phase", h.phase.min_windows_in_phase);
+  d("health.phase.point_ci_level", h.phase.point_ci_level);
+  d("health.phase.slope_ci_level", h.phase.slope_ci_level);
+  d("health.phase.flat_ci_level", h.phase.flat_ci_level);
+  i("health.phase.surge_needs_disjoint_ci", h.phase.surge_needs_disjoint_ci);
+  d("health.phase.min_relative_se", h.phase.min_relative_se);
+  return e;
+}
+
+bool SameValue(const std::variant<int64_t, double>& a,
+               const std::variant<int64_t, double>& b) {
+  if (a.index() != b.index()) return false;
+  if (a.index() == 0) return std::get<0>(a) == std::get<0>(b);
+  const double x = std::get<1>(a), y = std::get<1>(b);
+  return std::memcmp(&x, &y, sizeof(double)) == 0;
+}
+
+std::string ValueText(const std::variant<int64_t, double>& v) {
+  return v.index() == 0 ? absl::StrCat(std::get<0>(v))
+                        : absl::StrCat(std::get<1>(v));
+}
+
+// ---- Events -----------------------------------------------------------------
+
+void PutEvent(SnapshotWriter& out, const Event& e) {
+  out.PutI64(e.seq);
+  out.PutI64(e.step);
+  out.PutU8(static_cast<uint8_t>(e.kind));
+  out.PutI32(e.layer);
+  out.PutString(e.from);
+  out.PutString(e.to);
+  out.PutDouble(e.value);
+  out.PutString(e.detail);
+}
+
+Event ReadEvent(SnapshotReader& in) {
+  Event e;
+  e.seq = in.I64("event.seq");
+  e.step = in.I64("event.step");
+  const uint8_t kind = in.U8("event.kind");
+  if (kind > static_cast<uint8_t>(EventKind::kExpertRevived)) {
+    in.Fail("event.kind", absl::StrCat("unknown kind ", kind));
+  }
+  e.kind = static_cast<EventKind>(kind);
+  e.layer = in.I32("event.layer");
+  e.from = in.String("event.from", kMaxText);
+  e.to = in.String("event.to", kMaxText);
+  e.value = in.Double("event.value");
+  e.detail = in.String("event.detail", kMaxText);
+  return e;
+}
+
+LoadState ReadLoadState(SnapshotReader& in, absl::string_view field) {
+  const uint8_t v = in.U8(field);
+  if (v > 1) in.Fail(field, absl::StrCat("unknown state ", v));
+  return v == 1 ? LoadState::kStable : LoadState::kTransient;
+}
+
+}  // namespace
+
+// ---- Save ---------------------------------------------------------------------
+
+absl::Status Job::SaveTo(SnapshotWriter& out,
+                            const EngineOptions& options) const {
+  MutexLock lock(&mu_);
+  size_t section = out.BeginSection(kSpecTag);
+  PutSpec(out, spec_);
+  out.EndSection(section);
+
+  section = out.BeginSection(kOptionsTag);
+  const std::vector<OptionEntry> entries = JobOptionEntries(options);
+  out.PutU64(entries.size());
+  for (const OptionEntry& e : entries) {
+    out.PutString(e.name);
+    out.PutU8(static_cast<uint8_t>(e.value.index()));
+    if (e.value.index() == 0) {
+      out.PutI64(std::get<0>(e.value));
+    } else {
+      out.PutDouble(std::get<1>(e.value));
+    }
+  }
+  out.EndSection(section);
+
+  section = out.BeginSection(kJobTag);
+  out.PutI64(info_.committed_steps);
+  out.PutOptionalI64(info_.first_step);
+  out.PutOptionalI64(info_.last_step);
+  out.PutI64(info_.gaps);
+  out.PutI64(info_.missing_steps);
+  out.PutI64(info_.incomplete_steps);
+  out.PutI64(info_.duplicate_calls);
+  out.PutI64(info_.rejected_calls);
+  out.PutDouble(info_.tokens);
+  out.PutI64s(last_reported_);
+  out.PutU64(pending_.size());
+  for (const auto& [step, p] : pending_) {
+    out.PutI64(step);
+    out.PutRawDoubles(p.counts.data(), p.counts.size());
+    out.PutRawDoubles(p.logit_sums.data(), p.logit_sums.size());
+    out.PutRawDoubles(p.logit_weights.data(), p.logit_weights.size());
+    out.PutString(absl::string_view(
+        reinterpret_cast<const char*>(p.reported.data()), p.reported.size()));
+    out.PutI32(p.num_reported);
+    out.PutBool(p.all_tokens);
+    out.PutBool(p.all_logits);
+    out.PutDouble(p.tokens);
+    out.PutI64(absl::ToUnixNanos(p.first_seen));
+  }
+  out.PutU64(layer_states_.size());
+  for (LoadState s : layer_states_) out.PutU8(s == LoadState::kStable ? 1 : 0);
+  out.PutU8(job_state_ == LoadState::kStable ? 1 : 0);
+  out.PutU64(events_.size());
+  for (const Event& e : events_) PutEvent(out, e);
+  out.PutI64(next_seq_);
+  out.EndSection(section);
+
+  for (int l = 0; l < spec_.num_layers; ++l) {
+    const size_t layer = out.BeginSection(kLayerTag);
+    section = out.BeginSection(kHistoryTag);
+    layers_[l].SaveTo(out);
+    out.EndSection(section);
+    if (!models_.empty()) {
+      section = out.BeginSection(kStateTag);
+      models_[l].state->SaveTo(out);
+      out.EndSection(section);
+      section = out.BeginSection(kBankTag);
+      if (absl::Status s = models_[l].bank->SaveTo(out); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("job '", spec_.job_id,
+                                                   "', layer ", l, ": ",
+                                                   s.message()));
+      }
+      out.EndSection(section);
+    }
+    if (!health_.empty()) {
+      section = out.BeginSection(kHealthTag);
+      health_[l].SaveTo(out);
+      out.EndSection(section);
+    }
+    out.EndSection(layer);
+  }
+  return absl::OkStatus();
+}
+
+// ---- Restore ------------------------------------------------------------------
+
+absl::StatusOr<JobSpec> Job::ReadSnapshotSpec(SnapshotReader& in) {
+  SnapshotReader r = in.Section(kSpecTag, "spec");
+  JobSpec s;
+  s.job_id = r.String("job_id", 1024);
+  s.num_layers = r.I32("num_layers");
+  s.num_experts = r.I32("num_experts");
+  s.top_k = r.I32("top_k");
+  s.num_sources = r.I32("num_sources");
+  s.step_unit = static_cast<StepUnit>(
+      r.IntIn("step_unit", 0, static_cast<int>(StepUnit::kInterval)));
+  s.forecasting = r.Bool("forecasting");
+  s.health = r.Bool("health");
+  s.predictors = r.Strings("predictors", 1024, 4096);
+  s.horizons = r.I32s("horizons", 1024);
+  s.router = static_cast<RouterKind>(
+      r.IntIn("router", 0, static_cast<int>(RouterKind::kSigmoidWithBias)));
+  s.hyper.aux_loss_coef = r.OptionalDouble("hyper.aux_loss_coef");
+  s.hyper.router_temperature = r.OptionalDouble("hyper.router_temperature");
+  s.hyper.entropy_weight = r.OptionalDouble("hyper.entropy_weight");
+  s.hyper.oracle_weight = r.OptionalDouble("hyper.oracle_weight");
+  s.hyper.balance_weight = r.OptionalDouble("hyper.balance_weight");
+  r.ExpectEnd();
+  if (!in.ok()) return in.status();
+  return s;
+}
+
+absl::Status Job::CheckSnapshotOptions(SnapshotReader& in,
+                                       const EngineOptions& options) {
+  SnapshotReader r = in.Section(kOptionsTag, "options");
+  const std::vector<OptionEntry> mine = JobOptionEntries(options);
+  const size_t n = r.Count("options", 4096, 10);
+  std::vector<OptionEntry> saved;
+  for (size_t k = 0; k < n && r.ok(); ++k) {
+    OptionEntry e;
+    e.name = r.String("option name", 256);
+    const uint8_t type = r.U8("option type");
+    if (type == 0) {
+      e.value = r.I64("option value");
+    } else if (type == 1) {
+      e.value = r.Double("option value");
+    } else {
+      r.Fail("option type", absl::StrCat("unknown type ", type));
+    }
+    saved.push_back(std::move(e));
+  }
+  r.ExpectEnd();
+  if (!in.ok()) return in.status();
+  for (const OptionEntry& m : mine) {
+    const OptionEntry* s = nullptr;
+    for (const OptionEntry& e : saved) {
+      if (e.name == m.name) s = &e;
+    }
+    if (s == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot does not record EngineOptions.", m.name,
+          ", which this engine sets to ", ValueText(m.value)));
+    }
+    if (!SameValue(s->value, m.value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot was taken with EngineOptions.", m.name, " = ",
+          ValueText(s->value), ", this engine has ", ValueText(m.value),
+          "; a job restores only under the options that shaped it"));
+    }
+  }
+  for (const OptionEntry& e : saved) {
+    bool known = false;
+    for (const OptionEntry& m : mine) known |= m.name == e.name;
+    if (!known) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot records EngineOptions.", e.name,
+          ", which this engine does not know"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Job::LoadFrom(SnapshotReader& in) {
+  MutexLock lock(&mu_);
+  const int num_layers = spec_.num_layers;
+  const size_t lm = static_cast<size_t>(num_layers) * spec_.num_experts;
+  {
+    SnapshotReader r = in.Section(kJobTag, "job");
+    JobInfo info = info_;
+    info.committed_steps = r.I64In("committed_steps", 0, int64_t{1} << 62);
+    info.first_step = r.OptionalI64("first_step");
+    info.last_step = r.OptionalI64("last_step");
+    info.gaps = r.I64("gaps");
+    info.missing_steps = r.I64("missing_steps");
+    info.incomplete_steps = r.I64("incomplete_steps");
+    info.duplicate_calls = r.I64("duplicate_calls");
+    info.rejected_calls = r.I64("rejected_calls");
+    info.tokens = r.Double("tokens");
+    if (r.ok() && (info.first_step.has_value() != info.last_step.has_value() ||
+                   info.last_step.has_value() != (info.committed_steps > 0))) {
+      r.Fail("last_step", "the step counters disagree");
+    }
+    std::vector<int64_t> last_reported =
+        r.I64s("last_reported", static_cast<size_t>(spec_.num_sources));
+    if (r.ok() && last_reported.size() != last_reported_.size()) {
+      r.Fail("last_reported", absl::StrCat(last_reported.size(),
+                                           " sources, the spec declares ",
+                                           spec_.num_sources));
+    }
+    const size_t step_bytes =
+        8 + 16 * lm + 8 * static_cast<size_t>(num_layers) + 8 + 4 + 2 + 16;
+    const size_t num_pending =
+        r.Count("pending", static_cast<size_t>(max_pending_), step_bytes);
+    std::map<int64_t, PendingStep> pending;
+    for (size_t k = 0; k < num_pending && r.ok(); ++k) {
+      const int64_t step = r.I64("pending.step");
+      PendingStep p;
+      p.counts.resize(lm);
+      p.logit_sums.resize(lm);
+      p.logit_weights.resize(num_layers);
+      r.RawDoubles("pending.counts", p.counts.data(), lm);
+      r.RawDoubles("pending.logit_sums", p.logit_sums.data(), lm);
+      r.RawDoubles("pending.logit_weights", p.logit_weights.data(), num_layers);
+      const std::string reported = r.String(
+          "pending.reported", static_cast<size_t>(spec_.num_sources));
+      p.num_reported = r.I32("pending.num_reported");
+      p.all_tokens = r.Bool("pending.all_tokens");
+      p.all_logits = r.Bool("pending.all_logits");
+      p.tokens = r.Double("pending.tokens");
+      p.first_seen = absl::FromUnixNanos(r.I64("pending.first_seen"));
+      if (!r.ok()) break;
+      int set = 0;
+      for (char c : reported) set += c == 1;
+      if (reported.size() != static_cast<size_t>(spec_.num_sources) ||
+          set != p.num_reported || set < 1 ||
+          (info.last_step.has_value() && step <= *info.last_step) ||
+          (!pending.empty() && step <= pending.rbegin()->first)) {
+        r.Fail("pending", absl::StrCat("step ", step, " is inconsistent"));
+        break;
+      }
+      p.reported.assign(reported.begin(), reported.end());
+      pending.emplace(step, std::move(p));
+    }
+    const size_t num_states = r.Count("layer_states", num_layers, 1);
+    std::vector<LoadState> layer_states;
+    for (size_t k = 0; k < num_states && r.ok(); ++k) {
+      layer_states.push_back(ReadLoadState(r, "layer_state"));
+    }
+    if (r.ok() && layer_states.size() != layer_states_.size()) {
+      r.Fail("layer_states", absl::StrCat(layer_states.size(), " layers, expected ",
+                                          layer_states_.size()));
+    }
+    const LoadState job_state = ReadLoadState(r, "job_state");
+    const size_t num_events =
+        r.Count("events", static_cast<size_t>(max_events_), 8 * 5 + 1 + 4 + 8);
+    std::deque<Event> events;
+    for (size_t k = 0; k < num_events && r.ok(); ++k) {
+      events.push_back(ReadEvent(r));
+    }
+    const int64_t next_seq = r.I64In("next_seq", 1, int64_t{1} << 62);
+    for (size_t k = 0; k < events.size() && r.ok(); ++k) {
+      if (events[k].seq >= next_seq || (k > 0 && events[k].seq <= events[k - 1].seq)) {
+        r.Fail("events", absl::StrCat("event ", events[k].seq,
+                                      " is out of sequence"));
+      }
+    }
+    r.ExpectEnd();
+    if (!in.ok()) return in.status();
+    info_ = std::move(info);
+    last_reported_ = std::move(last_reported);
+    pending_ = std::move(pending);
+    layer_states_ = std::move(layer_states);
+    job_state_ = job_state;
+    events_ = std::move(events);
+    next_seq_ = next_seq;
+  }
+  for (int l = 0; l < num_layers && in.ok(); ++l) {
+    SnapshotReader layer = in.Section(kLayerTag, absl::StrCat("layer ", l));
+    {
+      SnapshotReader r = layer.Section(kHistoryTag, "history");
+      layers_[l].LoadFrom(r);
+      r.ExpectEnd();
+    }
+    if (!models_.empty()) {
+      {
+        SnapshotReader r = layer.Section(kStateTag, "state");
+        models_[l].state->LoadFrom(r);
+        r.ExpectEnd();
+      }
+      {
+        SnapshotReader r = layer.Section(kBankTag, "bank");
+        models_[l].bank->LoadFrom(r);
+        r.ExpectEnd();
+      }
+    }
+    if (!health_.empty()) {
+      SnapshotReader r = layer.Section(kHealthTag, "health");
+      health_[l].LoadFrom(r);
+      r.ExpectEnd();
+    }
+    layer.ExpectEnd();
+  }
+  in.ExpectEnd();
+  return in.status();
+}
+
+}  // namespace moecast::internal
