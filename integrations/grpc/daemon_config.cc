@@ -30,6 +30,11 @@ struct RawFlags {
   std::string auth_token_file, tls_cert, tls_key, tls_client_ca;
   std::string metrics_listen;
   bool metrics_per_layer = false;
+  std::string data_dir;
+  std::string wal_sync = "batch";
+  double wal_sync_ms = 10;
+  double snapshot_every_s = 300;
+  int64_t wal_segment_bytes = int64_t{64} << 20;
 };
 
 void Declare(cli::FlagSet& flags, RawFlags& f) {
@@ -62,6 +67,21 @@ void Declare(cli::FlagSet& flags, RawFlags& f) {
                   "host:port for Prometheus metrics over HTTP at /metrics (default: off)");
   flags.AddBool("metrics_per_layer", &f.metrics_per_layer,
                 "also export per-layer metric series (more series per job)");
+  flags.AddString("data_dir", &f.data_dir,
+                  "directory for the write-ahead log and snapshots: state survives "
+                  "restarts and crashes (default: in memory only)");
+  flags.AddString("wal_sync", &f.wal_sync,
+                  "batch: fdatasync before answering each RPC that wrote (survives power "
+                  "loss); interval: fdatasync every --wal_sync_ms in the background (a "
+                  "crash loses nothing, power loss at most that window); none: leave it "
+                  "to the kernel");
+  flags.AddDouble("wal_sync_ms", &f.wal_sync_ms,
+                  "--wal_sync=interval: milliseconds between background fdatasyncs");
+  flags.AddDouble("snapshot_every_s", &f.snapshot_every_s,
+                  "seconds between snapshot sets (then older log segments are deleted; "
+                  "0: only on clean shutdown)");
+  flags.AddInt("wal_segment_bytes", &f.wal_segment_bytes,
+               "write-ahead log segment size in bytes", false, 4096);
 }
 
 }  // namespace
@@ -106,6 +126,31 @@ absl::StatusOr<DaemonConfig> ParseDaemonFlags(const std::vector<std::string>& ar
   if (f.metrics_per_layer && f.metrics_listen.empty()) {
     return absl::InvalidArgumentError("--metrics_per_layer needs --metrics_listen");
   }
+  if (f.data_dir.empty() && (f.wal_sync != "batch" || f.wal_sync_ms != 10 ||
+                             f.snapshot_every_s != 300)) {
+    return absl::InvalidArgumentError(
+        "--wal_sync, --wal_sync_ms and --snapshot_every_s need --data_dir");
+  }
+  if (f.wal_sync != "batch" && f.wal_sync != "interval" && f.wal_sync != "none") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--wal_sync=", f.wal_sync, " must be batch, interval or none"));
+  }
+  if (!std::isfinite(f.wal_sync_ms) || f.wal_sync_ms <= 0 || f.wal_sync_ms > 60000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--wal_sync_ms=", f.wal_sync_ms, " must be in (0, 60000]"));
+  }
+  if (f.wal_sync_ms != 10 && f.wal_sync != "interval") {
+    return absl::InvalidArgumentError("--wal_sync_ms needs --wal_sync=interval");
+  }
+  if (!std::isfinite(f.snapshot_every_s) || f.snapshot_every_s < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--snapshot_every_s=", f.snapshot_every_s, " must be >= 0 (0: only at shutdown)"));
+  }
+  config.data_dir = f.data_dir;
+  config.wal_sync = f.wal_sync;
+  config.wal_sync_ms = f.wal_sync_ms;
+  config.snapshot_every_s = f.snapshot_every_s;
+  config.wal_segment_bytes = f.wal_segment_bytes;
   config.metrics_listen = f.metrics_listen;
   config.metrics_per_layer = f.metrics_per_layer;
   config.server.listen = f.listen;

@@ -28,6 +28,13 @@ struct DaemonConfig {
   std::string metrics_listen;
   bool metrics_per_layer = false;
   bool help = false;        // --help: print DaemonUsage() and exit 0
+  // Durability (engine/durability/durable_engine.h). Empty data_dir: state
+  // is in memory only (the default).
+  std::string data_dir;
+  std::string wal_sync = "batch";  // batch | interval | none
+  double wal_sync_ms = 10;         // --wal_sync=interval: fdatasync period
+  double snapshot_every_s = 300;   // 0: snapshot only on clean shutdown
+  int64_t wal_segment_bytes = int64_t{64} << 20;
 };
 
 // Parses moecastd's flags (argv without the program name). INVALID_ARGUMENT

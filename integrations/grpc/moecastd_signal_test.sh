@@ -18,7 +18,8 @@ for SIG in TERM INT; do
   grep -q "stopped" "$OUT" || { cat "$OUT"; echo "no stopped line"; exit 1; }
 done
 # A bad flag is a usage error that names the flag.
-for ARGS in "--bogus" "--max_jobs=0" "--auth_token_file=/nonexistent/token" "--tls_key=x"; do
+for ARGS in "--bogus" "--max_jobs=0" "--auth_token_file=/nonexistent/token" "--tls_key=x" \
+    "--wal_sync=sometimes"; do
   "$BIN" $ARGS >"$OUT" 2>&1
   RC=$?
   [ $RC -eq 2 ] || { cat "$OUT"; echo "$ARGS: exit $RC, want 2"; exit 1; }
@@ -37,4 +38,18 @@ done
 grep -q "bearer token required" "$OUT" || { cat "$OUT"; kill -9 $PID; echo "no token line"; exit 1; }
 kill -TERM $PID
 wait $PID || { cat "$OUT"; echo "exit $?"; exit 1; }
+# With a data directory: recovers (empty), snapshots on SIGTERM, restarts.
+DATA="$(mktemp -d "${TEST_TMPDIR:-/tmp}/data.XXXXXX")/d"
+for RUN in 1 2; do
+  "$BIN" --listen 127.0.0.1:0 --data_dir "$DATA" --wal_sync=interval --wal_sync_ms=5 >"$OUT" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do
+    grep -q "listening" "$OUT" && break
+    sleep 0.1
+  done
+  grep -q "recovered" "$OUT" || { cat "$OUT"; kill -9 $PID; echo "no recovery line"; exit 1; }
+  kill -TERM $PID
+  wait $PID || { cat "$OUT"; echo "data_dir run $RUN: exit $?"; exit 1; }
+done
+[ -d "$DATA/wal" ] && [ -f "$DATA/LOCK" ] || { ls -R "$DATA"; echo "no wal directory"; exit 1; }
 echo PASS

@@ -230,6 +230,12 @@ absl::Status ApplyBatch(Engine& engine, const pb::IngestBatchRequest& request,
 MoecastService::MoecastService(Engine* engine, ServiceOptions options)
     : engine_(engine), options_(std::move(options)) {}
 
+absl::Status MoecastService::Committed(absl::Status s) const {
+  if (!options_.commit_writes) return s;
+  absl::Status c = options_.commit_writes();
+  return s.ok() ? c : s;
+}
+
 grpc::Status MoecastService::Authenticate(const grpc::ServerContext* context) const {
   if (options_.auth_token.empty()) return grpc::Status::OK;
   const auto& metadata = context->client_metadata();
@@ -304,7 +310,7 @@ grpc::Status MoecastService::RegisterJob(grpc::ServerContext* context,
                                          const pb::RegisterJobRequest* request,
                                          pb::RegisterJobResponse*) {
   MOECAST_RETURN_IF_UNAUTHENTICATED(context);
-  return ToGrpcStatus(engine_->RegisterJob(JobSpecFromProto(request->spec())));
+  return ToGrpcStatus(Committed(engine_->RegisterJob(JobSpecFromProto(request->spec()))));
 }
 
 grpc::Status MoecastService::ListJobs(grpc::ServerContext* context, const pb::ListJobsRequest*,
@@ -318,7 +324,7 @@ grpc::Status MoecastService::DeleteJob(grpc::ServerContext* context,
                                        const pb::DeleteJobRequest* request,
                                        pb::DeleteJobResponse*) {
   MOECAST_RETURN_IF_UNAUTHENTICATED(context);
-  return ToGrpcStatus(engine_->DeleteJob(request->job_id()));
+  return ToGrpcStatus(Committed(engine_->DeleteJob(request->job_id())));
 }
 
 grpc::Status MoecastService::IngestBatch(grpc::ServerContext* context,
@@ -327,6 +333,7 @@ grpc::Status MoecastService::IngestBatch(grpc::ServerContext* context,
   MOECAST_RETURN_IF_UNAUTHENTICATED(context);
   absl::Status s = ApplyBatch(*engine_, *request, response);
   if (s.ok()) CountBatch(*request, *response);
+  if (s.ok()) s = Committed(s);
   return ToGrpcStatus(s);
 }
 
@@ -340,6 +347,7 @@ grpc::Status MoecastService::Ingest(grpc::ServerContext* context,
   while (reader->Read(&request)) {
     pb::IngestBatchResponse batch;
     absl::Status s = ApplyBatch(*engine_, request, &batch);
+    if (s.ok()) s = Committed(s);
     if (!s.ok()) return ToGrpcStatus(s);
     CountBatch(request, batch);
     summary->set_batches(summary->batches() + 1);
@@ -400,6 +408,7 @@ grpc::Status MoecastService::FlushPending(grpc::ServerContext* context,
   MOECAST_RETURN_IF_UNAUTHENTICATED(context);
   absl::StatusOr<std::vector<CommittedStep>> r = engine_->FlushPending(request->job_id());
   if (!r.ok()) return ToGrpcStatus(r.status());
+  if (absl::Status s = Committed(absl::OkStatus()); !s.ok()) return ToGrpcStatus(s);
   for (const CommittedStep& c : *r) ToProto(c, response->add_committed());
   return grpc::Status::OK;
 }

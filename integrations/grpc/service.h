@@ -17,6 +17,7 @@
 #define MOECAST_INTEGRATIONS_GRPC_SERVICE_H_
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -41,6 +42,12 @@ struct ServiceOptions {
   // Most Ingest and Watch streams open at once (server-wide); one more is
   // RESOURCE_EXHAUSTED.
   int max_concurrent_streams = 256;
+  // Optional: called after the engine calls of each RPC that may write
+  // (RegisterJob, DeleteJob, IngestBatch, each batch of an Ingest stream,
+  // FlushPending) and before the RPC answers; an error replaces the answer.
+  // moecastd sets it to the write-ahead log's commit (fdatasync under
+  // --wal_sync=batch), so that one fdatasync covers a whole batch.
+  std::function<absl::Status()> commit_writes;
 };
 
 // Counters of the service since it started, for metrics.
@@ -121,6 +128,9 @@ class MoecastService final : public moecast::v1::Moecast::Service {
     MoecastService* const service_;
     absl::Status status_;
   };
+
+  // `s`, or (when `s` is OK) the error of options_.commit_writes.
+  absl::Status Committed(absl::Status s) const;
 
   // UNAUTHENTICATED unless the call carries the configured bearer token.
   grpc::Status Authenticate(const grpc::ServerContext* context) const;
