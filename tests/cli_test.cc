@@ -258,6 +258,21 @@ TEST(CliPlanTest, FoldsPerSlotLoadsThroughTheCurrentPlacement) {
   EXPECT_THAT(missing.err, HasSubstr("slot_loads need --current"));
 }
 
+// Fuzz finding (fuzz/corpus/plan/regress_slot_loads_huge_expert): with
+// slot_loads, the expert count came from the largest id in phy2log, so an id
+// of 2e9 made the folded loads 2e9 doubles per layer (std::bad_alloc or the
+// OOM killer) instead of an error.
+TEST(CliPlanTest, RejectsSlotLoadsWithAnExpertIdBeyondTheSlots) {
+  const std::string slot_loads =
+      WriteText("huge_slot_loads.json", "{\"slot_loads\": [[1, 2]]}");
+  const std::string current =
+      WriteText("huge_current.json", "{\"phy2log\": [[0, 2000000000]]}");
+  CommandRun r = Moecast({"plan", "--loads", slot_loads, "--current", current,
+                          "--slots=2", "--gpus=1"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("phy2log names expert 2000000000"));
+}
+
 TEST(CliPlanTest, RejectsBadInputWithTheReason) {
   const std::string loads = WriteText("l2.json", "{\"loads\": [[1, 2, 3, 4]]}");
   const std::string bad_value = WriteText("l3.json", "{\"loads\": [[1, 2], [3, \"x\"]]}");

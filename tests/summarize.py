@@ -11,6 +11,18 @@ lines followed by
 where N and M count test cases (GoogleTest cases, or 1 for a test target
 without cases). A target that did not run (build failure, no status) counts as
 one failed case. Exit status 0 only when M == 0 and at least one case ran.
+
+    summarize.py [--label PHASE] BAZEL_LOG TESTLOGS_DIR
+
+--label prefixes each per-target line with the phase (e.g. "asan"), for the
+sanitizer runs of tests/run_sanitizers.sh, whose test.xml files live under
+their own configuration's bazel-testlogs.
+
+    summarize.py --combine NAME=LOG [NAME=LOG ...]
+
+adds up the last "N passed, M failed" line of each log (e.g. the normal
+tests and the sanitizer phases), prints one line per log and the total. A log
+without such a line counts as one failed case.
 """
 import os
 import re
@@ -36,8 +48,46 @@ def count_cases(xml_path):
     return passed, failed, skipped
 
 
+SUMMARY_RE = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?\s*$")
+
+
+def combine(specs):
+    """--combine NAME=LOG ...: the total of each log's closing line."""
+    total_pass = total_fail = total_skip = 0
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if not path:
+            name, path = os.path.basename(spec), spec
+        p, f, s = 0, 1, 0
+        try:
+            with open(path, errors="replace") as fh:
+                for line in fh:
+                    m = SUMMARY_RE.match(line.strip())
+                    if m:
+                        p, f, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+        except OSError:
+            pass
+        extra = f", {s} skipped" if s else ""
+        print(f"  {name:<16} {p} passed, {f} failed{extra}")
+        total_pass += p
+        total_fail += f
+        total_skip += s
+    line = f"{total_pass} passed, {total_fail} failed"
+    if total_skip:
+        line += f", {total_skip} skipped"
+    print(line)
+    return 0 if total_fail == 0 and total_pass > 0 else 1
+
+
 def main():
-    log_path, testlogs = sys.argv[1], sys.argv[2]
+    args = sys.argv[1:]
+    if args and args[0] == "--combine":
+        return combine(args[1:])
+    label = ""
+    if len(args) >= 2 and args[0] == "--label":
+        label = args[1] + " "
+        args = args[2:]
+    log_path, testlogs = args[0], args[1]
     with open(log_path, errors="replace") as f:
         lines = f.read().splitlines()
     results = {}
@@ -67,7 +117,7 @@ def main():
         total_fail += f
         total_skip += s
         extra = f", {s} skipped" if s else ""
-        print(f"  {status:<16} {target}: {p} passed, {f} failed{extra}")
+        print(f"  {label}{status:<16} {target}: {p} passed, {f} failed{extra}")
     if not results:
         print("  no test results found in the bazel output")
         total_fail += 1
@@ -76,7 +126,7 @@ def main():
     if any(line.startswith("FAILED: Build did NOT complete successfully")
            or line.startswith("ERROR: command succeeded, but not all targets")
            for line in lines):
-        print("  BUILD FAILED     some targets did not build or load: 1 failed")
+        print(f"  {label}BUILD FAILED     some targets did not build or load: 1 failed")
         total_fail += 1
     line = f"{total_pass} passed, {total_fail} failed"
     if total_skip:

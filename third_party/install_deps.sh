@@ -14,6 +14,10 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   nlohmann-json3-dev python3-numpy python3-matplotlib python3-statsmodels
   python3-grpcio python3-protobuf libcpp-httplib-dev prometheus make pkg-config
+  # tests/run_sanitizers.sh: clang for the -Wthread-safety build and the
+  # libFuzzer targets (fuzz/), with its sanitizer and libFuzzer runtimes.
+  # gcc's ASan/UBSan/TSan runtimes come with g++ (libgcc-12-dev).
+  clang clang-14 libclang-rt-14-dev
 )
 if [[ "${1:-}" == "--training" ]]; then
   packages+=(python3-torch libopenblas0-pthread python3-numpy)

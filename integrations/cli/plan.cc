@@ -151,6 +151,16 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
       // The experts are those the current placement names.
       int max_expert = -1;
       for (double v : current->values) max_expert = std::max(max_expert, static_cast<int>(v));
+      // Every expert needs a slot, so a placement of S slots names at most S
+      // experts; a larger id is a typo, and would size the folded loads
+      // (layers x experts) after it (2e9 experts: 16 GB per layer).
+      if (max_expert >= problem.num_slots) {
+        err << "moecast plan: " << current_path << ": phy2log names expert "
+            << max_expert << ", but " << problem.num_slots
+            << " slots hold at most " << problem.num_slots << " experts (0.."
+            << problem.num_slots - 1 << ")\n";
+        return 1;
+      }
       problem.num_layers = slot_loads->rows;
       problem.num_experts = max_expert + 1;
       if (slot_loads->cols != problem.num_slots) {
