@@ -4,6 +4,7 @@
 #include <cassert>
 
 #include "absl/strings/str_cat.h"
+#include "engine/internal/cpu_dispatch.h"
 
 namespace moecast {
 namespace {
@@ -11,7 +12,7 @@ namespace {
 // p[e] = c[e] * inv_total as float; cum[e] += c[e]. The hot loop of every
 // ingest: cloned for AVX2 (picked at load time on CPUs that have it) and
 // plain x86-64.
-__attribute__((target_clones("avx2", "default"))) void StoreProportions(
+MOECAST_AVX2_CLONES void StoreProportions(
     const double* __restrict__ counts, double inv_total, int n,
     float* __restrict__ p, double* __restrict__ cum) {
   for (int e = 0; e < n; ++e) {
@@ -20,7 +21,7 @@ __attribute__((target_clones("avx2", "default"))) void StoreProportions(
   }
 }
 
-__attribute__((target_clones("avx2", "default"))) void StoreFloats(
+MOECAST_AVX2_CLONES void StoreFloats(
     const double* __restrict__ in, int n, float* __restrict__ out) {
   for (int e = 0; e < n; ++e) out[e] = static_cast<float>(in[e]);
 }

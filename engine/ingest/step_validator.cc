@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/internal/cpu_dispatch.h"
 
 namespace moecast::internal {
 namespace {
@@ -38,7 +39,7 @@ absl::Status DescribeBadValue(const JobSpec& spec, absl::string_view field,
 // minimum negative. Written as one SIMD reduction (gcc vectorizes floating-
 // point reductions only when told the order may change; counts are integers,
 // so it does not change the sum). Cloned for AVX2, chosen at load time.
-__attribute__((target_clones("avx2", "default"))) bool SumNonNegativeFinite(
+MOECAST_AVX2_CLONES bool SumNonNegativeFinite(
     const double* __restrict__ c, int n, double* sum_out) {
   double sum = 0;
   double low = 0;
@@ -53,7 +54,7 @@ __attribute__((target_clones("avx2", "default"))) bool SumNonNegativeFinite(
 
 // Returns whether every value of v[0..n) is finite: v * 0 is 0 for finite
 // values and NaN otherwise, so the sum is NaN exactly when one is not.
-__attribute__((target_clones("avx2", "default"))) bool AllFinite(
+MOECAST_AVX2_CLONES bool AllFinite(
     const double* __restrict__ v, size_t n) {
   double acc = 0;
 #pragma omp simd reduction(+ : acc)

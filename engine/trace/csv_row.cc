@@ -54,17 +54,19 @@ std::optional<int64_t> ParseNonNegativeInteger(absl::string_view text,
     *why = "is not a number";
     return std::nullopt;
   }
-  // Fast path: plain digits.
-  bool digits = text.size() <= 16;
-  int64_t v = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') {
-      digits = false;
-      break;
+  // Fast path: at most 16 plain digits (cannot overflow int64).
+  if (text.size() <= 16) {
+    bool digits = true;
+    int64_t v = 0;
+    for (char c : text) {
+      if (c < '0' || c > '9') {
+        digits = false;
+        break;
+      }
+      v = v * 10 + (c - '0');
     }
-    v = v * 10 + (c - '0');
+    if (digits && v <= kMaxExactCount) return v;
   }
-  if (digits && v <= kMaxExactCount) return v;
   double d;
   if (!absl::SimpleAtod(text, &d)) {
     *why = "is not a number";

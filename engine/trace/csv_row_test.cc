@@ -139,6 +139,8 @@ TEST(ParseNonNegativeIntegerTest, RejectsWithReason) {
       {"9000000000000001.0", "is too large"},
       {"1234567890123456789", "is too large"},  // 19 digits
       {"123456789012345678", "is too large"},   // 18 digits: not exact
+      // 22 digits: the digit loop used to overflow int64 (fuzz finding).
+      {"2222222222222222222222", "is too large"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.text);
