@@ -47,6 +47,15 @@ echo "[fuzz] build took $(( $(date +%s) - start )) s; running ${#targets[@]} tar
 
 passed=0
 failed=0
+# CI replays the same exploration every run (-seed=1), so a red run means a
+# change, not luck; by hand each run explores anew (MOECAST_FUZZ_SEED=N to
+# repeat one).
+seed_arg=()
+if [[ -n "${MOECAST_FUZZ_SEED:-}" ]]; then
+  seed_arg=(-seed="$MOECAST_FUZZ_SEED")
+elif [[ "${CI:-}" == "true" ]]; then
+  seed_arg=(-seed=1)
+fi
 for t in "${targets[@]}"; do
   corpus="$work/corpus/$t"
   artifacts="$work/artifacts/$t"
@@ -60,7 +69,7 @@ for t in "${targets[@]}"; do
   ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   "$bin/fuzz/${t}_fuzzer" "$corpus" "fuzz/corpus/$t" \
-      -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 \
+      -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 "${seed_arg[@]}" \
       -malloc_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$artifacts/" >"$log" 2>&1
   rc=$?
