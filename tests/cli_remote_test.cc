@@ -22,7 +22,9 @@
 #include "engine/trace/trace_writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "engine/testing/temp_files.h"
 #include "integrations/cli/commands.h"
+#include "tests/cli_runner.h"
 #include "integrations/grpc/server.h"
 #include "integrations/grpc/testing/certs.h"
 #include "nlohmann/json.hpp"
@@ -35,27 +37,10 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::StartsWith;
 
-struct CommandRun {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-CommandRun Moecast(std::vector<std::string> args) {
-  std::ostringstream out, err;
-  const int code = cli::RunCommand(args, out, err);
-  return {code, out.str(), err.str()};
-}
-
-std::string TempPath(const std::string& name) {
-  return absl::StrCat(::testing::TempDir(), "/", name);
-}
-
-std::string WriteText(const std::string& name, const std::string& text) {
-  const std::string path = TempPath(name);
-  std::ofstream(path) << text;
-  return path;
-}
+using ::moecast::testing::CommandRun;
+using ::moecast::testing::Moecast;
+using ::moecast::testing::TempPath;
+using ::moecast::testing::WriteFile;
 
 // A 2-layer, 4-expert, top-2 trace of `steps` steps with tokens and
 // (optionally) router logits.
@@ -217,7 +202,7 @@ TEST_F(CliRemoteTest, RegisterIngestAndQueryAJob) {
 
   // With the placement in service and a migration model: a decision.
   const std::string current =
-      WriteText("current.json", R"({"phy2log": [[0,1,2,3,0,1],[0,1,2,3,0,1]]})");
+      WriteFile("current.json", R"({"phy2log": [[0,1,2,3,0,1],[0,1,2,3,0,1]]})");
   r = Client("placement", {"--job=run", "--slots=6", "--gpus=2", "--current", current,
                            "--intra_bw=1e9", "--inter_bw=1e8", "--tokens_per_step=1e6",
                            "--time_per_token=1e-9", "--horizon_steps=1000",
@@ -288,7 +273,7 @@ TEST_F(CliRemoteTest, IngestChecksTheJobAndReportsRejectedLines) {
   EXPECT_EQ(engine_->GetJobInfo("wide").value().committed_steps, 0);
 
   // Step 1 has 3 assignments for 1 token x top_k 2: rejected, the rest go in.
-  const std::string tok = WriteText(
+  const std::string tok = WriteFile(
       "tok.counts.csv", "step,layer,tokens,c0,c1\n0,0,1,1,1\n1,0,1,2,1\n2,0,1,1,0\n");
   ASSERT_EQ(Client("register", {"--job=tok", "--layers=1", "--experts=2", "--top_k=2"}).code,
             0);
@@ -305,7 +290,7 @@ TEST_F(CliRemoteTest, IngestChecksTheJobAndReportsRejectedLines) {
   r = Client("ingest", {"--job=ms", "--counts", counts, "--progress=off", "--max_steps=4"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(engine_->GetJobInfo("ms").value().committed_steps, 4);
-  const std::string bad = WriteText(
+  const std::string bad = WriteFile(
       "bad.counts.csv", "step,layer,c0,c1,c2,c3\n0,0,1,2,3,4\n0,1,3,4,1,1\n1,0,5,x,1,1\n");
   r = Client("ingest", {"--job=ms", "--counts", bad, "--progress=off"});
   EXPECT_EQ(r.code, 1);
@@ -424,9 +409,9 @@ TEST_F(CliRemoteTest, UsageErrorsNameTheFlag) {
 
 TEST_F(CliRemoteTest, UnreadableInputFilesFailWithTheFileName) {
   const std::string missing = TempPath("missing.pem");
-  const std::string not_pem = WriteText("not.pem", "hello\n");
-  const std::string empty_token = WriteText("empty.token", " \n");
-  const std::string spaced_token = WriteText("spaced.token", "ab cd\n");
+  const std::string not_pem = WriteFile("not.pem", "hello\n");
+  const std::string empty_token = WriteFile("empty.token", " \n");
+  const std::string spaced_token = WriteFile("spaced.token", "ab cd\n");
   struct Case {
     std::vector<std::string> args;
     std::string phrase;
@@ -485,11 +470,11 @@ TEST_F(CliRemoteTest, TokenFile) {
   CommandRun r = Client("jobs", {});
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("moecast client jobs: UNAUTHENTICATED"));
-  const std::string wrong = WriteText("wrong.token", "t0kem\n");
+  const std::string wrong = WriteFile("wrong.token", "t0kem\n");
   r = Client("jobs", {"--token_file", wrong});
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
-  const std::string right = WriteText("right.token", "t0ken\n");  // newline stripped
+  const std::string right = WriteFile("right.token", "t0ken\n");  // newline stripped
   r = Client("register",
              {"--token_file", right, "--job=a", "--layers=1", "--experts=2", "--top_k=1"});
   EXPECT_EQ(r.code, 0) << r.err;

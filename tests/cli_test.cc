@@ -10,7 +10,9 @@
 #include "engine/trace/trace_writer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "engine/testing/temp_files.h"
 #include "integrations/cli/commands.h"
+#include "tests/cli_runner.h"
 
 namespace moecast {
 namespace {
@@ -19,27 +21,10 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::StartsWith;
 
-struct CommandRun {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-CommandRun Moecast(std::vector<std::string> args) {
-  std::ostringstream out, err;
-  const int code = cli::RunCommand(args, out, err);
-  return {code, out.str(), err.str()};
-}
-
-std::string TempPath(const std::string& name) {
-  return absl::StrCat(::testing::TempDir(), "/", name);
-}
-
-std::string WriteText(const std::string& name, const std::string& text) {
-  const std::string path = TempPath(name);
-  std::ofstream(path) << text;
-  return path;
-}
+using ::moecast::testing::CommandRun;
+using ::moecast::testing::Moecast;
+using ::moecast::testing::TempPath;
+using ::moecast::testing::WriteFile;
 
 // A 2-layer, 4-expert, top-2 trace of `steps` steps written by TraceWriter.
 void WriteTrace(const std::string& counts, const std::string& router,
@@ -94,7 +79,7 @@ TEST(CliReplayTest, MaxStepsAndJobFlags) {
 }
 
 TEST(CliReplayTest, MalformedTraceFailsWithFileLineColumn) {
-  const std::string path = WriteText(
+  const std::string path = WriteFile(
       "bad.counts.csv",
       "step,layer,c0,c1\n0,0,1,2\n0,1,3,4\n1,0,5,x\n1,1,1,1\n");
   CommandRun r = Moecast({"replay", "--counts", path, "--top_k=1", "--progress=off"});
@@ -105,7 +90,7 @@ TEST(CliReplayTest, MalformedTraceFailsWithFileLineColumn) {
 }
 
 TEST(CliReplayTest, MissingLayerFailsWithFileLine) {
-  const std::string path = WriteText(
+  const std::string path = WriteFile(
       "gap.counts.csv", "step,layer,c0,c1\n0,0,1,2\n0,1,3,4\n1,0,5,6\n2,0,1,1\n2,1,1,1\n");
   CommandRun r = Moecast({"replay", "--counts", path, "--top_k=1", "--progress=off"});
   EXPECT_EQ(r.code, 1);
@@ -114,7 +99,7 @@ TEST(CliReplayTest, MissingLayerFailsWithFileLine) {
 
 TEST(CliReplayTest, EngineRejectionPointsAtTheStepsLine) {
   // tokens = 1 but 3 assignments with top_k 2.
-  const std::string path = WriteText(
+  const std::string path = WriteFile(
       "tok.counts.csv", "step,layer,tokens,c0,c1\n0,0,1,1,1\n1,0,1,2,1\n");
   CommandRun r = Moecast({"replay", "--counts", path, "--top_k=2", "--progress=off"});
   EXPECT_EQ(r.code, 1);
@@ -176,7 +161,7 @@ TEST(CliBenchTest, WritesTablesAndJson) {
 TEST(CliBenchTest, RejectsBadFlagsAndTraces) {
   const std::string counts = TempPath("bench2.counts.csv");
   WriteTrace(counts, "", 50);
-  const std::string bad = WriteText(
+  const std::string bad = WriteFile(
       "bench_bad.counts.csv", "step,layer,c0,c1\n0,0,1,2\n1,0,-1,2\n");
   struct Case {
     std::vector<std::string> args;
@@ -203,7 +188,7 @@ TEST(CliBenchTest, RejectsBadFlagsAndTraces) {
 }
 
 TEST(CliPlanTest, PlansBothModesAndDecides) {
-  const std::string loads = WriteText(
+  const std::string loads = WriteFile(
       "loads.json",
       "{\"loads\": [[90, 10, 10, 10, 5, 5, 5, 5], [1, 2, 3, 4, 5, 6, 7, 80]]}");
   const std::string json = TempPath("plan.json");
@@ -227,7 +212,7 @@ TEST(CliPlanTest, PlansBothModesAndDecides) {
   EXPECT_THAT(e.out, HasSubstr("mode eplb"));
 
   // The plan as the current placement: nothing moves, and the decision holds.
-  const std::string current = WriteText(
+  const std::string current = WriteFile(
       "current.json",
       "{\"phy2log\": [[0, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2], "
       "[7, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1]]}");
@@ -244,10 +229,10 @@ TEST(CliPlanTest, PlansBothModesAndDecides) {
 
 TEST(CliPlanTest, FoldsPerSlotLoadsThroughTheCurrentPlacement) {
   // Expert 0 served 10 + 5 on its two slots, expert 3 served 30 + 10.
-  const std::string slot_loads = WriteText(
+  const std::string slot_loads = WriteFile(
       "slot_loads.json", "{\"slot_loads\": [[10, 10, 20, 30, 5, 5, 10, 10]]}");
   const std::string current =
-      WriteText("slot_current.json", "{\"phy2log\": [[0, 1, 2, 3, 0, 1, 2, 3]]}");
+      WriteFile("slot_current.json", "{\"phy2log\": [[0, 1, 2, 3, 0, 1, 2, 3]]}");
   const std::string json = TempPath("slot_plan.json");
   CommandRun r = Moecast({"plan", "--loads", slot_loads, "--current", current,
                           "--slots=8", "--gpus=4", "--json", json});
@@ -264,9 +249,9 @@ TEST(CliPlanTest, FoldsPerSlotLoadsThroughTheCurrentPlacement) {
 // OOM killer) instead of an error.
 TEST(CliPlanTest, RejectsSlotLoadsWithAnExpertIdBeyondTheSlots) {
   const std::string slot_loads =
-      WriteText("huge_slot_loads.json", "{\"slot_loads\": [[1, 2]]}");
+      WriteFile("huge_slot_loads.json", "{\"slot_loads\": [[1, 2]]}");
   const std::string current =
-      WriteText("huge_current.json", "{\"phy2log\": [[0, 2000000000]]}");
+      WriteFile("huge_current.json", "{\"phy2log\": [[0, 2000000000]]}");
   CommandRun r = Moecast({"plan", "--loads", slot_loads, "--current", current,
                           "--slots=2", "--gpus=1"});
   EXPECT_EQ(r.code, 1);
@@ -274,15 +259,15 @@ TEST(CliPlanTest, RejectsSlotLoadsWithAnExpertIdBeyondTheSlots) {
 }
 
 TEST(CliPlanTest, RejectsBadInputWithTheReason) {
-  const std::string loads = WriteText("l2.json", "{\"loads\": [[1, 2, 3, 4]]}");
-  const std::string bad_value = WriteText("l3.json", "{\"loads\": [[1, 2], [3, \"x\"]]}");
-  const std::string ragged = WriteText("l4.json", "{\"loads\": [[1, 2], [3]]}");
-  const std::string no_key = WriteText("l5.json", "{\"load\": [[1, 2]]}");
-  const std::string not_json = WriteText("l6.json", "[[1, 2]");
-  const std::string negative = WriteText("l7.json", "{\"loads\": [[1, -2, 3, 4]]}");
-  const std::string cur_shape = WriteText("c1.json", "{\"phy2log\": [[0, 1, 2, 3]]}");
+  const std::string loads = WriteFile("l2.json", "{\"loads\": [[1, 2, 3, 4]]}");
+  const std::string bad_value = WriteFile("l3.json", "{\"loads\": [[1, 2], [3, \"x\"]]}");
+  const std::string ragged = WriteFile("l4.json", "{\"loads\": [[1, 2], [3]]}");
+  const std::string no_key = WriteFile("l5.json", "{\"load\": [[1, 2]]}");
+  const std::string not_json = WriteFile("l6.json", "[[1, 2]");
+  const std::string negative = WriteFile("l7.json", "{\"loads\": [[1, -2, 3, 4]]}");
+  const std::string cur_shape = WriteFile("c1.json", "{\"phy2log\": [[0, 1, 2, 3]]}");
   const std::string cur_unknown =
-      WriteText("c2.json", "{\"phy2log\": [[0, 1, 2, 3, 9, 0, 1, 2]]}");
+      WriteFile("c2.json", "{\"phy2log\": [[0, 1, 2, 3, 9, 0, 1, 2]]}");
   struct Case {
     std::vector<std::string> args;
     int code;

@@ -395,6 +395,27 @@ TEST_F(ServiceE2ETest, HealthCheckServiceServes) {
   EXPECT_EQ(bytes, std::string("\x08\x01", 2));
 }
 
+// The placement used by the placement and rebalance tests: GPU 0 holds experts 0, 1, 2 and
+// GPU 1 holds 3, 0, 1, in every layer, with a migration model under which
+// moving pays when expert 0 is hot.
+pb::RecommendPlacementRequest RebalanceRequest() {
+  pb::RecommendPlacementRequest req;
+  req.set_num_slots(6);
+  req.set_num_gpus(2);
+  req.set_horizon(10);
+  req.set_bytes_per_expert(1000);
+  for (int l = 0; l < kLayers; ++l) {
+    for (int e : {0, 1, 2, 3, 0, 1}) req.add_current_phy2log(e);
+  }
+  pb::MigrationModel* m = req.mutable_migration();
+  m->set_intra_node_bandwidth(1e9);
+  m->set_inter_node_bandwidth(1e8);
+  m->set_tokens_per_step(1e6);
+  m->set_time_per_token_s(1e-9);
+  m->set_horizon_steps(1000);
+  return req;
+}
+
 TEST_F(ServiceE2ETest, RecommendPlacementPlansAndDecides) {
   ASSERT_TRUE(Register("p").ok());
   pb::IngestBatchRequest batch;
@@ -409,22 +430,8 @@ TEST_F(ServiceE2ETest, RecommendPlacementPlansAndDecides) {
     ASSERT_TRUE(stub_->IngestBatch(&ctx, batch, &resp).ok());
     ASSERT_EQ(resp.rejected(), 0);
   }
-  pb::RecommendPlacementRequest req;
+  pb::RecommendPlacementRequest req = RebalanceRequest();
   req.set_job_id("p");
-  req.set_num_slots(6);
-  req.set_num_gpus(2);
-  req.set_horizon(10);
-  req.set_bytes_per_expert(1000);
-  // Now: GPU 0 holds experts 0, 1, 2; GPU 1 holds 3, 0, 1 (both layers).
-  for (int l = 0; l < kLayers; ++l) {
-    for (int e : {0, 1, 2, 3, 0, 1}) req.add_current_phy2log(e);
-  }
-  pb::MigrationModel* m = req.mutable_migration();
-  m->set_intra_node_bandwidth(1e9);
-  m->set_inter_node_bandwidth(1e8);
-  m->set_tokens_per_step(1e6);
-  m->set_time_per_token_s(1e-9);
-  m->set_horizon_steps(1000);
   pb::RecommendPlacementResponse resp;
   {
     grpc::ClientContext ctx;
@@ -644,27 +651,6 @@ TEST_F(ServiceE2ETest, StateBeforeAnyStepIsFailedPrecondition) {
   grpc::ClientContext ctx;
   EXPECT_EQ(stub_->GetState(&ctx, req, &resp).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
-}
-
-// The placement used by the rebalance tests: GPU 0 holds experts 0, 1, 2 and
-// GPU 1 holds 3, 0, 1, in every layer, with a migration model under which
-// moving pays when expert 0 is hot.
-pb::RecommendPlacementRequest RebalanceRequest() {
-  pb::RecommendPlacementRequest req;
-  req.set_num_slots(6);
-  req.set_num_gpus(2);
-  req.set_horizon(10);
-  req.set_bytes_per_expert(1000);
-  for (int l = 0; l < kLayers; ++l) {
-    for (int e : {0, 1, 2, 3, 0, 1}) req.add_current_phy2log(e);
-  }
-  pb::MigrationModel* m = req.mutable_migration();
-  m->set_intra_node_bandwidth(1e9);
-  m->set_inter_node_bandwidth(1e8);
-  m->set_tokens_per_step(1e6);
-  m->set_time_per_token_s(1e-9);
-  m->set_horizon_steps(1000);
-  return req;
 }
 
 TEST_F(ServiceE2ETest, WatchStreamsARebalanceRecommendationOnce) {
