@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "engine/analysis/analysis_stage.h"
 #include "engine/clock.h"
 #include "engine/internal/job.h"
 #include "engine/internal/mutex.h"
@@ -56,6 +57,38 @@ absl::Status ValidateOptions(const EngineOptions& o) {
         "EngineOptions.max_events_per_job = ", o.max_events_per_job,
         " must be >= 1"));
   }
+  const AnalysisOptions& a = o.analysis;
+  if (a.step_threads < 0 || a.step_threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.analysis.step_threads = ", a.step_threads,
+        " must be in [0, 256] (0: one fewer than the cores)"));
+  }
+  if (a.periodic_threads < 0 || a.periodic_threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.analysis.periodic_threads = ", a.periodic_threads,
+        " must be in [0, 256] (0: 1)"));
+  }
+  if (a.thread_niceness < 0 || a.thread_niceness > 19) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.analysis.thread_niceness = ", a.thread_niceness,
+        " must be in [0, 19]"));
+  }
+  if (a.batch_steps < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.analysis.batch_steps = ", a.batch_steps, " must be >= 1"));
+  }
+  if (a.coalesce_lag_steps < 0 ||
+      a.coalesce_lag_steps >= o.history_capacity_steps) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.analysis.coalesce_lag_steps = ", a.coalesce_lag_steps,
+        " must be in [0, history_capacity_steps = ", o.history_capacity_steps,
+        ") (the analysis reads steps back from the history ring; 0: capacity - 1)"));
+  }
+  if (a.shed_scoring_lag_steps < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.analysis.shed_scoring_lag_steps = ",
+        a.shed_scoring_lag_steps, " must be >= 0 (0: half of the ring)"));
+  }
   if (o.source_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         absl::StrCat("EngineOptions.source_timeout = ",
@@ -74,14 +107,24 @@ class EngineImpl final : public Engine {
  public:
   explicit EngineImpl(const EngineOptions& options)
       : Engine(options),
-        clock_(options.clock != nullptr ? options.clock : Clock::Real()) {}
+        clock_(options.clock != nullptr ? options.clock : Clock::Real()) {
+    if (options.analysis.mode == AnalysisOptions::Mode::kBackground) {
+      stage_ = std::make_unique<AnalysisStage>(options.analysis);
+    }
+  }
+
+  ~EngineImpl() override {
+    // Stop the analysis threads before the jobs they work on go away.
+    stage_.reset();
+  }
 
   absl::Status RegisterJob(const JobSpec& spec) override {
     if (absl::Status s = ValidateJobSpec(spec, options()); !s.ok()) return s;
     // Build the job outside the registry lock: a large job allocates its
     // predictors' windows here. Its memory (history ring with logits, plus
     // the forecasting state it actually holds) counts against the limits.
-    absl::StatusOr<std::unique_ptr<Job>> job = Job::Create(spec, options());
+    absl::StatusOr<std::shared_ptr<Job>> job =
+        Job::Create(spec, options(), stage_.get());
     if (!job.ok()) return job.status();
     absl::StatusOr<int64_t> bytes = JobBytes(spec, **job);
     if (!bytes.ok()) return bytes.status();
@@ -107,8 +150,8 @@ class EngineImpl final : public Engine {
     if (Find(spec.job_id) != nullptr) return JobExists(spec.job_id);
     // As RegisterJob: the reservation is what a fresh job of this spec
     // takes, so that a restored job reserves what the saved one did.
-    MOECAST_ASSIGN_OR_RETURN(std::unique_ptr<Job> job,
-                             Job::Create(spec, options()));
+    MOECAST_ASSIGN_OR_RETURN(std::shared_ptr<Job> job,
+                             Job::Create(spec, options(), stage_.get()));
     MOECAST_ASSIGN_OR_RETURN(int64_t bytes, JobBytes(spec, *job));
     MOECAST_RETURN_IF_ERROR(job->LoadFrom(in));
     return InsertJob(spec, std::move(job), bytes);
@@ -139,7 +182,7 @@ class EngineImpl final : public Engine {
 
   // Registers `job` under the registry lock: ALREADY_EXISTS, or
   // RESOURCE_EXHAUSTED for max_jobs and the total memory limit.
-  absl::Status InsertJob(const JobSpec& spec, std::unique_ptr<Job> job,
+  absl::Status InsertJob(const JobSpec& spec, std::shared_ptr<Job> job,
                          int64_t bytes) {
     internal::WriterLock lock(&mu_);
     if (jobs_.contains(spec.job_id)) return JobExists(spec.job_id);
@@ -160,7 +203,7 @@ class EngineImpl final : public Engine {
     reserved_bytes_ += bytes;
     reserved_by_job_[spec.job_id] = bytes;
     job->Touch(clock_->Now());
-    jobs_.emplace(spec.job_id, std::shared_ptr<Job>(std::move(job)));
+    jobs_.emplace(spec.job_id, std::move(job));
     return absl::OkStatus();
   }
 
@@ -251,28 +294,36 @@ class EngineImpl final : public Engine {
   }
 
   absl::StatusOr<std::vector<ForecastScore>> ForecastScores(
-      absl::string_view job_id) const override {
+      absl::string_view job_id, const Freshness& freshness) const override {
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);
-    return job->Scores();
+    return job->Scores(freshness);
   }
 
-  absl::StatusOr<StateReport> GetState(absl::string_view job_id) const override {
+  absl::StatusOr<StateReport> GetState(absl::string_view job_id,
+                                       const Freshness& freshness) const override {
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);
-    return job->State();
+    return job->State(freshness);
   }
 
-  absl::StatusOr<std::vector<Event>> ReadEvents(absl::string_view job_id,
-                                                int64_t after_seq,
-                                                int max_events) const override {
+  absl::StatusOr<AnalysisProgress> AwaitAnalysis(
+      absl::string_view job_id, const Freshness& freshness) const override {
+    std::shared_ptr<Job> job = Find(job_id);
+    if (job == nullptr) return JobNotFound(job_id);
+    return job->AwaitAnalysis(freshness);
+  }
+
+  absl::StatusOr<std::vector<Event>> ReadEvents(
+      absl::string_view job_id, int64_t after_seq, int max_events,
+      const Freshness& freshness) const override {
     if (max_events < 1) {
       return absl::InvalidArgumentError(
           absl::StrCat("max_events = ", max_events, " must be >= 1"));
     }
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);
-    return job->ReadEvents(after_seq, max_events);
+    return job->ReadEvents(after_seq, max_events, freshness);
   }
 
   absl::StatusOr<PlacementRecommendation> RecommendPlacement(
@@ -285,9 +336,11 @@ class EngineImpl final : public Engine {
     fr.horizons = {request.horizon};
     fr.predictor = request.predictor;
     fr.interval_level = request.interval_level;
+    fr.freshness = request.freshness;
     MOECAST_ASSIGN_OR_RETURN(ForecastResult forecast, Forecast(job_id, fr));
     PlacementRecommendation rec;
     rec.as_of_step = forecast.as_of_step;
+    rec.analysis = forecast.analysis;
     rec.job_state = forecast.job_state;
     rec.horizon = request.horizon;
     const int num_layers = static_cast<int>(forecast.layers.size());
@@ -328,10 +381,11 @@ class EngineImpl final : public Engine {
     return rec;
   }
 
-  absl::StatusOr<HealthReport> Health(absl::string_view job_id) const override {
+  absl::StatusOr<HealthReport> Health(absl::string_view job_id,
+                                      const Freshness& freshness) const override {
     std::shared_ptr<Job> job = Find(job_id);
     if (job == nullptr) return JobNotFound(job_id);
-    return job->Health();
+    return job->Health(freshness);
   }
 
   absl::Status VisitHistory(
@@ -369,6 +423,8 @@ class EngineImpl final : public Engine {
   JobMap jobs_ ABSL_GUARDED_BY(mu_);
   int64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, int64_t> reserved_by_job_ ABSL_GUARDED_BY(mu_);
+  // Null in the inline mode. Declared last: destroyed first.
+  std::unique_ptr<AnalysisStage> stage_;
 };
 
 }  // namespace

@@ -16,8 +16,15 @@
 // FAILED_PRECONDITION for a late multi-source part, RESOURCE_EXHAUSTED when a
 // configured limit is hit. A rejected call changes nothing that was accepted.
 //
+// Analysis: Ingest only validates, appends to the job's history and counts;
+// the analysis (state, forecasts and their scores, health, events) runs on
+// engine-owned threads (EngineOptions::analysis; inline on request). Every
+// answer waits, by default, until the steps committed before the call are
+// analysed, and says how current it is (analysis_progress.h).
+//
 // Thread-safety: all methods are thread-safe. Calls on different jobs run in
-// parallel; calls on one job are serialized.
+// parallel; ingest calls on one job are serialized, and never wait for the
+// job's analysis.
 #ifndef MOECAST_ENGINE_ENGINE_H_
 #define MOECAST_ENGINE_ENGINE_H_
 
@@ -30,6 +37,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/analysis_progress.h"
 #include "engine/forecast.h"
 #include "engine/health_report.h"
 #include "engine/history/layer_history.h"
@@ -126,17 +134,29 @@ class Engine {
   // auto) at every scored horizon, averaged over layers. FAILED_PRECONDITION
   // when the job has forecasting off; NOT_FOUND if unknown.
   [[nodiscard]] virtual absl::StatusOr<std::vector<ForecastScore>> ForecastScores(
-      absl::string_view job_id) const = 0;
+      absl::string_view job_id, const Freshness& freshness) const = 0;
+  [[nodiscard]] absl::StatusOr<std::vector<ForecastScore>> ForecastScores(
+      absl::string_view job_id) const {
+    return ForecastScores(job_id, Freshness());
+  }
 
   // Transient/stable state of the job and each layer, with the raw signals.
   // Errors as Forecast.
   [[nodiscard]] virtual absl::StatusOr<StateReport> GetState(
-      absl::string_view job_id) const = 0;
+      absl::string_view job_id, const Freshness& freshness) const = 0;
+  [[nodiscard]] absl::StatusOr<StateReport> GetState(absl::string_view job_id) const {
+    return GetState(job_id, Freshness());
+  }
 
   // Up to `max_events` events of the job with sequence number > after_seq,
   // oldest first. The job keeps the last EngineOptions::max_events_per_job.
   [[nodiscard]] virtual absl::StatusOr<std::vector<Event>> ReadEvents(
-      absl::string_view job_id, int64_t after_seq, int max_events) const = 0;
+      absl::string_view job_id, int64_t after_seq, int max_events,
+      const Freshness& freshness) const = 0;
+  [[nodiscard]] absl::StatusOr<std::vector<Event>> ReadEvents(
+      absl::string_view job_id, int64_t after_seq, int max_events) const {
+    return ReadEvents(job_id, after_seq, max_events, Freshness());
+  }
 
   // Recommends an expert placement for the job from its current forecasts
   // (mean over request.horizon steps; upper interval bounds for transient
@@ -158,7 +178,19 @@ class Engine {
   // (ReadEvents). NOT_FOUND for an unknown job; FAILED_PRECONDITION when the
   // job has health off or no window has completed yet.
   [[nodiscard]] virtual absl::StatusOr<HealthReport> Health(
-      absl::string_view job_id) const = 0;
+      absl::string_view job_id, const Freshness& freshness) const = 0;
+  [[nodiscard]] absl::StatusOr<HealthReport> Health(absl::string_view job_id) const {
+    return Health(job_id, Freshness());
+  }
+
+  // Analysis progress of a job (analysis_progress.h): with the default
+  // Freshness, first waits until every step committed before the call is
+  // analysed (DEADLINE_EXCEEDED at freshness.deadline, naming the step
+  // reached); with allow_stale, at once. Every answer above waits the same
+  // way (their requests carry a Freshness, or the overloads taking one).
+  // NOT_FOUND for an unknown job.
+  [[nodiscard]] virtual absl::StatusOr<AnalysisProgress> AwaitAnalysis(
+      absl::string_view job_id, const Freshness& freshness) const = 0;
 
   // Serializes one job's whole state (spec, history, pending multi-source
   // steps, forecasting and health state, events, counters) into a versioned,

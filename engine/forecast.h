@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "engine/analysis_progress.h"
 #include "engine/state/state_classifier.h"
 
 namespace moecast {
@@ -34,6 +35,8 @@ struct ForecastRequest {
   int path_steps = 0;
   // Layers to answer for (indices); empty: all.
   std::vector<int> layers;
+  // Wait for analysis (default) or answer stale (analysis_progress.h).
+  Freshness freshness;
 };
 
 struct HorizonForecast {
@@ -65,13 +68,15 @@ struct ForecastScore {
 };
 
 struct ForecastResult {
-  int64_t as_of_step = 0;  // the last committed step
+  int64_t as_of_step = 0;  // the last analysed step (analysis.as_of_step)
+  AnalysisProgress analysis;
   LoadState job_state = LoadState::kTransient;
   std::vector<LayerForecast> layers;
 };
 
 struct StateReport {
-  int64_t as_of_step = 0;
+  int64_t as_of_step = 0;  // the last analysed step (analysis.as_of_step)
+  AnalysisProgress analysis;
   LoadState job_state = LoadState::kTransient;
   std::vector<StateSignals> layers;  // index = layer
 };

@@ -8,13 +8,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/analysis_progress.h"
 #include "engine/health/ecology/ecology.h"
 #include "engine/health/monitor.h"
 
 namespace moecast {
 
 struct HealthReport {
-  int64_t as_of_step = 0;  // the last committed step
+  int64_t as_of_step = 0;  // the last analysed step (analysis.as_of_step)
+  AnalysisProgress analysis;
   // E = T*H/(O+B) from the job's TrainingHyperparams (missing inputs named;
   // unbounded when O+B = 0; a warning below 0.5).
   EParameter e;

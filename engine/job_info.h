@@ -26,6 +26,13 @@ struct JobInfo {
   double tokens = 0;            // total tokens committed (layer 0)
   int64_t history_bytes = 0;    // memory held by the history rings
   int64_t forecast_bytes = 0;   // predictors, scorer and state classifiers
+  // Analysis (engine/analysis): steps analysed, the last one, the lag
+  // behind the committed steps, and steps degraded by the overload policy.
+  int64_t analysed_steps = 0;
+  std::optional<int64_t> last_analysed_step;
+  int64_t analysis_lag_steps = 0;
+  int64_t scoring_shed_steps = 0;
+  int64_t coalesced_steps = 0;
   // Time since the job's last step, FlushPending or registration.
   absl::Duration idle = absl::ZeroDuration();
 };

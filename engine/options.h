@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "absl/time/time.h"
+#include "engine/analysis/analysis_options.h"
 #include "engine/health/monitor.h"
 #include "engine/state/state_classifier.h"
 
@@ -69,8 +70,8 @@ struct EngineOptions {
   // Health monitoring of every layer (engine/health/monitor.h): window
   // length, gamma_eff fits, dead-expert and phase rules. gamma.top_k and the
   // aux-loss coefficient come from each job's spec. The fits run on the
-  // ingest call that completes a window (with 100 bootstrap replicates,
-  // milliseconds per layer; docs/health.md).
+  // analysis stage's periodic threads when a window completes (with 100
+  // bootstrap replicates, milliseconds per layer; docs/health.md).
   HealthOptions health = [] {
     HealthOptions h;
     h.gamma.bootstrap_replicates = 100;
@@ -89,6 +90,10 @@ struct EngineOptions {
   // that a producer that died does not hold its memory forever. Must be > 0;
   // infinite (the default) means never.
   absl::Duration idle_job_expiry = absl::InfiniteDuration();
+
+  // Where the analysis runs (background threads by default, or inline),
+  // its threads and its overload policy: engine/analysis/analysis_options.h.
+  AnalysisOptions analysis;
 
   // Source of time for timeouts. Null means the real clock. Not owned; must
   // outlive the engine.

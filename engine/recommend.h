@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/analysis_progress.h"
 #include "engine/placement/placement.h"
 #include "engine/state/state_classifier.h"
 
@@ -48,10 +49,14 @@ struct PlacementRequest {
   // With a current placement and a migration model, also decide whether
   // rebalancing now pays (placement.h, Decide).
   std::optional<MigrationModel> migration;
+  // Wait for analysis (default) or plan on a stale forecast
+  // (analysis_progress.h).
+  Freshness freshness;
 };
 
 struct PlacementRecommendation {
-  int64_t as_of_step = 0;
+  int64_t as_of_step = 0;  // the last analysed step (analysis.as_of_step)
+  AnalysisProgress analysis;
   LoadState job_state = LoadState::kTransient;
   int horizon = 0;
   // Layers planned on upper interval bounds (transient), by index.

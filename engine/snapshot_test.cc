@@ -345,6 +345,10 @@ class Harness {
 EngineOptions FastOptions() {
   EngineOptions o;
   o.history_capacity_steps = 64;
+  // Bit-for-bit comparisons of engines fed in a tight loop: inline analysis,
+  // so that the small ring never triggers the overload policy. Snapshots
+  // under background analysis: engine/analysis/analysis_test.cc.
+  o.analysis.mode = AnalysisOptions::Mode::kInline;
   o.health.window_steps = 20;        // many windows, phases and deaths
   o.health.dead.window_steps = 20;
   o.health.gamma.bootstrap_replicates = 10;

@@ -79,6 +79,10 @@ struct JobGen {
 std::unique_ptr<Engine> MakeEngine(int capacity = 1024) {
   EngineOptions o;
   o.history_capacity_steps = capacity;
+  // The batch rebuilds predictor state from the rings and is compared with
+  // the engine's own, which must have seen every step one by one: inline
+  // analysis, so a tight ingest loop never triggers the overload policy.
+  o.analysis.mode = AnalysisOptions::Mode::kInline;
   absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Create(o);
   EXPECT_TRUE(e.ok()) << e.status();
   return *std::move(e);

@@ -52,14 +52,15 @@ asan_targets=(
   //integrations/c_api:c_api_test
   //integrations/cli:flags_test
 )
-# TSan: the tests that run threads against the engine (its concurrency tests)
-# and the write-ahead log (concurrent appends sharing one fdatasync). Not the
+# TSan: the tests that run threads against the engine (its concurrency tests,
+# the background analysis stage) and the write-ahead log (concurrent appends sharing one fdatasync). Not the
 # gRPC tests: gRPC hands data between its threads through Debian's
 # uninstrumented Abseil and gpr primitives, so TSan reports races inside
 # every call (e.g. a metadata string written by the caller and read by a gRPC
 # thread); suppressing those would hide real races in our handlers too.
 tsan_targets=(
   //engine:engine_test
+  //engine/analysis:analysis_test
   //engine/durability:wal_test
 )
 tsan_supp="$PWD/tests/tsan.supp"

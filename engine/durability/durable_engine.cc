@@ -501,18 +501,24 @@ absl::StatusOr<ForecastResult> DurableEngine::Forecast(absl::string_view job_id,
 }
 
 absl::StatusOr<std::vector<ForecastScore>> DurableEngine::ForecastScores(
-    absl::string_view job_id) const {
-  return inner_->ForecastScores(job_id);
+    absl::string_view job_id, const Freshness& freshness) const {
+  return inner_->ForecastScores(job_id, freshness);
 }
 
-absl::StatusOr<StateReport> DurableEngine::GetState(absl::string_view job_id) const {
-  return inner_->GetState(job_id);
+absl::StatusOr<StateReport> DurableEngine::GetState(absl::string_view job_id,
+                                                    const Freshness& freshness) const {
+  return inner_->GetState(job_id, freshness);
 }
 
-absl::StatusOr<std::vector<Event>> DurableEngine::ReadEvents(absl::string_view job_id,
-                                                             int64_t after_seq,
-                                                             int max_events) const {
-  return inner_->ReadEvents(job_id, after_seq, max_events);
+absl::StatusOr<std::vector<Event>> DurableEngine::ReadEvents(
+    absl::string_view job_id, int64_t after_seq, int max_events,
+    const Freshness& freshness) const {
+  return inner_->ReadEvents(job_id, after_seq, max_events, freshness);
+}
+
+absl::StatusOr<AnalysisProgress> DurableEngine::AwaitAnalysis(
+    absl::string_view job_id, const Freshness& freshness) const {
+  return inner_->AwaitAnalysis(job_id, freshness);
 }
 
 absl::StatusOr<PlacementRecommendation> DurableEngine::RecommendPlacement(
@@ -520,8 +526,9 @@ absl::StatusOr<PlacementRecommendation> DurableEngine::RecommendPlacement(
   return inner_->RecommendPlacement(job_id, request);
 }
 
-absl::StatusOr<HealthReport> DurableEngine::Health(absl::string_view job_id) const {
-  return inner_->Health(job_id);
+absl::StatusOr<HealthReport> DurableEngine::Health(absl::string_view job_id,
+                                                   const Freshness& freshness) const {
+  return inner_->Health(job_id, freshness);
 }
 
 absl::StatusOr<std::string> DurableEngine::SnapshotJob(absl::string_view job_id) const {

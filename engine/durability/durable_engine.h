@@ -150,15 +150,23 @@ class DurableEngine final : public Engine {
                             absl::FunctionRef<void(const LayerHistory&)> fn) const override;
   absl::StatusOr<ForecastResult> Forecast(absl::string_view job_id,
                                           const ForecastRequest& request) override;
+  using Engine::ForecastScores;
+  using Engine::GetState;
+  using Engine::Health;
+  using Engine::ReadEvents;
   absl::StatusOr<std::vector<ForecastScore>> ForecastScores(
-      absl::string_view job_id) const override;
-  absl::StatusOr<StateReport> GetState(absl::string_view job_id) const override;
+      absl::string_view job_id, const Freshness& freshness) const override;
+  absl::StatusOr<StateReport> GetState(absl::string_view job_id,
+                                       const Freshness& freshness) const override;
   absl::StatusOr<std::vector<Event>> ReadEvents(absl::string_view job_id,
-                                                int64_t after_seq,
-                                                int max_events) const override;
+                                                int64_t after_seq, int max_events,
+                                                const Freshness& freshness) const override;
+  absl::StatusOr<AnalysisProgress> AwaitAnalysis(
+      absl::string_view job_id, const Freshness& freshness) const override;
   absl::StatusOr<PlacementRecommendation> RecommendPlacement(
       absl::string_view job_id, const PlacementRequest& request) override;
-  absl::StatusOr<HealthReport> Health(absl::string_view job_id) const override;
+  absl::StatusOr<HealthReport> Health(absl::string_view job_id,
+                                      const Freshness& freshness) const override;
   absl::StatusOr<std::string> SnapshotJob(absl::string_view job_id) const override;
   absl::Status RestoreJob(absl::string_view snapshot) override;
 

@@ -31,8 +31,26 @@ absl::Status ApplyMutation(Engine& engine, const ReplayClock& clock, const Mutat
       return engine.RegisterJob(m.spec);
     case RecordType::kDeleteJob:
       return engine.DeleteJob(m.job_id);
-    case RecordType::kIngest:
-      return engine.Ingest(m.job_id, m.AsStepInput()).status();
+    case RecordType::kIngest: {
+      absl::Status s = engine.Ingest(m.job_id, m.AsStepInput()).status();
+      if (!s.ok()) return s;
+      // Replay at the speed analysis sustains: a replayed step must be
+      // analysed as it was live, never shed or coalesced (which starts at a
+      // lag of shed_scoring_lag_steps), so wait whenever the job's analysis
+      // falls half that far behind.
+      const EngineOptions& o = engine.options();
+      const int shed = o.analysis.shed_scoring_lag_steps > 0
+                           ? o.analysis.shed_scoring_lag_steps
+                           : o.history_capacity_steps / 2;
+      const int64_t bound = std::max(1, shed / 2);
+      Freshness stale;
+      stale.allow_stale = true;
+      absl::StatusOr<AnalysisProgress> p = engine.AwaitAnalysis(m.job_id, stale);
+      if (p.ok() && p->lag_steps >= bound) {
+        return engine.AwaitAnalysis(m.job_id, Freshness()).status();
+      }
+      return absl::OkStatus();
+    }
     case RecordType::kFlushPending:
       return engine.FlushPending(m.job_id).status();
     case RecordType::kPoll:

@@ -80,24 +80,49 @@ absl::Status HealthMonitor::Observe(int64_t step, absl::Span<const double> count
   window_.step_ids.push_back(step);
   for (int e = 0; e < m_; ++e) window_counts_[e] += counts[e];
   last_step_ = step;
-  if (window_.num_steps() >= options_.window_steps) CloseWindow();
+  if (window_.num_steps() >= options_.window_steps) {
+    if (defer_close_) {
+      window_due_ = true;
+    } else {
+      CloseWindow();
+    }
+  }
   return absl::OkStatus();
 }
 
-void HealthMonitor::CloseWindow() {
-  HealthWindow w;
-  w.step = last_step_;
-  w.layer = layer_;
-  w.steps = window_.num_steps();
-  w.gamma_f_by_estimator.assign(kNumQualityEstimators, kNaN);
+void HealthMonitor::CloseWindow() { ApplyWindow(FitWindow(TakeDueWindow(), options_)); }
+
+HealthMonitor::DueWindow HealthMonitor::TakeDueWindow() {
+  DueWindow due;
+  due.layer = layer_;
+  due.step = last_step_;
   // An optional input counts only if every step of the window had it.
   if (!window_has_logits_) window_.logit_mean.clear();
   if (!window_has_probs_) window_.prob_mean.clear();
   if (!window_has_std_) window_.std_logit_mean.clear();
-  if (window_.logit_mean.empty()) {
+  due.window = std::move(window_);
+  due.counts = window_counts_;
+  due.dead_experts = dead_.dead_experts();
+  window_ = GammaWindow();
+  window_.num_experts = m_;
+  std::fill(window_counts_.begin(), window_counts_.end(), 0.0);
+  window_has_logits_ = window_has_probs_ = window_has_std_ = true;
+  window_due_ = false;
+  return due;
+}
+
+HealthWindow HealthMonitor::FitWindow(const DueWindow& due,
+                                      const HealthOptions& options) {
+  const GammaWindow& window = due.window;
+  HealthWindow w;
+  w.step = due.step;
+  w.layer = due.layer;
+  w.steps = window.num_steps();
+  w.gamma_f_by_estimator.assign(kNumQualityEstimators, kNaN);
+  if (window.logit_mean.empty()) {
     w.gamma_status = "gamma_eff needs router-logit means for every step of the window";
   } else {
-    absl::StatusOr<GammaFit> fit = FitGamma(window_, options_.gamma);
+    absl::StatusOr<GammaFit> fit = FitGamma(window, options.gamma);
     if (fit.ok()) {
       w.gamma = *fit;
       w.gamma_f_by_estimator[static_cast<int>(QualityEstimator::kMeanLogit)] =
@@ -106,21 +131,28 @@ void HealthMonitor::CloseWindow() {
       w.gamma_status = std::string(fit.status().message());
     }
   }
-  if (options_.all_estimators) {
-    GammaOptions quick = options_.gamma;
+  if (options.all_estimators) {
+    GammaOptions quick = options.gamma;
     quick.bootstrap_replicates = 0;
     quick.heldout = false;
     for (QualityEstimator est :
          {QualityEstimator::kLogMeanProb, QualityEstimator::kStdLogit}) {
       const bool has = est == QualityEstimator::kLogMeanProb
-                           ? !window_.prob_mean.empty()
-                           : !window_.std_logit_mean.empty();
+                           ? !window.prob_mean.empty()
+                           : !window.std_logit_mean.empty();
       if (!has) continue;
       quick.estimator = est;
-      absl::StatusOr<GammaFit> fit = FitGamma(window_, quick);
+      absl::StatusOr<GammaFit> fit = FitGamma(window, quick);
       if (fit.ok()) w.gamma_f_by_estimator[static_cast<int>(est)] = fit->gamma_f;
     }
   }
+  absl::StatusOr<ImbalanceMetrics> imbalance = Imbalance(due.counts);
+  if (imbalance.ok()) w.imbalance = *imbalance;
+  w.dead_experts = due.dead_experts;
+  return w;
+}
+
+void HealthMonitor::ApplyWindow(HealthWindow w) {
   // The phase tracker sees only identified fits: a maximum at a search bound
   // (loads flatter or sharper than any equilibrium of these logits) or a
   // weakly identified window says nothing about the trend.
@@ -142,15 +174,8 @@ void HealthMonitor::CloseWindow() {
     }
   }
   w.phase = phase_.phase();
-  absl::StatusOr<ImbalanceMetrics> imbalance = Imbalance(window_counts_);
-  if (imbalance.ok()) w.imbalance = *imbalance;
-  w.dead_experts = dead_.dead_experts();
   windows_.push_back(w);
   latest_ = std::move(w);
-  window_ = GammaWindow();
-  window_.num_experts = m_;
-  std::fill(window_counts_.begin(), window_counts_.end(), 0.0);
-  window_has_logits_ = window_has_probs_ = window_has_std_ = true;
 }
 
 std::vector<HealthEvent> HealthMonitor::TakeEvents() {

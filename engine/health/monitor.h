@@ -97,6 +97,31 @@ class HealthMonitor {
   const HealthWindow* latest() const { return latest_ ? &*latest_ : nullptr; }
   Phase phase() const { return phase_.phase(); }
 
+  // Deferred window close, for callers that fit windows elsewhere (the
+  // engine's analysis stage fits them on its periodic threads). With
+  // set_defer_window_close(true), Observe does not close a full window:
+  // window_due() turns true and the caller runs
+  //
+  //   HealthMonitor::DueWindow w = m.TakeDueWindow();      // cheap; resets
+  //   HealthWindow fit = HealthMonitor::FitWindow(w, opts);  // pure, heavy
+  //   m.ApplyWindow(std::move(fit));    // phase tracking, events, latest()
+  //
+  // before the next Observe (which is otherwise a programming error). The
+  // result is the one Observe would have produced.
+  struct DueWindow {
+    int layer = 0;
+    int64_t step = 0;  // the window's last step
+    GammaWindow window;
+    std::vector<double> counts;       // summed over the window
+    std::vector<int> dead_experts;    // as of the window's last step
+  };
+  void set_defer_window_close(bool defer) { defer_close_ = defer; }
+  bool window_due() const { return window_due_; }
+  DueWindow TakeDueWindow();
+  static HealthWindow FitWindow(const DueWindow& due, const HealthOptions& options);
+  void ApplyWindow(HealthWindow w);
+  const HealthOptions& options() const { return options_; }
+
   // Snapshots: the window being accumulated (every step's inputs), the
   // dead-expert and phase trackers, undelivered events and windows, and the
   // last completed window with its fit. (The gamma bootstrap draws from a
@@ -120,6 +145,8 @@ class HealthMonitor {
   bool window_has_probs_ = true;
   bool window_has_std_ = true;
   int64_t last_step_ = 0;
+  bool defer_close_ = false;
+  bool window_due_ = false;
   std::vector<HealthEvent> events_;
   std::vector<HealthWindow> windows_;
   std::optional<HealthWindow> latest_;

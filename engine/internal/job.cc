@@ -18,61 +18,45 @@ constexpr double kLogitWeightFloor = 1e-12;
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Job>> Job::Create(JobSpec spec,
-                                                 const EngineOptions& options) {
-  std::unique_ptr<Job> job(new Job(std::move(spec), options));
-  const JobSpec& s = job->spec_;
-  if (s.health) {
-    HealthOptions health = options.health;
-    health.gamma.top_k = s.top_k;
-    health.gamma.aux_loss_alpha = s.hyper.aux_loss_coef;
-    if (absl::Status st = ValidateHealthOptions(health); !st.ok()) return st;
-    MutexLock lock(&job->mu_);
-    for (int l = 0; l < s.num_layers; ++l) {
-      job->health_.emplace_back(l, s.num_experts, health);
-    }
-  }
-  if (!s.forecasting) return job;
-  ForecastBankOptions bank_options;
-  if (!s.horizons.empty()) bank_options.horizons = s.horizons;
-  const std::vector<std::string> names =
-      s.predictors.empty() ? DefaultPredictorNames() : s.predictors;
-  MutexLock lock(&job->mu_);
-  for (int l = 0; l < s.num_layers; ++l) {
-    std::vector<std::unique_ptr<Predictor>> predictors;
-    for (const std::string& name : names) {
-      absl::StatusOr<std::unique_ptr<Predictor>> p =
-          MakePredictor(name, s.num_experts);
-      if (!p.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("job '", s.job_id, "': ", p.status().message()));
-      }
-      predictors.push_back(*std::move(p));
-    }
-    absl::StatusOr<std::unique_ptr<ForecastBank>> bank =
-        ForecastBank::Create(std::move(predictors), bank_options);
-    if (!bank.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("job '", s.job_id, "': ", bank.status().message()));
-    }
-    LayerModel model;
-    model.bank = *std::move(bank);
-    model.state = std::make_unique<StateClassifier>(s.num_experts, s.top_k,
-                                                    job->state_options_);
-    job->models_.push_back(std::move(model));
-  }
-  job->scratch_p_.assign(s.num_experts, 0.0);
-  job->layer_states_.assign(s.num_layers, LoadState::kTransient);
+absl::StatusOr<std::shared_ptr<Job>> Job::Create(JobSpec spec,
+                                                 const EngineOptions& options,
+                                                 AnalysisStage* stage) {
+  std::shared_ptr<Job> job(new Job(std::move(spec), options, stage));
+  absl::StatusOr<std::unique_ptr<JobAnalyzer>> analyzer =
+      JobAnalyzer::Create(job->spec_, options);
+  if (!analyzer.ok()) return analyzer.status();
+  MutexLock lock(&job->amu_);
+  job->analyzer_ = *std::move(analyzer);
+  job->step_.Resize(job->spec_.num_layers, job->spec_.num_experts);
   return job;
 }
 
-Job::Job(JobSpec spec, const EngineOptions& options)
+namespace {
+
+int ShedLag(const EngineOptions& o) {
+  return o.analysis.shed_scoring_lag_steps > 0
+             ? o.analysis.shed_scoring_lag_steps
+             : std::max(1, o.history_capacity_steps / 2);
+}
+
+int CoalesceLag(const EngineOptions& o) {
+  return o.analysis.coalesce_lag_steps > 0
+             ? o.analysis.coalesce_lag_steps
+             : std::max(1, o.history_capacity_steps - 1);
+}
+
+}  // namespace
+
+Job::Job(JobSpec spec, const EngineOptions& options, AnalysisStage* stage)
     : spec_(std::move(spec)),
       max_pending_(options.max_pending_steps),
       timeout_(options.source_timeout),
-      state_options_(options.state),
       max_path_steps_(options.max_path_steps),
-      max_events_(options.max_events_per_job) {
+      shed_lag_(ShedLag(options)),
+      coalesce_lag_(CoalesceLag(options)),
+      stage_(stage),
+      probe_(options.analysis.probe) {
+  MutexLock lock(&mu_);
   layers_.reserve(spec_.num_layers);
   for (int l = 0; l < spec_.num_layers; ++l) {
     layers_.emplace_back(spec_.num_experts, options.history_capacity_steps);
@@ -83,6 +67,12 @@ Job::Job(JobSpec spec, const EngineOptions& options)
 }
 
 absl::StatusOr<IngestResult> Job::Ingest(const StepInput& in, absl::Time now) {
+  absl::StatusOr<IngestResult> result = IngestLocked(in, now);
+  if (result.ok() && !result->committed.empty()) AfterCommit();
+  return result;
+}
+
+absl::StatusOr<IngestResult> Job::IngestLocked(const StepInput& in, absl::Time now) {
   MutexLock lock(&mu_);
   if (absl::Status s = ValidateStep(spec_, in, absl::MakeSpan(scratch_sums_));
       !s.ok()) {
@@ -272,102 +262,339 @@ CommittedStep Job::CommitLocked(int64_t step, const double* counts,
     info_.missing_steps += c.gap_before;
   }
   const int m = spec_.num_experts;
-  bool layer_changed = false;
   for (int l = 0; l < spec_.num_layers; ++l) {
     const size_t off = static_cast<size_t>(l) * m;
     const double n = tokens.has_value() ? *tokens : layer_sums[l] / spec_.top_k;
     layers_[l].Append(step, n, flags, counts + off, layer_sums[l],
                       logits == nullptr ? nullptr : logits + off);
-    if (!health_.empty() && layer_sums[l] > 0 && n > 0) {
-      // Validated input, so Observe cannot fail here.
-      (void)health_[l].Observe(
-          step, absl::MakeConstSpan(counts + off, m), n,
-          logits == nullptr ? absl::Span<const double>()
-                            : absl::MakeConstSpan(logits + off, m));
-      for (HealthEvent& e : health_[l].TakeEvents()) {
-        Event event;
-        event.step = e.step;
-        event.layer = e.layer;
-        event.detail = std::move(e.detail);
-        event.from = std::move(e.from);
-        event.to = std::move(e.to);
-        if (e.kind == "phase_change") {
-          event.kind = EventKind::kPhaseChange;
-        } else {
-          event.kind = e.kind == "expert_dead" ? EventKind::kExpertDead
-                                               : EventKind::kExpertRevived;
-          event.value = e.expert;
-        }
-        AddEventLocked(std::move(event));
-      }
-      (void)health_[l].TakeWindows();
-    }
-    if (models_.empty() || layer_sums[l] <= 0) continue;
-    const double inv = 1.0 / layer_sums[l];
-    for (int e = 0; e < m; ++e) scratch_p_[e] = counts[off + e] * inv;
-    LayerModel& model = models_[l];
-    if (std::optional<StateTransition> t =
-            model.state->Observe(step, scratch_p_, n, l)) {
-      layer_states_[l] = t->to;
-      layer_changed = true;
-      AddEventLocked(Event{0, step, EventKind::kStateChange, l,
-                           std::string(LoadStateName(t->from)),
-                           std::string(LoadStateName(t->to)), t->drift_ratio});
-    }
-    model.bank->Observe(step, scratch_p_, layer_sums[l]);
-  }
-  if (layer_changed) {
-    const LoadState job_state =
-        JobState(layer_states_, state_options_.job_transient_fraction);
-    if (job_state != job_state_) {
-      std::vector<double> ratios;
-      for (const LayerModel& model : models_) {
-        if (auto r = model.state->drift_ratio()) ratios.push_back(*r);
-      }
-      double median = 0;
-      if (!ratios.empty()) {
-        std::nth_element(ratios.begin(), ratios.begin() + ratios.size() / 2,
-                         ratios.end());
-        median = ratios[ratios.size() / 2];
-      }
-      AddEventLocked(Event{0, step, EventKind::kStateChange, -1,
-                           std::string(LoadStateName(job_state_)),
-                           std::string(LoadStateName(job_state)), median});
-      job_state_ = job_state;
-    }
   }
   info_.tokens += tokens.has_value() ? *tokens : layer_sums[0] / spec_.top_k;
   ++info_.committed_steps;
   if (!info_.first_step.has_value()) info_.first_step = step;
   info_.last_step = step;
   if (incomplete) ++info_.incomplete_steps;
+  // Overload: keep at most coalesce_lag_ steps waiting to be analysed one by
+  // one; older ones are summed into the coalesced block (while they are
+  // still in the ring, since coalesce_lag_ < the ring's capacity).
+  while (info_.committed_steps - fetch_index_ > coalesce_lag_) FoldOldestLocked();
+  last_committed_step_.store(step, std::memory_order_relaxed);
+  committed_count_.store(info_.committed_steps, std::memory_order_seq_cst);
   return c;
 }
 
+void Job::FoldOldestLocked() {
+  const int num_layers = spec_.num_layers;
+  const int m = spec_.num_experts;
+  if (!block_.has_value()) {
+    CoalescedBlock& b = block_.emplace();
+    b.begin_index = fetch_index_;
+    const size_t n = static_cast<size_t>(num_layers) * m;
+    b.counts.assign(n, 0.0);
+    b.logit_sums.assign(n, 0.0);
+    b.assignments.assign(num_layers, 0.0);
+    b.tokens.assign(num_layers, 0.0);
+    b.logit_weights.assign(num_layers, 0.0);
+    b.all_logits.assign(num_layers, 1);
+  }
+  CoalescedBlock& b = *block_;
+  const int age = static_cast<int>(info_.committed_steps - 1 - fetch_index_);
+  for (int l = 0; l < num_layers; ++l) {
+    const StepView v = layers_[l].Recent(age);
+    const size_t off = static_cast<size_t>(l) * m;
+    b.tokens[l] += v.tokens;
+    if (v.logits.empty()) b.all_logits[l] = 0;
+    if (!(v.assignments > 0)) continue;
+    b.assignments[l] += v.assignments;
+    double* acc = b.counts.data() + off;
+    const float* p = v.proportions.data();
+    for (int e = 0; e < m; ++e) acc[e] += p[e] * v.assignments;
+    if (!v.logits.empty()) {
+      const double w = v.assignments + kLogitWeightFloor;
+      b.logit_weights[l] += w;
+      double* z = b.logit_sums.data() + off;
+      for (int e = 0; e < m; ++e) z[e] += w * v.logits[e];
+    }
+  }
+  b.last_step = layers_[0].Recent(age).step;
+  ++b.num_steps;
+  ++fetch_index_;
+  coalesced_count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool Job::FetchLocked() {
+  const int64_t committed = info_.committed_steps;
+  if (fetch_index_ >= committed) return false;
+  const int num_layers = spec_.num_layers;
+  const int m = spec_.num_experts;
+  AnalysisStep& s = step_;
+  if (block_.has_value()) {
+    // The block always precedes the steps still waiting one by one.
+    CoalescedBlock& b = *block_;
+    s.step = b.last_step;
+    s.num_steps = b.num_steps;
+    s.take_origins = false;
+    for (int l = 0; l < num_layers; ++l) {
+      const size_t off = static_cast<size_t>(l) * m;
+      const double a = b.assignments[l];
+      const double inv = a > 0 ? 1.0 / a : 0.0;
+      for (int e = 0; e < m; ++e) s.proportions[off + e] = b.counts[off + e] * inv;
+      s.assignments[l] = a;
+      s.tokens[l] = b.tokens[l];
+      s.has_logits[l] = b.all_logits[l] && b.logit_weights[l] > 0;
+      if (s.has_logits[l]) {
+        const double iw = 1.0 / b.logit_weights[l];
+        for (int e = 0; e < m; ++e) s.logits[off + e] = b.logit_sums[off + e] * iw;
+      }
+    }
+    block_.reset();
+    return true;
+  }
+  const int age = static_cast<int>(committed - 1 - fetch_index_);
+  s.num_steps = 1;
+  s.take_origins = committed - fetch_index_ <= shed_lag_;
+  for (int l = 0; l < num_layers; ++l) {
+    const StepView v = layers_[l].Recent(age);
+    const size_t off = static_cast<size_t>(l) * m;
+    s.step = v.step;
+    const float* p = v.proportions.data();
+    double* out = s.proportions.data() + off;
+    for (int e = 0; e < m; ++e) out[e] = p[e];
+    s.assignments[l] = (v.flags & kStepNoAssignments) ? 0.0 : v.assignments;
+    s.tokens[l] = v.tokens;
+    s.has_logits[l] = !v.logits.empty();
+    if (!v.logits.empty()) {
+      double* z = s.logits.data() + off;
+      for (int e = 0; e < m; ++e) z[e] = v.logits[e];
+    }
+  }
+  ++fetch_index_;
+  return true;
+}
+
+void Job::Probe(AnalysisProbe::Kind kind, int64_t step, int layer) const {
+  if (!probe_) return;
+  AnalysisProbe p;
+  p.kind = kind;
+  p.job_id = &spec_.job_id;
+  p.step = step;
+  p.layer = layer;
+  probe_(p);
+}
+
+bool Job::AnalyseOne(AnalysisStage* stage, bool* parked) {
+  MutexLock alock(&amu_);
+  if (parked_) return false;
+  {
+    MutexLock lock(&mu_);
+    if (!FetchLocked()) return false;
+  }
+  Probe(AnalysisProbe::Kind::kStep, step_.step, -1);
+  if (!step_.take_origins && step_.num_steps == 1) ++scoring_shed_steps_;
+  analyzer_->ObserveStep(step_);
+  std::vector<HealthMonitor::DueWindow>& due = analyzer_->due_windows();
+  if (due.empty()) {
+    analyzer_->FinishStep({});
+    Completed();
+    return true;
+  }
+  const HealthOptions* options = &analyzer_->health_options();
+  if (stage == nullptr) {
+    std::vector<HealthWindow> fitted;
+    fitted.reserve(due.size());
+    for (const HealthMonitor::DueWindow& w : due) {
+      Probe(AnalysisProbe::Kind::kWindowFit, w.step, w.layer);
+      fitted.push_back(HealthMonitor::FitWindow(w, *options));
+    }
+    analyzer_->FinishStep(std::move(fitted));
+    Completed();
+    return true;
+  }
+  // The fits go to the periodic threads; the job waits for them (parked, not
+  // holding a step thread) and the last one finishes the step.
+  parked_ = true;
+  *parked = true;
+  fitted_.assign(due.size(), HealthWindow());
+  fits_left_.store(static_cast<int>(due.size()), std::memory_order_release);
+  std::shared_ptr<Job> self = shared_from_this();
+  for (size_t i = 0; i < due.size(); ++i) {
+    const HealthMonitor::DueWindow* w = &due[i];
+    stage->SchedulePeriodic(
+        [self, i, w, options] { self->RunFit(i, w, options); });
+  }
+  return true;
+}
+
+void Job::RunFit(size_t index, const HealthMonitor::DueWindow* due,
+                 const HealthOptions* options) {
+  Probe(AnalysisProbe::Kind::kWindowFit, due->step, due->layer);
+  fitted_[index] = HealthMonitor::FitWindow(*due, *options);
+  if (fits_left_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  {
+    MutexLock alock(&amu_);
+    analyzer_->FinishStep(std::move(fitted_));
+    fitted_.clear();
+    parked_ = false;
+    Completed();
+  }
+  Reschedule(*stage_);
+}
+
+void Job::Completed() {
+  scoring_shed_count_.store(scoring_shed_steps_, std::memory_order_relaxed);
+  last_analysed_step_.store(analyzer_->last_step().value_or(-1),
+                            std::memory_order_relaxed);
+  analysed_count_.store(analyzer_->analysed_steps(), std::memory_order_seq_cst);
+  if (waiters_.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard<std::mutex> lock(wait_mu_);
+    wait_cv_.notify_all();
+  }
+}
+
+bool Job::HasWork() const {
+  return committed_count_.load(std::memory_order_seq_cst) >
+         analysed_count_.load(std::memory_order_seq_cst);
+}
+
+void Job::AfterCommit() {
+  if (stage_ != nullptr) {
+    Wake();
+    return;
+  }
+  bool parked = false;
+  while (AnalyseOne(nullptr, &parked)) {
+  }
+}
+
+void Job::Wake() {
+  if (!scheduled_.exchange(true, std::memory_order_seq_cst)) {
+    stage_->Schedule(shared_from_this());
+  }
+}
+
+void Job::RunSteps(AnalysisStage& stage, int max_steps) {
+  for (int i = 0; i < max_steps; ++i) {
+    bool parked = false;
+    if (!AnalyseOne(&stage, &parked)) break;
+    if (parked) return;  // the last fit re-schedules the job
+  }
+  Reschedule(stage);
+}
+
+void Job::Reschedule(AnalysisStage& stage) {
+  if (HasWork()) {
+    stage.Schedule(shared_from_this());
+    return;
+  }
+  scheduled_.store(false, std::memory_order_seq_cst);
+  // A step committed between the check and the store found scheduled_ set
+  // and did not schedule: look again.
+  if (HasWork() && !scheduled_.exchange(true, std::memory_order_seq_cst)) {
+    stage.Schedule(shared_from_this());
+  }
+}
+
+AnalysisProgress Job::Progress() const {
+  AnalysisProgress p;
+  p.as_of_step = last_analysed_step_.load(std::memory_order_relaxed);
+  p.committed_step = last_committed_step_.load(std::memory_order_relaxed);
+  p.lag_steps = std::max<int64_t>(0, committed_count_.load() - analysed_count_.load());
+  p.scoring_shed_steps = scoring_shed_count_.load(std::memory_order_relaxed);
+  p.coalesced_steps = coalesced_count_.load(std::memory_order_relaxed);
+  return p;
+}
+
+AnalysisProgress Job::AnswerProgressLocked() const {
+  AnalysisProgress p = Progress();
+  p.as_of_step = analyzer_->last_step().value_or(-1);
+  p.lag_steps = std::max<int64_t>(0, committed_count_.load() - analyzer_->analysed_steps());
+  p.scoring_shed_steps = scoring_shed_steps_;
+  return p;
+}
+
+absl::Status Job::NothingAnalysedLocked() const {
+  if (analyzer_->analysed_steps() > 0) return absl::OkStatus();
+  const int64_t committed = committed_count_.load();
+  if (committed == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", spec_.job_id, "' has no committed steps yet"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job '", spec_.job_id, "' has ", committed,
+      " committed steps but none analysed yet (a stale answer was asked for)"));
+}
+
+absl::StatusOr<AnalysisProgress> Job::AwaitAnalysis(
+    const Freshness& freshness) const {
+  if (!freshness.allow_stale) {
+    const int64_t target = committed_count_.load(std::memory_order_seq_cst);
+    auto reached = [&] {
+      return analysed_count_.load(std::memory_order_seq_cst) >= target;
+    };
+    if (!reached()) {
+      std::unique_lock<std::mutex> lock(wait_mu_);
+      waiters_.fetch_add(1, std::memory_order_seq_cst);
+      bool ok = true;
+      if (freshness.deadline == absl::InfiniteFuture()) {
+        wait_cv_.wait(lock, reached);
+      } else {
+        ok = wait_cv_.wait_until(lock, absl::ToChronoTime(freshness.deadline),
+                                 reached);
+      }
+      waiters_.fetch_sub(1, std::memory_order_seq_cst);
+      if (!ok) {
+        const AnalysisProgress p = Progress();
+        return absl::DeadlineExceededError(absl::StrCat(
+            "job '", spec_.job_id, "': analysis reached step ", p.as_of_step,
+            " (", analysed_count_.load(), " of the ", target,
+            " steps committed before the call) by the deadline; ask with "
+            "allow_stale for an answer that does not wait"));
+      }
+    }
+  }
+  return Progress();
+}
+
 std::vector<CommittedStep> Job::ExpirePending(absl::Time now) {
-  MutexLock lock(&mu_);
   std::vector<CommittedStep> out;
-  DrainLocked(now, /*force=*/false, &out);
+  {
+    MutexLock lock(&mu_);
+    DrainLocked(now, /*force=*/false, &out);
+  }
+  if (!out.empty()) AfterCommit();
   return out;
 }
 
 std::vector<CommittedStep> Job::FlushPending() {
-  MutexLock lock(&mu_);
   std::vector<CommittedStep> out;
-  DrainLocked(std::nullopt, /*force=*/true, &out);
+  {
+    MutexLock lock(&mu_);
+    DrainLocked(std::nullopt, /*force=*/true, &out);
+  }
+  if (!out.empty()) AfterCommit();
   return out;
 }
 
 JobInfo Job::Info() const {
-  MutexLock lock(&mu_);
-  JobInfo info = info_;
-  info.pending_steps = static_cast<int64_t>(pending_.size());
-  info.history_bytes = 0;
-  for (const LayerHistory& h : layers_) info.history_bytes += h.MemoryBytes();
-  info.forecast_bytes = 0;
-  for (const LayerModel& m : models_) {
-    info.forecast_bytes += m.state->MemoryBytes() + m.bank->MemoryBytes();
+  JobInfo info;
+  {
+    MutexLock lock(&mu_);
+    info = info_;
+    info.pending_steps = static_cast<int64_t>(pending_.size());
+    info.history_bytes = 0;
+    for (const LayerHistory& h : layers_) info.history_bytes += h.MemoryBytes();
   }
+  {
+    MutexLock lock(&amu_);
+    info.forecast_bytes = analyzer_->ForecastBytes();
+  }
+  const AnalysisProgress p = Progress();
+  info.analysed_steps = analysed_count_.load();
+  if (p.as_of_step >= 0 || info.analysed_steps > 0) {
+    info.last_analysed_step = p.as_of_step;
+  }
+  info.analysis_lag_steps = std::max<int64_t>(0, info.committed_steps - info.analysed_steps);
+  info.scoring_shed_steps = p.scoring_shed_steps;
+  info.coalesced_steps = p.coalesced_steps;
   return info;
 }
 
@@ -377,184 +604,65 @@ void Job::VisitLayer(int layer,
   fn(layers_[layer]);
 }
 
-void Job::AddEventLocked(Event event) {
-  event.seq = next_seq_++;
-  events_.push_back(std::move(event));
-  while (static_cast<int>(events_.size()) > max_events_) events_.pop_front();
+absl::StatusOr<std::vector<Event>> Job::ReadEvents(
+    int64_t after_seq, int max_events, const Freshness& freshness) const {
+  if (absl::StatusOr<AnalysisProgress> p = AwaitAnalysis(freshness); !p.ok()) {
+    return p.status();
+  }
+  MutexLock lock(&amu_);
+  return analyzer_->ReadEvents(after_seq, max_events);
 }
 
-std::vector<Event> Job::ReadEvents(int64_t after_seq, int max_events) const {
-  MutexLock lock(&mu_);
-  std::vector<Event> out;
-  for (const Event& e : events_) {
-    if (static_cast<int>(out.size()) >= max_events) break;
-    if (e.seq > after_seq) out.push_back(e);
+absl::StatusOr<StateReport> Job::State(const Freshness& freshness) const {
+  if (absl::StatusOr<AnalysisProgress> p = AwaitAnalysis(freshness); !p.ok()) {
+    return p.status();
   }
-  return out;
-}
-
-absl::StatusOr<StateReport> Job::State() const {
-  MutexLock lock(&mu_);
-  if (models_.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job '", spec_.job_id, "' was registered with forecasting off"));
+  MutexLock lock(&amu_);
+  if (absl::Status s = NothingAnalysedLocked(); !s.ok() && analyzer_->forecasting()) {
+    return s;
   }
-  if (!info_.last_step.has_value()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job '", spec_.job_id, "' has no committed steps yet"));
-  }
-  StateReport report;
-  report.as_of_step = *info_.last_step;
-  report.job_state = job_state_;
-  for (const LayerModel& model : models_) {
-    report.layers.push_back(model.state->Signals());
-  }
+  absl::StatusOr<StateReport> report = analyzer_->State();
+  if (report.ok()) report->analysis = AnswerProgressLocked();
   return report;
 }
 
-absl::StatusOr<HealthReport> Job::Health() const {
-  MutexLock lock(&mu_);
-  if (health_.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job '", spec_.job_id, "' was registered with health off"));
+absl::StatusOr<HealthReport> Job::Health(const Freshness& freshness) const {
+  if (absl::StatusOr<AnalysisProgress> p = AwaitAnalysis(freshness); !p.ok()) {
+    return p.status();
   }
-  HealthReport report;
-  report.as_of_step = info_.last_step.value_or(-1);
-  const TrainingHyperparams& h = spec_.hyper;
-  absl::StatusOr<EParameter> e = ComputeE(h.router_temperature, h.entropy_weight,
-                                          h.oracle_weight, h.balance_weight);
-  if (!e.ok()) return e.status();
-  report.e = *e;
-  bool any = false;
-  for (const HealthMonitor& monitor : health_) {
-    if (monitor.latest() != nullptr) {
-      report.layers.push_back(*monitor.latest());
-      any = true;
-    } else {
-      HealthWindow none;
-      none.step = -1;
-      report.layers.push_back(none);
-    }
-  }
-  if (!any) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job '", spec_.job_id, "': no health window has completed yet "
-        "(a window is EngineOptions.health.window_steps steps)"));
-  }
+  MutexLock lock(&amu_);
+  absl::StatusOr<HealthReport> report = analyzer_->Health();
+  if (report.ok()) report->analysis = AnswerProgressLocked();
   return report;
 }
 
-absl::StatusOr<std::vector<ForecastScore>> Job::Scores() const {
-  MutexLock lock(&mu_);
-  if (models_.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job '", spec_.job_id, "' was registered with forecasting off"));
+absl::StatusOr<std::vector<ForecastScore>> Job::Scores(
+    const Freshness& freshness) const {
+  if (absl::StatusOr<AnalysisProgress> p = AwaitAnalysis(freshness); !p.ok()) {
+    return p.status();
   }
-  std::vector<ForecastScore> out;
-  std::vector<double> recent_sum, mean_sum;
-  for (const LayerModel& model : models_) {
-    const std::vector<PredictorScore> scores = model.bank->Scores();
-    if (out.empty()) {
-      out.resize(scores.size());
-      recent_sum.assign(scores.size(), 0);
-      mean_sum.assign(scores.size(), 0);
-      for (size_t i = 0; i < scores.size(); ++i) {
-        out[i].predictor = scores[i].name;
-        out[i].horizon = scores[i].horizon;
-      }
-    }
-    for (size_t i = 0; i < scores.size(); ++i) {
-      if (scores[i].scored == 0 || !std::isfinite(scores[i].recent_l1)) continue;
-      ++out[i].layers_scored;
-      out[i].scored += scores[i].scored;
-      recent_sum[i] += scores[i].recent_l1;
-      mean_sum[i] += scores[i].mean_l1;
-    }
-  }
-  for (size_t i = 0; i < out.size(); ++i) {
-    const double n = out[i].layers_scored;
-    out[i].recent_l1 = n > 0 ? recent_sum[i] / n : std::nan("");
-    out[i].mean_l1 = n > 0 ? mean_sum[i] / n : std::nan("");
-  }
-  return out;
+  MutexLock lock(&amu_);
+  return analyzer_->Scores();
 }
 
 void Job::VisitBank(int layer, absl::FunctionRef<void(ForecastBank&)> fn) {
-  MutexLock lock(&mu_);
-  fn(*models_[layer].bank);
+  (void)AwaitAnalysis(Freshness());
+  MutexLock lock(&amu_);
+  analyzer_->VisitBank(layer, fn);
 }
 
 absl::StatusOr<ForecastResult> Job::Forecast(const ForecastRequest& request) {
-  MutexLock lock(&mu_);
-  const std::string& id = spec_.job_id;
-  if (models_.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job '", id, "' was registered with forecasting off"));
+  if (absl::StatusOr<AnalysisProgress> p = AwaitAnalysis(request.freshness);
+      !p.ok()) {
+    return p.status();
   }
-  if (!info_.last_step.has_value()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job '", id, "' has no committed steps yet"));
+  MutexLock lock(&amu_);
+  if (absl::Status s = NothingAnalysedLocked(); !s.ok() && analyzer_->forecasting()) {
+    return s;
   }
-  for (int h : request.horizons) {
-    if (h < 1 || h > 1000000) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("forecast horizon ", h, " must be in [1, 1000000]"));
-    }
-  }
-  if (!(request.interval_level > 0 && request.interval_level < 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "interval_level ", request.interval_level, " must be in (0, 1)"));
-  }
-  if (request.path_steps < 0 || request.path_steps > max_path_steps_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("path_steps ", request.path_steps, " must be in [0, ",
-                     max_path_steps_, "] (EngineOptions.max_path_steps)"));
-  }
-  std::vector<int> layers = request.layers;
-  if (layers.empty()) {
-    for (int l = 0; l < spec_.num_layers; ++l) layers.push_back(l);
-  }
-  for (int l : layers) {
-    if (l < 0 || l >= spec_.num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer ", l, " is out of range [0, ", spec_.num_layers, ")"));
-    }
-  }
-  const std::vector<int>& horizons = request.horizons.empty()
-                                         ? models_[0].bank->horizons()
-                                         : request.horizons;
-  ForecastResult result;
-  result.as_of_step = *info_.last_step;
-  result.job_state = job_state_;
-  for (int l : layers) {
-    LayerModel& model = models_[l];
-    LayerForecast lf;
-    lf.layer = l;
-    lf.state = model.state->state();
-    lf.drift_ratio = model.state->drift_ratio();
-    for (int h : horizons) {
-      absl::StatusOr<BankForecast> f =
-          model.bank->Forecast(h, request.predictor, request.interval_level);
-      if (!f.ok()) return f.status();
-      HorizonForecast hf;
-      hf.horizon = h;
-      hf.predictor = std::move(f->predictor);
-      hf.mean = std::move(f->mean);
-      hf.lower = std::move(f->lower);
-      hf.upper = std::move(f->upper);
-      lf.horizons.push_back(std::move(hf));
-    }
-    if (request.path_steps > 0) {
-      absl::StatusOr<std::vector<double>> path =
-          model.bank->ForecastPath(request.path_steps, request.predictor);
-      if (!path.ok()) return path.status();
-      lf.path = *std::move(path);
-      lf.path_predictor = request.predictor == "auto"
-                              ? model.bank->AutoChoice(request.path_steps)
-                              : request.predictor;
-    }
-    result.layers.push_back(std::move(lf));
-  }
+  absl::StatusOr<ForecastResult> result =
+      analyzer_->Forecast(request, max_path_steps_);
+  if (result.ok()) result->analysis = AnswerProgressLocked();
   return result;
 }
 

@@ -1,12 +1,18 @@
-// Job: one registered job's state: its spec, the per-layer history, the
-// multi-source step assembly, and counters.
+// Job: one registered job: its write side (spec, per-layer history ring,
+// multi-source step assembly, counters; guarded by mu_) and its analysis side
+// (a JobAnalyzer fed from the ring in commit order; guarded by amu_).
 //
-// Thread-safety: all public methods are thread-safe; calls on one job are
-// serialized by its mutex.
+// Thread-safety: all public methods are thread-safe. Writers hold mu_ only;
+// the analysis holds amu_ and takes mu_ briefly to copy each step out of the
+// ring, so a writer never waits for analysis work.
 #ifndef MOECAST_ENGINE_INTERNAL_JOB_H_
 #define MOECAST_ENGINE_INTERNAL_JOB_H_
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -17,6 +23,9 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/analysis/analysis_stage.h"
+#include "engine/analysis/job_analyzer.h"
+#include "engine/analysis_progress.h"
 #include "engine/forecast.h"
 #include "engine/health/monitor.h"
 #include "engine/health_report.h"
@@ -32,17 +41,24 @@
 
 namespace moecast::internal {
 
-class Job {
+// A job is the analysis stage's unit of work (StepTask): it schedules itself
+// when it has committed steps that are not analysed yet.
+class Job final : public StepTask, public std::enable_shared_from_this<Job> {
  public:
   // `spec` must have passed ValidateJobSpec. INVALID_ARGUMENT for an unknown
-  // predictor or bad horizons in the spec.
-  static absl::StatusOr<std::unique_ptr<Job>> Create(
-      JobSpec spec, const EngineOptions& options);
+  // predictor or bad horizons in the spec. `stage` runs the analysis in the
+  // background; null: inline, on the thread that commits a step. Not owned;
+  // must outlive the job's use.
+  static absl::StatusOr<std::shared_ptr<Job>> Create(
+      JobSpec spec, const EngineOptions& options, AnalysisStage* stage);
+  ~Job() override = default;
 
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
 
   const JobSpec& spec() const { return spec_; }
+
+  // ---- Write path (any thread; never runs analysis in the background mode)
 
   // Validates and applies one step (see Engine::Ingest). On error nothing in
   // the job changes except the rejected-call counter.
@@ -65,25 +81,39 @@ class Job {
     return absl::FromUnixNanos(last_activity_ns_.load(std::memory_order_relaxed));
   }
 
-  // Calls `fn` with layer `layer`'s history under the job's lock. Requires
-  // 0 <= layer < num_layers.
+  // Calls `fn` with layer `layer`'s history under the job's write lock.
+  // Requires 0 <= layer < num_layers.
   void VisitLayer(int layer,
                   absl::FunctionRef<void(const LayerHistory&)> fn) const;
 
-  // See Engine::Forecast / GetState / ReadEvents.
-  absl::StatusOr<ForecastResult> Forecast(const ForecastRequest& request);
-  absl::StatusOr<StateReport> State() const;
-  absl::StatusOr<std::vector<ForecastScore>> Scores() const;
-  absl::StatusOr<HealthReport> Health() const;
-  std::vector<Event> ReadEvents(int64_t after_seq, int max_events) const;
+  // ---- Analysis (engine/analysis)
 
-  // Per-layer access to the forecast bank (the bench's hook). Requires
-  // forecasting on and 0 <= layer < num_layers.
+  // Waits until every step committed before the call is analysed, or
+  // `freshness.deadline` (DEADLINE_EXCEEDED naming the step reached);
+  // returns at once with allow_stale. Returns the progress then.
+  absl::StatusOr<AnalysisProgress> AwaitAnalysis(const Freshness& freshness) const;
+  AnalysisProgress Progress() const;
+
+  // StepTask: analyses up to `max_steps` steps on an analysis thread.
+  void RunSteps(AnalysisStage& stage, int max_steps) override;
+
+  // ---- Answers (see Engine); each waits as `freshness` says first.
+  absl::StatusOr<ForecastResult> Forecast(const ForecastRequest& request);
+  absl::StatusOr<StateReport> State(const Freshness& freshness) const;
+  absl::StatusOr<std::vector<ForecastScore>> Scores(const Freshness& freshness) const;
+  absl::StatusOr<HealthReport> Health(const Freshness& freshness) const;
+  absl::StatusOr<std::vector<Event>> ReadEvents(int64_t after_seq, int max_events,
+                                                const Freshness& freshness) const;
+
+  // Per-layer access to the forecast bank (the bench's hook), once every
+  // committed step is analysed. Requires forecasting on and 0 <= layer <
+  // num_layers.
   void VisitBank(int layer, absl::FunctionRef<void(ForecastBank&)> fn);
 
   // Snapshots (engine/internal/job_snapshot.cc, docs/snapshot-format.md).
   //
-  // SaveTo writes the whole job as one consistent payload: its spec, the
+  // SaveTo waits until analysis has caught up with the committed steps, then
+  // writes the whole job as one consistent payload: its spec, the
   // EngineOptions it was created with (`options`: those that shape a job),
   // counters, multi-source assembly, events, and every layer's history,
   // state classifier, forecast bank and health monitor. UNIMPLEMENTED if a
@@ -102,15 +132,8 @@ class Job {
   absl::Status LoadFrom(SnapshotReader& in);
 
  private:
-  Job(JobSpec spec, const EngineOptions& options);
+  Job(JobSpec spec, const EngineOptions& options, AnalysisStage* stage);
 
-  // Forecasting state of one layer.
-  struct LayerModel {
-    std::unique_ptr<StateClassifier> state;
-    std::unique_ptr<ForecastBank> bank;
-  };
-
-  void AddEventLocked(Event event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   struct PendingStep {
     std::vector<double> counts;         // L*M, summed over sources
     std::vector<double> logit_sums;     // L*M, sum of z * layer assignments
@@ -123,7 +146,22 @@ class Job {
     absl::Time first_seen;
   };
 
-  // Commits one assembled step to every layer's history.
+  // Steps committed while analysis lagged more than coalesce_lag_steps,
+  // summed by the writer; analysed as one step (analysis_options.h).
+  struct CoalescedBlock {
+    int64_t begin_index = 0;  // commit index of its first step
+    int64_t num_steps = 0;
+    int64_t last_step = 0;
+    std::vector<double> counts;         // L*M
+    std::vector<double> assignments;    // L
+    std::vector<double> tokens;         // L
+    std::vector<double> logit_sums;     // L*M, weighted by assignments
+    std::vector<double> logit_weights;  // L
+    std::vector<uint8_t> all_logits;    // L
+  };
+
+  // Commits one assembled step to every layer's history (and, past the lag
+  // bound, to the coalesced block).
   CommittedStep CommitLocked(int64_t step, const double* counts,
                              const double* layer_sums, const double* logits,
                              std::optional<double> tokens, bool incomplete)
@@ -135,32 +173,85 @@ class Job {
                    std::vector<CommittedStep>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  absl::StatusOr<IngestResult> IngestLocked(const StepInput& in, absl::Time now);
   absl::StatusOr<IngestResult> IngestMultiSourceLocked(
       const StepInput& in, const std::vector<double>& layer_sums,
       absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  absl::Status SaveLocked(SnapshotWriter& out, const EngineOptions& options) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_, mu_);
+
+  // After steps committed: analyse them inline, or wake the stage.
+  void AfterCommit();
+  void Wake();
+  // Re-queues the job if it has work, else clears `scheduled_` (race-free).
+  void Reschedule(AnalysisStage& stage);
+  bool HasWork() const;
+
+  // Copies the next step (or coalesced block) into step_; false if none.
+  bool FetchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
+  // Analyses one step. Returns false if there was none. In the background
+  // mode a step that closes health windows hands their fits to the periodic
+  // threads and parks the job (`*parked`); the last fit finishes the step
+  // and re-schedules the job.
+  bool AnalyseOne(AnalysisStage* stage, bool* parked);
+  void FinishParked(std::vector<HealthWindow> fitted);
+  void Completed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
+  // Folds the oldest unfetched step into the coalesced block.
+  void FoldOldestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Progress as of the analyzer's state now.
+  AnalysisProgress AnswerProgressLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
+  // FAILED_PRECONDITION while no step is analysed (naming why).
+  absl::Status NothingAnalysedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
+  void RunFit(size_t index, const HealthMonitor::DueWindow* due,
+              const HealthOptions* options);
+  void Probe(AnalysisProbe::Kind kind, int64_t step, int layer) const;
+
   const JobSpec spec_;
   const int max_pending_;
   const absl::Duration timeout_;
-  const StateOptions state_options_;
   const int max_path_steps_;
-  const int max_events_;
+  const int shed_lag_;
+  const int coalesce_lag_;
+  AnalysisStage* const stage_;  // null: inline
+  const std::function<void(const AnalysisProbe&)> probe_;
 
+  // Write side. Lock order: amu_ before mu_.
   mutable Mutex mu_;
   std::vector<LayerHistory> layers_ ABSL_GUARDED_BY(mu_);
   // Last step each source reported (or -1).
   std::vector<int64_t> last_reported_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, PendingStep> pending_ ABSL_GUARDED_BY(mu_);
   std::vector<double> scratch_sums_ ABSL_GUARDED_BY(mu_);
-  std::vector<double> scratch_logits_ ABSL_GUARDED_BY(mu_);
   JobInfo info_ ABSL_GUARDED_BY(mu_);
-  std::vector<LayerModel> models_ ABSL_GUARDED_BY(mu_);  // empty: no forecasting
-  std::vector<HealthMonitor> health_ ABSL_GUARDED_BY(mu_);  // empty: health off
-  std::vector<double> scratch_p_ ABSL_GUARDED_BY(mu_);
-  std::vector<LoadState> layer_states_ ABSL_GUARDED_BY(mu_);
-  LoadState job_state_ ABSL_GUARDED_BY(mu_) = LoadState::kTransient;
-  std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
-  int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  // Commit index (0-based count) of the next step the analysis fetches.
+  int64_t fetch_index_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<CoalescedBlock> block_ ABSL_GUARDED_BY(mu_);
+
+  // Analysis side.
+  mutable Mutex amu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::unique_ptr<JobAnalyzer> analyzer_ ABSL_GUARDED_BY(amu_);
+  AnalysisStep step_ ABSL_GUARDED_BY(amu_);
+  bool parked_ ABSL_GUARDED_BY(amu_) = false;
+  int64_t scoring_shed_steps_ ABSL_GUARDED_BY(amu_) = 0;
+  // Fits of a parked step: each periodic task writes its own slot.
+  std::vector<HealthWindow> fitted_;
+  std::atomic<int> fits_left_{0};
+
+  // Progress, readable without locks.
+  std::atomic<int64_t> committed_count_{0};
+  std::atomic<int64_t> last_committed_step_{-1};
+  std::atomic<int64_t> coalesced_count_{0};
+  std::atomic<int64_t> analysed_count_{0};
+  std::atomic<int64_t> last_analysed_step_{-1};
+  std::atomic<int64_t> scoring_shed_count_{0};
+  std::atomic<bool> scheduled_{false};
+  // Waiters for analysis progress.
+  mutable std::mutex wait_mu_;
+  mutable std::condition_variable wait_cv_;
+  mutable std::atomic<int> waiters_{0};
+
   std::atomic<int64_t> last_activity_ns_{0};
 };
 

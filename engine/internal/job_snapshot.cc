@@ -156,8 +156,24 @@ LoadState ReadLoadState(SnapshotReader& in, absl::string_view field) {
 // ---- Save ---------------------------------------------------------------------
 
 absl::Status Job::SaveTo(SnapshotWriter& out,
-                            const EngineOptions& options) const {
-  MutexLock lock(&mu_);
+                         const EngineOptions& options) const {
+  // A snapshot holds the analysis state as of the last committed step: wait
+  // until analysis has caught up, then check under both locks that no step
+  // committed in between (else wait again).
+  for (;;) {
+    (void)AwaitAnalysis(Freshness());
+    MutexLock alock(&amu_);
+    MutexLock lock(&mu_);
+    if (!parked_ && !block_.has_value() &&
+        fetch_index_ == info_.committed_steps &&
+        analyzer_->analysed_steps() == info_.committed_steps) {
+      return SaveLocked(out, options);
+    }
+  }
+}
+
+absl::Status Job::SaveLocked(SnapshotWriter& out,
+                             const EngineOptions& options) const {
   size_t section = out.BeginSection(kSpecTag);
   PutSpec(out, spec_);
   out.EndSection(section);
@@ -201,12 +217,12 @@ absl::Status Job::SaveTo(SnapshotWriter& out,
     out.PutDouble(p.tokens);
     out.PutI64(absl::ToUnixNanos(p.first_seen));
   }
-  out.PutU64(layer_states_.size());
-  for (LoadState s : layer_states_) out.PutU8(s == LoadState::kStable ? 1 : 0);
-  out.PutU8(job_state_ == LoadState::kStable ? 1 : 0);
-  out.PutU64(events_.size());
-  for (const Event& e : events_) PutEvent(out, e);
-  out.PutI64(next_seq_);
+  out.PutU64(analyzer_->layer_states_.size());
+  for (LoadState s : analyzer_->layer_states_) out.PutU8(s == LoadState::kStable ? 1 : 0);
+  out.PutU8(analyzer_->job_state_ == LoadState::kStable ? 1 : 0);
+  out.PutU64(analyzer_->events_.size());
+  for (const Event& e : analyzer_->events_) PutEvent(out, e);
+  out.PutI64(analyzer_->next_seq_);
   out.EndSection(section);
 
   for (int l = 0; l < spec_.num_layers; ++l) {
@@ -214,21 +230,21 @@ absl::Status Job::SaveTo(SnapshotWriter& out,
     section = out.BeginSection(kHistoryTag);
     layers_[l].SaveTo(out);
     out.EndSection(section);
-    if (!models_.empty()) {
+    if (!analyzer_->models_.empty()) {
       section = out.BeginSection(kStateTag);
-      models_[l].state->SaveTo(out);
+      analyzer_->models_[l].state->SaveTo(out);
       out.EndSection(section);
       section = out.BeginSection(kBankTag);
-      if (absl::Status s = models_[l].bank->SaveTo(out); !s.ok()) {
+      if (absl::Status s = analyzer_->models_[l].bank->SaveTo(out); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("job '", spec_.job_id,
                                                    "', layer ", l, ": ",
                                                    s.message()));
       }
       out.EndSection(section);
     }
-    if (!health_.empty()) {
+    if (!analyzer_->health_.empty()) {
       section = out.BeginSection(kHealthTag);
-      health_[l].SaveTo(out);
+      analyzer_->health_[l].SaveTo(out);
       out.EndSection(section);
     }
     out.EndSection(layer);
@@ -315,6 +331,7 @@ absl::Status Job::CheckSnapshotOptions(SnapshotReader& in,
 }
 
 absl::Status Job::LoadFrom(SnapshotReader& in) {
+  MutexLock alock(&amu_);
   MutexLock lock(&mu_);
   const int num_layers = spec_.num_layers;
   const size_t lm = static_cast<size_t>(num_layers) * spec_.num_experts;
@@ -380,13 +397,13 @@ absl::Status Job::LoadFrom(SnapshotReader& in) {
     for (size_t k = 0; k < num_states && r.ok(); ++k) {
       layer_states.push_back(ReadLoadState(r, "layer_state"));
     }
-    if (r.ok() && layer_states.size() != layer_states_.size()) {
+    if (r.ok() && layer_states.size() != analyzer_->layer_states_.size()) {
       r.Fail("layer_states", absl::StrCat(layer_states.size(), " layers, expected ",
-                                          layer_states_.size()));
+                                          analyzer_->layer_states_.size()));
     }
     const LoadState job_state = ReadLoadState(r, "job_state");
     const size_t num_events =
-        r.Count("events", static_cast<size_t>(max_events_), 8 * 5 + 1 + 4 + 8);
+        r.Count("events", static_cast<size_t>(analyzer_->max_events_), 8 * 5 + 1 + 4 + 8);
     std::deque<Event> events;
     for (size_t k = 0; k < num_events && r.ok(); ++k) {
       events.push_back(ReadEvent(r));
@@ -403,10 +420,10 @@ absl::Status Job::LoadFrom(SnapshotReader& in) {
     info_ = std::move(info);
     last_reported_ = std::move(last_reported);
     pending_ = std::move(pending);
-    layer_states_ = std::move(layer_states);
-    job_state_ = job_state;
-    events_ = std::move(events);
-    next_seq_ = next_seq;
+    analyzer_->layer_states_ = std::move(layer_states);
+    analyzer_->job_state_ = job_state;
+    analyzer_->events_ = std::move(events);
+    analyzer_->next_seq_ = next_seq;
   }
   for (int l = 0; l < num_layers && in.ok(); ++l) {
     SnapshotReader layer = in.Section(kLayerTag, absl::StrCat("layer ", l));
@@ -415,26 +432,35 @@ absl::Status Job::LoadFrom(SnapshotReader& in) {
       layers_[l].LoadFrom(r);
       r.ExpectEnd();
     }
-    if (!models_.empty()) {
+    if (!analyzer_->models_.empty()) {
       {
         SnapshotReader r = layer.Section(kStateTag, "state");
-        models_[l].state->LoadFrom(r);
+        analyzer_->models_[l].state->LoadFrom(r);
         r.ExpectEnd();
       }
       {
         SnapshotReader r = layer.Section(kBankTag, "bank");
-        models_[l].bank->LoadFrom(r);
+        analyzer_->models_[l].bank->LoadFrom(r);
         r.ExpectEnd();
       }
     }
-    if (!health_.empty()) {
+    if (!analyzer_->health_.empty()) {
       SnapshotReader r = layer.Section(kHealthTag, "health");
-      health_[l].LoadFrom(r);
+      analyzer_->health_[l].LoadFrom(r);
       r.ExpectEnd();
     }
     layer.ExpectEnd();
   }
   in.ExpectEnd();
+  if (!in.ok()) return in.status();
+  // Everything committed was analysed when the snapshot was taken.
+  fetch_index_ = info_.committed_steps;
+  analyzer_->analysed_steps_ = info_.committed_steps;
+  analyzer_->last_step_ = info_.last_step;
+  committed_count_.store(info_.committed_steps);
+  last_committed_step_.store(info_.last_step.value_or(-1));
+  analysed_count_.store(info_.committed_steps);
+  last_analysed_step_.store(info_.last_step.value_or(-1));
   return in.status();
 }
 

@@ -171,7 +171,7 @@ std::string ForecastBank::AutoChoice(int horizon) const {
 }
 
 void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
-                           double assignments) {
+                           double assignments, bool take_origins) {
   for (auto& predictor : predictors_) predictor->Observe(p);
   const double* in = p.data();
   double* cum = cum_counts_.data();
@@ -213,6 +213,7 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
     }
   }
   // New origins.
+  if (!take_origins) return;
   for (size_t h = 0; h < num_h; ++h) {
     const int horizon = options_.horizons[h];
     if (index_ % Stride(horizon) != 0) continue;

@@ -107,9 +107,11 @@ class ForecastBank {
   // Observes one step: its proportions (sum 1) and its assignments sum(c)
   // (> 0). Feeds every predictor, takes forecasts at scoring origins and
   // scores those whose horizon has passed (each one reported to the
-  // listener, if set).
+  // listener, if set). With take_origins false (the engine's overload
+  // policy sheds scoring) no new forecasts are taken for scoring; pending
+  // ones are still scored when their horizon passes.
   void Observe(int64_t step, absl::Span<const double> proportions,
-               double assignments);
+               double assignments, bool take_origins = true);
 
   // Forecast of the mean over the next `horizon` steps by the predictor
   // named `predictor` ("auto" for the bank's choice). Intervals at `level`

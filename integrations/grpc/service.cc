@@ -1,6 +1,7 @@
 #include "integrations/grpc/service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <utility>
@@ -112,8 +113,28 @@ void ToProto(const JobSpec& spec, pb::JobSpec* out) {
   out->set_disable_health(!spec.health);
 }
 
+void ToProto(const AnalysisProgress& p, pb::AnalysisProgress* out) {
+  out->set_as_of_step(p.as_of_step);
+  out->set_committed_step(p.committed_step);
+  out->set_lag_steps(p.lag_steps);
+  out->set_scoring_shed_steps(p.scoring_shed_steps);
+  out->set_coalesced_steps(p.coalesced_steps);
+  out->set_degraded_steps(p.degraded_steps());
+}
+
+// How long an answer may wait for analysis: until the call's deadline (none:
+// until analysis has caught up), or not at all with allow_stale.
+Freshness FreshnessOf(const grpc::ServerContext* context, bool allow_stale) {
+  Freshness f;
+  f.allow_stale = allow_stale;
+  const std::chrono::system_clock::time_point d = context->deadline();
+  if (d != std::chrono::system_clock::time_point::max()) f.deadline = absl::FromChrono(d);
+  return f;
+}
+
 void ToProto(const PlacementRecommendation& r, pb::RecommendPlacementResponse* response) {
   response->set_as_of_step(r.as_of_step);
+  ToProto(r.analysis, response->mutable_analysis());
   response->set_job_state(ToProto(r.job_state));
   response->set_horizon(r.horizon);
   response->mutable_upper_bound_layers()->Add(r.upper_bound_layers.begin(),
@@ -181,9 +202,13 @@ JobSpec JobSpecFromProto(const pb::JobSpec& p) {
 
 absl::Status ApplyBatch(Engine& engine, const pb::IngestBatchRequest& request,
                         pb::IngestBatchResponse* response) {
-  // An unknown job fails the whole call; everything else is per step.
-  absl::StatusOr<JobInfo> info = engine.GetJobInfo(request.job_id());
-  if (!info.ok()) return info.status();
+  // An unknown job fails the whole call; everything else is per step. (A
+  // stale progress read is the cheapest lookup: it takes no job lock.)
+  Freshness stale;
+  stale.allow_stale = true;
+  if (absl::Status s = engine.AwaitAnalysis(request.job_id(), stale).status(); !s.ok()) {
+    return s;
+  }
   int rejected = 0;
   for (const pb::Step& step : request.steps()) {
     pb::StepResult* result = response->add_results();
@@ -395,6 +420,11 @@ grpc::Status MoecastService::GetJobInfo(grpc::ServerContext* context,
   response->set_history_bytes(info->history_bytes);
   response->set_forecast_bytes(info->forecast_bytes);
   response->set_idle_seconds(absl::ToDoubleSeconds(info->idle));
+  response->set_analysed_steps(info->analysed_steps);
+  if (info->last_analysed_step) response->set_last_analysed_step(*info->last_analysed_step);
+  response->set_analysis_lag_steps(info->analysis_lag_steps);
+  response->set_scoring_shed_steps(info->scoring_shed_steps);
+  response->set_coalesced_steps(info->coalesced_steps);
   const absl::Duration expiry = engine_->options().idle_job_expiry;
   if (expiry != absl::InfiniteDuration()) {
     response->set_expires_after_idle_seconds(absl::ToDoubleSeconds(expiry));
@@ -417,9 +447,11 @@ grpc::Status MoecastService::GetState(grpc::ServerContext* context,
                                       const pb::GetStateRequest* request,
                                       pb::GetStateResponse* response) {
   MOECAST_RETURN_IF_UNAUTHENTICATED(context);
-  absl::StatusOr<StateReport> r = engine_->GetState(request->job_id());
+  absl::StatusOr<StateReport> r =
+      engine_->GetState(request->job_id(), FreshnessOf(context, request->allow_stale()));
   if (!r.ok()) return ToGrpcStatus(r.status());
   response->set_as_of_step(r->as_of_step);
+  ToProto(r->analysis, response->mutable_analysis());
   response->set_job_state(ToProto(r->job_state));
   for (size_t l = 0; l < r->layers.size(); ++l) {
     const StateSignals& sig = r->layers[l];
@@ -451,9 +483,11 @@ grpc::Status MoecastService::Forecast(grpc::ServerContext* context,
   if (request->interval_level() != 0) req.interval_level = request->interval_level();
   req.path_steps = request->path_steps();  // the engine caps it (max_path_steps)
   req.layers.assign(request->layers().begin(), request->layers().end());
+  req.freshness = FreshnessOf(context, request->allow_stale());
   absl::StatusOr<ForecastResult> r = engine_->Forecast(request->job_id(), req);
   if (!r.ok()) return ToGrpcStatus(r.status());
   response->set_as_of_step(r->as_of_step);
+  ToProto(r->analysis, response->mutable_analysis());
   response->set_job_state(ToProto(r->job_state));
   for (const LayerForecast& lf : r->layers) {
     pb::LayerForecast* out = response->add_layers();
@@ -478,9 +512,11 @@ grpc::Status MoecastService::GetHealth(grpc::ServerContext* context,
                                        const pb::GetHealthRequest* request,
                                        pb::GetHealthResponse* response) {
   MOECAST_RETURN_IF_UNAUTHENTICATED(context);
-  absl::StatusOr<HealthReport> r = engine_->Health(request->job_id());
+  absl::StatusOr<HealthReport> r =
+      engine_->Health(request->job_id(), FreshnessOf(context, request->allow_stale()));
   if (!r.ok()) return ToGrpcStatus(r.status());
   response->set_as_of_step(r->as_of_step);
+  ToProto(r->analysis, response->mutable_analysis());
   pb::EParameter* e = response->mutable_e();
   e->set_kind(ToProto(r->e.kind));
   if (r->e.value) e->set_value(*r->e.value);
@@ -561,6 +597,7 @@ grpc::Status MoecastService::RecommendPlacement(
   MOECAST_RETURN_IF_UNAUTHENTICATED(context);
   absl::StatusOr<PlacementRequest> req = PlacementRequestFromProto(*request);
   if (!req.ok()) return ToGrpcStatus(req.status());
+  req->freshness = FreshnessOf(context, request->allow_stale());
   absl::StatusOr<PlacementRecommendation> r =
       engine_->RecommendPlacement(request->job_id(), *req);
   if (!r.ok()) return ToGrpcStatus(r.status());
@@ -613,9 +650,13 @@ grpc::Status MoecastService::Watch(grpc::ServerContext* context,
   int64_t after = request->after_seq();
   std::optional<int64_t> last_checked;  // step of the last rebalance check
   bool recommending = false;            // the last decision said rebalance
+  // Watch streams what analysis has produced so far: it never waits for it.
+  Freshness stale;
+  stale.allow_stale = true;
+  if (rebalance) rebalance->freshness = stale;
   while (!context->IsCancelled() && !shutting_down_.load()) {
     absl::StatusOr<std::vector<Event>> events =
-        engine_->ReadEvents(request->job_id(), after, options_.watch_batch);
+        engine_->ReadEvents(request->job_id(), after, options_.watch_batch, stale);
     if (!events.ok()) return ToGrpcStatus(events.status());
     for (const Event& ev : *events) {
       pb::Event out;
@@ -626,9 +667,9 @@ grpc::Status MoecastService::Watch(grpc::ServerContext* context,
     if (rebalance) {
       absl::StatusOr<JobInfo> info = engine_->GetJobInfo(request->job_id());
       if (!info.ok()) return ToGrpcStatus(info.status());
-      if (info->last_step &&
-          (!last_checked || *info->last_step >= *last_checked + every)) {
-        last_checked = info->last_step;
+      if (info->last_analysed_step &&
+          (!last_checked || *info->last_analysed_step >= *last_checked + every)) {
+        last_checked = info->last_analysed_step;
         absl::StatusOr<PlacementRecommendation> rec =
             engine_->RecommendPlacement(request->job_id(), *rebalance);
         if (!rec.ok()) {
