@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -22,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
 #include "engine/health/monitor.h"
@@ -231,11 +233,18 @@ void moecast_engine_options_init(moecast_engine_options* options) {
   }
 }
 
-moecast_status moecast_engine_create(const moecast_engine_options* options,
-                                     moecast_engine** out) {
+namespace {
+
+moecast_status CreateEngine(const moecast_engine_options* options,
+                            int32_t analysis_inline, int32_t analysis_threads,
+                            moecast_engine** out) {
   if (out != nullptr) *out = nullptr;
   return Guard([&]() -> absl::Status {
     if (out == nullptr) return Invalid("out (moecast_engine**) is NULL");
+    if (analysis_inline != 0 && analysis_inline != 1) {
+      return Invalid(absl::StrCat("analysis_inline = ", analysis_inline,
+                                  " must be 0 (background threads) or 1"));
+    }
     moecast::EngineOptions o;
     if (options != nullptr) {
       if (absl::Status s =
@@ -280,6 +289,9 @@ moecast_status moecast_engine_create(const moecast_engine_options* options,
         return Invalid(absl::StrCat("moecast_engine_options: ", s.message()));
       }
     }
+    o.analysis.mode = analysis_inline == 1 ? moecast::AnalysisOptions::Mode::kInline
+                                           : moecast::AnalysisOptions::Mode::kBackground;
+    o.analysis.step_threads = analysis_threads;
     absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(o);
     if (!engine.ok()) return engine.status();
     auto handle = std::make_unique<moecast_engine>();
@@ -287,6 +299,19 @@ moecast_status moecast_engine_create(const moecast_engine_options* options,
     *out = handle.release();
     return absl::OkStatus();
   });
+}
+
+}  // namespace
+
+moecast_status moecast_engine_create(const moecast_engine_options* options,
+                                     moecast_engine** out) {
+  return CreateEngine(options, 0, 0, out);
+}
+
+moecast_status moecast_engine_create_with_analysis(
+    const moecast_engine_options* options, int32_t analysis_inline,
+    int32_t analysis_threads, moecast_engine** out) {
+  return CreateEngine(options, analysis_inline, analysis_threads, out);
 }
 
 void moecast_engine_destroy(moecast_engine* engine) {
@@ -386,6 +411,46 @@ moecast_status moecast_delete_job(moecast_engine* engine, const char* job_id) {
   return Guard([&]() -> absl::Status {
     if (absl::Status s = CheckEngineAndJob(engine, job_id); !s.ok()) return s;
     return engine->engine->DeleteJob(job_id);
+  });
+}
+
+void moecast_analysis_progress_init(moecast_analysis_progress* out) {
+  if (out == nullptr) return;
+  std::memset(out, 0, sizeof(*out));
+  out->struct_size = sizeof(*out);
+  out->as_of_step = -1;
+  out->committed_step = -1;
+}
+
+moecast_status moecast_await_analysis(moecast_engine* engine, const char* job_id,
+                                      double timeout_s,
+                                      moecast_analysis_progress* out) {
+  return Guard([&]() -> absl::Status {
+    if (engine == nullptr) return Invalid("engine is NULL");
+    if (job_id == nullptr) return Invalid("job_id is NULL");
+    if (out == nullptr) return Invalid("out (moecast_analysis_progress*) is NULL");
+    if (absl::Status s = CheckStructSize(out->struct_size, sizeof(*out),
+                                         "moecast_analysis_progress",
+                                         "moecast_analysis_progress_init()");
+        !s.ok()) {
+      return s;
+    }
+    if (std::isnan(timeout_s)) return Invalid("timeout_s is NaN");
+    moecast::Freshness f;
+    if (timeout_s == 0) {
+      f.allow_stale = true;
+    } else if (timeout_s > 0 && std::isfinite(timeout_s)) {
+      f.deadline = absl::Now() + absl::Seconds(timeout_s);
+    }
+    absl::StatusOr<moecast::AnalysisProgress> p =
+        engine->engine->AwaitAnalysis(job_id, f);
+    if (!p.ok()) return p.status();
+    out->as_of_step = p->as_of_step;
+    out->committed_step = p->committed_step;
+    out->lag_steps = p->lag_steps;
+    out->scoring_shed_steps = p->scoring_shed_steps;
+    out->coalesced_steps = p->coalesced_steps;
+    return absl::OkStatus();
   });
 }
 

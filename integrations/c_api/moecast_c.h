@@ -223,6 +223,16 @@ MOECAST_API void moecast_engine_options_init(moecast_engine_options* options);
 MOECAST_API moecast_status moecast_engine_create(
     const moecast_engine_options* options, moecast_engine** out);
 
+/* As moecast_engine_create, choosing where the analysis (state, forecasts,
+ * health) runs: analysis_inline 0 (what moecast_engine_create does) on the
+ * engine's own threads, `analysis_threads` of them (0: one fewer than the
+ * cores), so that ingest calls only validate and append; 1: inside each
+ * ingest call, with no threads. INVALID_ARGUMENT as moecast_engine_create,
+ * and for analysis_inline not 0 or 1 or analysis_threads outside [0, 256]. */
+MOECAST_API moecast_status moecast_engine_create_with_analysis(
+    const moecast_engine_options* options, int32_t analysis_inline,
+    int32_t analysis_threads, moecast_engine** out);
+
 /* Destroys the engine and every job in it. NULL is ignored. No other call
  * on this engine may be running or follow. Result handles stay valid. */
 MOECAST_API void moecast_engine_destroy(moecast_engine* engine);
@@ -294,6 +304,33 @@ typedef struct moecast_job_info {
   int64_t history_bytes;
   int64_t forecast_bytes;
 } moecast_job_info;
+
+/* How far a job's analysis (state, forecasts, health) has got. Ingest only
+ * appends; analysis runs behind it on the engine's threads. Every answer
+ * (forecast, state, placement, health) first waits until the steps
+ * committed before the call are analysed. */
+typedef struct moecast_analysis_progress {
+  uint32_t struct_size;        /* sizeof(moecast_analysis_progress), by _init */
+  int64_t as_of_step;          /* last analysed step, -1: none */
+  int64_t committed_step;      /* last committed step, -1: none */
+  int64_t lag_steps;           /* committed steps not yet analysed */
+  int64_t scoring_shed_steps;  /* analysed without new scoring (overload) */
+  int64_t coalesced_steps;     /* analysed coalesced (overload) */
+} moecast_analysis_progress;
+
+/* Sets struct_size and zeroes the rest. NULL is ignored. */
+MOECAST_API void moecast_analysis_progress_init(moecast_analysis_progress* out);
+
+/* Waits until every step committed to the job before the call is analysed,
+ * for at most timeout_s seconds (< 0: no limit; 0: do not wait), and fills
+ * *out (set up with moecast_analysis_progress_init) with the progress then.
+ * INVALID_ARGUMENT for NULL arguments or a wrong struct_size, NOT_FOUND for
+ * an unknown job, DEADLINE_EXCEEDED (naming the step reached) when the
+ * timeout passed first (*out is then not filled). */
+MOECAST_API moecast_status moecast_await_analysis(moecast_engine* engine,
+                                                  const char* job_id,
+                                                  double timeout_s,
+                                                  moecast_analysis_progress* out);
 
 /* Fills *out with the job's info. INVALID_ARGUMENT for NULL arguments,
  * NOT_FOUND for an unknown job. */

@@ -427,6 +427,45 @@ static void TestForecast(moecast_engine* engine) {
   moecast_forecast_destroy(f);
 }
 
+static void TestCreateWithAnalysis(void) {
+  moecast_engine* e = NULL;
+  EXPECT_ERROR(moecast_engine_create_with_analysis(NULL, 2, 0, &e),
+               MOECAST_INVALID_ARGUMENT, "analysis_inline = 2");
+  CHECK(e == NULL);
+  EXPECT_ERROR(moecast_engine_create_with_analysis(NULL, 0, -1, &e),
+               MOECAST_INVALID_ARGUMENT, "step_threads = -1");
+  EXPECT_OK(moecast_engine_create_with_analysis(NULL, 1, 0, &e));
+  CHECK(e != NULL);
+  moecast_engine_destroy(e);
+  e = NULL;
+  EXPECT_OK(moecast_engine_create_with_analysis(NULL, 0, 2, &e));
+  CHECK(e != NULL);
+  moecast_engine_destroy(e);
+}
+
+static void TestAnalysisProgress(moecast_engine* engine) {
+  moecast_analysis_progress p;
+  moecast_analysis_progress bad;
+  moecast_analysis_progress_init(&p);
+  CHECK(p.struct_size == sizeof(p) && p.as_of_step == -1);
+  EXPECT_ERROR(moecast_await_analysis(engine, kJob, -1, NULL),
+               MOECAST_INVALID_ARGUMENT, "out (moecast_analysis_progress*) is NULL");
+  EXPECT_ERROR(moecast_await_analysis(engine, "nope", -1, &p), MOECAST_NOT_FOUND,
+               "nope");
+  memset(&bad, 0, sizeof(bad));
+  EXPECT_ERROR(moecast_await_analysis(engine, kJob, -1, &bad),
+               MOECAST_INVALID_ARGUMENT, "moecast_analysis_progress.struct_size");
+  EXPECT_ERROR(moecast_await_analysis(engine, kJob, NAN, &p),
+               MOECAST_INVALID_ARGUMENT, "timeout_s is NaN");
+  /* Without a limit: every committed step is analysed on return. */
+  EXPECT_OK(moecast_await_analysis(engine, kJob, -1, &p));
+  CHECK(p.lag_steps == 0 && p.as_of_step == p.committed_step);
+  CHECK(p.as_of_step >= 0 && p.scoring_shed_steps == 0 && p.coalesced_steps == 0);
+  /* Not waiting at all answers too. */
+  EXPECT_OK(moecast_await_analysis(engine, kJob, 0, &p));
+  CHECK(p.committed_step >= p.as_of_step);
+}
+
 static void TestState(moecast_engine* engine) {
   int32_t states[L] = {-1, -1}, job_state = -1;
   double drift[L];
@@ -647,6 +686,7 @@ int main(void) {
 
   TestVersionAndStatus();
   TestCreateErrors();
+  TestCreateWithAnalysis();
 
   moecast_engine_options_init(&options);
   options.health_window_steps = 10;
@@ -663,6 +703,7 @@ int main(void) {
   TestBeforeFirstStep(engine);
   IngestSteps(engine);
   TestForecast(engine);
+  TestAnalysisProgress(engine);
   TestState(engine);
   TestPlacement(engine);
   TestHealth(engine);
