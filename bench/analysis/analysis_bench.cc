@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/grpc_load/load_util.h"
+#include "engine/analysis/analysis_stage.h"
 #include "engine/engine.h"
 #include "engine/health/monitor.h"
 

@@ -38,25 +38,61 @@
 //
 // Steps come from a pool generated before timing (load_util.h: Zipf-skewed
 // per-layer proportions, per-step Dirichlet jitter, multinomial counts of
-// tokens*K assignments); only the step numbers change between calls.
+// tokens*K assignments); only the step numbers change between calls. With
+// --logits every step also carries router-logit means (L*M values: per layer
+// the standardised log of the step's smoothed proportions, generated with
+// the pool), in both paths; the health monitor of --job=default needs them
+// for its gamma_eff window fits.
+//
+// Load: closed loop by default (a client sends its next call when the last
+// returns). --rate=N (steps/s offered, all clients together) makes it open
+// loop: client c's k-th call is scheduled at start + (k*clients + c) * B / N,
+// sent then (at once if the client is behind), and its latency is measured
+// from the scheduled time, so waiting behind a slow call counts (no
+// coordinated omission). A client still behind --seconds after the window's
+// end stops; the window's calls it never sent are reported as unsent.
+// Achieved steps/s = accepted steps over the time from the window's start to
+// the later of its end and the last call's return; reported next to the
+// offered rate, and the send delay (slot -> sent, part of the latency: the
+// client thread waking late or busy behind) apart. (stream: Writes are paced
+// the same way.)
+//
+// Analysis: the engine analyses committed steps (state, forecasts, health)
+// on its own threads, behind ingestion. Per phase, from JobInfo (Engine::
+// GetJobInfo in-process, the GetJobInfo RPC through gRPC): the max analysis
+// lag over jobs (committed steps not yet analysed; steps folded into a
+// coalesced block count until the block is analysed, so under overload it
+// can exceed coalesce_lag_steps), sampled every 100 ms through the measured
+// window and at its end; the degraded steps (scoring
+// shed + coalesced by the overload policy, summed over jobs, since
+// registration, after catch-up); the time from the window's end until every
+// job's analysis has caught up (Engine::AwaitAnalysis in-process, GetJobInfo
+// polled until the lag is 0 through gRPC; capped at 30 s); and analysed
+// steps/s = steps analysed from the window's start until caught up, over
+// that time.
 //
 // Each repetition: a warm-up (not counted) then the measured window, once
 // through gRPC and once in-process (order alternating between repetitions).
-// Reported: medians over repetitions of steps/s and of per-call p50/p99/p999
-// latencies (nearest rank over every sample of the window), and the median
-// of the per-repetition ratios gRPC / in-process.
+// Reported: medians over repetitions of steps/s, of per-call p50/p99/p999
+// latencies (nearest rank over every sample of the window) and of the
+// analysis figures, and the median of the per-repetition ratios gRPC /
+// in-process.
 //
 // Output: a human table on stdout; --json_out=FILE appends the report as
 // one JSON line.
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -65,8 +101,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "bench/grpc_load/load_util.h"
+#include "engine/analysis_progress.h"
 #include "engine/engine.h"
+#include "engine/job_info.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -105,11 +145,14 @@ struct Config {
   double tokens = 8192;
   uint64_t seed = 1;
   bool skip_inproc = false;
+  bool logits = false;  // steps carry router-logit means
+  double rate = 0;      // steps/s offered (all clients); 0: closed loop
   std::string json_out;
   std::string label;
 
   bool forecasting() const { return job == "default"; }
   bool forecasts() const { return mode == "mixed"; }
+  bool paced() const { return rate > 0; }
   int sources_of(int job_index) const {
     int n = 0;
     for (int c = 0; c < clients; ++c) n += (c % jobs == job_index);
@@ -132,6 +175,9 @@ void Usage() {
       "  --forecast_every=F      mixed: steps between Forecast calls (50)\n"
       "  --forecast_clients=C    mixed: clients that call Forecast (1)\n"
       "  --forecast_horizons=LIST mixed: horizons asked (100)\n"
+      "  --rate=N                open loop: N steps/s offered, all clients together;\n"
+      "                          latency from each call's scheduled send (0: closed loop)\n"
+      "  --logits                steps also carry router-logit means (L*M)\n"
       "  --seconds=S             measured window per phase (2)\n"
       "  --warmup=S              warm-up per phase, not counted (0.5)\n"
       "  --repetitions=R         (3)\n"
@@ -149,6 +195,10 @@ bool ParseFlags(int argc, char** argv, Config* cfg) {
     if (arg == "--help" || arg == "-h") return false;
     if (arg == "--skip_inproc") {
       cfg->skip_inproc = true;
+      continue;
+    }
+    if (arg == "--logits") {
+      cfg->logits = true;
       continue;
     }
     size_t eq = arg.find('=');
@@ -191,6 +241,11 @@ bool ParseFlags(int argc, char** argv, Config* cfg) {
       absl::StatusOr<std::vector<int>> h = ParseIntList(value);
       ok = h.ok() && !h->empty();
       if (ok) cfg->forecast_horizons = *h;
+    } else if (name == "logits") {
+      ok = value == "true" || value == "false" || value == "1" || value == "0";
+      cfg->logits = value == "true" || value == "1";
+    } else if (name == "rate") {
+      as_double(&cfg->rate, 0);
     } else if (name == "seconds") {
       as_double(&cfg->seconds, 0.01);
     } else if (name == "warmup") {
@@ -236,12 +291,15 @@ bool ParseFlags(int argc, char** argv, Config* cfg) {
   if (cfg->label.empty()) {
     cfg->label = absl::StrCat(cfg->shape_text, " ", cfg->job, " ", cfg->mode, " B=",
                               cfg->batch, " c=", cfg->clients, " j=", cfg->jobs);
+    if (cfg->logits) absl::StrAppend(&cfg->label, " logits");
+    if (cfg->paced()) absl::StrAppend(&cfg->label, " rate=", cfg->rate);
   }
   return true;
 }
 
 // One client's pre-generated requests (B steps each) and its job.
 struct ClientData {
+  int index = 0;  // client c
   int job = 0;
   int source = 0;
   std::vector<pb::IngestBatchRequest> requests;
@@ -251,9 +309,10 @@ std::vector<ClientData> MakeClients(const Config& cfg) {
   std::vector<ClientData> out(cfg.clients);
   const int per_request = cfg.batch;
   const int num_requests = std::max(1, (cfg.pool_steps + per_request - 1) / per_request);
-  std::vector<double> counts;
+  std::vector<double> counts, logits;
   for (int c = 0; c < cfg.clients; ++c) {
     ClientData& d = out[c];
+    d.index = c;
     d.job = c % cfg.jobs;
     d.source = c / cfg.jobs;
     GeneratorOptions gopt;
@@ -266,6 +325,10 @@ std::vector<ClientData> MakeClients(const Config& cfg) {
         pb::Step* step = r.add_steps();
         step->set_source(d.source);
         step->mutable_counts()->Add(counts.begin(), counts.end());
+        if (cfg.logits) {
+          LogitsFromCounts(cfg.shape, counts, &logits);
+          step->mutable_router_logits()->Add(logits.begin(), logits.end());
+        }
         step->set_tokens(tokens);
       }
     }
@@ -291,11 +354,13 @@ std::vector<pb::JobSpec> MakeJobSpecs(const Config& cfg, const std::string& pref
 struct ClientResult {
   std::vector<int64_t> ingest_ns;
   std::vector<int64_t> forecast_ns;
+  std::vector<int64_t> send_delay_ns;  // --rate: slot -> actually sent
   int64_t calls = 0;
   int64_t steps = 0;
   int64_t committed = 0;
   int64_t rejected = 0;
   int64_t errors = 0;
+  int64_t unsent = 0;  // --rate: calls of the window never sent (too far behind)
   std::string first_error;
   Clock::time_point window_start{};
   Clock::time_point window_end{};
@@ -309,24 +374,37 @@ struct PhaseResult {
   double steps_per_s = 0;
   double committed_per_s = 0;
   double wall_s = 0;
-  int64_t calls = 0, steps = 0, committed = 0, rejected = 0, errors = 0;
+  int64_t calls = 0, steps = 0, committed = 0, rejected = 0, errors = 0, unsent = 0;
   std::string first_error;
   LatencySummary ingest;
   LatencySummary forecast;
+  LatencySummary send_delay;
+  // Analysis (JobInfo over the phase's jobs; see the header comment).
+  int64_t max_lag_steps = 0;     // max over jobs and samples in the window
+  int64_t end_lag_steps = 0;     // max over jobs at the window's end
+  int64_t lag_samples = 0;
+  int64_t degraded_at_end = 0;   // scoring shed + coalesced at the window's end
+  int64_t degraded_steps = 0;    // the same after catch-up
+  double catchup_s = 0;          // window end -> every job's lag 0
+  bool caught_up = false;        // within the 30 s cap
+  int64_t analysed_steps = 0;    // from the window's start until caught up
+  double analysed_steps_per_s = 0;
 };
 
 PhaseResult Combine(std::vector<ClientResult>& results) {
   PhaseResult p;
-  std::vector<int64_t> ingest, forecast;
+  std::vector<int64_t> ingest, forecast, send_delay;
   Clock::time_point start = Clock::time_point::max(), end = Clock::time_point::min();
   for (ClientResult& r : results) {
     ingest.insert(ingest.end(), r.ingest_ns.begin(), r.ingest_ns.end());
     forecast.insert(forecast.end(), r.forecast_ns.begin(), r.forecast_ns.end());
+    send_delay.insert(send_delay.end(), r.send_delay_ns.begin(), r.send_delay_ns.end());
     p.calls += r.calls;
     p.steps += r.steps;
     p.committed += r.committed;
     p.rejected += r.rejected;
     p.errors += r.errors;
+    p.unsent += r.unsent;
     if (p.first_error.empty()) p.first_error = r.first_error;
     if (r.window_end > r.window_start) {
       start = std::min(start, r.window_start);
@@ -340,6 +418,7 @@ PhaseResult Combine(std::vector<ClientResult>& results) {
   }
   p.ingest = Summarize(std::move(ingest));
   p.forecast = Summarize(std::move(forecast));
+  p.send_delay = Summarize(std::move(send_delay));
   return p;
 }
 
@@ -419,6 +498,8 @@ class InProcessBackend : public Backend {
       in.step = step.step();
       in.source = step.source();
       in.counts = absl::MakeConstSpan(step.counts().data(), step.counts().size());
+      in.router_logits =
+          absl::MakeConstSpan(step.router_logits().data(), step.router_logits().size());
       if (step.has_tokens()) in.tokens = step.tokens();
       absl::StatusOr<IngestResult> res = engine_->Ingest(req.job_id(), in);
       if (!res.ok()) {
@@ -444,19 +525,23 @@ class InProcessBackend : public Backend {
   const Config& cfg_;
 };
 
+Clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
 struct Window {
   Clock::time_point start;      // clients begin (warm-up)
   Clock::time_point warm_end;   // measurement begins
-  Clock::time_point end;        // no call starts after this
+  Clock::time_point end;        // no call starts (--rate: is scheduled) after this
+  Clock::time_point give_up;    // --rate: a client behind sends nothing after this
 };
 
 Window MakeWindow(const Config& cfg) {
   Window w;
   w.start = Clock::now() + std::chrono::milliseconds(20);
-  w.warm_end = w.start + std::chrono::duration_cast<Clock::duration>(
-                             std::chrono::duration<double>(cfg.warmup));
-  w.end = w.warm_end + std::chrono::duration_cast<Clock::duration>(
-                           std::chrono::duration<double>(cfg.seconds));
+  w.warm_end = w.start + Seconds(cfg.warmup);
+  w.end = w.warm_end + Seconds(cfg.seconds);
+  w.give_up = w.end + Seconds(cfg.seconds);
   return w;
 }
 
@@ -464,20 +549,75 @@ void SleepUntil(Clock::time_point t) {
   std::this_thread::sleep_until(t);
 }
 
-// Unary (and mixed) client loop, for either backend.
+// --rate: the calling thread's timer slack to 1 ns (Linux's default, 50 us,
+// would add up to 50 us to every paced call's latency).
+void TightTimers(const Config& cfg) {
+  if (cfg.paced()) (void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+}
+
+// --rate: when client c's k-th call (warm-up included, k from 0) is due:
+// start + (k*clients + c) * B / rate, so the clients' calls interleave evenly.
+class Schedule {
+ public:
+  Schedule(const Config& cfg, const Window& w, int client)
+      : start_(w.start),
+        clients_(cfg.clients),
+        client_(client),
+        interval_s_(cfg.paced() ? cfg.batch / cfg.rate : 0) {}
+
+  Clock::time_point Slot(int64_t k) const {
+    return start_ + Seconds((static_cast<double>(k) * clients_ + client_) * interval_s_);
+  }
+  // The first k >= from whose slot is at or after t.
+  int64_t FirstAtOrAfter(int64_t from, Clock::time_point t) const {
+    int64_t k = from;
+    while (Slot(k) < t) ++k;
+    return k;
+  }
+  // Slots k >= from in [a, b).
+  int64_t CountIn(int64_t from, Clock::time_point a, Clock::time_point b) const {
+    int64_t n = 0;
+    for (int64_t k = from; Slot(k) < b; ++k) n += Slot(k) >= a;
+    return n;
+  }
+
+ private:
+  Clock::time_point start_;
+  int clients_;
+  int client_;
+  double interval_s_;
+};
+
+// Unary (and mixed) client loop, for either backend. Closed loop, or with
+// --rate each call at its slot and its latency from the slot.
 void RunUnaryClient(const Config& cfg, const Window& w, ClientData& data,
                     const std::vector<std::string>& job_ids, Backend& backend,
                     bool forecaster, ClientResult* r) {
   const std::string& job_id = job_ids[data.job];
   for (pb::IngestBatchRequest& req : data.requests) req.set_job_id(job_id);
+  const Schedule schedule(cfg, w, data.index);
   int64_t next_step = 0;
   int64_t since_forecast = 0;
-  size_t k = 0;
+  int64_t k = 0;  // calls so far; with --rate, the next call's slot
+  TightTimers(cfg);
   SleepUntil(w.start);
   while (true) {
-    const Clock::time_point t0 = Clock::now();
-    if (t0 >= w.end) break;
+    Clock::time_point t0;
+    if (cfg.paced()) {
+      t0 = schedule.Slot(k);
+      if (t0 >= w.end) break;
+      const Clock::time_point now = Clock::now();
+      if (now >= w.give_up) {
+        r->unsent += schedule.CountIn(k, w.warm_end, w.end);
+        break;
+      }
+      if (now < t0) SleepUntil(t0);
+    } else {
+      t0 = Clock::now();
+      if (t0 >= w.end) break;
+    }
     const bool measured = t0 >= w.warm_end;
+    if (measured && cfg.paced()) r->send_delay_ns.push_back(Nanos(t0, Clock::now()));
     pb::IngestBatchRequest& req = data.requests[k++ % data.requests.size()];
     for (pb::Step& s : *req.mutable_steps()) s.set_step(next_step++);
     ClientResult scratch;
@@ -486,7 +626,7 @@ void RunUnaryClient(const Config& cfg, const Window& w, ClientData& data,
     backend.IngestBatch(req, target);
     const Clock::time_point t1 = Clock::now();
     if (measured) {
-      if (r->calls == 0) r->window_start = t0;
+      if (r->calls == 0) r->window_start = cfg.paced() ? w.warm_end : t0;
       r->window_end = t1;
       ++r->calls;
       r->steps += req.steps_size() - (r->rejected - rejected_before);  // accepted
@@ -508,21 +648,27 @@ void RunUnaryClient(const Config& cfg, const Window& w, ClientData& data,
       }
     }
   }
+  if (cfg.paced() && r->calls > 0) r->window_end = std::max(r->window_end, w.end);
 }
 
-// Client-streaming Ingest: a warm-up stream, then one measured stream.
+// Client-streaming Ingest: a warm-up stream, then one measured stream. With
+// --rate each Write at its slot (slots of the warm-up not written by its end
+// are dropped) and its latency from the slot.
 void RunStreamClient(const Config& cfg, const Window& w, ClientData& data,
                      const std::vector<std::string>& job_ids, GrpcBackend& backend,
                      ClientResult* r) {
   const std::string& job_id = job_ids[data.job];
   for (pb::IngestBatchRequest& req : data.requests) req.set_job_id(job_id);
+  const Schedule schedule(cfg, w, data.index);
   int64_t next_step = 0;
-  size_t k = 0;
+  int64_t k = 0;
+  TightTimers(cfg);
   SleepUntil(w.start);
   for (int pass = 0; pass < 2; ++pass) {
     const bool measured = pass == 1;
     const Clock::time_point stop = measured ? w.end : w.warm_end;
     if (!measured && cfg.warmup <= 0) continue;
+    if (measured && cfg.paced()) k = schedule.FirstAtOrAfter(k, w.warm_end);
     grpc::ClientContext ctx;
     pb::IngestSummary summary;
     const Clock::time_point open = Clock::now();
@@ -531,8 +677,21 @@ void RunStreamClient(const Config& cfg, const Window& w, ClientData& data,
     int64_t writes = 0;
     std::vector<int64_t> write_ns;
     while (true) {
-      const Clock::time_point t0 = Clock::now();
-      if (t0 >= stop) break;
+      Clock::time_point t0;
+      if (cfg.paced()) {
+        t0 = schedule.Slot(k);
+        if (t0 >= stop) break;
+        const Clock::time_point now = Clock::now();
+        if (now >= (measured ? w.give_up : w.warm_end)) {
+          if (measured) r->unsent += schedule.CountIn(k, w.warm_end, w.end);
+          break;
+        }
+        if (now < t0) SleepUntil(t0);
+      } else {
+        t0 = Clock::now();
+        if (t0 >= stop) break;
+      }
+      if (measured && cfg.paced()) r->send_delay_ns.push_back(Nanos(t0, Clock::now()));
       pb::IngestBatchRequest& req = data.requests[k++ % data.requests.size()];
       for (pb::Step& s : *req.mutable_steps()) s.set_step(next_step++);
       if (!writer->Write(req)) break;  // the server ended the call
@@ -548,8 +707,8 @@ void RunStreamClient(const Config& cfg, const Window& w, ClientData& data,
       continue;
     }
     if (measured) {
-      r->window_start = open;
-      r->window_end = done;
+      r->window_start = cfg.paced() ? w.warm_end : open;
+      r->window_end = cfg.paced() ? std::max(done, w.end) : done;
       r->calls = writes;
       r->steps = summary.steps() - summary.rejected();  // accepted
       r->committed = summary.committed();
@@ -560,6 +719,171 @@ void RunStreamClient(const Config& cfg, const Window& w, ClientData& data,
       r->ingest_ns = std::move(write_ns);
     }
   }
+}
+
+// The analysis of a phase's jobs at one moment (from their JobInfo).
+struct AnalysisSnapshot {
+  int64_t max_lag = 0;   // max over jobs of analysis_lag_steps
+  int64_t analysed = 0;  // sum of analysed_steps
+  int64_t degraded = 0;  // sum of scoring_shed_steps + coalesced_steps
+};
+
+// Reads the phase's jobs' JobInfo (Engine::GetJobInfo or the RPC).
+using SnapshotFn = std::function<absl::StatusOr<AnalysisSnapshot>()>;
+// Returns once every job's analysis has caught up (lag 0), or an error at
+// `deadline`.
+using CatchUpFn = std::function<absl::Status(Clock::time_point deadline)>;
+
+constexpr auto kLagSampleEvery = std::chrono::milliseconds(100);
+constexpr auto kCatchUpCap = std::chrono::seconds(30);
+
+// Samples the analysis of a phase's jobs on its own thread: at the measured
+// window's start, then every 100 ms until Finish, which (called once the
+// clients are done) adds the window's end and the catch-up after it.
+class AnalysisMonitor {
+ public:
+  AnalysisMonitor(SnapshotFn snapshot, const Window& w)
+      : snapshot_(std::move(snapshot)), thread_([this, w] { Sample(w); }) {}
+  ~AnalysisMonitor() { StopSampling(); }
+
+  void Finish(const CatchUpFn& catch_up, PhaseResult* p) {
+    StopSampling();
+    auto error = [p](const std::string& e) {
+      ++p->errors;
+      if (p->first_error.empty()) p->first_error = e;
+    };
+    if (!sample_error_.empty()) error(sample_error_);
+    const Clock::time_point end = Clock::now();
+    absl::StatusOr<AnalysisSnapshot> at_end = snapshot_();
+    if (at_end.ok()) {
+      p->end_lag_steps = at_end->max_lag;
+      max_lag_ = std::max(max_lag_, at_end->max_lag);
+      p->degraded_at_end = at_end->degraded;
+    } else {
+      error("JobInfo at window end: " + at_end.status().ToString());
+    }
+    p->max_lag_steps = max_lag_;
+    p->lag_samples = samples_;
+    const absl::Status caught = catch_up(end + kCatchUpCap);
+    const Clock::time_point done = Clock::now();
+    p->catchup_s = std::chrono::duration<double>(done - end).count();
+    absl::StatusOr<AnalysisSnapshot> after = snapshot_();
+    if (!after.ok()) {
+      error("JobInfo after catch-up: " + after.status().ToString());
+      return;
+    }
+    p->caught_up = caught.ok() && after->max_lag == 0;
+    p->degraded_steps = after->degraded;
+    if (samples_ > 0) {
+      p->analysed_steps = after->analysed - start_.analysed;
+      const double s = std::chrono::duration<double>(done - start_time_).count();
+      if (s > 0) p->analysed_steps_per_s = p->analysed_steps / s;
+    }
+  }
+
+ private:
+  void Sample(const Window& w) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (cv_.wait_until(lock, w.warm_end, [this] { return stop_; })) return;
+    while (true) {
+      lock.unlock();
+      const Clock::time_point t = Clock::now();
+      absl::StatusOr<AnalysisSnapshot> s = snapshot_();
+      lock.lock();
+      if (!s.ok()) {
+        if (sample_error_.empty()) sample_error_ = "JobInfo sample: " + s.status().ToString();
+      } else {
+        if (samples_ == 0) {
+          start_ = *s;
+          start_time_ = t;
+        }
+        ++samples_;
+        max_lag_ = std::max(max_lag_, s->max_lag);
+      }
+      if (cv_.wait_for(lock, kLagSampleEvery, [this] { return stop_; })) return;
+    }
+  }
+
+  void StopSampling() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  SnapshotFn snapshot_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  // Written by the sampling thread until it is joined.
+  AnalysisSnapshot start_;
+  Clock::time_point start_time_{};
+  int64_t samples_ = 0;
+  int64_t max_lag_ = 0;
+  std::string sample_error_;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
+// Polls `snapshot` until the max lag is 0 (every 2 ms), or `deadline`.
+absl::Status PollUntilCaughtUp(const SnapshotFn& snapshot, Clock::time_point deadline) {
+  while (true) {
+    absl::StatusOr<AnalysisSnapshot> s = snapshot();
+    if (!s.ok()) return s.status();
+    if (s->max_lag == 0) return absl::OkStatus();
+    if (Clock::now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("analysis lag ", s->max_lag));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+absl::StatusOr<AnalysisSnapshot> GrpcSnapshot(pb::Moecast::Stub* stub,
+                                              const std::vector<std::string>& job_ids) {
+  AnalysisSnapshot a;
+  for (const std::string& id : job_ids) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    pb::GetJobInfoRequest req;
+    req.set_job_id(id);
+    pb::JobInfo info;
+    grpc::Status s = stub->GetJobInfo(&ctx, req, &info);
+    if (!s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("GetJobInfo ", id, ": ", s.error_code(), " ", s.error_message()));
+    }
+    a.max_lag = std::max<int64_t>(a.max_lag, info.analysis_lag_steps());
+    a.analysed += info.analysed_steps();
+    a.degraded += info.scoring_shed_steps() + info.coalesced_steps();
+  }
+  return a;
+}
+
+absl::StatusOr<AnalysisSnapshot> EngineSnapshot(const Engine& engine,
+                                                const std::vector<std::string>& job_ids) {
+  AnalysisSnapshot a;
+  for (const std::string& id : job_ids) {
+    absl::StatusOr<JobInfo> info = engine.GetJobInfo(id);
+    if (!info.ok()) return info.status();
+    a.max_lag = std::max(a.max_lag, info->analysis_lag_steps);
+    a.analysed += info->analysed_steps;
+    a.degraded += info->scoring_shed_steps + info->coalesced_steps;
+  }
+  return a;
+}
+
+// Engine::AwaitAnalysis on every job, until `deadline`.
+absl::Status AwaitEngineAnalysis(const Engine& engine, const std::vector<std::string>& job_ids,
+                                 Clock::time_point deadline) {
+  Freshness f;
+  f.deadline = absl::Now() + absl::FromChrono(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 deadline - Clock::now()));
+  for (const std::string& id : job_ids) {
+    absl::StatusOr<AnalysisProgress> p = engine.AwaitAnalysis(id, f);
+    if (!p.ok()) return p.status();
+  }
+  return absl::OkStatus();
 }
 
 // One phase through the gRPC server at `target`.
@@ -587,8 +911,15 @@ absl::StatusOr<PhaseResult> RunGrpcPhase(const Config& cfg, const std::string& t
     }
     job_ids.push_back(spec.job_id());
   }
+  // JobInfo through its own channel, off the clients' connections.
+  GrpcBackend info_backend(target, cfg.clients, cfg);
+  if (!info_backend.Connect()) {
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", target));
+  }
+  const SnapshotFn snapshot = [&] { return GrpcSnapshot(info_backend.stub(), job_ids); };
   std::vector<ClientResult> results(cfg.clients);
   const Window w = MakeWindow(cfg);
+  AnalysisMonitor monitor(snapshot, w);
   std::vector<std::thread> threads;
   for (int c = 0; c < cfg.clients; ++c) {
     threads.emplace_back([&, c] {
@@ -601,6 +932,9 @@ absl::StatusOr<PhaseResult> RunGrpcPhase(const Config& cfg, const std::string& t
     });
   }
   for (std::thread& t : threads) t.join();
+  PhaseResult p = Combine(results);
+  monitor.Finish(
+      [&](Clock::time_point deadline) { return PollUntilCaughtUp(snapshot, deadline); }, &p);
   for (const std::string& id : job_ids) {
     grpc::ClientContext ctx;
     pb::DeleteJobRequest req;
@@ -608,7 +942,7 @@ absl::StatusOr<PhaseResult> RunGrpcPhase(const Config& cfg, const std::string& t
     pb::DeleteJobResponse resp;
     (void)backends[0]->stub()->DeleteJob(&ctx, req, &resp);
   }
-  return Combine(results);
+  return p;
 }
 
 // The same phase with Engine::Ingest called directly.
@@ -623,8 +957,10 @@ absl::StatusOr<PhaseResult> RunInProcessPhase(const Config& cfg,
     if (!s.ok()) return s;
     job_ids.push_back(spec.job_id());
   }
+  const Engine& e = **engine;
   std::vector<ClientResult> results(cfg.clients);
   const Window w = MakeWindow(cfg);
+  AnalysisMonitor monitor([&] { return EngineSnapshot(e, job_ids); }, w);
   std::vector<std::thread> threads;
   for (int c = 0; c < cfg.clients; ++c) {
     threads.emplace_back([&, c] {
@@ -634,7 +970,11 @@ absl::StatusOr<PhaseResult> RunInProcessPhase(const Config& cfg,
     });
   }
   for (std::thread& t : threads) t.join();
-  return Combine(results);
+  PhaseResult p = Combine(results);
+  monitor.Finish(
+      [&](Clock::time_point deadline) { return AwaitEngineAnalysis(e, job_ids, deadline); },
+      &p);
+  return p;
 }
 
 json ToJson(const LatencySummary& s) {
@@ -651,8 +991,20 @@ json ToJson(const PhaseResult& p) {
          {"committed", p.committed},
          {"rejected", p.rejected},
          {"errors", p.errors},
+         {"unsent_calls", p.unsent},
          {"ingest_latency", ToJson(p.ingest)},
-         {"forecast_latency", ToJson(p.forecast)}};
+         {"forecast_latency", ToJson(p.forecast)},
+         {"send_delay", ToJson(p.send_delay)},
+         {"analysis",
+          {{"max_lag_steps", p.max_lag_steps},
+           {"end_lag_steps", p.end_lag_steps},
+           {"lag_samples", p.lag_samples},
+           {"degraded_steps_at_window_end", p.degraded_at_end},
+           {"degraded_steps", p.degraded_steps},
+           {"catchup_s", p.catchup_s},
+           {"caught_up", p.caught_up},
+           {"analysed_steps", p.analysed_steps},
+           {"analysed_steps_per_s", p.analysed_steps_per_s}}}};
   if (!p.first_error.empty()) j["first_error"] = p.first_error;
   return j;
 }
@@ -679,8 +1031,10 @@ double MedianOf(const std::vector<PhaseResult>& v, F f) {
 }
 
 json MedianJson(const std::vector<PhaseResult>& v) {
+  const double steps_per_s = MedianOf(v, [](const PhaseResult& p) { return p.steps_per_s; });
   return json{
-      {"steps_per_s", MedianOf(v, [](const PhaseResult& p) { return p.steps_per_s; })},
+      {"steps_per_s", steps_per_s},
+      {"steps_per_s_achieved", steps_per_s},
       {"committed_per_s", MedianOf(v, [](const PhaseResult& p) { return p.committed_per_s; })},
       {"ingest_p50_us", MedianOf(v, [](const PhaseResult& p) { return p.ingest.p50_us; })},
       {"ingest_p99_us", MedianOf(v, [](const PhaseResult& p) { return p.ingest.p99_us; })},
@@ -695,6 +1049,21 @@ json MedianJson(const std::vector<PhaseResult>& v) {
       {"forecast_samples", MedianOf(v, [](const PhaseResult& p) {
          return static_cast<double>(p.forecast.count);
        })},
+      {"unsent_calls",
+       MedianOf(v, [](const PhaseResult& p) { return static_cast<double>(p.unsent); })},
+      {"send_delay_p50_us", MedianOf(v, [](const PhaseResult& p) { return p.send_delay.p50_us; })},
+      {"send_delay_p99_us", MedianOf(v, [](const PhaseResult& p) { return p.send_delay.p99_us; })},
+      {"max_lag_steps",
+       MedianOf(v, [](const PhaseResult& p) { return static_cast<double>(p.max_lag_steps); })},
+      {"end_lag_steps",
+       MedianOf(v, [](const PhaseResult& p) { return static_cast<double>(p.end_lag_steps); })},
+      {"degraded_steps",
+       MedianOf(v, [](const PhaseResult& p) { return static_cast<double>(p.degraded_steps); })},
+      {"catchup_s", MedianOf(v, [](const PhaseResult& p) { return p.catchup_s; })},
+      {"analysed_steps_per_s",
+       MedianOf(v, [](const PhaseResult& p) { return p.analysed_steps_per_s; })},
+      {"caught_up_all", std::all_of(v.begin(), v.end(),
+                                    [](const PhaseResult& p) { return p.caught_up; })},
   };
 }
 
@@ -762,11 +1131,14 @@ int Main(int argc, char** argv) {
   const bool goal_shape = cfg.shape.layers == 58 && cfg.shape.experts == 256;
   const bool tput_ok = g["steps_per_s"].get<double>() >= kGoalStepsPerSecond;
   const bool p99_ok = latency_is_rpc && g["ingest_p99_us"].get<double>() < kGoalP99Us;
-  int64_t errors = 0, rejected = 0;
+  int64_t errors = 0, rejected = 0, unsent = 0;
+  bool caught_up = true;
   for (const auto* runs : {&grpc_runs, &inproc_runs}) {
     for (const PhaseResult& p : *runs) {
       errors += p.errors;
       rejected += p.rejected;
+      unsent += p.unsent;
+      caught_up = caught_up && p.caught_up;
     }
   }
 
@@ -799,8 +1171,15 @@ int Main(int argc, char** argv) {
                       {"repetitions", cfg.repetitions},
                       {"pool_steps_per_client", cfg.pool_steps},
                       {"tokens_per_step", cfg.tokens},
-                      {"payload_bytes_per_step", cfg.shape.values() * 8}};
-  report["latency_kind"] = latency_is_rpc ? "IngestBatch call" : "stream Write (blocking time)";
+                      {"logits", cfg.logits},
+                      {"rate_offered", cfg.rate},
+                      {"load", cfg.paced() ? "open loop" : "closed loop"},
+                      {"payload_bytes_per_step", cfg.shape.values() * 8 * (cfg.logits ? 2 : 1)}};
+  report["logits"] = cfg.logits;
+  report["rate_offered"] = cfg.rate;  // steps/s, all clients; 0: closed loop
+  report["latency_kind"] =
+      absl::StrCat(latency_is_rpc ? "IngestBatch call" : "stream Write (blocking time)",
+                   cfg.paced() ? ", from the scheduled send" : "");
   report["median"] = {{"grpc", g}, {"inproc", ip}};
   report["ratio_grpc_over_inproc"] = {{"steps_per_s", Median(tput_ratio)},
                                       {"ingest_p50", Median(p50_ratio)},
@@ -813,6 +1192,8 @@ int Main(int argc, char** argv) {
                     {"met", goal_shape && tput_ok && p99_ok}};
   report["errors"] = errors;
   report["rejected"] = rejected;
+  report["unsent_calls"] = unsent;
+  report["analysis_caught_up"] = caught_up;
   json reps = json::array();
   for (size_t i = 0; i < grpc_runs.size(); ++i) {
     json r{{"grpc", ToJson(grpc_runs[i])}};
@@ -828,6 +1209,13 @@ int Main(int argc, char** argv) {
               cfg.forecasting() ? "on" : "off", cfg.forecasting() ? "on" : "off",
               cfg.clients, cfg.jobs, cfg.sources_of(0), cfg.repetitions, cfg.seconds,
               cfg.warmup);
+  if (cfg.paced()) {
+    std::printf("  load: open loop, %.0f steps/s offered (latency from each call's scheduled "
+                "send); router logits %s\n",
+                cfg.rate, cfg.logits ? "on" : "off");
+  } else {
+    std::printf("  load: closed loop; router logits %s\n", cfg.logits ? "on" : "off");
+  }
   std::printf("  %-22s %10s %10s %10s %10s %10s | %9s %9s %9s\n", "", "steps/s",
               "commit/s", "p50 us", "p99 us", "p999 us", "fc p50", "fc p99", "fc p999");
   auto row = [](const char* name, const json& m) {
@@ -843,6 +1231,34 @@ int Main(int argc, char** argv) {
     std::printf("  ratio gRPC/in-process: steps/s %.2f, p50 %.1fx, p99 %.1fx\n",
                 Median(tput_ratio), Median(p50_ratio), Median(p99_ratio));
   }
+  if (cfg.paced()) {
+    std::printf("  offered %.0f steps/s: achieved gRPC %.0f (%.1f%%)", cfg.rate,
+                g["steps_per_s"].get<double>(), 100 * g["steps_per_s"].get<double>() / cfg.rate);
+    if (!cfg.skip_inproc) {
+      std::printf(", in-process %.0f (%.1f%%)", ip["steps_per_s"].get<double>(),
+                  100 * ip["steps_per_s"].get<double>() / cfg.rate);
+    }
+    std::printf("\n");
+    std::printf("  send delay (scheduled -> sent, in the latencies) p50 / p99 us: gRPC %.1f / "
+                "%.1f",
+                g["send_delay_p50_us"].get<double>(), g["send_delay_p99_us"].get<double>());
+    if (!cfg.skip_inproc) {
+      std::printf(", in-process %.1f / %.1f", ip["send_delay_p50_us"].get<double>(),
+                  ip["send_delay_p99_us"].get<double>());
+    }
+    std::printf("\n");
+  }
+  std::printf("  %-22s %10s %10s %10s %10s %10s\n", "analysis", "max lag", "end lag",
+              "degraded", "catchup s", "analysed/s");
+  auto analysis_row = [](const char* name, const json& m) {
+    std::printf("  %-22s %10.0f %10.0f %10.0f %10.3f %10.0f%s\n", name,
+                m["max_lag_steps"].get<double>(), m["end_lag_steps"].get<double>(),
+                m["degraded_steps"].get<double>(), m["catchup_s"].get<double>(),
+                m["analysed_steps_per_s"].get<double>(),
+                m["caught_up_all"].get<bool>() ? "" : "  (NOT caught up in 30 s)");
+  };
+  analysis_row("gRPC", g);
+  if (!cfg.skip_inproc) analysis_row("in-process", ip);
   if (goal_shape) {
     std::printf("  goal (>= %.0f steps/s, p99 IngestBatch < %.0f ms): %s (throughput %s, "
                 "p99 %s)\n",
@@ -860,6 +1276,11 @@ int Main(int argc, char** argv) {
     std::printf("  WARNING: %lld errors, %lld rejected steps; first: %s\n",
                 static_cast<long long>(errors), static_cast<long long>(rejected),
                 first.c_str());
+  }
+  if (unsent > 0) {
+    std::printf("  WARNING: %lld calls of the windows never sent (clients more than %.1f s "
+                "behind schedule)\n",
+                static_cast<long long>(unsent), cfg.seconds);
   }
   std::fflush(stdout);
   if (!cfg.json_out.empty()) {

@@ -161,6 +161,29 @@ double StepGenerator::Next(std::vector<double>* counts) {
   return tokens;
 }
 
+void LogitsFromCounts(const Shape& shape, const std::vector<double>& counts,
+                      std::vector<double>* logits) {
+  const int m = shape.experts;
+  logits->assign(static_cast<size_t>(shape.values()), 0.0);
+  for (int l = 0; l < shape.layers; ++l) {
+    const double* c = counts.data() + static_cast<int64_t>(l) * m;
+    double* out = logits->data() + static_cast<int64_t>(l) * m;
+    double sum = 0;
+    for (int e = 0; e < m; ++e) sum += std::max(0.0, c[e]);
+    const double denom = sum + 0.5 * m;
+    double mean = 0;
+    for (int e = 0; e < m; ++e) {
+      out[e] = std::log((std::max(0.0, c[e]) + 0.5) / denom);
+      mean += out[e];
+    }
+    mean /= m;
+    double var = 0;
+    for (int e = 0; e < m; ++e) var += (out[e] - mean) * (out[e] - mean);
+    const double sd = std::sqrt(var / m);
+    for (int e = 0; e < m; ++e) out[e] = sd > 1e-12 ? (out[e] - mean) / sd : 0.0;
+  }
+}
+
 std::string CpuModel() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;

@@ -1,6 +1,7 @@
 // Pure helpers of the gRPC load bench (bench/grpc_load/grpc_load.cc): the
 // model shape, latency percentiles over all samples, medians, and a generator
-// of realistic steps of per-expert counts.
+// of realistic steps of per-expert counts (and router-logit means derived
+// from them).
 //
 // Steps: each layer has a fixed skewed base distribution over its experts
 // (Zipf with a per-layer exponent, a random expert order per layer, each share
@@ -94,6 +95,14 @@ class StepGenerator {
   std::mt19937_64 rng_;
   std::vector<double> base_;
 };
+
+// Router-logit means for a step of `counts` (L*M values, layer-major), as
+// --logits sends them: per layer, the log of the smoothed proportions
+// (c_e + 0.5) / (sum + 0.5 M), standardised to mean 0 and standard deviation
+// 1 (all 0 for a layer whose counts are all equal). Fills `logits` with L*M
+// finite values; experts with more assignments get larger logits.
+void LogitsFromCounts(const Shape& shape, const std::vector<double>& counts,
+                      std::vector<double>* logits);
 
 // Machine description for the report.
 std::string CpuModel();   // "model name" of /proc/cpuinfo, or "unknown"

@@ -1,5 +1,6 @@
 // The load bench's pure helpers: shape parsing, percentiles, medians, the
-// share cap and the step generator's shape and validity. No timing.
+// share cap, the step generator's shape and validity, and the router logits
+// derived from a step. No timing.
 #include "bench/grpc_load/load_util.h"
 
 #include <algorithm>
@@ -147,6 +148,39 @@ TEST(StepGeneratorTest, SeedIsReproducible) {
   a.Next(&ca);
   b.Next(&cb);
   EXPECT_EQ(ca, cb);
+}
+
+TEST(LogitsFromCountsTest, StandardisedPerLayerAndOrdered) {
+  Shape shape = *ParseShape("16x64");
+  StepGenerator gen(shape, GeneratorOptions(), 3);
+  std::vector<double> counts, logits;
+  gen.Next(&counts);
+  LogitsFromCounts(shape, counts, &logits);
+  ASSERT_EQ(logits.size(), counts.size());
+  for (int l = 0; l < shape.layers; ++l) {
+    const double* c = counts.data() + l * shape.experts;
+    const double* x = logits.data() + l * shape.experts;
+    double mean = 0, sq = 0;
+    for (int e = 0; e < shape.experts; ++e) {
+      ASSERT_TRUE(std::isfinite(x[e]));
+      mean += x[e];
+      sq += x[e] * x[e];
+    }
+    EXPECT_NEAR(mean / shape.experts, 0.0, 1e-9) << "layer " << l;
+    EXPECT_NEAR(sq / shape.experts, 1.0, 1e-9) << "layer " << l;
+    for (int e = 1; e < shape.experts; ++e) {
+      if (c[e] > c[e - 1]) EXPECT_GT(x[e], x[e - 1]);
+      if (c[e] == c[e - 1]) EXPECT_DOUBLE_EQ(x[e], x[e - 1]);
+    }
+  }
+}
+
+TEST(LogitsFromCountsTest, EqualCountsGiveZeros) {
+  Shape shape = *ParseShape("2x4", 1);
+  std::vector<double> counts(8, 5.0), logits;
+  counts[4] = counts[5] = counts[6] = counts[7] = 0.0;  // an empty layer too
+  LogitsFromCounts(shape, counts, &logits);
+  EXPECT_EQ(logits, std::vector<double>(8, 0.0));
 }
 
 }  // namespace
