@@ -8,6 +8,9 @@
 //   bazel-bin/bench/grpc_load/grpc_load --shape=58x256 --job=history
 //       --mode=unary --batch=1 --clients=4 --jobs=4 --seconds=2 --repetitions=3
 //       (one command line)
+//   bazel-bin/bench/grpc_load/grpc_load --shape=58x256 --job=default --logits
+//       --rate=1000 --clients=4 --jobs=4 --seconds=2 --repetitions=1
+//       (open loop at 1000 steps/s offered, with router logits)
 //   bash bench/grpc_load/run_load.sh [--short]   # the standard matrix + table
 //
 // The server is an in-process MoecastServer on 127.0.0.1:0 (a fresh Engine
@@ -49,8 +52,10 @@
 // loop: client c's k-th call is scheduled at start + (k*clients + c) * B / N,
 // sent then (at once if the client is behind), and its latency is measured
 // from the scheduled time, so waiting behind a slow call counts (no
-// coordinated omission). A client still behind --seconds after the window's
-// end stops; the window's calls it never sent are reported as unsent.
+// coordinated omission). Warm-up slots not sent by the window's start are
+// dropped, so the window starts on schedule; a client still behind --seconds
+// after the window's end stops, and the window's calls it never sent are
+// reported as unsent.
 // Achieved steps/s = accepted steps over the time from the window's start to
 // the later of its end and the last call's return; reported next to the
 // offered rate, and the send delay (slot -> sent, part of the latency: the
@@ -63,13 +68,12 @@
 // lag over jobs (committed steps not yet analysed; steps folded into a
 // coalesced block count until the block is analysed, so under overload it
 // can exceed coalesce_lag_steps), sampled every 100 ms through the measured
-// window and at its end; the degraded steps (scoring
-// shed + coalesced by the overload policy, summed over jobs, since
-// registration, after catch-up); the time from the window's end until every
-// job's analysis has caught up (Engine::AwaitAnalysis in-process, GetJobInfo
-// polled until the lag is 0 through gRPC; capped at 30 s); and analysed
-// steps/s = steps analysed from the window's start until caught up, over
-// that time.
+// window and at its end; the degraded steps (scoring shed + coalesced by the
+// overload policy, summed over jobs, since registration, after catch-up);
+// the time from the window's end until every job's analysis has caught up
+// (Engine::AwaitAnalysis in-process, GetJobInfo polled until the lag is 0
+// through gRPC; capped at 30 s); and analysed steps/s = steps analysed from
+// the window's start until caught up, over that time.
 //
 // Each repetition: a warm-up (not counted) then the measured window, once
 // through gRPC and once in-process (order alternating between repetitions).
@@ -589,7 +593,8 @@ class Schedule {
 };
 
 // Unary (and mixed) client loop, for either backend. Closed loop, or with
-// --rate each call at its slot and its latency from the slot.
+// --rate each call at its slot and its latency from the slot (slots of the
+// warm-up not sent by its end are dropped).
 void RunUnaryClient(const Config& cfg, const Window& w, ClientData& data,
                     const std::vector<std::string>& job_ids, Backend& backend,
                     bool forecaster, ClientResult* r) {
@@ -607,6 +612,11 @@ void RunUnaryClient(const Config& cfg, const Window& w, ClientData& data,
       t0 = schedule.Slot(k);
       if (t0 >= w.end) break;
       const Clock::time_point now = Clock::now();
+      if (t0 < w.warm_end && now >= w.warm_end) {
+        // Warm-up slots still unsent when the window opens are dropped.
+        k = schedule.FirstAtOrAfter(k, w.warm_end);  // step numbers stay contiguous
+        continue;
+      }
       if (now >= w.give_up) {
         r->unsent += schedule.CountIn(k, w.warm_end, w.end);
         break;
