@@ -19,7 +19,7 @@
 #include "engine/durability/wal_format.h"
 #include "engine/engine.h"
 #include "engine/testing/status_matchers.h"
-#include "engine/trace/trace_reader.h"
+#include "engine/testing/bundled_trace.h"
 #include "gmock/gmock.h"
 #include "grpcpp/server_context.h"
 #include "gtest/gtest.h"
@@ -44,27 +44,13 @@ std::string FreshDir(const std::string& name) {
   return dir;
 }
 
-struct Trace {
-  std::vector<TraceStep> steps;
-  int layers = 0, experts = 0;
-};
+using Trace = ::moecast::testing::BundledTrace;
 
 const Trace& TinyMoeAux() {
   static const Trace* trace = [] {
-    auto* t = new Trace;
-    auto reader = TraceReader::Open("bench/traces/data/tiny_moe_aux.counts.csv.gz",
-                                    "bench/traces/data/tiny_moe_aux.router.csv.gz");
-    EXPECT_OK(reader.status());
-    t->layers = (*reader)->layout().num_layers();
-    t->experts = (*reader)->layout().num_experts;
-    TraceStep step;
-    while (t->steps.size() < 1500) {
-      auto more = (*reader)->Next(&step);
-      EXPECT_OK(more.status());
-      if (!*more) break;
-      t->steps.push_back(step);
-    }
-    return t;
+    absl::StatusOr<Trace> t = ::moecast::testing::ReadBundledTrace("tiny_moe_aux", 1500);
+    EXPECT_OK(t.status());
+    return new Trace(t.ok() ? *std::move(t) : Trace());
   }();
   return *trace;
 }

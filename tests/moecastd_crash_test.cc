@@ -24,7 +24,7 @@
 #include "absl/time/clock.h"
 #include "engine/engine.h"
 #include "engine/testing/status_matchers.h"
-#include "engine/trace/trace_reader.h"
+#include "engine/testing/bundled_trace.h"
 #include "gtest/gtest.h"
 #include "integrations/grpc/client.h"
 
@@ -74,22 +74,10 @@ std::string ReadLog(const std::string& path) {
 }
 
 TEST(MoecastdCrash, AcknowledgedStepsSurviveSigkill) {
-  std::vector<TraceStep> steps;
-  int layers = 0, experts = 0;
-  {
-    auto reader = TraceReader::Open("bench/traces/data/tiny_moe_aux.counts.csv.gz",
-                                    "bench/traces/data/tiny_moe_aux.router.csv.gz");
-    ASSERT_OK(reader.status());
-    layers = (*reader)->layout().num_layers();
-    experts = (*reader)->layout().num_experts;
-    TraceStep step;
-    while (steps.size() < 6000) {
-      auto more = (*reader)->Next(&step);
-      ASSERT_OK(more.status());
-      if (!*more) break;
-      steps.push_back(step);
-    }
-  }
+  ASSERT_OK_AND_ASSIGN(::moecast::testing::BundledTrace trace,
+                       ::moecast::testing::ReadBundledTrace("tiny_moe_aux", 6000));
+  const std::vector<TraceStep>& steps = trace.steps;
+  const int layers = trace.layers, experts = trace.experts;
   std::string dir = ::testing::TempDir();
   if (dir.back() != '/') dir += '/';
   const std::string log = dir + "moecastd.log";

@@ -27,6 +27,7 @@
 #ifndef MOECAST_ENGINE_ANALYSIS_ANALYSIS_OPTIONS_H_
 #define MOECAST_ENGINE_ANALYSIS_ANALYSIS_OPTIONS_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -77,6 +78,17 @@ struct AnalysisOptions {
   // history_capacity_steps (the analysis reads steps back from the ring).
   // 0: history_capacity_steps - 1 (as late as the ring allows).
   int coalesce_lag_steps = 0;
+
+  // The bounds in effect for a history ring of `history_capacity_steps`
+  // (the 0 defaults resolved).
+  int ShedScoringLag(int history_capacity_steps) const {
+    return shed_scoring_lag_steps > 0 ? shed_scoring_lag_steps
+                                      : std::max(1, history_capacity_steps / 2);
+  }
+  int CoalesceLag(int history_capacity_steps) const {
+    return coalesce_lag_steps > 0 ? coalesce_lag_steps
+                                  : std::max(1, history_capacity_steps - 1);
+  }
 
   // Called on the analysing thread before each unit of analysis work. For
   // tests (which thread analyses, a deliberately slowed analysis) and

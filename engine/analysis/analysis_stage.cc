@@ -76,36 +76,31 @@ void AnalysisStage::LowerPriority() const {
 #endif
 }
 
-void AnalysisStage::StepLoop() {
+template <typename Task, typename Run>
+void AnalysisStage::WorkLoop(std::deque<Task>& queue, std::condition_variable& cv,
+                             Run run) {
   LowerPriority();
-  const int batch = std::max(1, options_.batch_steps);
   for (;;) {
-    std::shared_ptr<StepTask> task;
+    Task task;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      step_cv_.wait(lock, [this] { return stop_ || !step_queue_.empty(); });
+      cv.wait(lock, [&] { return stop_ || !queue.empty(); });
       if (stop_) return;
-      task = std::move(step_queue_.front());
-      step_queue_.pop_front();
+      task = std::move(queue.front());
+      queue.pop_front();
     }
-    task->RunSteps(*this, batch);
+    run(task);
   }
 }
 
+void AnalysisStage::StepLoop() {
+  const int batch = std::max(1, options_.batch_steps);
+  WorkLoop(step_queue_, step_cv_,
+           [&](std::shared_ptr<StepTask>& task) { task->RunSteps(*this, batch); });
+}
+
 void AnalysisStage::PeriodicLoop() {
-  LowerPriority();
-  for (;;) {
-    std::function<void()> fn;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      periodic_cv_.wait(lock,
-                        [this] { return stop_ || !periodic_queue_.empty(); });
-      if (stop_) return;
-      fn = std::move(periodic_queue_.front());
-      periodic_queue_.pop_front();
-    }
-    fn();
-  }
+  WorkLoop(periodic_queue_, periodic_cv_, [](std::function<void()>& fn) { fn(); });
 }
 
 }  // namespace moecast

@@ -64,6 +64,9 @@ class AnalysisStage {
   static int DefaultStepThreads();
 
  private:
+  // Runs `run` on each task taken from `queue` (woken by `cv`) until stop.
+  template <typename Task, typename Run>
+  void WorkLoop(std::deque<Task>& queue, std::condition_variable& cv, Run run);
   void StepLoop();
   void PeriodicLoop();
   void LowerPriority() const;

@@ -17,7 +17,7 @@
 #include "absl/time/clock.h"
 #include "engine/engine.h"
 #include "engine/testing/status_matchers.h"
-#include "engine/trace/trace_reader.h"
+#include "engine/testing/bundled_trace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -27,31 +27,15 @@ namespace {
 using ::moecast::testing::StatusIs;
 using ::testing::HasSubstr;
 
-struct Trace {
-  int layers = 0;
-  int experts = 0;
-  std::vector<TraceStep> steps;
-};
+using Trace = ::moecast::testing::BundledTrace;
 
 // The first 1,200 steps of the bundled tiny_moe_aux training trace, with
 // its router-logit means.
 const Trace& TinyMoeAux() {
   static const Trace* trace = [] {
-    auto* t = new Trace;
-    auto reader = TraceReader::Open("bench/traces/data/tiny_moe_aux.counts.csv.gz",
-                                    "bench/traces/data/tiny_moe_aux.router.csv.gz");
-    EXPECT_OK(reader.status());
-    if (!reader.ok()) return t;
-    t->layers = (*reader)->layout().num_layers();
-    t->experts = (*reader)->layout().num_experts;
-    TraceStep step;
-    while (t->steps.size() < 1200) {
-      auto more = (*reader)->Next(&step);
-      EXPECT_OK(more.status());
-      if (!more.ok() || !*more) break;
-      t->steps.push_back(step);
-    }
-    return t;
+    absl::StatusOr<Trace> t = ::moecast::testing::ReadBundledTrace("tiny_moe_aux", 1200);
+    EXPECT_OK(t.status());
+    return new Trace(t.ok() ? *std::move(t) : Trace());
   }();
   return *trace;
 }
@@ -420,6 +404,32 @@ TEST(AnalysisTest, MultiSourceStepsCommittedByPollAreAnalysed) {
   ASSERT_OK_AND_ASSIGN(AnalysisProgress p, engine->AwaitAnalysis("m", Freshness()));
   EXPECT_EQ(p.as_of_step, 19);
   EXPECT_EQ(p.lag_steps, 0);
+}
+
+TEST(AnalysisTest, JobsWithoutAnalysisAreNeverDegraded) {
+  const Trace& t = TinyMoeAux();
+  ThreadLog log;
+  log.sleep_us = 2000;  // slow analysis threads; nothing to analyse anyway
+  EngineOptions o = Options(AnalysisOptions::Mode::kBackground, 1);
+  o.history_capacity_steps = 8;  // would coalesce past a lag of 7
+  o.analysis.probe = log.Probe();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> engine, Engine::Create(o));
+  JobSpec spec = Spec("h");
+  spec.forecasting = false;
+  spec.health = false;
+  ASSERT_OK(engine->RegisterJob(spec));
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_OK(engine->Ingest("h", Input(t.steps[i], i)).status());
+  }
+  ASSERT_OK_AND_ASSIGN(AnalysisProgress p, engine->AwaitAnalysis("h", Freshness()));
+  EXPECT_EQ(p.as_of_step, 299);
+  EXPECT_EQ(p.degraded_steps(), 0);
+  ASSERT_OK_AND_ASSIGN(JobInfo info, engine->GetJobInfo("h"));
+  EXPECT_EQ(info.analysed_steps, 300);
+  EXPECT_EQ(info.coalesced_steps, 0);
+  EXPECT_EQ(info.scoring_shed_steps, 0);
+  // Pending steps are accounted for in batches, not copied one by one.
+  EXPECT_LT(log.steps.load(), 300);
 }
 
 TEST(AnalysisTest, OptionsAreValidated) {

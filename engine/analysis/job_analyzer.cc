@@ -192,16 +192,23 @@ absl::Status ForecastingOff(const JobSpec& spec) {
       "job '", spec.job_id, "' was registered with forecasting off"));
 }
 
-absl::Status NothingAnalysed(const JobSpec& spec) {
+// FAILED_PRECONDITION before the first analysed step: none committed, or
+// (a stale answer) none analysed yet.
+absl::Status NothingAnalysed(const JobSpec& spec, int64_t committed_steps) {
+  if (committed_steps == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", spec.job_id, "' has no committed steps yet"));
+  }
   return absl::FailedPreconditionError(absl::StrCat(
-      "job '", spec.job_id, "' has no analysed steps yet"));
+      "job '", spec.job_id, "' has ", committed_steps,
+      " committed steps but none analysed yet (a stale answer was asked for)"));
 }
 
 }  // namespace
 
-absl::StatusOr<StateReport> JobAnalyzer::State() const {
+absl::StatusOr<StateReport> JobAnalyzer::State(int64_t committed_steps) const {
   if (models_.empty()) return ForecastingOff(spec_);
-  if (!last_step_.has_value()) return NothingAnalysed(spec_);
+  if (!last_step_.has_value()) return NothingAnalysed(spec_, committed_steps);
   StateReport report;
   report.as_of_step = *last_step_;
   report.job_state = job_state_;
@@ -278,13 +285,9 @@ void JobAnalyzer::VisitBank(int layer, absl::FunctionRef<void(ForecastBank&)> fn
 }
 
 absl::StatusOr<ForecastResult> JobAnalyzer::Forecast(
-    const ForecastRequest& request, int max_path_steps) {
-  const std::string& id = spec_.job_id;
+    const ForecastRequest& request, int max_path_steps, int64_t committed_steps) {
   if (models_.empty()) return ForecastingOff(spec_);
-  if (!last_step_.has_value()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job '", id, "' has no analysed steps yet"));
-  }
+  if (!last_step_.has_value()) return NothingAnalysed(spec_, committed_steps);
   for (int h : request.horizons) {
     if (h < 1 || h > 1000000) {
       return absl::InvalidArgumentError(

@@ -82,9 +82,12 @@ class JobAnalyzer {
   std::optional<int64_t> last_step() const { return last_step_; }
 
   // Answers (see Engine). Each fills everything but its `analysis` field.
+  // `committed_steps` (the job's, now) only words the error before the
+  // first analysed step.
   absl::StatusOr<ForecastResult> Forecast(const ForecastRequest& request,
-                                          int max_path_steps);
-  absl::StatusOr<StateReport> State() const;
+                                          int max_path_steps,
+                                          int64_t committed_steps);
+  absl::StatusOr<StateReport> State(int64_t committed_steps) const;
   absl::StatusOr<HealthReport> Health() const;
   absl::StatusOr<std::vector<ForecastScore>> Scores() const;
   std::vector<Event> ReadEvents(int64_t after_seq, int max_events) const;

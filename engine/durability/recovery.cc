@@ -39,10 +39,8 @@ absl::Status ApplyMutation(Engine& engine, const ReplayClock& clock, const Mutat
       // lag of shed_scoring_lag_steps), so wait whenever the job's analysis
       // falls half that far behind.
       const EngineOptions& o = engine.options();
-      const int shed = o.analysis.shed_scoring_lag_steps > 0
-                           ? o.analysis.shed_scoring_lag_steps
-                           : o.history_capacity_steps / 2;
-      const int64_t bound = std::max(1, shed / 2);
+      const int64_t bound =
+          std::max(1, o.analysis.ShedScoringLag(o.history_capacity_steps) / 2);
       Freshness stale;
       stale.allow_stale = true;
       absl::StatusOr<AnalysisProgress> p = engine.AwaitAnalysis(m.job_id, stale);

@@ -120,7 +120,6 @@ class HealthMonitor {
   DueWindow TakeDueWindow();
   static HealthWindow FitWindow(const DueWindow& due, const HealthOptions& options);
   void ApplyWindow(HealthWindow w);
-  const HealthOptions& options() const { return options_; }
 
   // Snapshots: the window being accumulated (every step's inputs), the
   // dead-expert and phase trackers, undelivered events and windows, and the

@@ -31,29 +31,14 @@ absl::StatusOr<std::shared_ptr<Job>> Job::Create(JobSpec spec,
   return job;
 }
 
-namespace {
-
-int ShedLag(const EngineOptions& o) {
-  return o.analysis.shed_scoring_lag_steps > 0
-             ? o.analysis.shed_scoring_lag_steps
-             : std::max(1, o.history_capacity_steps / 2);
-}
-
-int CoalesceLag(const EngineOptions& o) {
-  return o.analysis.coalesce_lag_steps > 0
-             ? o.analysis.coalesce_lag_steps
-             : std::max(1, o.history_capacity_steps - 1);
-}
-
-}  // namespace
-
 Job::Job(JobSpec spec, const EngineOptions& options, AnalysisStage* stage)
     : spec_(std::move(spec)),
       max_pending_(options.max_pending_steps),
       timeout_(options.source_timeout),
       max_path_steps_(options.max_path_steps),
-      shed_lag_(ShedLag(options)),
-      coalesce_lag_(CoalesceLag(options)),
+      has_analysis_(spec_.forecasting || spec_.health),
+      shed_lag_(options.analysis.ShedScoringLag(options.history_capacity_steps)),
+      coalesce_lag_(options.analysis.CoalesceLag(options.history_capacity_steps)),
       stage_(stage),
       probe_(options.analysis.probe) {
   MutexLock lock(&mu_);
@@ -276,7 +261,10 @@ CommittedStep Job::CommitLocked(int64_t step, const double* counts,
   // Overload: keep at most coalesce_lag_ steps waiting to be analysed one by
   // one; older ones are summed into the coalesced block (while they are
   // still in the ring, since coalesce_lag_ < the ring's capacity).
-  while (info_.committed_steps - fetch_index_ > coalesce_lag_) FoldOldestLocked();
+  // (A job without analysis has nothing to fold.)
+  while (has_analysis_ && info_.committed_steps - fetch_index_ > coalesce_lag_) {
+    FoldOldestLocked();
+  }
   last_committed_step_.store(step, std::memory_order_relaxed);
   committed_count_.store(info_.committed_steps, std::memory_order_seq_cst);
   return c;
@@ -298,6 +286,7 @@ void Job::FoldOldestLocked() {
   }
   CoalescedBlock& b = *block_;
   const int age = static_cast<int>(info_.committed_steps - 1 - fetch_index_);
+  b.last_step = layers_[0].Recent(age).step;
   for (int l = 0; l < num_layers; ++l) {
     const StepView v = layers_[l].Recent(age);
     const size_t off = static_cast<size_t>(l) * m;
@@ -315,7 +304,6 @@ void Job::FoldOldestLocked() {
       for (int e = 0; e < m; ++e) z[e] += w * v.logits[e];
     }
   }
-  b.last_step = layers_[0].Recent(age).step;
   ++b.num_steps;
   ++fetch_index_;
   coalesced_count_.fetch_add(1, std::memory_order_relaxed);
@@ -327,6 +315,16 @@ bool Job::FetchLocked() {
   const int num_layers = spec_.num_layers;
   const int m = spec_.num_experts;
   AnalysisStep& s = step_;
+  if (!has_analysis_) {
+    // Forecasting and health off: nothing reads the steps; account for all
+    // of them at once.
+    s.step = *info_.last_step;
+    s.num_steps = committed - fetch_index_;
+    s.take_origins = true;
+    std::fill(s.assignments.begin(), s.assignments.end(), 0.0);
+    fetch_index_ = committed;
+    return true;
+  }
   if (block_.has_value()) {
     // The block always precedes the steps still waiting one by one.
     CoalescedBlock& b = *block_;
@@ -389,7 +387,9 @@ bool Job::AnalyseOne(AnalysisStage* stage, bool* parked) {
     if (!FetchLocked()) return false;
   }
   Probe(AnalysisProbe::Kind::kStep, step_.step, -1);
-  if (!step_.take_origins && step_.num_steps == 1) ++scoring_shed_steps_;
+  if (!step_.take_origins && step_.num_steps == 1) {
+    scoring_shed_count_.fetch_add(1, std::memory_order_relaxed);
+  }
   analyzer_->ObserveStep(step_);
   std::vector<HealthMonitor::DueWindow>& due = analyzer_->due_windows();
   if (due.empty()) {
@@ -440,7 +440,6 @@ void Job::RunFit(size_t index, const HealthMonitor::DueWindow* due,
 }
 
 void Job::Completed() {
-  scoring_shed_count_.store(scoring_shed_steps_, std::memory_order_relaxed);
   last_analysed_step_.store(analyzer_->last_step().value_or(-1),
                             std::memory_order_relaxed);
   analysed_count_.store(analyzer_->analysed_steps(), std::memory_order_seq_cst);
@@ -507,20 +506,7 @@ AnalysisProgress Job::AnswerProgressLocked() const {
   AnalysisProgress p = Progress();
   p.as_of_step = analyzer_->last_step().value_or(-1);
   p.lag_steps = std::max<int64_t>(0, committed_count_.load() - analyzer_->analysed_steps());
-  p.scoring_shed_steps = scoring_shed_steps_;
   return p;
-}
-
-absl::Status Job::NothingAnalysedLocked() const {
-  if (analyzer_->analysed_steps() > 0) return absl::OkStatus();
-  const int64_t committed = committed_count_.load();
-  if (committed == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job '", spec_.job_id, "' has no committed steps yet"));
-  }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "job '", spec_.job_id, "' has ", committed,
-      " committed steps but none analysed yet (a stale answer was asked for)"));
 }
 
 absl::StatusOr<AnalysisProgress> Job::AwaitAnalysis(
@@ -618,10 +604,7 @@ absl::StatusOr<StateReport> Job::State(const Freshness& freshness) const {
     return p.status();
   }
   MutexLock lock(&amu_);
-  if (absl::Status s = NothingAnalysedLocked(); !s.ok() && analyzer_->forecasting()) {
-    return s;
-  }
-  absl::StatusOr<StateReport> report = analyzer_->State();
+  absl::StatusOr<StateReport> report = analyzer_->State(committed_count_.load());
   if (report.ok()) report->analysis = AnswerProgressLocked();
   return report;
 }
@@ -657,11 +640,8 @@ absl::StatusOr<ForecastResult> Job::Forecast(const ForecastRequest& request) {
     return p.status();
   }
   MutexLock lock(&amu_);
-  if (absl::Status s = NothingAnalysedLocked(); !s.ok() && analyzer_->forecasting()) {
-    return s;
-  }
   absl::StatusOr<ForecastResult> result =
-      analyzer_->Forecast(request, max_path_steps_);
+      analyzer_->Forecast(request, max_path_steps_, committed_count_.load());
   if (result.ok()) result->analysis = AnswerProgressLocked();
   return result;
 }

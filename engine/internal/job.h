@@ -202,8 +202,6 @@ class Job final : public StepTask, public std::enable_shared_from_this<Job> {
   void FoldOldestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Progress as of the analyzer's state now.
   AnalysisProgress AnswerProgressLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
-  // FAILED_PRECONDITION while no step is analysed (naming why).
-  absl::Status NothingAnalysedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
   void RunFit(size_t index, const HealthMonitor::DueWindow* due,
               const HealthOptions* options);
   void Probe(AnalysisProbe::Kind kind, int64_t step, int layer) const;
@@ -212,6 +210,7 @@ class Job final : public StepTask, public std::enable_shared_from_this<Job> {
   const int max_pending_;
   const absl::Duration timeout_;
   const int max_path_steps_;
+  const bool has_analysis_;  // forecasting or health on
   const int shed_lag_;
   const int coalesce_lag_;
   AnalysisStage* const stage_;  // null: inline
@@ -234,7 +233,6 @@ class Job final : public StepTask, public std::enable_shared_from_this<Job> {
   std::unique_ptr<JobAnalyzer> analyzer_ ABSL_GUARDED_BY(amu_);
   AnalysisStep step_ ABSL_GUARDED_BY(amu_);
   bool parked_ ABSL_GUARDED_BY(amu_) = false;
-  int64_t scoring_shed_steps_ ABSL_GUARDED_BY(amu_) = 0;
   // Fits of a parked step: each periodic task writes its own slot.
   std::vector<HealthWindow> fitted_;
   std::atomic<int> fits_left_{0};
