@@ -1,6 +1,7 @@
 // End to end: a MoecastServer on 127.0.0.1:0 in-process, a real channel, and
 // every RPC of the moecast.v1 slice.
 #include <atomic>
+#include <chrono>
 #include <future>
 #include <memory>
 #include <random>
@@ -68,6 +69,24 @@ class ServiceE2ETest : public ::testing::Test {
 
   static std::vector<double> Uniform(double v = 10) {
     return std::vector<double>(kLayers * kExperts, v);
+  }
+
+  // Slows every analysed step by the given microseconds (0: not at all).
+  void SlowAnalysis(std::atomic<int>* step_us) {
+    TearDown();
+    EngineOptions o;
+    o.analysis.probe = [step_us](const AnalysisProbe& p) {
+      if (p.kind == AnalysisProbe::Kind::kStep && step_us->load() > 0) {
+        std::this_thread::sleep_for(std::chrono::microseconds(step_us->load()));
+      }
+    };
+    engine_ = Engine::Create(o).value();
+    ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    server_ = MoecastServer::Start(engine_.get(), options).value();
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = pb::Moecast::NewStub(channel_);
   }
 
   std::unique_ptr<Engine> engine_;
@@ -641,6 +660,98 @@ TEST_F(ServiceE2ETest, JobInfoStateAndFlush) {
     EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << rpc;
     EXPECT_THAT(st.error_message(), HasSubstr("'nope'")) << rpc;
   }
+}
+
+// Analysis runs behind ingestion: answers wait for it up to the call's
+// deadline, or answer stale with allow_stale; each says how current it is.
+TEST_F(ServiceE2ETest, AnswersWaitForAnalysisOrAnswerStale) {
+  std::atomic<int> step_us{10000};  // 10 ms a step: 60 steps take 0.6 s
+  SlowAnalysis(&step_us);
+  ASSERT_TRUE(Register("a").ok());
+  {
+    pb::IngestBatchRequest batch;
+    batch.set_job_id("a");
+    for (int t = 0; t < 60; ++t) AddStep(&batch, t, Uniform(10 + t % 3));
+    pb::IngestBatchResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->IngestBatch(&ctx, batch, &resp).ok());
+    ASSERT_EQ(resp.rejected(), 0);
+  }
+  pb::JobInfo info;
+  pb::GetJobInfoRequest ireq;
+  ireq.set_job_id("a");
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetJobInfo(&ctx, ireq, &info).ok());
+  }
+  EXPECT_EQ(info.committed_steps(), 60);
+  EXPECT_GT(info.analysis_lag_steps(), 0);
+  EXPECT_EQ(info.analysis_lag_steps(), 60 - info.analysed_steps());
+
+  // A short deadline: DEADLINE_EXCEEDED.
+  pb::GetStateRequest sreq;
+  sreq.set_job_id("a");
+  pb::GetStateResponse state;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(20));
+    EXPECT_EQ(stub_->GetState(&ctx, sreq, &state).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  // allow_stale: at once, behind, and saying so (or nothing analysed yet).
+  pb::ForecastRequest freq;
+  freq.set_job_id("a");
+  freq.set_allow_stale(true);
+  pb::ForecastResponse f;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status st = stub_->Forecast(&ctx, freq, &f);
+    if (st.ok()) {
+      EXPECT_LT(f.as_of_step(), 59);
+      EXPECT_EQ(f.analysis().as_of_step(), f.as_of_step());
+      EXPECT_EQ(f.analysis().committed_step(), 59);
+      EXPECT_EQ(f.analysis().lag_steps(), 59 - f.as_of_step());
+    } else {
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+      EXPECT_THAT(st.error_message(), HasSubstr("none analysed yet"));
+    }
+  }
+  // The default: every step committed before the call.
+  step_us = 0;
+  freq.set_allow_stale(false);
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->Forecast(&ctx, freq, &f).ok());
+  }
+  EXPECT_EQ(f.as_of_step(), 59);
+  EXPECT_EQ(f.analysis().as_of_step(), 59);
+  EXPECT_EQ(f.analysis().committed_step(), 59);
+  EXPECT_EQ(f.analysis().lag_steps(), 0);
+  EXPECT_EQ(f.analysis().degraded_steps(), 0);
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetState(&ctx, sreq, &state).ok());
+  }
+  EXPECT_EQ(state.analysis().as_of_step(), 59);
+  pb::RecommendPlacementRequest preq;
+  preq.set_job_id("a");
+  preq.set_num_slots(8);
+  preq.set_num_gpus(2);
+  pb::RecommendPlacementResponse placement;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->RecommendPlacement(&ctx, preq, &placement).ok());
+  }
+  EXPECT_EQ(placement.analysis().as_of_step(), 59);
+  EXPECT_EQ(placement.analysis().lag_steps(), 0);
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub_->GetJobInfo(&ctx, ireq, &info).ok());
+  }
+  EXPECT_EQ(info.analysed_steps(), 60);
+  EXPECT_EQ(info.last_analysed_step(), 59);
+  EXPECT_EQ(info.analysis_lag_steps(), 0);
+  EXPECT_EQ(info.scoring_shed_steps() + info.coalesced_steps(), 0);
 }
 
 TEST_F(ServiceE2ETest, StateBeforeAnyStepIsFailedPrecondition) {
