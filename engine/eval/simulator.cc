@@ -126,7 +126,12 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
   std::unique_ptr<Engine> engine;
   const std::string job = "simulate";
   if (o.policy == "moecast") {
-    MOECAST_ASSIGN_OR_RETURN(engine, Engine::Create(EngineOptions()));
+    // An offline replay: every step analysed as it is fed, on this thread
+    // (background analysis could shed or coalesce when the trace is fed
+    // faster than it analyses, and results would depend on timing).
+    EngineOptions engine_options;
+    engine_options.analysis.mode = AnalysisOptions::Mode::kInline;
+    MOECAST_ASSIGN_OR_RETURN(engine, Engine::Create(engine_options));
     JobSpec spec;
     spec.job_id = job;
     spec.num_layers = num_layers;

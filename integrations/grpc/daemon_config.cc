@@ -25,6 +25,8 @@ struct RawFlags {
   int64_t max_layer_experts = EngineOptions().max_layer_experts;
   int64_t max_total_memory_bytes = EngineOptions().max_total_history_bytes;
   int64_t history_steps = EngineOptions().history_capacity_steps;
+  int64_t analysis_threads = 0;
+  int64_t analysis_niceness = EngineOptions().analysis.thread_niceness;
   int64_t max_concurrent_streams = ServiceOptions().max_concurrent_streams;
   double idle_job_expiry_s = 0;
   std::string auth_token_file, tls_cert, tls_key, tls_client_ca;
@@ -52,6 +54,12 @@ void Declare(cli::FlagSet& flags, RawFlags& f) {
   flags.AddInt("history_steps", &f.history_steps,
                "steps kept per (job, layer) history ring", false, 2,
                std::numeric_limits<int>::max());
+  flags.AddInt("analysis_threads", &f.analysis_threads,
+               "threads analysing committed steps (0: one fewer than the cores)", false, 0,
+               256);
+  flags.AddInt("analysis_niceness", &f.analysis_niceness,
+               "niceness added to the analysis threads, so ingest keeps priority", false,
+               0, 19);
   flags.AddInt("max_concurrent_streams", &f.max_concurrent_streams,
                "most Ingest and Watch streams open at once", false, 1,
                std::numeric_limits<int>::max());
@@ -162,6 +170,8 @@ absl::StatusOr<DaemonConfig> ParseDaemonFlags(const std::vector<std::string>& ar
   config.engine.max_job_history_bytes =
       std::min(config.engine.max_job_history_bytes, f.max_total_memory_bytes);
   config.engine.history_capacity_steps = static_cast<int>(f.history_steps);
+  config.engine.analysis.step_threads = static_cast<int>(f.analysis_threads);
+  config.engine.analysis.thread_niceness = static_cast<int>(f.analysis_niceness);
   if (!std::isfinite(f.idle_job_expiry_s) || f.idle_job_expiry_s < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--idle_job_expiry_s=", f.idle_job_expiry_s, " must be >= 0 (0: never)"));

@@ -414,7 +414,8 @@ TEST(DaemonFlagsTest, ParsesLimitsSecurityAndExpiry) {
       ParseDaemonFlags({"--listen=0.0.0.0:7000", "--max_jobs", "3", "--max_layer_experts=99",
                         "--max_concurrent_streams=5", "--idle_job_expiry_s=1.5",
                         "--auth_token_file", token, "--tls_cert", cert, "--tls_key", key,
-                        "--tls_client_ca", cert, "--max_message_bytes=2048"}));
+                        "--tls_client_ca", cert, "--max_message_bytes=2048",
+                        "--analysis_threads=3", "--analysis_niceness=0"}));
   EXPECT_EQ(c.server.listen, "0.0.0.0:7000");
   EXPECT_EQ(c.engine.max_jobs, 3);
   EXPECT_EQ(c.engine.max_layer_experts, 99);
@@ -424,7 +425,11 @@ TEST(DaemonFlagsTest, ParsesLimitsSecurityAndExpiry) {
   EXPECT_TRUE(c.server.tls.enabled());
   EXPECT_FALSE(c.server.tls.client_ca_pem.empty());
   EXPECT_EQ(c.server.max_message_bytes, 2048);
+  EXPECT_EQ(c.engine.analysis.step_threads, 3);
+  EXPECT_EQ(c.engine.analysis.thread_niceness, 0);
   ASSERT_OK_AND_ASSIGN(DaemonConfig defaults, ParseDaemonFlags({}));
+  EXPECT_EQ(defaults.engine.analysis.step_threads, 0);
+  EXPECT_EQ(defaults.engine.analysis.thread_niceness, 10);
   EXPECT_EQ(defaults.server.listen, "127.0.0.1:50051");
   EXPECT_EQ(defaults.engine.idle_job_expiry, absl::InfiniteDuration());
   EXPECT_FALSE(defaults.server.tls.enabled());
@@ -449,6 +454,9 @@ TEST(DaemonFlagsTest, RejectsBadFlagsWithTheirNames) {
        "max_concurrent_streams"},
       {{"--max_message_bytes=10"}, absl::StatusCode::kInvalidArgument, "max_message_bytes"},
       {{"--history_steps=1"}, absl::StatusCode::kInvalidArgument, "history_steps"},
+      {{"--analysis_threads=-1"}, absl::StatusCode::kInvalidArgument, "analysis_threads"},
+      {{"--analysis_threads=257"}, absl::StatusCode::kInvalidArgument, "analysis_threads"},
+      {{"--analysis_niceness=20"}, absl::StatusCode::kInvalidArgument, "analysis_niceness"},
       {{"--idle_job_expiry_s=-1"}, absl::StatusCode::kInvalidArgument, "idle_job_expiry_s"},
       {{"--idle_job_expiry_s=nan"}, absl::StatusCode::kInvalidArgument, "idle_job_expiry_s"},
       {{"--listen="}, absl::StatusCode::kInvalidArgument, "--listen"},
