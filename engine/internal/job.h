@@ -41,6 +41,20 @@
 
 namespace moecast::internal {
 
+// Steps committed while analysis lagged more than coalesce_lag_steps,
+// summed by the writer; analysed as one step (analysis_options.h).
+struct CoalescedBlock {
+  int64_t begin_index = 0;  // commit index of its first step
+  int64_t num_steps = 0;
+  int64_t last_step = 0;
+  std::vector<double> counts;         // L*M
+  std::vector<double> assignments;    // L
+  std::vector<double> tokens;         // L
+  std::vector<double> logit_sums;     // L*M, weighted by assignments
+  std::vector<double> logit_weights;  // L
+  std::vector<uint8_t> all_logits;    // L
+};
+
 // A job is the analysis stage's unit of work (StepTask): it schedules itself
 // when it has committed steps that are not analysed yet.
 class Job final : public StepTask, public std::enable_shared_from_this<Job> {
@@ -144,20 +158,6 @@ class Job final : public StepTask, public std::enable_shared_from_this<Job> {
     bool all_logits = true;   // every reporting source gave logits
     double tokens = 0;
     absl::Time first_seen;
-  };
-
-  // Steps committed while analysis lagged more than coalesce_lag_steps,
-  // summed by the writer; analysed as one step (analysis_options.h).
-  struct CoalescedBlock {
-    int64_t begin_index = 0;  // commit index of its first step
-    int64_t num_steps = 0;
-    int64_t last_step = 0;
-    std::vector<double> counts;         // L*M
-    std::vector<double> assignments;    // L
-    std::vector<double> tokens;         // L
-    std::vector<double> logit_sums;     // L*M, weighted by assignments
-    std::vector<double> logit_weights;  // L
-    std::vector<uint8_t> all_logits;    // L
   };
 
   // Commits one assembled step to every layer's history (and, past the lag
