@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/internal/cpu_dispatch.h"
 
 namespace moecast {
 namespace {
@@ -20,6 +21,61 @@ constexpr int64_t kMinScoresToRank = 3;
 constexpr int kResidualsPerScore = 8;
 
 int Stride(int horizon) { return std::max(1, horizon / 10); }
+
+// The per-expert loops of Observe, each one pass over M values, compiled for
+// AVX2 and the baseline (cpu_dispatch.h). Raw pointers: Debian's Abseil
+// bounds-checks Span::operator[], which keeps loops from vectorising.
+
+MOECAST_AVX2_CLONES void AddScaled(const double* __restrict__ in, double scale,
+                                   int m, double* __restrict__ cum) {
+  for (int e = 0; e < m; ++e) cum[e] += in[e] * scale;
+}
+
+// realised[e] = (cum[e] - start[e]) * inv_total: the token-weighted mean
+// share of each expert since an origin.
+MOECAST_AVX2_CLONES void RealisedMean(const double* __restrict__ cum,
+                                      const double* __restrict__ start,
+                                      double inv_total, int m,
+                                      double* __restrict__ realised) {
+  for (int e = 0; e < m; ++e) realised[e] = (cum[e] - start[e]) * inv_total;
+}
+
+MOECAST_AVX2_CLONES double L1(const float* __restrict__ f,
+                              const double* __restrict__ y, int m) {
+  double l1 = 0;
+#pragma omp simd reduction(+ : l1)
+  for (int e = 0; e < m; ++e) l1 += std::abs(f[e] - y[e]);
+  return l1;
+}
+
+// NormalizeForecast(raw) (in place), stored as floats in `out`, and
+// w * the normalised values added to `blend` (if not null): one clipping
+// pass and one writing pass instead of four.
+MOECAST_AVX2_CLONES void NormalizeInto(double* __restrict__ raw, int m,
+                                       float* __restrict__ out,
+                                       float* __restrict__ blend, double w) {
+  double sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int e = 0; e < m; ++e) {
+    raw[e] = raw[e] > 0 ? raw[e] : 0;  // also maps NaN to 0
+    sum += raw[e];
+  }
+  if (sum > 0 && sum < 1e300) {
+    const double inv = 1.0 / sum;
+    for (int e = 0; e < m; ++e) raw[e] *= inv;
+  } else {
+    const double u = 1.0 / m;
+    for (int e = 0; e < m; ++e) raw[e] = u;
+  }
+  if (blend == nullptr) {
+    for (int e = 0; e < m; ++e) out[e] = static_cast<float>(raw[e]);
+  } else {
+    for (int e = 0; e < m; ++e) {
+      out[e] = static_cast<float>(raw[e]);
+      blend[e] += static_cast<float>(w * raw[e]);
+    }
+  }
+}
 
 }  // namespace
 
@@ -88,6 +144,14 @@ ForecastBank::ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
       scratch_(m_, 0.0) {
   for (const auto& p : predictors_) names_.push_back(p->name());
   for (Track& t : tracks_) t.recent_l1 = kNaN;
+  // Origins with pending forecasts at horizon h: at most ceil(h / stride).
+  // Their count buffers are allocated once and reused, so a bank's memory
+  // is fixed after construction (and the same after a restore).
+  for (int h : options_.horizons) {
+    max_snapshots_ += (h + Stride(h) - 1) / Stride(h);
+  }
+  snapshot_pool_.resize(max_snapshots_, std::vector<double>(m_, 0.0));
+  realised_.assign(m_, 0.0);
 }
 
 std::vector<float> ForecastBank::TakeBuffer() {
@@ -173,9 +237,7 @@ std::string ForecastBank::AutoChoice(int horizon) const {
 void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
                            double assignments, bool take_origins) {
   for (auto& predictor : predictors_) predictor->Observe(p);
-  const double* in = p.data();
-  double* cum = cum_counts_.data();
-  for (int e = 0; e < m_; ++e) cum[e] += in[e] * assignments;
+  AddScaled(p.data(), assignments, m_, cum_counts_.data());
   cum_assignments_ += assignments;
   ++index_;
   last_step_ = step;
@@ -197,16 +259,21 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
     }
   }
   // Score the forecasts whose horizon has passed; their buffers go back to
-  // the pool.
-  for (int j = -1; j < static_cast<int>(predictors_.size()); ++j) {
-    for (size_t h = 0; h < num_h; ++h) {
+  // the pools. Every track of a horizon has a forecast from the same origin,
+  // so the realised mean is computed once per origin and step.
+  for (size_t h = 0; h < num_h; ++h) {
+    realised_origin_ = -1;
+    for (int j = -1; j < static_cast<int>(predictors_.size()); ++j) {
       Track& t = TrackOf(j, static_cast<int>(h));
       while (!t.pending.empty() &&
              t.pending.front().origin_index + options_.horizons[h] == index_) {
         Score(j, static_cast<int>(h), t);
         // A snapshot lives as long as a pending forecast refers to it.
         auto snap = snapshots_.find(t.pending.front().origin_index);
-        if (--snap->second.refs == 0) snapshots_.erase(snap);
+        if (--snap->second.refs == 0) {
+          snapshot_pool_.push_back(std::move(snap->second.counts));
+          snapshots_.erase(snap);
+        }
         pool_.push_back(std::move(t.pending.front().forecast));
         t.pending.pop_front();
       }
@@ -219,7 +286,11 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
     if (index_ % Stride(horizon) != 0) continue;
     Snapshot& snap = snapshots_[index_];
     if (snap.refs == 0) {
-      snap.counts = cum_counts_;
+      if (!snapshot_pool_.empty()) {
+        snap.counts = std::move(snapshot_pool_.back());
+        snapshot_pool_.pop_back();
+      }
+      snap.counts.assign(cum_counts_.begin(), cum_counts_.end());
       snap.assignments = cum_assignments_;
     }
     snap.refs += static_cast<int>(predictors_.size()) + 1;
@@ -229,15 +300,16 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
     std::fill(blend.forecast.begin(), blend.forecast.end(), 0.0f);
     for (size_t j = 0; j < predictors_.size(); ++j) {
       predictors_[j]->Forecast(horizon, absl::MakeSpan(scratch_));
-      NormalizeForecast(absl::MakeSpan(scratch_));
       Pending pending{step, index_, TakeBuffer()};
-      std::copy(scratch_.begin(), scratch_.end(), pending.forecast.begin());
+      double weight = 0;
+      bool blended = false;
       for (const auto& [k, w] : weights) {
         if (k != static_cast<int>(j)) continue;
-        float* b = blend.forecast.data();
-        const double* f = scratch_.data();
-        for (int e = 0; e < m_; ++e) b[e] += static_cast<float>(w * f[e]);
+        weight = w;
+        blended = true;
       }
+      NormalizeInto(scratch_.data(), m_, pending.forecast.data(),
+                    blended ? blend.forecast.data() : nullptr, weight);
       TrackOf(static_cast<int>(j), static_cast<int>(h))
           .pending.push_back(std::move(pending));
     }
@@ -249,23 +321,25 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
   const Pending& pending = t.pending.front();
   const Snapshot& snap = snapshots_.find(pending.origin_index)->second;
   const double* start = snap.counts.data();
-  const double total = cum_assignments_ - snap.assignments;
-  const double inv_total = total > 0 ? 1.0 / total : 0.0;
-  const double* cum = cum_counts_.data();
-  const float* f = pending.forecast.data();
-  // L1 of the forecast against the realised token-weighted mean: the only
-  // per-expert work every scored forecast needs (vectorised).
-  double l1 = 0;
-#pragma omp simd reduction(+ : l1)
-  for (int e = 0; e < m_; ++e) {
-    l1 += std::abs(f[e] - (cum[e] - start[e]) * inv_total);
+  // The realised token-weighted mean since the origin, shared by every
+  // track scored from it in this step.
+  if (realised_origin_ != pending.origin_index) {
+    const double total = cum_assignments_ - snap.assignments;
+    RealisedMean(cum_counts_.data(), start, total > 0 ? 1.0 / total : 0.0, m_,
+                 realised_.data());
+    realised_origin_ = pending.origin_index;
   }
+  const double* realised = realised_.data();
+  const float* f = pending.forecast.data();
+  // L1 of the forecast against the realised mean: the only per-expert work
+  // every scored forecast needs (vectorised).
+  const double l1 = L1(f, realised, m_);
   // Residuals for intervals: a rotating sample of experts per scored
   // forecast bounds the cost (the ring pools experts anyway).
   const int sample = std::min(m_, kResidualsPerScore);
   for (int i = 0; i < sample; ++i) {
     const int e = static_cast<int>((t.residual_cursor + i) % m_);
-    const double y = (cum[e] - start[e]) * inv_total;
+    const double y = realised[e];
     const float r =
         static_cast<float>((y - f[e]) / std::sqrt(std::max<double>(f[e], 1e-12)));
     if (t.residuals.size() < static_cast<size_t>(options_.residual_window)) {
@@ -292,10 +366,8 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
   s.l1 = l1;
   double mape_sum = 0;
   int mape_n = 0;
-  realised_.resize(m_);
   for (int e = 0; e < m_; ++e) {
-    const double y = (cum[e] - start[e]) * inv_total;
-    realised_[e] = y;
+    const double y = realised[e];
     if (y > 0) {
       mape_sum += std::abs(f[e] - y) / y;
       ++mape_n;
@@ -439,6 +511,10 @@ int64_t ForecastBank::MemoryBytes() const {
   }
   bytes += (cum_counts_.size() + scratch_.size()) * sizeof(double);
   for (const auto& buffer : pool_) bytes += buffer.capacity() * sizeof(float);
+  for (const auto& buffer : snapshot_pool_) {
+    bytes += buffer.capacity() * sizeof(double);
+  }
+  bytes += realised_.capacity() * sizeof(double);
   return bytes;
 }
 
@@ -619,6 +695,12 @@ void ForecastBank::LoadFrom(internal::SnapshotReader& in) {
   cum_counts_ = std::move(cum_counts);
   cum_assignments_ = cum_assignments;
   snapshots_ = std::move(snapshots);
+  // Live snapshots plus pooled buffers: max_snapshots_, as before saving.
+  snapshot_pool_.resize(
+      snapshots_.size() < static_cast<size_t>(max_snapshots_)
+          ? max_snapshots_ - snapshots_.size()
+          : 0,
+      std::vector<double>(m_, 0.0));
   index_ = index;
   last_step_ = last_step;
   pool_.clear();

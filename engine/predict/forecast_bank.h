@@ -205,7 +205,13 @@ class ForecastBank {
   int64_t index_ = 0;  // steps observed
   int64_t last_step_ = 0;
   std::vector<double> scratch_;
-  std::vector<double> realised_;  // listener only
+  // The realised mean since origin realised_origin_ (-1: none), valid
+  // during one Observe call.
+  std::vector<double> realised_;
+  int64_t realised_origin_ = -1;
+  // Count buffers for new origins; live + pooled = max_snapshots_.
+  std::vector<std::vector<double>> snapshot_pool_;
+  int max_snapshots_ = 0;
   std::vector<std::vector<float>> pool_;  // forecast buffers to reuse
   std::function<void(const ScoredForecast&)> listener_;
 };

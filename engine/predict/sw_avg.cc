@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/internal/cpu_dispatch.h"
 #include "engine/internal/mutex.h"
 #include "engine/predict/basic_predictors.h"
 
@@ -53,6 +54,46 @@ const std::vector<double>& SharedWeights(int window, int horizon) {
   return *slot;
 }
 
+// The per-step loops over experts, compiled for AVX2 and the baseline.
+// Raw pointers: Debian's Abseil hardens Span::operator[] with a bounds
+// check, which keeps these loops from vectorising.
+
+// The ring holds floats (half the memory; 7 digits is far below sampling
+// noise); the running sum adds exactly what the ring stores.
+MOECAST_AVX2_CLONES void ReplaceRow(const double* __restrict__ in, int m,
+                                    bool full, float* __restrict__ slot,
+                                    double* __restrict__ sum) {
+  if (full) {
+    for (int e = 0; e < m; ++e) {
+      const float x = static_cast<float>(in[e]);
+      sum[e] += static_cast<double>(x) - slot[e];
+      slot[e] = x;
+    }
+  } else {
+    for (int e = 0; e < m; ++e) {
+      const float x = static_cast<float>(in[e]);
+      sum[e] += x;
+      slot[e] = x;
+    }
+  }
+}
+
+MOECAST_AVX2_CLONES void ScaleInto(const double* __restrict__ in, double scale,
+                                   int m, double* __restrict__ out) {
+  for (int e = 0; e < m; ++e) out[e] = scale * in[e];
+}
+
+MOECAST_AVX2_CLONES void AddScaledRow(const float* __restrict__ row,
+                                      double scale, int m,
+                                      double* __restrict__ out) {
+  for (int e = 0; e < m; ++e) out[e] += scale * row[e];
+}
+
+MOECAST_AVX2_CLONES void AddRow(const float* __restrict__ row, int m,
+                                double* __restrict__ out) {
+  for (int e = 0; e < m; ++e) out[e] += row[e];
+}
+
 class SwAvgPredictor final : public Predictor {
  public:
   SwAvgPredictor(int m, int window)
@@ -66,34 +107,16 @@ class SwAvgPredictor final : public Predictor {
   int num_experts() const override { return m_; }
 
   void Observe(absl::Span<const double> p) override {
-    // The ring holds floats (half the memory; 7 digits is far below sampling
-    // noise); the running sum adds exactly what the ring stores.
-    float* __restrict__ slot = ring_.data() + static_cast<size_t>(head_) * m_;
-    const double* __restrict__ in = p.data();
-    if (count_ == window_) {
-      for (int e = 0; e < m_; ++e) {
-        const float x = static_cast<float>(in[e]);
-        sum_[e] += static_cast<double>(x) - slot[e];
-        slot[e] = x;
-      }
-    } else {
-      for (int e = 0; e < m_; ++e) {
-        const float x = static_cast<float>(in[e]);
-        sum_[e] += x;
-        slot[e] = x;
-      }
-      ++count_;
-    }
+    ReplaceRow(p.data(), m_, count_ == window_,
+               ring_.data() + static_cast<size_t>(head_) * m_, sum_.data());
+    if (count_ < window_) ++count_;
     head_ = head_ + 1 == window_ ? 0 : head_ + 1;
     // Recompute the running sum from the ring every W steps, so rounding in
     // the add/subtract updates cannot accumulate.
     if (++since_resum_ >= window_) {
       since_resum_ = 0;
       std::fill(sum_.begin(), sum_.end(), 0.0);
-      for (int i = 0; i < count_; ++i) {
-        const float* row = Row(i);
-        for (int e = 0; e < m_; ++e) sum_[e] += row[e];
-      }
+      for (int i = 0; i < count_; ++i) AddRow(Row(i), m_, sum_.data());
     }
   }
 
@@ -106,15 +129,9 @@ class SwAvgPredictor final : public Predictor {
     // Positions at or after min(h - 1, n) share the newest weight.
     const int distinct = std::min(horizon - 1, count_);
     const double shared = w[count_ - 1];
-    // Raw pointers: Debian's Abseil hardens Span::operator[] with a bounds
-    // check, which keeps these loops from vectorising.
-    double* __restrict__ o = out.data();
-    const double* __restrict__ sum = sum_.data();
-    for (int e = 0; e < m_; ++e) o[e] = shared * sum[e];
+    ScaleInto(sum_.data(), shared, m_, out.data());
     for (int i = 0; i < distinct; ++i) {
-      const double extra = w[i] - shared;
-      const float* __restrict__ row = Row(i);
-      for (int e = 0; e < m_; ++e) o[e] += extra * row[e];
+      AddScaledRow(Row(i), w[i] - shared, m_, out.data());
     }
   }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "engine/internal/cpu_dispatch.h"
 
 namespace moecast {
 namespace {
@@ -16,6 +17,74 @@ double Variance(double sum, double sum_sq, int n) {
 }
 
 constexpr double kTiny = 1e-300;
+
+// The per-step loops over experts, compiled for AVX2 and the baseline
+// (cpu_dispatch.h); one pass each.
+
+// Removes the oldest step (and its difference with the next) from the sums.
+MOECAST_AVX2_CLONES void DropOldest(const float* __restrict__ oldest,
+                                    const float* __restrict__ second, int m,
+                                    double* __restrict__ sum,
+                                    double* __restrict__ sum_sq,
+                                    double* __restrict__ sum_diff_sq) {
+  for (int e = 0; e < m; ++e) {
+    const double o = oldest[e];
+    const double d = static_cast<double>(second[e]) - o;
+    sum[e] -= o;
+    sum_sq[e] -= o * o;
+    sum_diff_sq[e] -= d * d;
+  }
+}
+
+// Adds a step (stored as floats in `slot`) to the sums; `newest`, the step
+// before it, may be null.
+MOECAST_AVX2_CLONES void AddNewest(const double* __restrict__ in,
+                                   const float* __restrict__ newest, int m,
+                                   float* __restrict__ slot,
+                                   double* __restrict__ sum,
+                                   double* __restrict__ sum_sq,
+                                   double* __restrict__ sum_diff_sq) {
+  if (newest == nullptr) {
+    for (int e = 0; e < m; ++e) {
+      const float x = static_cast<float>(in[e]);
+      const double xd = x;
+      sum[e] += xd;
+      sum_sq[e] += xd * xd;
+      slot[e] = x;
+    }
+    return;
+  }
+  for (int e = 0; e < m; ++e) {
+    const float x = static_cast<float>(in[e]);
+    const double xd = x;
+    const double d = xd - newest[e];
+    sum[e] += xd;
+    sum_sq[e] += xd * xd;
+    sum_diff_sq[e] += d * d;
+    slot[e] = x;
+  }
+}
+
+// Sum over experts of the window variance (clamped at 0 against rounding),
+// and the sum of squared successive differences: the drift ratio's two
+// sums, in one vectorised pass without a division per expert.
+MOECAST_AVX2_CLONES void DriftSums(const double* __restrict__ sum,
+                                   const double* __restrict__ sum_sq,
+                                   const double* __restrict__ sum_diff_sq,
+                                   int m, int n, double* var_out,
+                                   double* diff_out) {
+  const double inv_n = 1.0 / n;
+  double var = 0;
+  double diff = 0;
+#pragma omp simd reduction(+ : var, diff)
+  for (int e = 0; e < m; ++e) {
+    const double v = sum_sq[e] - sum[e] * sum[e] * inv_n;
+    var += v > 0 ? v : 0;
+    diff += sum_diff_sq[e];
+  }
+  *var_out = var;
+  *diff_out = diff;
+}
 
 }  // namespace
 
@@ -77,31 +146,13 @@ std::optional<StateTransition> StateClassifier::Observe(
   }
   if (count_ == w) {
     // Drop the oldest step and its difference with the next one.
-    const float* oldest = Row(w - 1);
-    const float* second = Row(w - 2);
-    for (int e = 0; e < m_; ++e) {
-      const double o = oldest[e];
-      const double d = static_cast<double>(second[e]) - o;
-      sum_[e] -= o;
-      sum_sq_[e] -= o * o;
-      sum_diff_sq_[e] -= d * d;
-    }
+    DropOldest(Row(w - 1), Row(w - 2), m_, sum_.data(), sum_sq_.data(),
+               sum_diff_sq_.data());
     --count_;
   }
-  const float* newest = count_ > 0 ? Row(0) : nullptr;
-  float* slot = ring_.data() + static_cast<size_t>(head_) * m_;
-  const double* in = p.data();
-  for (int e = 0; e < m_; ++e) {
-    const float x = static_cast<float>(in[e]);
-    const double xd = x;
-    sum_[e] += xd;
-    sum_sq_[e] += xd * xd;
-    if (newest != nullptr) {
-      const double d = xd - newest[e];
-      sum_diff_sq_[e] += d * d;
-    }
-    slot[e] = x;
-  }
+  AddNewest(p.data(), count_ > 0 ? Row(0) : nullptr, m_,
+            ring_.data() + static_cast<size_t>(head_) * m_, sum_.data(),
+            sum_sq_.data(), sum_diff_sq_.data());
   inv_kn_[head_] = tokens > 0 ? 1.0 / (k_ * tokens) : 0.0;
   head_ = head_ + 1 == w ? 0 : head_ + 1;
   ++count_;
@@ -144,14 +195,15 @@ std::optional<StateTransition> StateClassifier::Observe(
 
 std::optional<double> StateClassifier::drift_ratio() const {
   if (count_ < 3) return std::nullopt;
-  double var = 0;
-  double half_mssd = 0;
-  for (int e = 0; e < m_; ++e) {
-    var += Variance(sum_[e], sum_sq_[e], count_);
-    half_mssd += sum_diff_sq_[e] / (count_ - 1) / 2;
-  }
+  // sum_e var_e / (sum_e mssd_e / 2), var_e = S_e / (n - 1) and
+  // mssd_e = D_e / (n - 1): the (n - 1) cancels.
+  double var_sum = 0;
+  double diff_sum = 0;
+  DriftSums(sum_.data(), sum_sq_.data(), sum_diff_sq_.data(), m_, count_,
+            &var_sum, &diff_sum);
+  const double half_mssd = diff_sum / (count_ - 1) / 2;
   if (half_mssd <= kTiny) return 1.0;  // a constant load: perfectly stable
-  return var / half_mssd;
+  return var_sum / (count_ - 1) / half_mssd;
 }
 
 StateSignals StateClassifier::Signals() const {
