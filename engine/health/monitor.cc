@@ -30,7 +30,19 @@ HealthMonitor::HealthMonitor(int layer, int num_experts, const HealthOptions& op
       dead_(num_experts, options.dead),
       phase_(options.phase),
       window_counts_(num_experts, 0.0) {
-  window_.num_experts = num_experts;
+  ResetWindow();
+}
+
+void HealthMonitor::ResetWindow() {
+  // A window's full size up front: growing the buffers step by step would
+  // copy them (and fault in fresh pages) several times per window.
+  window_ = GammaWindow();
+  window_.num_experts = m_;
+  const size_t steps = static_cast<size_t>(std::max(options_.window_steps, 1));
+  window_.tokens.reserve(steps);
+  window_.step_ids.reserve(steps);
+  window_.counts.reserve(steps * m_);
+  if (window_has_logits_) window_.logit_mean.reserve(steps * m_);
 }
 
 absl::Status HealthMonitor::Observe(int64_t step, absl::Span<const double> counts,
@@ -103,8 +115,9 @@ HealthMonitor::DueWindow HealthMonitor::TakeDueWindow() {
   due.window = std::move(window_);
   due.counts = window_counts_;
   due.dead_experts = dead_.dead_experts();
-  window_ = GammaWindow();
-  window_.num_experts = m_;
+  // Logit buffers are reserved again only if this window had logits.
+  window_has_logits_ = !due.window.logit_mean.empty();
+  ResetWindow();
   std::fill(window_counts_.begin(), window_counts_.end(), 0.0);
   window_has_logits_ = window_has_probs_ = window_has_std_ = true;
   window_due_ = false;

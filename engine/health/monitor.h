@@ -132,6 +132,7 @@ class HealthMonitor {
 
  private:
   void CloseWindow();
+  void ResetWindow();  // an empty window, its buffers reserved
 
   const int layer_;
   const int m_;
