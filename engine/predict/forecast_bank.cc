@@ -48,31 +48,33 @@ MOECAST_AVX2_CLONES double L1(const float* __restrict__ f,
   return l1;
 }
 
-// NormalizeForecast(raw) (in place), stored as floats in `out`, and
-// w * the normalised values added to `blend` (if not null): one clipping
-// pass and one writing pass instead of four.
-MOECAST_AVX2_CLONES void NormalizeInto(double* __restrict__ raw, int m,
+// NormalizeForecast(raw) stored as floats in `out`, and w * the normalised
+// values added to `blend` (if not null): a summing pass and a writing pass
+// (raw itself is left as it is).
+MOECAST_AVX2_CLONES void NormalizeInto(const double* __restrict__ raw, int m,
                                        float* __restrict__ out,
                                        float* __restrict__ blend, double w) {
   double sum = 0;
 #pragma omp simd reduction(+ : sum)
-  for (int e = 0; e < m; ++e) {
-    raw[e] = raw[e] > 0 ? raw[e] : 0;  // also maps NaN to 0
-    sum += raw[e];
-  }
-  if (sum > 0 && sum < 1e300) {
-    const double inv = 1.0 / sum;
-    for (int e = 0; e < m; ++e) raw[e] *= inv;
-  } else {
+  for (int e = 0; e < m; ++e) sum += raw[e] > 0 ? raw[e] : 0;  // NaN -> 0
+  if (!(sum > 0 && sum < 1e300)) {
     const double u = 1.0 / m;
-    for (int e = 0; e < m; ++e) raw[e] = u;
+    for (int e = 0; e < m; ++e) out[e] = static_cast<float>(u);
+    if (blend != nullptr) {
+      for (int e = 0; e < m; ++e) blend[e] += static_cast<float>(w * u);
+    }
+    return;
   }
+  const double inv = 1.0 / sum;
   if (blend == nullptr) {
-    for (int e = 0; e < m; ++e) out[e] = static_cast<float>(raw[e]);
+    for (int e = 0; e < m; ++e) {
+      out[e] = static_cast<float>((raw[e] > 0 ? raw[e] : 0) * inv);
+    }
   } else {
     for (int e = 0; e < m; ++e) {
-      out[e] = static_cast<float>(raw[e]);
-      blend[e] += static_cast<float>(w * raw[e]);
+      const double v = (raw[e] > 0 ? raw[e] : 0) * inv;
+      out[e] = static_cast<float>(v);
+      blend[e] += static_cast<float>(w * v);
     }
   }
 }
