@@ -8,7 +8,7 @@
 //
 //   bazel build -c opt //bench/analysis:component_bench
 //   bazel-bin/bench/analysis/component_bench --shape=58x256 [--steps=500]
-//       [--warmup=1100]
+//       [--warmup=1100] [--refits=1]
 //
 // Each row is the thread CPU time per step in the least disturbed block of
 // 100 steps (--steps is rounded up to whole blocks). The warm-up (default 1,100 steps) lets every horizon up to 1,000 score,
@@ -94,6 +94,7 @@ double Time(const grpc_load::Shape& shape, int warmup, int measured, Fn fn) {
 int Main(int argc, char** argv) {
   std::string shape_text = "58x256";
   int measured = 500, warmup = 1100;
+  bool refits = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const size_t eq = arg.find('=');
@@ -104,6 +105,9 @@ int Main(int argc, char** argv) {
       shape_text = value;
     } else if (name == "--steps") {
       ok = ok && absl::SimpleAtoi(value, &measured) && measured > 0;
+    } else if (name == "--refits") {
+      ok = ok && (value == "0" || value == "1");
+      refits = value == "1";
     } else if (name == "--warmup") {
       ok = ok && absl::SimpleAtoi(value, &warmup) && warmup >= 0;
     } else {
@@ -111,7 +115,7 @@ int Main(int argc, char** argv) {
     }
     if (!ok) {
       std::fprintf(stderr, "component_bench: bad flag '%s' (flags: --shape=LxM, "
-                           "--steps=N > 0, --warmup=N >= 0)\n", arg.c_str());
+                           "--steps=N > 0, --warmup=N >= 0, --refits=0|1)\n", arg.c_str());
       return 2;
     }
   }
@@ -216,6 +220,7 @@ int Main(int argc, char** argv) {
     int window, every;
   };
   for (const Refit& r : {Refit{"holt", 200, 500}, Refit{"arima(5,1,5)", 500, 100}}) {
+    if (!refits) break;
     std::vector<std::unique_ptr<Predictor>> p;
     for (int l = 0; l < shape.layers; ++l) {
       p.push_back(MakePredictor(r.name, m).value());

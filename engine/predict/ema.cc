@@ -14,6 +14,7 @@ class EmaPredictor final : public Predictor {
       : name_(absl::StrCat("ema(", theta, ")")), theta_(theta), s_(m, 1.0 / m) {}
 
   const std::string& name() const override { return name_; }
+  bool flat_forecast() const override { return true; }
   int num_experts() const override { return static_cast<int>(s_.size()); }
 
   void Observe(absl::Span<const double> p) override {

@@ -79,6 +79,21 @@ MOECAST_AVX2_CLONES void NormalizeInto(const double* __restrict__ raw, int m,
   }
 }
 
+// A normalised forecast copied from `in`, and w * it added to `blend` (if
+// not null).
+MOECAST_AVX2_CLONES void CopyInto(const float* __restrict__ in, int m,
+                                  float* __restrict__ out,
+                                  float* __restrict__ blend, double w) {
+  if (blend == nullptr) {
+    for (int e = 0; e < m; ++e) out[e] = in[e];
+    return;
+  }
+  for (int e = 0; e < m; ++e) {
+    out[e] = in[e];
+    blend[e] += static_cast<float>(w * in[e]);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ForecastBank>> ForecastBank::Create(
@@ -301,7 +316,6 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
     Pending blend{step, index_, TakeBuffer()};
     std::fill(blend.forecast.begin(), blend.forecast.end(), 0.0f);
     for (size_t j = 0; j < predictors_.size(); ++j) {
-      predictors_[j]->Forecast(horizon, absl::MakeSpan(scratch_));
       Pending pending{step, index_, TakeBuffer()};
       double weight = 0;
       bool blended = false;
@@ -310,8 +324,26 @@ void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
         weight = w;
         blended = true;
       }
-      NormalizeInto(scratch_.data(), m_, pending.forecast.data(),
-                    blended ? blend.forecast.data() : nullptr, weight);
+      float* blend_into = blended ? blend.forecast.data() : nullptr;
+      // A flat forecast is the same at every horizon: normalised once per
+      // step, copied for the other horizons' origins.
+      const Track* earlier = nullptr;
+      if (predictors_[j]->flat_forecast()) {
+        for (size_t k = 0; k < h && earlier == nullptr; ++k) {
+          const Track& t = TrackOf(static_cast<int>(j), static_cast<int>(k));
+          if (!t.pending.empty() && t.pending.back().origin_index == index_) {
+            earlier = &t;
+          }
+        }
+      }
+      if (earlier != nullptr) {
+        CopyInto(earlier->pending.back().forecast.data(), m_,
+                 pending.forecast.data(), blend_into, weight);
+      } else {
+        predictors_[j]->Forecast(horizon, absl::MakeSpan(scratch_));
+        NormalizeInto(scratch_.data(), m_, pending.forecast.data(), blend_into,
+                      weight);
+      }
       TrackOf(static_cast<int>(j), static_cast<int>(h))
           .pending.push_back(std::move(pending));
     }

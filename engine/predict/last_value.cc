@@ -12,6 +12,7 @@ class LastValuePredictor final : public Predictor {
   explicit LastValuePredictor(int m) : last_(m, 1.0 / m) {}
 
   const std::string& name() const override { return name_; }
+  bool flat_forecast() const override { return true; }
   int num_experts() const override { return static_cast<int>(last_.size()); }
 
   void Observe(absl::Span<const double> p) override {

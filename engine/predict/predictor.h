@@ -57,6 +57,11 @@ class Predictor {
   // (steps x num_experts() values, row s = step t+1+s). steps >= 1.
   virtual void ForecastPath(int steps, absl::Span<double> out) = 0;
 
+  // True if Forecast writes the same values for every horizon (a flat
+  // forecast: last_value, ema), so that a caller may compute it once per
+  // step. Default false.
+  virtual bool flat_forecast() const { return false; }
+
   // Bytes of state held for this stream.
   virtual int64_t MemoryBytes() const = 0;
 
