@@ -39,6 +39,7 @@ struct AnalysisProbe {
   enum class Kind {
     kStep,        // one committed step (or coalesced block) of one job
     kWindowFit,   // one layer's health-window fit (gamma_eff + bootstrap)
+    kRefit,       // one predictor's periodic refit (holt, arima)
   };
   Kind kind = Kind::kStep;
   const std::string* job_id = nullptr;

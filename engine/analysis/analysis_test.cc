@@ -188,18 +188,24 @@ TEST(AnalysisTest, InlineAndBackgroundWith1_2_8ThreadsGiveIdenticalAnswers) {
 // Records the threads that analysis work runs on.
 struct ThreadLog {
   std::mutex mu;
-  std::set<std::thread::id> step_threads, fit_threads;
-  std::atomic<int> steps{0}, fits{0};
+  std::set<std::thread::id> step_threads, fit_threads, refit_threads;
+  std::atomic<int> steps{0}, fits{0}, refits{0};
   std::atomic<int> sleep_us{0};
 
   std::function<void(const AnalysisProbe&)> Probe() {
     return [this](const AnalysisProbe& p) {
+      using Kind = AnalysisProbe::Kind;
       {
         std::lock_guard<std::mutex> lock(mu);
-        (p.kind == AnalysisProbe::Kind::kStep ? step_threads : fit_threads)
+        (p.kind == Kind::kStep        ? step_threads
+         : p.kind == Kind::kWindowFit ? fit_threads
+                                      : refit_threads)
             .insert(std::this_thread::get_id());
       }
-      (p.kind == AnalysisProbe::Kind::kStep ? steps : fits).fetch_add(1);
+      (p.kind == Kind::kStep        ? steps
+       : p.kind == Kind::kWindowFit ? fits
+                                    : refits)
+          .fetch_add(1);
       if (int us = sleep_us.load(); us > 0 && p.kind == AnalysisProbe::Kind::kStep) {
         std::this_thread::sleep_for(std::chrono::microseconds(us));
       }
@@ -221,22 +227,28 @@ TEST(AnalysisTest, NothingIsAnalysedOnTheIngestCallersThread) {
       ASSERT_OK(engine->Ingest("j", Input(t.steps[i], i)).status());
     }
     ASSERT_OK(engine->AwaitAnalysis("j", Freshness()).status());
-    // 300 steps, 6 windows of 50 steps on each of the 4 layers.
+    // 300 steps, 6 windows of 50 steps on each of the 4 layers; holt's
+    // first fit (after 100 steps) on each layer.
     EXPECT_EQ(log.steps.load(), 300);
     EXPECT_EQ(log.fits.load(), 6 * t.layers);
+    EXPECT_EQ(log.refits.load(), t.layers);
     std::lock_guard<std::mutex> lock(log.mu);
     const std::thread::id me = std::this_thread::get_id();
     if (background) {
       EXPECT_EQ(log.step_threads.count(me), 0u) << "a step was analysed by Ingest";
       EXPECT_EQ(log.fit_threads.count(me), 0u) << "a window was fitted by Ingest";
-      // Fits run on the periodic threads, not on the step workers.
-      for (const std::thread::id& id : log.fit_threads) {
-        EXPECT_EQ(log.step_threads.count(id), 0u);
+      EXPECT_EQ(log.refit_threads.count(me), 0u) << "a predictor was refitted by Ingest";
+      // Fits and refits run on the periodic threads, not on the step workers.
+      for (const auto* threads : {&log.fit_threads, &log.refit_threads}) {
+        for (const std::thread::id& id : *threads) {
+          EXPECT_EQ(log.step_threads.count(id), 0u);
+        }
       }
     } else {
       // The control: inline analysis is seen on this thread.
       EXPECT_EQ(log.step_threads, std::set<std::thread::id>{me});
       EXPECT_EQ(log.fit_threads, std::set<std::thread::id>{me});
+      EXPECT_EQ(log.refit_threads, std::set<std::thread::id>{me});
     }
   }
 }
@@ -328,6 +340,45 @@ TEST(AnalysisTest, StaleAnswersDoNotWaitAndDeadlinesNameTheStepReached) {
   ASSERT_OK_AND_ASSIGN(StateReport fresh, engine->GetState("j"));
   EXPECT_EQ(fresh.as_of_step, 49);
   EXPECT_EQ(fresh.analysis.lag_steps, 0);
+}
+
+// A predictor refit runs on a periodic thread while its step is open; a
+// stale answer in the meantime waits for it (it would otherwise read a
+// predictor being refitted) and then covers the refit's step.
+TEST(AnalysisTest, StaleAnswersWaitForRefitsInFlight) {
+  const Trace& t = TinyMoeAux();
+  std::atomic<int64_t> refit_step{-1};
+  std::atomic<bool> release{false};
+  EngineOptions o = Options(AnalysisOptions::Mode::kBackground, 1);
+  o.analysis.probe = [&](const AnalysisProbe& p) {
+    if (p.kind != AnalysisProbe::Kind::kRefit) return;
+    int64_t expected = -1;
+    if (refit_step.compare_exchange_strong(expected, p.step)) {
+      // The first refit holds its step open until the test has asked.
+      while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> engine, Engine::Create(o));
+  ASSERT_OK(engine->RegisterJob(Spec("j")));
+  for (int i = 0; i < 150; ++i) {
+    ASSERT_OK(engine->Ingest("j", Input(t.steps[i], i)).status());
+  }
+  while (refit_step.load() < 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // holt's first fit comes after 100 observed steps.
+  EXPECT_EQ(refit_step.load(), 99);
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    release = true;
+  });
+  ForecastRequest fr;
+  fr.freshness.allow_stale = true;
+  absl::StatusOr<ForecastResult> f = engine->Forecast("j", fr);
+  const bool released = release.load();
+  releaser.join();
+  ASSERT_OK(f.status());
+  EXPECT_TRUE(released) << "the answer did not wait for the refit";
+  EXPECT_GE(f->as_of_step, refit_step.load());
+  ASSERT_OK(engine->AwaitAnalysis("j", Freshness()).status());
 }
 
 TEST(AnalysisTest, SnapshotUnderBackgroundAnalysisRestoresAndContinuesIdentically) {

@@ -130,7 +130,10 @@ void JobAnalyzer::ObserveStep(const AnalysisStep& in) {
                      std::string(LoadStateName(t->from)),
                      std::string(LoadStateName(t->to)), t->drift_ratio});
     }
-    model.bank->Observe(step, p, sum, in.take_origins);
+    // The bank's scoring and origins wait for FinishStep, after any refit
+    // that is due (a separate task); the predictors observe now.
+    model.bank->ObservePredictors(p);
+    if (in.take_origins) model.bank->AppendDueRefits(&due_refits_);
   }
   if (layer_changed) {
     const LoadState job_state =
@@ -154,6 +157,7 @@ void JobAnalyzer::ObserveStep(const AnalysisStep& in) {
   }
   open_step_ = step;
   open_num_steps_ = in.num_steps;
+  open_input_ = &in;
 }
 
 void JobAnalyzer::FinishStep(std::vector<HealthWindow> fitted) {
@@ -163,6 +167,18 @@ void JobAnalyzer::FinishStep(std::vector<HealthWindow> fitted) {
     TakeHealthEvents(monitor);
   }
   due_.clear();
+  due_refits_.clear();
+  // The banks score and take their origins (the refits are done).
+  const AnalysisStep& in = *open_input_;
+  const int m = spec_.num_experts;
+  for (size_t l = 0; l < models_.size(); ++l) {
+    const double sum = in.assignments[l];
+    if (sum <= 0) continue;
+    models_[l].bank->Advance(
+        open_step_, absl::MakeConstSpan(in.proportions.data() + l * m, m), sum,
+        in.take_origins);
+  }
+  open_input_ = nullptr;
   analysed_steps_ += open_num_steps_;
   last_step_ = open_step_;
 }

@@ -11,7 +11,15 @@
 //   analyzer.ObserveStep(step);              // every layer; cheap
 //   for (DueWindow& w : analyzer.due_windows())   // health windows closing
 //     fits[i] = HealthMonitor::FitWindow(w, ...);  // pure; any thread
-//   analyzer.FinishStep(std::move(fits));    // applied in layer order
+//   for (Predictor* p : analyzer.due_refits())    // holt/arima refits due
+//     p->Refresh();                          // any thread, one task each
+//   analyzer.FinishStep(std::move(fits));    // applied in layer order; the
+//                                            // banks score and forecast
+//
+// Between ObserveStep and FinishStep the step is open: the refits mutate
+// their predictors, so nothing else may read the analyzer until the last
+// one is done (the job holds answers back; internal/job.h), and `step` must
+// stay valid until FinishStep.
 //
 // Thread-safety: not thread-safe; the owning job serializes access.
 #ifndef MOECAST_ENGINE_ANALYSIS_JOB_ANALYZER_H_
@@ -72,6 +80,9 @@ class JobAnalyzer {
   // step. Health windows that close at this step wait in due_windows().
   void ObserveStep(const AnalysisStep& step);
   std::vector<HealthMonitor::DueWindow>& due_windows() { return due_; }
+  // Predictors whose periodic refit is due at this step (each is refitted
+  // by one Refresh() call, on any thread, before FinishStep).
+  const std::vector<Predictor*>& due_refits() const { return due_refits_; }
   const HealthOptions& health_options() const { return health_options_; }
   // Part 3: applies the fitted windows (one per due window, same order) and
   // completes the step.
@@ -125,6 +136,8 @@ class JobAnalyzer {
   int64_t open_step_ = 0;
   int64_t open_num_steps_ = 0;
   std::vector<HealthMonitor::DueWindow> due_;
+  std::vector<Predictor*> due_refits_;
+  const AnalysisStep* open_input_ = nullptr;
   std::vector<double> scratch_counts_;
 };
 

@@ -392,7 +392,8 @@ bool Job::AnalyseOne(AnalysisStage* stage, bool* parked) {
   }
   analyzer_->ObserveStep(step_);
   std::vector<HealthMonitor::DueWindow>& due = analyzer_->due_windows();
-  if (due.empty()) {
+  const std::vector<Predictor*>& refits = analyzer_->due_refits();
+  if (due.empty() && refits.empty()) {
     analyzer_->FinishStep({});
     Completed();
     return true;
@@ -405,21 +406,31 @@ bool Job::AnalyseOne(AnalysisStage* stage, bool* parked) {
       Probe(AnalysisProbe::Kind::kWindowFit, w.step, w.layer);
       fitted.push_back(HealthMonitor::FitWindow(w, *options));
     }
+    for (Predictor* p : refits) {
+      Probe(AnalysisProbe::Kind::kRefit, step_.step, -1);
+      p->Refresh();
+    }
     analyzer_->FinishStep(std::move(fitted));
     Completed();
     return true;
   }
-  // The fits go to the periodic threads; the job waits for them (parked, not
-  // holding a step thread) and the last one finishes the step.
+  // The fits and refits go to the periodic threads; the job waits for them
+  // (parked, not holding a step thread) and the last one finishes the step.
   parked_ = true;
+  refitting_ = !refits.empty();
   *parked = true;
   fitted_.assign(due.size(), HealthWindow());
-  fits_left_.store(static_cast<int>(due.size()), std::memory_order_release);
+  fits_left_.store(static_cast<int>(due.size() + refits.size()),
+                   std::memory_order_release);
   std::shared_ptr<Job> self = shared_from_this();
   for (size_t i = 0; i < due.size(); ++i) {
     const HealthMonitor::DueWindow* w = &due[i];
     stage->SchedulePeriodic(
         [self, i, w, options] { self->RunFit(i, w, options); });
+  }
+  const int64_t step = step_.step;
+  for (Predictor* p : refits) {
+    stage->SchedulePeriodic([self, p, step] { self->RunRefit(p, step); });
   }
   return true;
 }
@@ -428,15 +439,35 @@ void Job::RunFit(size_t index, const HealthMonitor::DueWindow* due,
                  const HealthOptions* options) {
   Probe(AnalysisProbe::Kind::kWindowFit, due->step, due->layer);
   fitted_[index] = HealthMonitor::FitWindow(*due, *options);
+  PeriodicTaskDone();
+}
+
+void Job::RunRefit(Predictor* predictor, int64_t step) {
+  // The step is open and parked: nothing else touches this predictor (the
+  // analysis waits for the last task; answers wait while refitting_).
+  Probe(AnalysisProbe::Kind::kRefit, step, -1);
+  predictor->Refresh();
+  PeriodicTaskDone();
+}
+
+void Job::PeriodicTaskDone() {
   if (fits_left_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   {
     MutexLock alock(&amu_);
     analyzer_->FinishStep(std::move(fitted_));
     fitted_.clear();
     parked_ = false;
+    if (refitting_) {
+      refitting_ = false;
+      refits_done_.SignalAll();
+    }
     Completed();
   }
   Reschedule(*stage_);
+}
+
+void Job::AwaitRefitsLocked() const {
+  while (refitting_) refits_done_.Wait(&amu_);
 }
 
 void Job::Completed() {
@@ -571,6 +602,7 @@ JobInfo Job::Info() const {
   }
   {
     MutexLock lock(&amu_);
+    AwaitRefitsLocked();
     info.forecast_bytes = analyzer_->ForecastBytes();
   }
   const AnalysisProgress p = Progress();
@@ -596,6 +628,7 @@ absl::StatusOr<std::vector<Event>> Job::ReadEvents(
     return p.status();
   }
   MutexLock lock(&amu_);
+  AwaitRefitsLocked();
   return analyzer_->ReadEvents(after_seq, max_events);
 }
 
@@ -604,6 +637,7 @@ absl::StatusOr<StateReport> Job::State(const Freshness& freshness) const {
     return p.status();
   }
   MutexLock lock(&amu_);
+  AwaitRefitsLocked();
   absl::StatusOr<StateReport> report = analyzer_->State(committed_count_.load());
   if (report.ok()) report->analysis = AnswerProgressLocked();
   return report;
@@ -614,6 +648,7 @@ absl::StatusOr<HealthReport> Job::Health(const Freshness& freshness) const {
     return p.status();
   }
   MutexLock lock(&amu_);
+  AwaitRefitsLocked();
   absl::StatusOr<HealthReport> report = analyzer_->Health();
   if (report.ok()) report->analysis = AnswerProgressLocked();
   return report;
@@ -625,12 +660,14 @@ absl::StatusOr<std::vector<ForecastScore>> Job::Scores(
     return p.status();
   }
   MutexLock lock(&amu_);
+  AwaitRefitsLocked();
   return analyzer_->Scores();
 }
 
 void Job::VisitBank(int layer, absl::FunctionRef<void(ForecastBank&)> fn) {
   (void)AwaitAnalysis(Freshness());
   MutexLock lock(&amu_);
+  AwaitRefitsLocked();
   analyzer_->VisitBank(layer, fn);
 }
 
@@ -640,6 +677,7 @@ absl::StatusOr<ForecastResult> Job::Forecast(const ForecastRequest& request) {
     return p.status();
   }
   MutexLock lock(&amu_);
+  AwaitRefitsLocked();
   absl::StatusOr<ForecastResult> result =
       analyzer_->Forecast(request, max_path_steps_, committed_count_.load());
   if (result.ok()) result->analysis = AnswerProgressLocked();

@@ -192,9 +192,9 @@ class Job final : public StepTask, public std::enable_shared_from_this<Job> {
   bool FetchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
   // Analyses one step. Returns false if there was none. In the background
-  // mode a step that closes health windows hands their fits to the periodic
-  // threads and parks the job (`*parked`); the last fit finishes the step
-  // and re-schedules the job.
+  // mode a step that closes health windows or has predictor refits due hands
+  // them to the periodic threads and parks the job (`*parked`); the last
+  // task finishes the step and re-schedules the job.
   bool AnalyseOne(AnalysisStage* stage, bool* parked);
   void FinishParked(std::vector<HealthWindow> fitted);
   void Completed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
@@ -204,6 +204,12 @@ class Job final : public StepTask, public std::enable_shared_from_this<Job> {
   AnalysisProgress AnswerProgressLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
   void RunFit(size_t index, const HealthMonitor::DueWindow* due,
               const HealthOptions* options);
+  void RunRefit(Predictor* predictor, int64_t step);
+  // One periodic task of a parked step is done; the last one finishes the
+  // step, un-parks the job and re-schedules it.
+  void PeriodicTaskDone();
+  // Answers read the analyzer only when no refit is mutating a predictor.
+  void AwaitRefitsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
   void Probe(AnalysisProbe::Kind kind, int64_t step, int layer) const;
 
   const JobSpec spec_;
@@ -233,6 +239,10 @@ class Job final : public StepTask, public std::enable_shared_from_this<Job> {
   std::unique_ptr<JobAnalyzer> analyzer_ ABSL_GUARDED_BY(amu_);
   AnalysisStep step_ ABSL_GUARDED_BY(amu_);
   bool parked_ ABSL_GUARDED_BY(amu_) = false;
+  // A parked step has predictor refits running (they mutate the analyzer's
+  // predictors); answers wait on refits_done_ until it clears.
+  bool refitting_ ABSL_GUARDED_BY(amu_) = false;
+  mutable CondVar refits_done_;
   // Fits of a parked step: each periodic task writes its own slot.
   std::vector<HealthWindow> fitted_;
   std::atomic<int> fits_left_{0};

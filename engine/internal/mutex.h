@@ -9,6 +9,7 @@
 #ifndef MOECAST_ENGINE_INTERNAL_MUTEX_H_
 #define MOECAST_ENGINE_INTERNAL_MUTEX_H_
 
+#include <condition_variable>
 #include <mutex>
 #include <shared_mutex>
 
@@ -26,7 +27,24 @@ class ABSL_LOCKABLE Mutex {
   void Unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
 
  private:
+  friend class CondVar;
   std::mutex mu_;
+};
+
+// A condition variable for Mutex: Wait releases the mutex while it waits
+// and holds it again when it returns (spurious wake-ups possible: wait in a
+// loop on the condition).
+class CondVar {
+ public:
+  void Wait(Mutex* mu) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::unique_lock<std::mutex> lock(mu->mu_, std::adopt_lock);
+    cv_.wait(lock);
+    lock.release();  // still held; the caller's MutexLock unlocks it
+  }
+  void SignalAll() { cv_.notify_all(); }
+
+ private:
+  std::condition_variable cv_;
 };
 
 class ABSL_SCOPED_LOCKABLE MutexLock {

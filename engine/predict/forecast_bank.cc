@@ -253,7 +253,22 @@ std::string ForecastBank::AutoChoice(int horizon) const {
 
 void ForecastBank::Observe(int64_t step, absl::Span<const double> p,
                            double assignments, bool take_origins) {
+  ObservePredictors(p);
+  Advance(step, p, assignments, take_origins);
+}
+
+void ForecastBank::ObservePredictors(absl::Span<const double> p) {
   for (auto& predictor : predictors_) predictor->Observe(p);
+}
+
+void ForecastBank::AppendDueRefits(std::vector<Predictor*>* refits) const {
+  for (const auto& predictor : predictors_) {
+    if (predictor->refit_due()) refits->push_back(predictor.get());
+  }
+}
+
+void ForecastBank::Advance(int64_t step, absl::Span<const double> p,
+                           double assignments, bool take_origins) {
   AddScaled(p.data(), assignments, m_, cum_counts_.data());
   cum_assignments_ += assignments;
   ++index_;

@@ -113,6 +113,20 @@ class ForecastBank {
   void Observe(int64_t step, absl::Span<const double> proportions,
                double assignments, bool take_origins = true);
 
+  // Observe in two parts, so that periodic refits can run in between as
+  // separate tasks (the analysis stage):
+  //
+  //   bank.ObservePredictors(p);        // feeds every predictor
+  //   bank.AppendDueRefits(&refits);    // predictors whose refit is due
+  //   for (Predictor* r : refits) r->Refresh();   // any thread, one each
+  //   bank.Advance(step, p, assignments, take_origins);  // scoring, origins
+  //
+  // Same results as Observe (a refit happens at the same step either way).
+  void ObservePredictors(absl::Span<const double> proportions);
+  void AppendDueRefits(std::vector<Predictor*>* refits) const;
+  void Advance(int64_t step, absl::Span<const double> proportions,
+               double assignments, bool take_origins = true);
+
   // Forecast of the mean over the next `horizon` steps by the predictor
   // named `predictor` ("auto" for the bank's choice). Intervals at `level`
   // in (0, 1). NOT_FOUND for an unknown predictor, INVALID_ARGUMENT for a

@@ -53,10 +53,13 @@ class HoltPredictor final : public Predictor {
     Step(params_, in, level_.data(), trend_.data());
   }
 
-  void Refresh() override {
+  bool refit_due() const override {
     const bool first_fit = !fitted_ && count_ >= options_.fit_window / 2;
-    if (!first_fit && !(fitted_ && since_fit_ >= options_.refit_every)) return;
-    Fit();
+    return first_fit || (fitted_ && since_fit_ >= options_.refit_every);
+  }
+
+  void Refresh() override {
+    if (refit_due()) Fit();
   }
 
   void Forecast(int horizon, absl::Span<double> out) override {

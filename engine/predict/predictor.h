@@ -57,6 +57,11 @@ class Predictor {
   // (steps x num_experts() values, row s = step t+1+s). steps >= 1.
   virtual void ForecastPath(int steps, absl::Span<double> out) = 0;
 
+  // True if Refresh() would now do a periodic refit (the expensive kind).
+  // The analysis stage then runs Refresh() as a separate task, on one of its
+  // periodic threads, before the step's forecasts are taken. Default false.
+  virtual bool refit_due() const { return false; }
+
   // True if Forecast writes the same values for every horizon (a flat
   // forecast: last_value, ema), so that a caller may compute it once per
   // step. Default false.

@@ -761,6 +761,11 @@ class ArimaPredictor final : public Predictor {
     }
   }
 
+  bool refit_due() const override {
+    return count_ >= min_fit_ &&
+           (!fitted_ || count_ - fit_count_ >= o_.refit_every);
+  }
+
   void Refresh() override {
     if (count_ < min_fit_) return;
     if (!fitted_ || count_ - fit_count_ >= o_.refit_every) {
