@@ -216,6 +216,73 @@ TEST(Equilibrium, LoadDerivativeMatchesFiniteDifferences) {
   }
 }
 
+// The single-type curvature of the log-likelihood and the load's second
+// derivative (MaximizeLikelihood's Newton steps) against central
+// differences of the score and of dL/dgamma.
+TEST(Equilibrium, CurvatureMatchesFiniteDifferences) {
+  std::mt19937_64 rng(11);
+  const int m = 16;
+  const double one = 1.0;
+  const std::vector<double> q = Normal(m, 1.0, rng);
+  std::vector<double> n(m);
+  double total = 0;
+  for (int e = 0; e < m; ++e) total += (n[e] = 100 + 50 * (e % 5));
+  gamma_internal::Problem p;
+  p.num_experts = m;
+  p.mass = &one;
+  p.quality = q.data();
+  p.sigma = 0.7;
+  gamma_internal::Counts c;
+  c.counts = n.data();
+  c.totals = &total;
+  gamma_internal::Workspace ws;
+  for (double g : {0.0, 3.0, 30.0}) {
+    auto at = [&](double gamma, std::vector<double>* d, std::vector<double>* d2,
+                  double* curv) {
+      gamma_internal::State st;
+      gamma_internal::Solve(p, gamma, 1e-15, 100, nullptr, &ws, &st);
+      gamma_internal::LoadDerivative(p, st, &ws, d);
+      const double score =
+          gamma_internal::EvaluateLikelihood(p, c, st, *d, &ws).score;
+      *curv = gamma_internal::SingleTypeCurvature(p, c, st, *d, &ws, d2);
+      return score;
+    };
+    std::vector<double> d, d2, dh, d2h, dl, d2l;
+    double curv, ch, cl;
+    at(g, &d, &d2, &curv);
+    const double h = 1e-4 * (1 + std::fabs(g));
+    const double uh = at(g + h, &dh, &d2h, &ch);
+    const double ul = at(g - h, &dl, &d2l, &cl);
+    const double fd = (uh - ul) / (2 * h);
+    EXPECT_NEAR(curv, fd, 1e-6 * (1 + std::fabs(fd))) << "gamma " << g;
+    for (int e = 0; e < m; ++e) {
+      const double fd2 = (dh[e] - dl[e]) / (2 * h);
+      EXPECT_NEAR(d2[e], fd2, 1e-7 * (1 + std::fabs(fd2))) << "gamma " << g;
+    }
+  }
+}
+
+// The solver's exp and the closed form's log stay within 2 ulps of the
+// library's.
+TEST(Equilibrium, FastExpAndLogWithinTwoUlps) {
+  std::mt19937_64 rng(12);
+  std::uniform_real_distribution<double> u(0, 1);
+  auto ulps = [](double a, double b) {
+    const double step = std::nextafter(std::fabs(b), INFINITY) - std::fabs(b);
+    return std::fabs(a - b) / step;
+  };
+  for (int i = 0; i < 200000; ++i) {
+    const double x = -u(rng) * (i % 2 == 0 ? 708.0 : 2.0);
+    ASSERT_LE(ulps(gamma_internal::ExpNonPositive(x), std::exp(x)), 2.0) << x;
+    const double y = std::exp((u(rng) - 0.5) * 1400);
+    ASSERT_LE(ulps(gamma_internal::LogPositive(y), std::log(y)), 2.0) << y;
+  }
+  EXPECT_EQ(gamma_internal::ExpNonPositive(0.0), 1.0);
+  EXPECT_EQ(gamma_internal::LogPositive(1.0), 0.0);
+  EXPECT_GT(gamma_internal::ExpNonPositive(-1e300), 0.0);
+  EXPECT_LT(gamma_internal::ExpNonPositive(-1e300), 1e-300);
+}
+
 TEST(Equilibrium, BadInputs) {
   EXPECT_THAT(SolveEquilibrium({}, 1.0),
               StatusIs(absl::StatusCode::kInvalidArgument,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
@@ -25,10 +26,16 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // the history ring's float proportions (7 digits), so sums can exceed the
 // exact bound by a few parts in 10^7.
 constexpr double kSlack = 1e-6;
-// Relative step tolerances of the MLE search: the reported fit, and the
-// bootstrap replicates (whose spread is many orders larger).
+// Relative step tolerances of the MLE search: the reported fit, the
+// held-out fit, and the bootstrap replicates (whose spread is many orders
+// larger). A replicate's search ends at a Newton step below kReplicateTol,
+// whose result is then second-order accurate (about 1e-10 relative).
 constexpr double kMainTol = 1e-13;
-constexpr double kReplicateTol = 1e-9;
+constexpr double kHeldoutTol = 1e-9;
+constexpr double kReplicateTol = 1e-5;
+// The replicates' equilibrium residual (max_e |L - P(L)|, loads about 1/M):
+// their gamma moves by < 1e-7 relative against 1e-15 (gamma.h).
+constexpr double kReplicateSolveTol = 1e-9;
 
 const std::vector<double>& QualityInput(const GammaWindow& w,
                                         QualityEstimator e) {
@@ -114,6 +121,16 @@ absl::Status ValidateArray(const std::vector<double>& a, const char* name,
         absl::StrCat(name, " has ", a.size(), " values, want steps x ",
                      "num_experts = ", t, " x ", m, " = ", want));
   }
+  // One branch-free pass; the loop below names the first bad value.
+  const double lower = positive ? std::numeric_limits<double>::denorm_min()
+                                : -std::numeric_limits<double>::max();
+  const double* v = a.data();
+  int bad = 0;
+  for (size_t j = 0; j < a.size(); ++j) {
+    // NaN fails both comparisons; +-inf and (when positive) <= 0 one.
+    bad |= !(v[j] >= lower && v[j] <= std::numeric_limits<double>::max());
+  }
+  if (bad == 0) return absl::OkStatus();
   for (size_t j = 0; j < a.size(); ++j) {
     if (!std::isfinite(a[j]) || (positive && !(a[j] > 0))) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -198,6 +215,67 @@ absl::Status ValidateWindow(const GammaWindow& w, const GammaOptions& o) {
   return absl::OkStatus();
 }
 
+// The weighted sums over `count` steps of counts and nx (T x M each, row
+// steps[j] with weight weights[j], in that order) for the experts [0, e0)
+// with e0 = m rounded down to a multiple of 8; returns e0. Blocks of experts
+// accumulate in vector registers (GCC/Clang vector extensions) over the
+// steps; each lane adds in the scalar order, so every width gives the same
+// bits.
+template <typename V>
+__attribute__((always_inline)) inline int ResampleBlocksImpl(const double* counts, const double* nx, int m,
+                              const int* steps, const double* weights,
+                              size_t count, double* n, double* wx) {
+  constexpr int kLanes = sizeof(V) / sizeof(double);
+  constexpr int kBlock = 4 * kLanes;
+  // (No lambdas: they would not inherit a caller's target attribute.)
+  int e0 = 0;
+  for (; e0 + kBlock <= m; e0 += kBlock) {
+    V an[4] = {}, ax[4] = {};
+    for (size_t j = 0; j < count; ++j) {
+      const size_t row = static_cast<size_t>(steps[j]) * m + e0;
+      V weight;
+      for (int l = 0; l < kLanes; ++l) weight[l] = weights[j];
+      for (int b = 0; b < 4; ++b) {
+        V c, xt;
+        std::memcpy(&c, counts + row + b * kLanes, sizeof c);
+        std::memcpy(&xt, nx + row + b * kLanes, sizeof xt);
+        an[b] += weight * c;
+        ax[b] += weight * xt;
+      }
+    }
+    std::memcpy(n + e0, an, sizeof an);
+    std::memcpy(wx + e0, ax, sizeof ax);
+  }
+  return e0;
+}
+
+typedef double Double2 __attribute__((vector_size(16)));
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MOECAST_GAMMA_AVX 1
+typedef double Double4 __attribute__((vector_size(32)));
+// The same with 256-bit vectors where the CPU has AVX (no FMA: the same
+// multiply and add per lane).
+__attribute__((target("avx"))) int ResampleBlocksAvx(
+    const double* counts, const double* nx, int m, const int* steps,
+    const double* weights, size_t count, double* n, double* wx) {
+  return ResampleBlocksImpl<Double4>(counts, nx, m, steps, weights, count, n,
+                                     wx);
+}
+#endif
+
+int ResampleBlocks(const double* counts, const double* nx, int m,
+                   const int* steps, const double* weights, size_t count,
+                   double* n, double* wx) {
+#ifdef MOECAST_GAMMA_AVX
+  static const bool avx = __builtin_cpu_supports("avx");
+  if (avx) {
+    return ResampleBlocksAvx(counts, nx, m, steps, weights, count, n, wx);
+  }
+#endif
+  return ResampleBlocksImpl<Double2>(counts, nx, m, steps, weights, count, n,
+                                     wx);
+}
+
 // Sufficient statistics of a (weighted) set of steps.
 struct Sums {
   double tokens = 0;
@@ -223,6 +301,31 @@ struct Sums {
     for (int e = 0; e < m; ++e) {
       np[e] += weight * c[e];
       wp[e] += weight * xt[e];
+    }
+  }
+  // Sets the sums to those of steps[j] with multiplicity weights[j] (j <
+  // size), in the order given (the same sums, bit for bit, as Reset and
+  // Add in that order): blocks of experts accumulate in registers over the
+  // steps.
+  void Resample(const GammaWindow& w, const std::vector<double>& nx,
+                const std::vector<int>& steps, const std::vector<double>& weights) {
+    const int m = w.num_experts;
+    const size_t count = steps.size();
+    n.resize(m);
+    wx.resize(m);
+    tokens = 0;
+    for (size_t j = 0; j < count; ++j) tokens += w.tokens[steps[j]] * weights[j];
+    const int e0 = ResampleBlocks(w.counts.data(), nx.data(), m, steps.data(),
+                                  weights.data(), count, n.data(), wx.data());
+    for (int e = e0; e < m; ++e) {
+      double an = 0, ax = 0;
+      for (size_t j = 0; j < count; ++j) {
+        const size_t row = static_cast<size_t>(steps[j]) * m + e;
+        an += weights[j] * w.counts[row];
+        ax += weights[j] * nx[row];
+      }
+      n[e] = an;
+      wx[e] = ax;
     }
   }
   // Sets `assignments` once the steps are added.
@@ -261,45 +364,80 @@ struct ClosedFormResult {
   double min_count = 0;
 };
 
+// Buffers for ClosedForm, reused across calls.
+struct ClosedFormScratch {
+  std::vector<double> x, y, w;
+};
+
+// The closed-form fit; with slope_only, just slope and intercept (and
+// zeros, min_count), as the bootstrap needs.
 ClosedFormResult ClosedForm(const std::vector<double>& q,
                             const std::vector<double>& n, double a, int k,
-                            double sigma, ClosedFormWeights weights) {
+                            double sigma, ClosedFormWeights weights,
+                            bool slope_only = false,
+                            ClosedFormScratch* scratch = nullptr) {
+  using gamma_internal::Sum4;
   const int m = static_cast<int>(q.size());
   ClosedFormResult r;
   r.min_count = std::numeric_limits<double>::infinity();
   for (int e = 0; e < m; ++e) {
-    if (n[e] <= 0) ++r.zeros;
-    r.min_count = std::min(r.min_count, n[e]);
+    r.zeros += n[e] <= 0 ? 1 : 0;
+    r.min_count = n[e] < r.min_count ? n[e] : r.min_count;
   }
   const double shift = r.zeros > 0 ? 0.5 : 0.0;
   const double denom = a + shift * m;
-  double sw = 0, sx = 0, sy = 0;
-  // Small fixed-size buffers would do; M is modest.
-  std::vector<double> x(m), y(m), w(m);
+  ClosedFormScratch local;
+  ClosedFormScratch& buf = scratch != nullptr ? *scratch : local;
+  buf.x.resize(m);
+  buf.y.resize(m);
+  buf.w.resize(m);
+  double* x = buf.x.data();
+  double* y = buf.y.data();
+  double* w = buf.w.data();
+  const double* qp = q.data();
+  const double* np = n.data();
+  const bool count_weights = weights == ClosedFormWeights::kCounts;
   for (int e = 0; e < m; ++e) {
-    x[e] = (n[e] + shift) / denom;
-    y[e] = q[e] - sigma * std::log(x[e]);
-    w[e] = weights == ClosedFormWeights::kCounts ? n[e] + shift : 1.0;
-    sw += w[e];
-    sx += w[e] * x[e];
-    sy += w[e] * y[e];
+    x[e] = (np[e] + shift) / denom;
+    y[e] = qp[e] - sigma * gamma_internal::LogPositive(x[e]);
+    w[e] = count_weights ? np[e] + shift : 1.0;
   }
+  // LogPositive wants normal numbers: a subnormal load (an absurdly small
+  // fractional count) takes the library log.
+  if ((r.min_count + shift) / denom < std::numeric_limits<double>::min()) {
+    for (int e = 0; e < m; ++e) {
+      if (x[e] < std::numeric_limits<double>::min()) {
+        y[e] = qp[e] - sigma * std::log(x[e]);
+      }
+    }
+  }
+  const double sw = Sum4(m, [&](int e) { return w[e]; });
   if (!(sw > 0)) return r;
+  const double sx = Sum4(m, [&](int e) { return w[e] * x[e]; });
+  const double sy = Sum4(m, [&](int e) { return w[e] * y[e]; });
   const double xb = sx / sw, yb = sy / sw;
-  double sxx = 0, sxy = 0, syy = 0;
-  for (int e = 0; e < m; ++e) {
-    sxx += w[e] * (x[e] - xb) * (x[e] - xb);
-    sxy += w[e] * (x[e] - xb) * (y[e] - yb);
-    syy += w[e] * (y[e] - yb) * (y[e] - yb);
+  const double sxx = Sum4(m, [&](int e) {
+    return w[e] * (x[e] - xb) * (x[e] - xb);
+  });
+  const double sxy = Sum4(m, [&](int e) {
+    return w[e] * (x[e] - xb) * (y[e] - yb);
+  });
+  if (slope_only) {
+    if (!(sxx > 0)) return r;
+    r.slope = sxy / sxx;
+    r.intercept = yb - r.slope * xb;
+    return r;
   }
+  const double syy = Sum4(m, [&](int e) {
+    return w[e] * (y[e] - yb) * (y[e] - yb);
+  });
   if (!(sxx > 0)) return r;
   r.slope = sxy / sxx;
   r.intercept = yb - r.slope * xb;
-  double ssr = 0;
-  for (int e = 0; e < m; ++e) {
+  const double ssr = Sum4(m, [&](int e) {
     const double res = y[e] - r.intercept - r.slope * x[e];
-    ssr += w[e] * res * res;
-  }
+    return w[e] * res * res;
+  });
   r.r2 = syy > 0 ? 1.0 - ssr / syy : kNaN;
   r.se = m > 2 ? std::sqrt(ssr / (m - 2) / sxx) : kNaN;
   // First-order small-count bias (sampling noise eps_e of the loads, with
@@ -663,7 +801,7 @@ absl::StatusOr<GammaFit> FitGamma(const GammaWindow& window,
       QualityFromSums(even, est, &q_even);
       QualityFromSums(odd, est, &q_odd);
       const MleResult he = FitMle(q_even, even.n, even.assignments, sigma,
-                                  mle.gamma, nullptr, kReplicateTol, &ws);
+                                  mle.gamma, nullptr, kHeldoutTol, &ws);
       fit.heldout_gamma_f = he.gamma / k;
       absl::StatusOr<std::vector<double>> pred =
           PredictLoads(q_odd, he.gamma, sigma);
@@ -685,28 +823,55 @@ absl::StatusOr<GammaFit> FitGamma(const GammaWindow& window,
   fit.bootstrap_se_f = fit.ci_low_f = fit.ci_high_f = kNaN;
   if (options.bootstrap_replicates > 0 && t_steps >= 2) {
     uint64_t rng = options.seed;
-    std::vector<int> times(t_steps);
+    std::vector<int> times(t_steps), drawn;
+    std::vector<double> multiplicity;
+    drawn.reserve(t_steps);
+    multiplicity.reserve(t_steps);
     std::vector<double> mle_draws, cf_draws, qb;
     mle_draws.reserve(options.bootstrap_replicates);
     cf_draws.reserve(options.bootstrap_replicates);
     Sums rs;
+    MleResult rm;
+    ClosedFormScratch cfs;
+    // Each replicate's search starts at the window's estimate, its first
+    // solve from the window's equilibrium moved to the replicate's quality.
+    static const double kOne = 1.0;
+    Problem main_problem;
+    main_problem.num_experts = m;
+    main_problem.mass = &kOne;
+    main_problem.quality = q.data();
+    main_problem.sigma = sigma;
+    std::vector<double> warm;
+    gamma_internal::SearchOptions replicate_search;
+    replicate_search.rel_tol = kReplicateTol;
+    replicate_search.solve_tol = kReplicateSolveTol;
+    // Only gamma is wanted: no evaluation at the search's last step.
+    replicate_search.final_state = false;
     for (int r = 0; r < options.bootstrap_replicates; ++r) {
       std::fill(times.begin(), times.end(), 0);
       for (int i = 0; i < t_steps; ++i) ++times[DrawIndex(&rng, t_steps)];
-      rs.Reset(m);
+      drawn.clear();
+      multiplicity.clear();
       for (int t = 0; t < t_steps; ++t) {
-        if (times[t] > 0) rs.Add(window, nx, t, times[t]);
+        if (times[t] > 0) {
+          drawn.push_back(t);
+          multiplicity.push_back(times[t]);
+        }
       }
+      rs.Resample(window, nx, drawn, multiplicity);
       rs.Finish();
       if (!(rs.assignments > 0)) {
         ++fit.bootstrap_failed;
         continue;
       }
       QualityFromSums(rs, est, &qb);
-      const ClosedFormResult rcf = ClosedForm(
-          qb, rs.n, rs.assignments, k, sigma, options.closed_form_weights);
-      const MleResult rm = FitMle(qb, rs.n, rs.assignments, sigma, mle.gamma,
-                                  mle.state.load.data(), kReplicateTol, &ws);
+      const ClosedFormResult rcf =
+          ClosedForm(qb, rs.n, rs.assignments, k, sigma,
+                     options.closed_form_weights, /*slope_only=*/true, &cfs);
+      gamma_internal::PredictLoadForQuality(main_problem, mle.state, qb.data(),
+                                            &ws, &warm);
+      FitMle(qb, rs.n, rs.assignments, sigma, mle.gamma, warm.data(),
+             replicate_search, &ws, &rm);
       mle_draws.push_back(rm.gamma / k);
       if (std::isfinite(rcf.slope)) cf_draws.push_back(rcf.slope / k);
     }

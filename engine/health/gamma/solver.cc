@@ -2,6 +2,8 @@
 // (internal.h).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -22,19 +24,25 @@ void EvalProbs(const Problem& p, double gamma, const double* load,
     const double* q = p.quality + static_cast<size_t>(i) * m;
     double* ls = log_probs + static_cast<size_t>(i) * m;
     double* s = probs + static_cast<size_t>(i) * m;
-    double mx = -std::numeric_limits<double>::infinity();
-    for (int e = 0; e < m; ++e) {
-      ls[e] = (q[e] - gamma * load[e]) * inv_sigma;
-      mx = std::max(mx, ls[e]);
+    for (int e = 0; e < m; ++e) ls[e] = (q[e] - gamma * load[e]) * inv_sigma;
+    // Four running maxima and sums (independent chains).
+    double mx4[4] = {ls[0], ls[0], ls[0], ls[0]};
+    int e = 0;
+    for (; e + 4 <= m; e += 4) {
+      for (int j = 0; j < 4; ++j) mx4[j] = ls[e + j] > mx4[j] ? ls[e + j] : mx4[j];
     }
-    double z = 0;
-    for (int e = 0; e < m; ++e) {
-      s[e] = std::exp(ls[e] - mx);
-      z += s[e];
+    double mx = std::max(std::max(mx4[0], mx4[1]), std::max(mx4[2], mx4[3]));
+    for (; e < m; ++e) mx = std::max(mx, ls[e]);
+    for (e = 0; e < m; ++e) s[e] = ExpNonPositive(ls[e] - mx);
+    double z4[4] = {0, 0, 0, 0};
+    for (e = 0; e + 4 <= m; e += 4) {
+      for (int j = 0; j < 4; ++j) z4[j] += s[e + j];
     }
+    double z = (z4[0] + z4[1]) + (z4[2] + z4[3]);
+    for (; e < m; ++e) z += s[e];
     const double lz = mx + std::log(z);
     const double inv_z = 1.0 / z;
-    for (int e = 0; e < m; ++e) {
+    for (e = 0; e < m; ++e) {
       ls[e] -= lz;
       s[e] *= inv_z;
     }
@@ -138,14 +146,51 @@ bool SolveDense(const Problem& p, double gamma, const double* probs,
   return true;
 }
 
+// One type with gamma >= 0: H = D - c s s^T with D = 1 + c s >= 1 and
+// c = gamma/sigma, solved by Sherman-Morrison, which is stable here
+// (1 - c s.D^{-1}s = 1 - sum_e s_e c s_e / (1 + c s_e) > 0, every term
+// positive). Factor once per probabilities, then each right-hand side costs
+// two passes.
+bool SingleTypeFast(const Problem& p, double gamma) {
+  return p.num_types == 1 && gamma >= 0;
+}
+
+void FactorSingle(const Problem& p, double gamma, const double* s,
+                  Workspace* ws) {
+  const int m = p.num_experts;
+  const double c = gamma / p.sigma;
+  ws->dinv.resize(m);
+  double* dinv = ws->dinv.data();
+  for (int e = 0; e < m; ++e) dinv[e] = 1.0 / (1.0 + c * s[e]);
+  const double sds = Sum4(m, [&](int e) { return s[e] * s[e] * dinv[e]; });
+  ws->single_denom = 1.0 - c * sds;
+  ws->single_c = c;
+}
+
+void SolveSingle(int m, const double* s, const double* r, double* x,
+                 const Workspace& ws) {
+  const double* dinv = ws.dinv.data();
+  const double sdr = Sum4(m, [&](int e) { return s[e] * dinv[e] * r[e]; });
+  const double z = ws.single_c * sdr / ws.single_denom;
+  for (int e = 0; e < m; ++e) x[e] = dinv[e] * (r[e] + z * s[e]);
+}
+
 // Solves H x = r: Woodbury on H = D - sum_i c_i s_i s_i^T (D diagonal) when
 // D is safely positive, checked by its residual; else dense Cholesky.
 // Returns false if neither works. Sets *dense when the dense path ran.
+// `factored`: the previous call was at the same gamma and probabilities, so
+// the single-type factor in *ws is reused.
 bool SolveHessian(const Problem& p, double gamma, const double* probs,
-                  const double* r, double* x, Workspace* ws, bool* dense) {
+                  const double* r, double* x, Workspace* ws, bool* dense,
+                  bool factored = false) {
   const int m = p.num_experts;
   const int k = p.num_types;
   const double c = gamma / p.sigma;
+  if (SingleTypeFast(p, gamma)) {
+    if (!factored) FactorSingle(p, gamma, probs, ws);
+    SolveSingle(m, probs, r, x, *ws);
+    return true;
+  }
   std::vector<double>& dinv = ws->dinv;
   dinv.resize(m);
   bool woodbury = true;
@@ -293,10 +338,10 @@ void Solve(const Problem& p, double gamma, double tol, int max_iter,
   st->iterations = 0;
   st->converged = false;
   st->dense_fallback = false;
-  double* load = st->load.data();
   if (warm != nullptr) {
-    std::copy(warm, warm + m, load);
+    std::copy(warm, warm + m, st->load.begin());
   } else {
+    double* load = st->load.data();
     const double t0 = std::max(p.sigma + gamma / m, 0.25 * p.sigma);
     // Softmax of q_i / t0, mixed by mass (probs as scratch).
     std::fill(load, load + m, 0.0);
@@ -315,28 +360,70 @@ void Solve(const Problem& p, double gamma, double tol, int max_iter,
   std::vector<double>& d = ws->d;
   g.resize(m);
   d.resize(m);
-  double prev_res = std::numeric_limits<double>::infinity();
-  int stalled = 0;
-  for (;;) {
-    EvalProbs(p, gamma, load, st->probs.data(), st->log_probs.data());
+  // The trial point of a full Newton step and its probabilities.
+  std::vector<double>& tload = ws->tload;
+  std::vector<double>& tprobs = ws->tprobs;
+  std::vector<double>& tlog = ws->tlog_probs;
+  std::vector<double>& tg = ws->tg;
+  tload.resize(m);
+  tprobs.resize(static_cast<size_t>(k) * m);
+  tlog.resize(static_cast<size_t>(k) * m);
+  tg.resize(m);
+  // g = L - P(L) at `load` from its probabilities; returns max_e |g_e|.
+  auto gradient = [&](const double* load, const double* probs, double* out) {
     double res = 0;
+    if (k == 1) {
+      for (int e = 0; e < m; ++e) out[e] = load[e] - probs[e];
+      // Four running maxima (independent chains).
+      double r4[4] = {0, 0, 0, 0};
+      int e = 0;
+      for (; e + 4 <= m; e += 4) {
+        for (int j = 0; j < 4; ++j) {
+          const double a = std::fabs(out[e + j]);
+          r4[j] = a > r4[j] ? a : r4[j];
+        }
+      }
+      res = std::max(std::max(r4[0], r4[1]), std::max(r4[2], r4[3]));
+      for (; e < m; ++e) res = std::max(res, std::fabs(out[e]));
+      return res;
+    }
     for (int e = 0; e < m; ++e) {
       double pe = 0;
       for (int i = 0; i < k; ++i) {
-        pe += p.mass[i] * st->probs[static_cast<size_t>(i) * m + e];
+        pe += p.mass[i] * probs[static_cast<size_t>(i) * m + e];
       }
-      g[e] = load[e] - pe;
-      res = std::max(res, std::fabs(g[e]));
+      out[e] = load[e] - pe;
+      res = std::max(res, std::fabs(out[e]));
     }
+    return res;
+  };
+  double best_res = std::numeric_limits<double>::infinity();
+  int stalled = 0;
+  bool evaluated = false;  // probs and g are those of the current load
+  double res = 0;
+  for (;;) {
+    if (!evaluated) {
+      EvalProbs(p, gamma, st->load.data(), st->probs.data(),
+                st->log_probs.data());
+      res = gradient(st->load.data(), st->probs.data(), g.data());
+    }
+    evaluated = false;
     st->residual = res;
     if (res <= tol) {
       st->converged = true;
       break;
     }
+    double* load = st->load.data();
     // Rounding floor: once the residual is near it, two steps in a row that
-    // do not reduce it end the solve (converged if within the floor).
-    const double floor = ResidualFloor(p, gamma, load);
-    if (res < 100 * floor && res >= prev_res) {
+    // do not improve on the best residual so far (rounding can make it
+    // oscillate) end the solve (converged if within the floor). (The floor
+    // is below floor_bound, loads being at most 1.)
+    const double floor_bound =
+        1e-13 + 8 * std::numeric_limits<double>::epsilon() *
+                    (std::fabs(gamma) / p.sigma);
+    const double floor =
+        res < 100 * floor_bound ? ResidualFloor(p, gamma, load) : floor_bound;
+    if (res < 100 * floor && res >= best_res) {
       if (++stalled >= 2) {
         st->converged = res <= floor;
         break;
@@ -344,22 +431,42 @@ void Solve(const Problem& p, double gamma, double tol, int max_iter,
     } else {
       stalled = 0;
     }
-    prev_res = res;
+    best_res = std::min(best_res, res);
     if (st->iterations >= max_iter) break;
     bool dense = false;
     bool ok = SolveHessian(p, gamma, st->probs.data(), g.data(), d.data(), ws,
                            &dense);
     if (dense) st->dense_fallback = true;
-    double gd = 0;
-    for (int e = 0; e < m; ++e) {
-      d[e] = -d[e];
-      gd += g[e] * d[e];
-    }
+    for (int e = 0; e < m; ++e) d[e] = -d[e];
+    const double* gp = g.data();
+    const double* dp = d.data();
+    double gd = Sum4(m, [&](int e) { return gp[e] * dp[e]; });
+    bool have_trial = false;
+    double tres = 0;
     if (!ok || !(gd < 0)) {  // not a descent direction: steepest descent
       gd = 0;
       for (int e = 0; e < m; ++e) {
         d[e] = -g[e];
         gd -= g[e] * g[e];
+      }
+    } else {
+      // The full Newton step, kept when it at least halves the residual
+      // (near the solution it squares it): no line search then, and its
+      // probabilities serve the next iteration. Otherwise the damped step
+      // below, from the same point.
+      for (int e = 0; e < m; ++e) tload[e] = load[e] + d[e];
+      EvalProbs(p, gamma, tload.data(), tprobs.data(), tlog.data());
+      tres = gradient(tload.data(), tprobs.data(), tg.data());
+      have_trial = true;
+      if (tres <= 0.5 * res) {
+        st->load.swap(tload);
+        st->probs.swap(tprobs);
+        st->log_probs.swap(tlog);
+        g.swap(tg);
+        res = tres;
+        evaluated = true;
+        ++st->iterations;
+        continue;
       }
     }
     double t = 1.0;
@@ -371,8 +478,72 @@ void Solve(const Problem& p, double gamma, double tol, int max_iter,
         t *= 0.5;
       }
     }
-    for (int e = 0; e < m; ++e) load[e] += t * d[e];
+    if (t == 1.0 && have_trial) {  // the full step after all: evaluated
+      st->load.swap(tload);
+      st->probs.swap(tprobs);
+      st->log_probs.swap(tlog);
+      g.swap(tg);
+      res = tres;
+      evaluated = true;
+    } else {
+      for (int e = 0; e < m; ++e) load[e] += t * d[e];
+    }
     ++st->iterations;
+  }
+}
+
+void PredictLoadForQuality(const Problem& p, const State& st,
+                           const double* q_new, Workspace* ws,
+                           std::vector<double>* out) {
+  const int m = p.num_experts;
+  out->assign(st.load.begin(), st.load.end());
+  if (p.num_types != 1) return;
+  const double sigma = p.sigma;
+  const double gamma = st.gamma;
+  const double* s = st.probs.data();
+  // First order: H dL = S dq / sigma.
+  std::vector<double>& rhs = ws->tmp;
+  rhs.resize(m);
+  const double* q = p.quality;
+  const double inv_sigma = 1.0 / sigma;
+  const double sdq = Sum4(m, [&](int e) { return s[e] * (q_new[e] - q[e]); });
+  for (int e = 0; e < m; ++e) {
+    rhs[e] = s[e] * ((q_new[e] - q[e]) - sdq) * inv_sigma;
+  }
+  std::vector<double>& dl = ws->v;
+  dl.resize(m);
+  bool dense = false;
+  if (!SolveHessian(p, gamma, s, rhs.data(), dl.data(), ws, &dense)) return;
+  // Second order: H d2L = T, T_e = s_e ((x_e - s.x)^2 - Var_s(x)) with
+  // x = da = (dq - gamma dL) / sigma.
+  std::vector<double>& xv = ws->tg;
+  xv.resize(m);
+  double* x = xv.data();
+  const double* dlp = dl.data();
+  for (int e = 0; e < m; ++e) {
+    x[e] = ((q_new[e] - q[e]) - gamma * dlp[e]) * inv_sigma;
+  }
+  const double xbar = Sum4(m, [&](int e) { return s[e] * x[e]; });
+  const double var = Sum4(m, [&](int e) {
+    const double dx = x[e] - xbar;
+    return s[e] * dx * dx;
+  });
+  for (int e = 0; e < m; ++e) {
+    rhs[e] = s[e] * ((x[e] - xbar) * (x[e] - xbar) - var);
+  }
+  std::vector<double>& d2l = ws->d2load;
+  d2l.resize(m);
+  if (!SolveHessian(p, gamma, s, rhs.data(), d2l.data(), ws, &dense,
+                    /*factored=*/true)) {
+    std::fill(d2l.begin(), d2l.end(), 0.0);
+  }
+  for (int e = 0; e < m; ++e) {
+    const double v = dl[e] + 0.5 * d2l[e];
+    if (!std::isfinite(v)) {
+      out->assign(st.load.begin(), st.load.end());
+      return;
+    }
+    (*out)[e] += v;
   }
 }
 
@@ -386,9 +557,9 @@ void LoadDerivative(const Problem& p, const State& st, Workspace* ws,
     const double w = p.mass[i];
     if (w == 0) continue;
     const double* s = st.probs.data() + static_cast<size_t>(i) * m;
-    double sl = 0;
-    for (int e = 0; e < m; ++e) sl += s[e] * load[e];
-    for (int e = 0; e < m; ++e) rhs[e] += w * s[e] * (load[e] - sl) / p.sigma;
+    const double sl = Sum4(m, [&](int e) { return s[e] * load[e]; });
+    const double ws_ = w / p.sigma;
+    for (int e = 0; e < m; ++e) rhs[e] += ws_ * s[e] * (load[e] - sl);
   }
   dload->resize(m);
   bool dense = false;
@@ -414,41 +585,127 @@ Likelihood EvaluateLikelihood(const Problem& p, const Counts& c,
     const double* n = c.counts + static_cast<size_t>(i) * m;
     const double total = c.totals[i];
     if (total <= 0) continue;
-    double sv = 0;
-    for (int e = 0; e < m; ++e) sv += s[e] * v[e];
-    double score = 0, var = 0;
-    for (int e = 0; e < m; ++e) {
-      if (n[e] > 0) out.loglik += n[e] * ls[e];
-      score += (n[e] - total * s[e]) * v[e];
-      const double dv = v[e] - sv;
-      var += s[e] * dv * dv;
-    }
+    const double* vp = v.data();
+    const double sv = Sum4(m, [&](int e) { return s[e] * vp[e]; });
+    out.loglik +=
+        Sum4(m, [&](int e) { return n[e] > 0 ? n[e] * ls[e] : 0.0; });
+    const double score =
+        Sum4(m, [&](int e) { return (n[e] - total * s[e]) * vp[e]; });
+    const double var = Sum4(m, [&](int e) {
+      const double dv = vp[e] - sv;
+      return s[e] * dv * dv;
+    });
     out.score -= score / p.sigma;
     out.fisher += total * var / (p.sigma * p.sigma);
   }
   return out;
 }
 
+namespace {
+
+// SingleTypeCurvature; `factored` as for SolveHessian (true right after
+// LoadDerivative on the same state).
+double Curvature(const Problem& p, const Counts& c, const State& st,
+                 const std::vector<double>& dload, Workspace* ws,
+                 std::vector<double>* d2load, bool factored) {
+  if (p.num_types != 1) return kNaN;
+  const int m = p.num_experts;
+  const double sigma = p.sigma;
+  const double gamma = st.gamma;
+  const double* s = st.probs.data();
+  const double* load = st.load.data();
+  const double* dl = dload.data();
+  // x = a', its s-mean and s-variance, and s.L'.
+  const double inv_sigma = 1.0 / sigma;
+  std::vector<double>& xv = ws->tmp;
+  xv.resize(m);
+  double* x = xv.data();
+  for (int e = 0; e < m; ++e) x[e] = -(load[e] + gamma * dl[e]) * inv_sigma;
+  const double xbar = Sum4(m, [&](int e) { return s[e] * x[e]; });
+  const double sdl = Sum4(m, [&](int e) { return s[e] * dl[e]; });
+  const double var = Sum4(m, [&](int e) {
+    const double dx = x[e] - xbar;
+    return s[e] * dx * dx;
+  });
+  std::vector<double>& rhs = ws->v;
+  rhs.resize(m);
+  for (int e = 0; e < m; ++e) {
+    const double dx = x[e] - xbar;
+    rhs[e] = s[e] * (dx * dx - var) - 2 * inv_sigma * s[e] * (dl[e] - sdl);
+  }
+  d2load->resize(m);
+  bool dense = false;
+  if (!SolveHessian(p, gamma, s, rhs.data(), d2load->data(), ws, &dense,
+                    factored)) {
+    return kNaN;
+  }
+  const double* n = c.counts;
+  const double total = c.totals[0];
+  const double* d2 = d2load->data();
+  double curv = Sum4(m, [&](int e) {
+    const double a2 = -(2 * dl[e] + gamma * d2[e]) * inv_sigma;
+    return (n[e] - total * s[e]) * a2;
+  });
+  const double lx = Sum4(m, [&](int e) { return dl[e] * x[e]; });
+  curv -= total * lx;
+  return std::isfinite(curv) ? curv : kNaN;
+}
+
+}  // namespace
+
+double SingleTypeCurvature(const Problem& p, const Counts& c,
+                           const State& st, const std::vector<double>& dload,
+                           Workspace* ws, std::vector<double>* d2load) {
+  return Curvature(p, c, st, dload, ws, d2load, /*factored=*/false);
+}
+
 MleResult MaximizeLikelihood(const Problem& p, const Counts& c, double gamma0,
                              double lo, double hi, double rel_tol,
                              const double* warm, Workspace* ws) {
+  MleResult r;
+  SearchOptions o;
+  o.rel_tol = rel_tol;
+  MaximizeLikelihood(p, c, gamma0, lo, hi, o, warm, ws, &r);
+  return r;
+}
+
+void MaximizeLikelihood(const Problem& p, const Counts& c, double gamma0,
+                        double lo, double hi, const SearchOptions& options,
+                        const double* warm, Workspace* ws, MleResult* out) {
   constexpr int kMaxEvaluations = 200;
-  constexpr double kSolveTol = 1e-15;
   constexpr int kSolveMaxIter = 100;
+  const double rel_tol = options.rel_tol;
+  const bool final_state = options.final_state;
   const double sigma = p.sigma;
   const int m = p.num_experts;
-  MleResult r;
-  std::vector<double> dload, next_warm(m);
+  const bool single = p.num_types == 1;
+  MleResult& r = *out;
+  r.gamma = 0;
+  r.lik = Likelihood();
+  r.evaluations = 0;
+  r.solver_iterations = 0;
+  r.max_residual = 0;
+  r.at_lower_bound = r.at_upper_bound = false;
+  r.converged = false;
+  r.solver_failed = false;
+  std::vector<double>& dload = ws->dload;
+  std::vector<double>& d2load = ws->d2load;
+  std::vector<double>& next_warm = ws->next_warm;
+  next_warm.resize(m);
   State& cur = r.state;
   Likelihood lik;
+  double curv = kNaN;
   auto eval = [&](double g, const double* start) {
-    Solve(p, g, kSolveTol, kSolveMaxIter, start, ws, &cur);
+    Solve(p, g, options.solve_tol, kSolveMaxIter, start, ws, &cur);
     ++r.evaluations;
     r.solver_iterations += cur.iterations;
     r.max_residual = std::max(r.max_residual, cur.residual);
     if (!cur.converged) r.solver_failed = true;
     LoadDerivative(p, cur, ws, &dload);
     lik = EvaluateLikelihood(p, c, cur, dload, ws);
+    // LoadDerivative left the factor of this state's Hessian.
+    curv = single ? Curvature(p, c, cur, dload, ws, &d2load, /*factored=*/true)
+                  : kNaN;
   };
   double g = gamma0;
   if (!std::isfinite(g)) g = 0;
@@ -488,7 +745,9 @@ MleResult MaximizeLikelihood(const Problem& p, const Counts& c, double gamma0,
     }
     double step = std::numeric_limits<double>::quiet_NaN();
     const double slope = (u - u_prev) / (g - g_prev);
-    if (std::isfinite(slope) && slope < 0) {
+    if (curv < 0) {  // NaN compares false
+      step = -u / curv;
+    } else if (std::isfinite(slope) && slope < 0) {
       step = -u / slope;
     } else if (lik.fisher > 0) {
       step = u / lik.fisher;
@@ -497,7 +756,7 @@ MleResult MaximizeLikelihood(const Problem& p, const Counts& c, double gamma0,
     if (!std::isfinite(step)) step = u > 0 ? cap : -cap;
     step = std::min(std::max(step, -cap), cap);
     // A step below the tolerance ends the search (at g + step, evaluated
-    // below) unless it would leave the range.
+    // below when final_state) unless it would leave the range.
     const bool small_step = std::fabs(step) <= rel_tol * scale;
     double gn = g + step;
     if (!small_step && !(gn > a && gn < b)) {
@@ -512,11 +771,22 @@ MleResult MaximizeLikelihood(const Problem& p, const Counts& c, double gamma0,
       }
     }
     gn = std::min(std::max(gn, lo), hi);
-    // Warm start: first-order prediction of the new load.
+    if (small_step && !final_state) {
+      g = gn;
+      r.converged = true;
+      break;
+    }
+    // Warm start: Taylor prediction of the new load.
     const double* start = nullptr;
-    if (std::fabs(gn - g) <= scale && std::isfinite(dload[0])) {
-      for (int e = 0; e < m; ++e)
-        next_warm[e] = cur.load[e] + dload[e] * (gn - g);
+    const double dg = gn - g;
+    if (std::fabs(dg) <= scale && std::isfinite(dload[0])) {
+      if (std::isfinite(curv) && std::isfinite(d2load[0])) {
+        for (int e = 0; e < m; ++e) {
+          next_warm[e] = cur.load[e] + dg * (dload[e] + 0.5 * dg * d2load[e]);
+        }
+      } else {
+        for (int e = 0; e < m; ++e) next_warm[e] = cur.load[e] + dload[e] * dg;
+      }
       start = next_warm.data();
     }
     g_prev = g;
@@ -530,12 +800,21 @@ MleResult MaximizeLikelihood(const Problem& p, const Counts& c, double gamma0,
   }
   r.gamma = g;
   r.lik = lik;
-  return r;
 }
 
 MleResult FitMle(const std::vector<double>& q, const std::vector<double>& n,
                  double a, double sigma, double gamma0, const double* warm,
                  double rel_tol, Workspace* ws) {
+  MleResult r;
+  SearchOptions o;
+  o.rel_tol = rel_tol;
+  FitMle(q, n, a, sigma, gamma0, warm, o, ws, &r);
+  return r;
+}
+
+void FitMle(const std::vector<double>& q, const std::vector<double>& n,
+            double a, double sigma, double gamma0, const double* warm,
+            const SearchOptions& options, Workspace* ws, MleResult* r) {
   static const double kOne = 1.0;
   Problem p;
   p.num_experts = static_cast<int>(q.size());
@@ -546,9 +825,8 @@ MleResult FitMle(const std::vector<double>& q, const std::vector<double>& n,
   Counts c;
   c.counts = n.data();
   c.totals = &a;
-  return MaximizeLikelihood(p, c, gamma0, MleLowerBound(sigma),
-                            MleUpperBound(p.num_experts, sigma), rel_tol, warm,
-                            ws);
+  MaximizeLikelihood(p, c, gamma0, MleLowerBound(sigma),
+                     MleUpperBound(p.num_experts, sigma), options, warm, ws, r);
 }
 
 double Pearson(const std::vector<double>& x, const std::vector<double>& y) {
