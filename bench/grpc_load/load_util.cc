@@ -157,6 +157,22 @@ double StepGenerator::Next(std::vector<double>* counts) {
       left -= x;
       mass -= p[e];
     }
+    // Each token picks K distinct experts, so no expert gets more than
+    // `tokens` assignments; the multinomial can overshoot where a share is
+    // near its 1/K cap. The excess goes to the following experts with room.
+    double excess = 0;
+    for (int e = 0; e < m; ++e) {
+      if (c[e] > tokens) {
+        excess += c[e] - tokens;
+        c[e] = tokens;
+      }
+    }
+    for (int i = 0; excess > 0 && i < 2 * m; ++i) {
+      double& x = c[i % m];
+      const double move = std::min(excess, tokens - x);
+      x += move;
+      excess -= move;
+    }
   }
   return tokens;
 }

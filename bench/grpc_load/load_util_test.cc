@@ -108,7 +108,7 @@ void CheckSteps(const Shape& shape, const GeneratorOptions& options) {
     EXPECT_GT(*std::max_element(b, b + m), 2.0 / m) << "layer " << l << " not skewed";
   }
   std::vector<double> counts, first;
-  for (int step = 0; step < 5; ++step) {
+  for (int step = 0; step < 40; ++step) {
     const double tokens = gen.Next(&counts);
     EXPECT_EQ(tokens, std::round(options.tokens_per_step));
     ASSERT_EQ(counts.size(), static_cast<size_t>(shape.values()));
@@ -118,6 +118,8 @@ void CheckSteps(const Shape& shape, const GeneratorOptions& options) {
         const double c = counts[l * m + e];
         ASSERT_GE(c, 0);
         ASSERT_EQ(c, std::floor(c)) << "counts are integers";
+        // K distinct experts per token: no expert above the step's tokens.
+        ASSERT_LE(c, tokens) << "layer " << l << " expert " << e;
         sum += c;
       }
       // What the engine validates: sum(c) <= tokens * K (here equal).
