@@ -24,6 +24,7 @@
 
 #include "engine/health/gamma/gamma.h"
 #include "engine/health/gamma/test_util.h"
+#include "engine/options.h"
 #include "engine/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -118,10 +119,17 @@ TEST(GammaCoverage, MleCiCoversTrueGammaAtSmallAndLargeTokenCounts) {
 // --test_env=GAMMA_COVERAGE_M256_DRAWS=1000) and prints the coverage;
 // 1000 draws measured 93.6% (936/1000; mean bootstrap SE 0.525 against
 // the draws' sd 0.523).
-TEST(GammaCoverage, MleCiAtM256With100Replicates) {
+// The coverage of the replicate count the engine ships (EngineOptions'
+// health.gamma.bootstrap_replicates) at DeepSeek-V3's M and K; another count
+// with GAMMA_COVERAGE_M256_REPLICATES. Long: runs only when asked.
+TEST(GammaCoverage, MleCiAtM256WithTheShippedReplicates) {
   const char* env = std::getenv("GAMMA_COVERAGE_M256_DRAWS");
   if (env == nullptr) GTEST_SKIP() << "set GAMMA_COVERAGE_M256_DRAWS";
   const int draws = std::max(1, std::atoi(env));
+  const char* reps_env = std::getenv("GAMMA_COVERAGE_M256_REPLICATES");
+  const int replicates = reps_env != nullptr
+                             ? std::max(2, std::atoi(reps_env))
+                             : EngineOptions().health.gamma.bootstrap_replicates;
   constexpr int kM = 256, kK = 8, kSteps = 100;
   constexpr int64_t kTokens = 4096;
   constexpr double kGammaRho = 2.0 * kM;
@@ -140,7 +148,7 @@ TEST(GammaCoverage, MleCiAtM256With100Replicates) {
     }
     GammaOptions o;
     o.top_k = kK;
-    o.bootstrap_replicates = 100;
+    o.bootstrap_replicates = replicates;
     o.seed = 256000 + d;
     o.heldout = false;
     ASSERT_OK_AND_ASSIGN(GammaFit fit, FitGamma(w, o));
@@ -152,10 +160,10 @@ TEST(GammaCoverage, MleCiAtM256With100Replicates) {
   }
   const double mean = sum / draws;
   std::printf(
-      "M=%d K=%d gamma_f=%.4f steps=%d tokens/step=%lld, 100 replicates: MLE "
+      "M=%d K=%d gamma_f=%.4f steps=%d tokens/step=%lld, %d replicates: MLE "
       "95%% CI covers %d/%d = %.1f%%; gamma_f mean %.4f sd %.4f, mean "
       "bootstrap SE %.4f, mean CI width %.4f\n",
-      kM, kK, truth, kSteps, static_cast<long long>(kTokens), covered, draws,
+      kM, kK, truth, kSteps, static_cast<long long>(kTokens), replicates, covered, draws,
       100.0 * covered / draws, mean,
       std::sqrt(std::max(0.0, sum2 / draws - mean * mean)), sum_bse / draws,
       sum_width / draws);
