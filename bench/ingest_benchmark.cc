@@ -74,7 +74,8 @@ void BM_Ingest(benchmark::State& state, Shape shape, bool with_router) {
 }
 
 // The default job: history plus, per layer, the state classifier, the
-// forecast bank (last_value, sw_avg(100), ema(0.9), holt, scored at
+// forecast bank (last_value, sw_avg(100), ema(0.9), holt, ewm(300),
+// ewm(3000), scored at
 // horizons 1, 10, 100, 1000, with auto) and the health monitor (no router
 // logits here, so no gamma_eff fits).
 void BM_IngestWithForecasting(benchmark::State& state, Shape shape) {

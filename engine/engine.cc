@@ -12,6 +12,7 @@
 #include "engine/internal/job.h"
 #include "engine/internal/mutex.h"
 #include "engine/internal/snapshot_codec.h"
+#include "engine/predict/predictor_factory.h"
 #include "engine/status_macros.h"
 
 namespace moecast {
@@ -146,6 +147,16 @@ class EngineImpl final : public Engine {
     MOECAST_ASSIGN_OR_RETURN(JobSpec spec, Job::ReadSnapshotSpec(in));
     MOECAST_RETURN_IF_ERROR(ValidateJobSpec(spec, options()));
     MOECAST_RETURN_IF_ERROR(Job::CheckSnapshotOptions(in, options()));
+    // A job registered without predictors keeps the bank it was saved with:
+    // the default of the version that wrote the snapshot.
+    if (spec.forecasting && spec.predictors.empty()) {
+      std::optional<std::vector<std::string>> saved =
+          Job::PeekBankPredictors(in.rest());
+      if (saved.has_value() && *saved != DefaultPredictorNames() &&
+          *saved == LegacyDefaultPredictorNames()) {
+        spec.predictors = *std::move(saved);
+      }
+    }
     // Cheap early answer; InsertJob checks again under the lock.
     if (Find(spec.job_id) != nullptr) return JobExists(spec.job_id);
     // As RegisterJob: the reservation is what a fresh job of this spec

@@ -64,7 +64,8 @@ struct JobSpec {
   int num_sources = 1;
   StepUnit step_unit = StepUnit::kOptimizerStep;
   // Forecasting: the predictor bank (names as in predictor_factory.h; empty:
-  // last_value, sw_avg(100), ema(0.9), holt) and the horizons it is scored
+  // DefaultPredictorNames(), last_value, sw_avg(100), ema(0.9), holt,
+  // ewm(300), ewm(3000)) and the horizons it is scored
   // at (empty: 1, 10, 100, 1000). With `forecasting` off the job only keeps
   // history (and ingests faster).
   bool forecasting = true;

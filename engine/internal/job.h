@@ -141,6 +141,11 @@ class Job final : public StepTask, public std::enable_shared_from_this<Job> {
   // (DATA_LOSS for bytes that are malformed or do not fit the job). A job
   // whose LoadFrom failed must be discarded.
   static absl::StatusOr<JobSpec> ReadSnapshotSpec(SnapshotReader& in);
+  // The predictor names of the first layer's bank in the payload that
+  // follows the options (`rest`, what LoadFrom reads); nullopt if there is
+  // no bank or the bytes do not parse (LoadFrom then reports them).
+  static std::optional<std::vector<std::string>> PeekBankPredictors(
+      absl::string_view rest);
   static absl::Status CheckSnapshotOptions(SnapshotReader& in,
                                            const EngineOptions& options);
   absl::Status LoadFrom(SnapshotReader& in);

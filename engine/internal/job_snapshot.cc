@@ -330,6 +330,20 @@ absl::Status Job::CheckSnapshotOptions(SnapshotReader& in,
   return absl::OkStatus();
 }
 
+std::optional<std::vector<std::string>> Job::PeekBankPredictors(
+    absl::string_view rest) {
+  SnapshotReader in(rest, "snapshot");
+  (void)in.Section(kJobTag, "job");
+  SnapshotReader layer = in.Section(kLayerTag, "layer 0");
+  (void)layer.Section(kHistoryTag, "history");
+  (void)layer.Section(kStateTag, "state");
+  SnapshotReader bank = layer.Section(kBankTag, "bank");
+  (void)bank.I32("num_experts");
+  std::vector<std::string> names = bank.Strings("predictors", 1024, 4096);
+  if (!in.ok()) return std::nullopt;
+  return names;
+}
+
 absl::Status Job::LoadFrom(SnapshotReader& in) {
   MutexLock alock(&amu_);
   MutexLock lock(&mu_);

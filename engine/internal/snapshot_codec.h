@@ -145,6 +145,8 @@ class SnapshotReader {
   bool ok() const { return status_->ok(); }
   const absl::Status& status() const { return *status_; }
   size_t remaining() const { return data_.size() - pos_; }
+  // The bytes not read yet (to look ahead with a reader of their own).
+  absl::string_view rest() const { return data_.substr(pos_); }
   const std::string& context() const { return context_; }
 
   // Records DATA_LOSS "<context>: <field>: <message>" unless an error is

@@ -43,6 +43,16 @@ std::vector<double> SwAvgHorizonWeights(int window, int horizon);
 absl::StatusOr<std::unique_ptr<Predictor>> MakeEmaPredictor(int num_experts,
                                                             double theta);
 
+// ewm(W): the exponentially weighted mean with span W (the weight of the
+// step i steps back is (1 - a)^i, a = 2 / (W + 1), as pandas' ewm(span=W)),
+// start-up adjusted: the weights are normalised over the steps seen, so the
+// first steps get the plain mean instead of a bias towards the first one. A
+// long span is the bank's long memory (a stable load's best forecast far
+// ahead is a mean over hundreds or thousands of steps) at O(M) memory and
+// O(M) per step. Flat forecast. Requires 1 <= W <= 10^7.
+absl::StatusOr<std::unique_ptr<Predictor>> MakeEwmPredictor(int num_experts,
+                                                            int span);
+
 struct HoltOptions {
   // Steps of history the parameters are fitted on, and how often they are
   // refitted. Parameters are shared by the experts of a layer (one stream):

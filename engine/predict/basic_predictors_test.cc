@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/internal/snapshot_codec.h"
 #include "engine/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -60,6 +61,7 @@ std::vector<std::unique_ptr<Predictor>> AllBasic(int m) {
   v.push_back(MakeSwAvgPredictor(m, 7).value());
   v.push_back(MakeEmaPredictor(m, 0.9).value());
   v.push_back(MakeHoltPredictor(m).value());
+  v.push_back(MakeEwmPredictor(m, 50).value());
   return v;
 }
 
@@ -99,6 +101,7 @@ TEST(BasicPredictorsTest, Names) {
   EXPECT_EQ(v[1]->name(), "sw_avg(7)");
   EXPECT_EQ(v[2]->name(), "ema(0.9)");
   EXPECT_EQ(v[3]->name(), "holt");
+  EXPECT_EQ(v[4]->name(), "ewm(50)");
 }
 
 TEST(LastValueTest, ReturnsTheLastStep) {
@@ -158,6 +161,71 @@ TEST(EmaTest, FollowsTheRecursion) {
   EXPECT_THAT(Fc(*last, 1), ElementsAre(DoubleNear(0.3, 1e-15), DoubleNear(0.7, 1e-15)));
 }
 
+// The weights of ewm(W) are (1 - a)^i, a = 2 / (W + 1), normalised over the
+// steps seen: checked against the direct sum.
+TEST(EwmTest, IsTheNormalisedExponentialWeightingAtEveryStep) {
+  const int span = 9;
+  const double decay = 1 - 2.0 / (span + 1);
+  auto series = Series(60, 3, 7);
+  auto p = MakeEwmPredictor(3, span).value();
+  EXPECT_TRUE(p->flat_forecast());
+  for (size_t t = 0; t < series.size(); ++t) {
+    p->Observe(series[t]);
+    std::vector<double> direct(3, 0.0);
+    double weights = 0;
+    for (size_t i = 0; i <= t; ++i) {
+      const double w = std::pow(decay, static_cast<double>(i));
+      weights += w;
+      for (int e = 0; e < 3; ++e) direct[e] += w * series[t - i][e];
+    }
+    for (double& v : direct) v /= weights;
+    EXPECT_THAT(Fc(*p, 1), Pointwise(DoubleNear(1e-12), direct)) << "t=" << t;
+    EXPECT_THAT(Fc(*p, 500), Pointwise(DoubleNear(1e-12), direct)) << "flat";
+  }
+}
+
+// Start-up adjusted: the first step is forecast as itself, the first two as
+// their weighted mean (not pulled towards the uniform start).
+TEST(EwmTest, StartsFromTheDataNotFromUniform) {
+  auto p = MakeEwmPredictor(2, 1000).value();
+  p->Observe(std::vector<double>{0.9, 0.1});
+  EXPECT_THAT(Fc(*p, 1), ElementsAre(DoubleNear(0.9, 1e-15), DoubleNear(0.1, 1e-15)));
+  p->Observe(std::vector<double>{0.5, 0.5});
+  const double d = 1 - 2.0 / 1001;
+  EXPECT_THAT(Fc(*p, 1), ElementsAre(DoubleNear((0.5 + d * 0.9) / (1 + d), 1e-15),
+                                     DoubleNear((0.5 + d * 0.1) / (1 + d), 1e-15)));
+  // ewm(1) is the last value.
+  auto last = MakeEwmPredictor(2, 1).value();
+  last->Observe(std::vector<double>{0.9, 0.1});
+  last->Observe(std::vector<double>{0.3, 0.7});
+  EXPECT_THAT(Fc(*last, 4), ElementsAre(DoubleNear(0.3, 1e-15), DoubleNear(0.7, 1e-15)));
+}
+
+// Saved and restored mid-stream, it answers bit for bit as the original
+// does from then on; bytes for another span are refused.
+TEST(EwmTest, SnapshotRoundTripAndMismatch) {
+  auto series = Series(300, 4, 3);
+  auto a = MakeEwmPredictor(4, 100).value();
+  for (int t = 0; t < 150; ++t) a->Observe(series[t]);
+  internal::SnapshotWriter w;
+  ASSERT_OK(a->SaveTo(w));
+  const std::string bytes = w.Release();
+  auto b = MakeEwmPredictor(4, 100).value();
+  internal::SnapshotReader r(bytes, "ewm");
+  b->LoadFrom(r);
+  r.ExpectEnd();
+  ASSERT_OK(r.status());
+  for (int t = 150; t < 300; ++t) {
+    a->Observe(series[t]);
+    b->Observe(series[t]);
+    EXPECT_EQ(Fc(*a, 1), Fc(*b, 1)) << "t=" << t;
+  }
+  auto other = MakeEwmPredictor(4, 99).value();
+  internal::SnapshotReader r2(bytes, "ewm");
+  other->LoadFrom(r2);
+  EXPECT_THAT(r2.status(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("span")));
+}
+
 TEST(HoltTest, ExtrapolatesADampedTrend) {
   auto p = MakeHoltPredictor(2).value();
   // Expert 0 grows linearly from 0.2 to 0.5 over 400 steps.
@@ -186,6 +254,10 @@ TEST(BasicPredictorsTest, BadOptionsAreRejected) {
                                                   HasSubstr("theta = -0.1")));
   EXPECT_THAT(MakeLastValuePredictor(0), StatusIs(absl::StatusCode::kInvalidArgument,
                                                   HasSubstr("num_experts = 0")));
+  EXPECT_THAT(MakeEwmPredictor(4, 0), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               HasSubstr("span = 0")));
+  EXPECT_THAT(MakeEwmPredictor(0, 10), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                HasSubstr("num_experts = 0")));
   HoltOptions o;
   o.fit_window = 2;
   EXPECT_THAT(MakeHoltPredictor(4, o), StatusIs(absl::StatusCode::kInvalidArgument,

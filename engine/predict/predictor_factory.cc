@@ -49,11 +49,15 @@ absl::Status ArgCount(absl::string_view text, const std::vector<std::string>& ar
 
 std::string KnownPredictorsHelp() {
   return "last_value, sw_avg(W) (default W=100), ema(theta) (default 0.9), "
-         "holt, arima(p,d,q) (default 5,1,5; append +drift for a drift term), "
+         "ewm(W) (span, default 1000), holt, arima(p,d,q) (default 5,1,5; append +drift for a drift term), "
          "lstm(WEIGHTS_FILE)";
 }
 
 std::vector<std::string> DefaultPredictorNames() {
+  return {"last_value", "sw_avg(100)", "ema(0.9)", "holt", "ewm(300)", "ewm(3000)"};
+}
+
+std::vector<std::string> LegacyDefaultPredictorNames() {
   return {"last_value", "sw_avg(100)", "ema(0.9)", "holt"};
 }
 
@@ -92,6 +96,14 @@ absl::StatusOr<std::unique_ptr<Predictor>> MakePredictor(absl::string_view name,
       return bad_number(args[0]);
     }
     return MakeEmaPredictor(num_experts, theta);
+  }
+  if (kind == "ewm") {
+    if (absl::Status s = ArgCount(name, args, 1); !s.ok()) return s;
+    int span = 1000;
+    if (!args.empty() && !absl::SimpleAtoi(args[0], &span)) {
+      return bad_number(args[0]);
+    }
+    return MakeEwmPredictor(num_experts, span);
   }
   if (kind == "arima") {
     ArimaOptions options;

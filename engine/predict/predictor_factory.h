@@ -28,8 +28,16 @@ namespace moecast {
 absl::StatusOr<std::unique_ptr<Predictor>> MakePredictor(absl::string_view name,
                                                          int num_experts);
 
-// The bank a job gets when it names none.
+// The bank a job gets when it names none: last_value, sw_avg(100),
+// ema(0.9), holt, and two long-memory smoothers, ewm(300) and ewm(3000), so
+// that `auto` has a good choice at every horizon up to thousands of steps
+// (calibration: BENCHMARKS.md, "Forecasts at every time scale").
 std::vector<std::string> DefaultPredictorNames();
+
+// The default bank before the long-memory smoothers joined it (last_value,
+// sw_avg(100), ema(0.9), holt): snapshots of jobs registered without
+// predictors and written before then hold it, and restore with it.
+std::vector<std::string> LegacyDefaultPredictorNames();
 
 // Every predictor name the factory knows, with parameter syntax (for help
 // texts and error messages).

@@ -21,6 +21,8 @@ TEST(PredictorFactoryTest, BuildsEveryKnownName) {
                         Case{"ema", "ema(0.9)"},
                         Case{"ema(0.50)", "ema(0.5)"},
                         Case{"holt", "holt"},
+                        Case{"ewm", "ewm(1000)"},
+                        Case{"ewm(300)", "ewm(300)"},
                         Case{"arima", "arima(5,1,5)"},
                         Case{"arima(1,1,1)", "arima(1,1,1)"},
                         Case{"arima(2,0,1)", "arima(2,0,1)"},
@@ -30,6 +32,10 @@ TEST(PredictorFactoryTest, BuildsEveryKnownName) {
     EXPECT_EQ(p->num_experts(), 8);
   }
   for (const std::string& name : DefaultPredictorNames()) {
+    ASSERT_OK_AND_ASSIGN(auto p, MakePredictor(name, 4));
+    EXPECT_EQ(p->name(), name);
+  }
+  for (const std::string& name : LegacyDefaultPredictorNames()) {
     ASSERT_OK_AND_ASSIGN(auto p, MakePredictor(name, 4));
     EXPECT_EQ(p->name(), name);
   }
@@ -60,6 +66,9 @@ TEST(PredictorFactoryTest, RejectsBadNames) {
                         Case{"ema(nan)", "not a number"},
                         Case{"ema(0.5", "missing ')'"},
                         Case{"holt(3)", "takes at most 0"},
+                        Case{"ewm(0)", "span = 0"},
+                        Case{"ewm(1.5)", "parameter '1.5' is not a number"},
+                        Case{"ewm(3,4)", "takes at most 1 parameter"},
                         Case{"last_value(1)", "takes at most 0"},
                         Case{"arima(1,1)", "takes 3 parameters"},
                         Case{"arima(1,x,1)", "parameter 'x' is not a number"},
