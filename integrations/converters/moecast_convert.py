@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 """moecast_convert: converts expert-load records of SGLang, vLLM and Megatron-LM
-to moecast traces (design section 7), and moecast placements to the placement
-files of SGLang and vLLM.
+to moecast traces (design section 7), per-token routing logs to traces (through
+a continuous-batching simulation, or spliced segments of i.i.d. draws), and
+moecast placements to the placement files of SGLang and vLLM.
 
   moecast_convert.py from-sglang   DUMP.pt [DUMP_RANK1.pt ...] --counts OUT.counts.csv.gz
   moecast_convert.py from-vllm     WINDOW.npz|.pt [...]        --counts OUT.counts.csv.gz
   moecast_convert.py from-megatron TPE.jsonl [...] | TPE.npz   --counts OUT.counts.csv.gz [--router OUT.router.csv.gz]
+  moecast_convert.py from-routing  TOKENS.npz|.pt|.jsonl --counts OUT.counts.csv.gz [--phases OUT.json]
+  moecast_convert.py splice-routing TOKENS.npz|.pt|.jsonl --segments sorry:400,gpqa:400 --counts OUT --changes OUT.json
   moecast_convert.py to-sglang     PLAN.json --out expert_location.json [--layer-ids 3..60 --num-layers 61]
   moecast_convert.py to-vllm       PLAN.json --out eplb_maps.npz|.pt
 
@@ -15,6 +18,7 @@ Needs numpy; torch only for torch (.pt) files.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -22,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from moecast_converters import placement, sources  # noqa: E402
+from moecast_converters import placement, routing, sources  # noqa: E402
 from moecast_converters.common import ConvertError, TraceWriter  # noqa: E402
 
 
@@ -112,6 +116,121 @@ def cmd_from_megatron(args):
         raise
     if blocks and not args.router:
         _note("the input has router statistics (%s); --router FILE writes them" % ",".join(blocks))
+    return w
+
+
+def _write_json(path, doc, also_remove):
+    """Writes a sidecar JSON (via a temporary file); on failure removes it and
+    `also_remove` (the trace written just before), so nothing is left."""
+    tmp = path + ".tmp%d" % os.getpid()
+    try:
+        d = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(d):
+            raise ConvertError("%s: directory %s does not exist" % (path, d))
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=1)
+                f.write("\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            raise ConvertError("%s: cannot write (%s)" % (path, e.strerror))
+    except BaseException:
+        for p in (tmp, also_remove):
+            if p and os.path.exists(p):
+                os.remove(p)
+        raise
+
+
+def _read_routing(args):
+    log = routing.read_routing(args.input, num_experts=args.num_experts, top_k=args.top_k,
+                               requests_path=args.requests, layer_ids=args.layer_ids)
+    if args.num_experts is None:
+        log.notes.append("%d experts (largest expert id + 1; --num-experts sets M)" %
+                         log.num_experts)
+    return log
+
+
+def _write_steps(args, log, chunks, tokens_of_step):
+    w = TraceWriter(args.counts, None, log.layer_ids, log.num_experts, has_tokens=True)
+    try:
+        for s0, counts in chunks:
+            for i in range(counts.shape[0]):
+                w.write(s0 + i + args.step_offset, counts[i], tokens_of_step(s0 + i))
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    return w
+
+
+def cmd_from_routing(args):
+    if args.step_offset < 0:
+        raise ConvertError("--step-offset %d: steps start at 0" % args.step_offset)
+    log = _read_routing(args)
+    prefixes = routing.parse_prefixes(args.phase_prefixes) if args.phase_prefixes else None
+    order, phase, notes = routing.request_order(log, prefixes, prefixes is not None and not args.no_shuffle, args.seed,
+                                                args.drop_unmatched)
+    start, end = routing.simulate(log.lengths, order, args.batch, args.admit)
+    S = int(end.max())
+    active = routing._active_per_step(start, end, S)[0]
+    steps = routing.token_steps(log, order, start)
+    for n in log.notes + notes:
+        _note(n)
+    w = _write_steps(args, log, routing.step_counts(log.ids, steps, S, log.num_experts),
+                     lambda s: active[s])
+    done = "%d requests, %d tokens, batch %d, %d admissions per step, %s" % (
+        len(order), int(log.lengths[order].sum()), args.batch, args.admit,
+        "file order" if prefixes is None else "phases %s%s" % (
+            ",".join(prefixes), "" if args.no_shuffle else " (shuffled, seed %d)" % args.seed))
+    if args.phases:
+        settings = {"source": os.path.basename(args.input), "batch": args.batch,
+                    "admissions_per_step": args.admit, "phase_prefixes": prefixes,
+                    "shuffle": not args.no_shuffle, "seed": args.seed, "top_k": log.top_k,
+                    "num_experts": log.num_experts, "requests": len(order),
+                    "tokens": int(log.lengths[order].sum()), "steps": S,
+                    "step_offset": args.step_offset}
+        doc = routing.phases_doc(prefixes, phase, start, end, S, args.step_offset, settings)
+        _write_json(args.phases, doc, args.counts)
+        done += "; phases %s: %s" % (args.phases, ", ".join(
+            "%s@%d" % (p["dataset_prefix"], p["step"]) for p in doc["phases"]))
+    print(done)
+    return w
+
+
+def cmd_splice_routing(args):
+    if args.step_offset < 0:
+        raise ConvertError("--step-offset %d: steps start at 0" % args.step_offset)
+    segments = routing.parse_segments(args.segments)
+    log = _read_routing(args)
+    pools = routing.splice_pools(log, segments)
+    for n in log.notes:
+        _note(n)
+    w = _write_steps(args, log, routing.splice_counts(log, segments, pools, args.tokens_per_step,
+                                                      args.seed),
+                     lambda s: args.tokens_per_step)
+    segs, step = [], args.step_offset
+    for name, n in segments:
+        segs.append({"pool": name, "start": step, "end": step + n, "steps": n,
+                     "pool_tokens": int(len(pools[name][0])),
+                     "pool_requests": int(pools[name][1])})
+        step += n
+    changes = [s["start"] for s in segs[1:]]
+    doc = {"change_steps": changes, "segments": segs,
+           "settings": {"source": os.path.basename(args.input),
+                        "tokens_per_step": args.tokens_per_step, "seed": args.seed,
+                        "top_k": log.top_k, "num_experts": log.num_experts,
+                        "step_offset": args.step_offset},
+           "note": "each step sums the top-k assignments of tokens_per_step tokens drawn "
+                   "i.i.d. (uniformly, with replacement) from its segment's pool (the tokens of "
+                   "the requests whose dataset name starts with the pool name); the load is "
+                   "stationary within a segment and changes at change_steps (the first step of "
+                   "each later segment)"}
+    if args.changes:
+        _write_json(args.changes, doc, args.counts)
+    print("%d segments (%s), %d tokens per step, seed %d; change steps %s%s" % (
+        len(segs), ", ".join("%s:%d" % (s["pool"], s["steps"]) for s in segs),
+        args.tokens_per_step, args.seed, changes or "none",
+        "; %s" % args.changes if args.changes else ""))
     return w
 
 
@@ -216,6 +335,79 @@ def build_parser():
                         "else 0..L-1)")
     s.set_defaults(func=cmd_from_megatron)
 
+    def routing_in(sp):
+        sp.add_argument("input", metavar="TOKENS.npz|.pt|.jsonl",
+                        help="per-token routing log: the serving development npz (expert_ids, "
+                             "generation, token_position), an HF-style npz/.pt (topk_ids or "
+                             "router_logits, request) or a vLLM-style jsonl (one line per token: "
+                             "request, layer_topk)")
+        sp.add_argument("--requests", metavar="REQUESTS.json",
+                        help="dataset name of each request: a JSON list of {\"request\" or "
+                             "\"generation\": id, \"dataset\": name[, \"tokens\": n]} "
+                             "(default for the development npz: NAME.generations.json beside "
+                             "NAME.tokens.npz)")
+        sp.add_argument("--num-experts", type=_pos, metavar="M",
+                        help="experts per layer (default: largest expert id + 1; router_logits: "
+                             "their width)")
+        sp.add_argument("--top-k", type=_pos, metavar="K",
+                        help="experts per token: the first K slots of each token (default: all "
+                             "slots of the input; required with router_logits)")
+        sp.add_argument("--layer-ids", metavar="IDS",
+                        help="layer id of each layer, e.g. 3..60 (default: 'layers' in the "
+                             "input, else 0..L-1)")
+        sp.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed of numpy.random.default_rng (default 0)")
+
+    s = sub.add_parser("from-routing", help="per-token routing log -> trace of a simulated "
+                       "continuous-batching server",
+                       description="Per-token routing log -> moecast counts trace of a simulated "
+                       "continuous-batching server: requests queued (in file order, or in phases "
+                       "by dataset-name prefix, shuffled within a phase), at most --batch "
+                       "decoding at once, at most --admit admitted per step, a finished request "
+                       "replaced from the queue; each step sums the top-K assignments of the "
+                       "tokens decoded in it, and its tokens column is the number of active "
+                       "requests. With --phase-prefixes mmlu_dev,mmlu_val,sorry,gpqa,mmlu_test,"
+                       "mmlu_pro,Poly,tulu --seed 11 (batch 32, 2 admissions) the serving "
+                       "development npz gives exactly shared/data/serving/"
+                       "gptoss20b_dev_b32.counts.csv.gz.")
+    routing_in(s)
+    trace_out(s)
+    s.add_argument("--batch", type=_pos, default=32, metavar="B",
+                   help="most requests decoding at once (default 32)")
+    s.add_argument("--admit", type=_pos, default=2, metavar="A",
+                   help="most requests admitted per step (default 2)")
+    s.add_argument("--phase-prefixes", metavar="P1,P2,...",
+                   help="queue the requests in phases: phase i holds the requests whose dataset "
+                        "name starts with Pi (the longest matching prefix wins), phases in this "
+                        "order, each shuffled with --seed (default: file order, no phases)")
+    s.add_argument("--no-shuffle", action="store_true",
+                   help="keep file order within each phase")
+    s.add_argument("--drop-unmatched", action="store_true",
+                   help="leave out requests whose dataset matches no phase prefix (default: "
+                        "an error)")
+    s.add_argument("--phases", metavar="OUT.json",
+                   help="write per phase its first admission step, requests and halfway step "
+                        "(needs --phase-prefixes)")
+    s.set_defaults(func=cmd_from_routing)
+
+    s = sub.add_parser("splice-routing", help="per-token routing log -> trace of spliced "
+                       "stationary segments (ground truth for shift detection)",
+                       description="Per-token routing log -> moecast counts trace in segments: "
+                       "each step sums the top-K assignments of --tokens-per-step tokens drawn "
+                       "i.i.d. (with replacement) from the segment's pool (the tokens of the "
+                       "requests whose dataset name starts with the pool name); the load is "
+                       "stationary within a segment and changes at the known steps written to "
+                       "--changes.")
+    routing_in(s)
+    trace_out(s)
+    s.add_argument("--segments", required=True, metavar="POOL:STEPS,...",
+                   help="segments in order, e.g. sorry:400,gpqa:400,mmlu:400")
+    s.add_argument("--tokens-per-step", type=_pos, default=32, metavar="T",
+                   help="tokens drawn per step (default 32)")
+    s.add_argument("--changes", metavar="OUT.json",
+                   help="write the change steps and segments (ground truth)")
+    s.set_defaults(func=cmd_splice_routing)
+
     s = sub.add_parser("to-sglang", help="moecast plan -> SGLang --init-expert-location JSON",
                        description="moecast plan JSON (moecast plan --json) or RecommendPlacement "
                        "response JSON -> SGLang expert location JSON.")
@@ -251,7 +443,13 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "from-routing" and args.phases and not args.phase_prefixes:
+        parser.error("from-routing: --phases needs --phase-prefixes")
+    if args.cmd == "from-routing" and not args.phase_prefixes and (args.no_shuffle or
+                                                                  args.drop_unmatched):
+        parser.error("from-routing: --no-shuffle and --drop-unmatched need --phase-prefixes")
     try:
         w = args.func(args)
     except ConvertError as e:
