@@ -510,6 +510,478 @@ class MegatronTest(ConverterTestBase):
 
 
 # ---------------------------------------------------------------------------
+# Per-token routing logs: from-routing (continuous batching) and splice-routing
+
+
+def reference_batching(lengths, order, batch, admit):
+    """The serving README's simulation, step by step: admit from the queue
+    front (at most `admit` per step, at most `batch` active), every active
+    request decodes one token, finished requests leave. Returns the admission
+    step of each request (by id) and the active count per step."""
+    queue, active, start, tokens, step = list(order), {}, {}, [], 0
+    while queue or active:
+        a = 0
+        while queue and len(active) < batch and a < admit:
+            r = queue.pop(0)
+            active[r], start[r], a = lengths[r], step, a + 1
+        tokens.append(len(active))
+        for r in list(active):
+            active[r] -= 1
+            if active[r] == 0:
+                del active[r]
+        step += 1
+    return start, tokens
+
+
+def reference_trace(ids, req, order, batch, admit, M):
+    """counts [S, L, M] and tokens [S] of the simulation, token by token."""
+    lengths = {r: int((req == r).sum()) for r in order}
+    start, tokens = reference_batching(lengths, order, batch, admit)
+    counts = np.zeros((len(tokens), ids.shape[1], M), dtype=np.int64)
+    seen = {}
+    for t in range(len(req)):
+        r = int(req[t])
+        if r not in start:
+            continue
+        s = start[r] + seen.get(r, 0)
+        seen[r] = seen.get(r, 0) + 1
+        for l in range(ids.shape[1]):
+            for e in ids[t, l]:
+                counts[s, l, e] += 1
+    return counts, np.array(tokens), start
+
+
+def trace_tokens(path):
+    header, rows = read_trace_csv(path)
+    ti = header.index("tokens")
+    out = {}
+    for r in rows:
+        out.setdefault(int(r[0]), int(r[ti]))
+    return [out[s] for s in sorted(out)]
+
+
+class RoutingTest(ConverterTestBase):
+    L, K, M = 3, 2, 8
+    # request id -> (dataset, tokens)
+    REQS = {0: ("alpha_dev", 5), 1: ("beta_x", 3), 2: ("alpha_test", 7), 3: ("beta_y", 2),
+            4: ("alpha_dev", 4), 5: ("gamma", 6), 6: ("beta_x", 1)}
+
+    def make_log(self, interleave=False):
+        """Per-token rows: ids [T, L, K] (distinct experts), request [T],
+        position [T]; rows of a request in decode order."""
+        rows = [(r, i) for r, (_, n) in self.REQS.items() for i in range(n)]
+        if interleave:  # requests interleaved, each still in decode order
+            keys = self.rng.random(len(rows))
+            rows = sorted(rows, key=lambda x: (x[1] + keys[rows.index(x)] * 0.5, x[0]))
+        T = len(rows)
+        ids = np.stack([np.stack([self.rng.permutation(self.M)[:self.K] for _ in range(self.L)])
+                        for _ in range(T)])
+        req = np.array([r for r, _ in rows])
+        pos = np.array([10 + i for _, i in rows])
+        return ids, req, pos
+
+    def sidecar(self, name, key="generation", ids=None):
+        doc = [{key: r, "dataset": ds, "category": "c", "tokens": n}
+               for r, (ds, n) in self.REQS.items() if ids is None or r in ids]
+        with open(self.path(name), "w") as f:
+            json.dump(doc, f)
+        return self.path(name)
+
+    def phase_order(self, prefixes, seed, shuffle=True, req=None):
+        """Phases in order, each in file order (first appearance in the log)
+        shuffled with one numpy.random.default_rng(seed)."""
+        base = list(self.REQS) if req is None else list(dict.fromkeys(req.tolist()))
+        rng = np.random.default_rng(seed)
+        order = []
+        for p in prefixes:
+            best = lambda ds: max((q for q in prefixes if ds.startswith(q)), key=len, default=None)
+            g = np.array([r for r in base if best(self.REQS[r][0]) == p])
+            if shuffle:
+                rng.shuffle(g)
+            order += g.tolist()
+        return order
+
+    def check_trace(self, path, ids, req, order, batch, admit, layers=None, M=None):
+        M = M or self.M
+        want, want_tok, start = reference_trace(ids, req, order, batch, admit, M)
+        arr, steps, lay = trace_array(path)
+        self.assertEqual(steps, list(range(len(want_tok))))
+        self.assertEqual(lay, layers or list(range(self.L)))
+        np.testing.assert_array_equal(arr, want)
+        self.assertEqual(trace_tokens(path), want_tok.tolist())
+        r = self.replay(path, ids.shape[2])
+        self.assertEqual((r["steps"], r["layers"], r["experts"]), (len(want_tok), self.L, M))
+        self.assertEqual(r["tokens"], int(want_tok.sum()))
+        self.assertEqual(r["tokens"], sum(n for r_, (_, n) in self.REQS.items() if r_ in order))
+        return start
+
+    def test_dev_npz_phases(self):
+        ids, req, pos = self.make_log()
+        np.savez(self.path("dev.tokens.npz"), expert_ids=ids.astype(np.uint8), generation=req,
+                 token_position=pos, router_probs=np.zeros(ids.shape, np.float16))
+        self.sidecar("dev.generations.json")
+        prefixes = ["beta", "alpha", "gamma"]
+        out, err = self.convert_ok("from-routing", self.path("dev.tokens.npz"), "--counts",
+                                   self.path("d.counts.csv.gz"), "--batch", "3", "--admit", "2",
+                                   "--phase-prefixes", ",".join(prefixes), "--seed", "5",
+                                   "--phases", self.path("d.phases.json"))
+        self.assertIn("dataset names from", err)
+        self.assertIn("7 requests, 28 tokens, batch 3, 2 admissions per step", out)
+        order = self.phase_order(prefixes, 5)
+        start = self.check_trace(self.path("d.counts.csv.gz"), ids, req, order, 3, 2)
+        with open(self.path("d.phases.json")) as f:
+            doc = json.load(f)
+        phases = [(p, [r for r in order if self.REQS[r][0].startswith(p)]) for p in prefixes]
+        self.assertEqual(doc["phases"], [{"step": min(start[r] for r in g), "dataset_prefix": p,
+                                          "requests": len(g)} for p, g in phases])
+        # halfway: first step at which the phase holds >= half of the active requests
+        # (the later phase on a 1:1 tie), by brute force.
+        _, tokens = reference_batching({r: self.REQS[r][1] for r in order}, order, 3, 2)
+        holder = []
+        for s in range(len(tokens)):
+            act = [r for r in order if start[r] <= s < start[r] + self.REQS[r][1]]
+            hit = [i for i, (_, g) in enumerate(phases)
+                   if 2 * sum(r in g for r in act) >= len(act)]
+            holder.append(hit[-1] if hit else None)
+        want = [{"step": holder.index(i), "dataset_prefix": p}
+                for i, (p, _) in enumerate(phases) if i in holder]
+        self.assertEqual(doc["halfway"], want)
+        self.assertEqual(doc["settings"]["seed"], 5)
+        # Same input, same bytes (gzip mtime 0, seeded shuffle).
+        self.convert_ok("from-routing", self.path("dev.tokens.npz"), "--counts",
+                        self.path("d2.counts.csv.gz"), "--batch", "3", "--admit", "2",
+                        "--phase-prefixes", ",".join(prefixes), "--seed", "5")
+        with open(self.path("d.counts.csv.gz"), "rb") as a, \
+                open(self.path("d2.counts.csv.gz"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        # No shuffle: file order within the phases; --drop-unmatched leaves gamma out.
+        self.convert_ok("from-routing", self.path("dev.tokens.npz"), "--counts",
+                        self.path("n.csv"), "--batch", "2", "--admit", "1",
+                        "--phase-prefixes", "alpha,beta", "--no-shuffle", "--drop-unmatched")
+        self.check_trace(self.path("n.csv"), ids, req, [0, 2, 4, 1, 3, 6], 2, 1)
+
+    def test_dev_npz_file_order_top_k_and_experts(self):
+        ids, req, pos = self.make_log()
+        np.savez(self.path("g.npz"), expert_ids=ids, generation=req, token_position=pos)
+        # No sidecar: file order needs no dataset names. First slot only, M = 10.
+        out, err = self.convert_ok("from-routing", self.path("g.npz"), "--counts",
+                                   self.path("f.csv"), "--batch", "4", "--admit", "4",
+                                   "--top-k", "1", "--num-experts", "10",
+                                   "--layer-ids", "3..5", "--step-offset", "7")
+        self.assertIn("kept the first 1 of 2 slots", err)
+        want, want_tok, _ = reference_trace(ids[:, :, :1], req, list(self.REQS), 4, 4, 10)
+        arr, steps, lay = trace_array(self.path("f.csv"))
+        self.assertEqual((steps[0], lay), (7, [3, 4, 5]))
+        np.testing.assert_array_equal(arr, want)
+        r = self.replay(self.path("f.csv"), 1)
+        self.assertEqual((r["first"], r["experts"], r["tokens"]), (7, 10, 28))
+
+    def test_hf_npz_interleaved(self):
+        ids, req, pos = self.make_log(interleave=True)
+        rid = req * 10 + 100  # request ids need not be 0..R-1
+        np.savez(self.path("hf.npz"), topk_ids=ids.astype(np.int64), request=rid, position=pos,
+                 layers=np.array([1, 3, 5]))
+        meta = [{"request": int(r) * 10 + 100, "dataset": ds, "tokens": n}
+                for r, (ds, n) in self.REQS.items()]
+        with open(self.path("hf.requests.json"), "w") as f:
+            json.dump(meta, f)
+        self.convert_ok("from-routing", self.path("hf.npz"), "--requests",
+                        self.path("hf.requests.json"), "--counts", self.path("h.csv"),
+                        "--batch", "3", "--admit", "1", "--phase-prefixes", "alpha,beta,gamma",
+                        "--seed", "2")
+        self.check_trace(self.path("h.csv"), ids, req, self.phase_order(["alpha", "beta", "gamma"],
+                                                                        2, req=req), 3, 1, layers=[1, 3, 5])
+        # File order = order of first appearance in the log.
+        first = list(dict.fromkeys(req.tolist()))
+        self.convert_ok("from-routing", self.path("hf.npz"), "--counts", self.path("h2.csv"),
+                        "--batch", "2", "--admit", "2")
+        self.check_trace(self.path("h2.csv"), ids, req, first, 2, 2, layers=[1, 3, 5])
+
+    def test_hf_router_logits(self):
+        ids, req, _ = self.make_log()
+        logits = self.rng.normal(size=ids.shape[:2] + (self.M,))
+        for t in range(ids.shape[0]):  # the chosen experts get the largest logits
+            for l in range(self.L):
+                logits[t, l, ids[t, l]] = 10.0 - np.arange(self.K)
+        np.savez(self.path("lg.npz"), router_logits=logits.astype(np.float32), request=req)
+        self.convert_fails(r"lg\.npz: router_logits needs --top-k K", "from-routing",
+                           self.path("lg.npz"), "--counts", self.path("o.csv"))
+        self.convert_ok("from-routing", self.path("lg.npz"), "--top-k", str(self.K),
+                        "--counts", self.path("lg.csv"), "--batch", "3", "--admit", "2")
+        self.check_trace(self.path("lg.csv"), ids, req, list(self.REQS), 3, 2)
+
+    def write_jsonl(self, name, lines):
+        with open(self.path(name), "w") as f:
+            for x in lines:
+                f.write((x if isinstance(x, str) else json.dumps(x)) + "\n")
+        return self.path(name)
+
+    def test_vllm_jsonl(self):
+        ids, req, pos = self.make_log(interleave=True)
+        names = {r: "req-%d" % r for r in self.REQS}
+        lines = [{"request": names[int(r)], "layer_topk": ids[t].tolist(),
+                  "dataset": self.REQS[int(r)][0], "position": int(pos[t])}
+                 for t, r in enumerate(req)]
+        lines.insert(3, "")  # blank lines are skipped
+        path = self.write_jsonl("v.jsonl", lines)
+        self.convert_ok("from-routing", path, "--counts", self.path("v.counts.csv.gz"),
+                        "--batch", "3", "--admit", "2", "--phase-prefixes", "gamma,beta,alpha",
+                        "--seed", "9", "--phases", self.path("v.json"))
+        self.check_trace(self.path("v.counts.csv.gz"), ids, req,
+                         self.phase_order(["gamma", "beta", "alpha"], 9, req=req), 3, 2)
+        # Datasets from --requests instead of the lines.
+        for x in lines:
+            if isinstance(x, dict):
+                del x["dataset"]
+        path = self.write_jsonl("v2.jsonl", lines)
+        meta = [{"request": names[r], "dataset": ds} for r, (ds, n) in self.REQS.items()]
+        with open(self.path("v2.json"), "w") as f:
+            json.dump(meta, f)
+        self.convert_ok("from-routing", path, "--requests", self.path("v2.json"), "--counts",
+                        self.path("v2.csv"), "--batch", "3", "--admit", "2",
+                        "--phase-prefixes", "gamma,beta,alpha", "--seed", "9")
+        with gzip.open(self.path("v.counts.csv.gz"), "rt") as a, open(self.path("v2.csv")) as b:
+            self.assertEqual(a.read(), b.read())
+
+    def splice_input(self):
+        """Two pools with disjoint experts: 'lo*' uses 0..3, 'hi*' 4..7."""
+        rows, req = [], []
+        for r, ds, n in ((0, "lo_a", 30), (1, "hi_a", 20), (2, "lo_b", 10)):
+            base = 0 if ds.startswith("lo") else 4
+            for _ in range(n):
+                rows.append([base + self.rng.permutation(4)[:2] for _ in range(self.L)])
+                req.append(r)
+        np.savez(self.path("sp.npz"), topk_ids=np.array(rows), request=np.array(req))
+        with open(self.path("sp.json"), "w") as f:
+            json.dump([{"request": 0, "dataset": "lo_a"}, {"request": 1, "dataset": "hi_a"},
+                       {"request": 2, "dataset": "lo_b"}], f)
+
+    def test_splice(self):
+        self.splice_input()
+        args = ["splice-routing", self.path("sp.npz"), "--requests", self.path("sp.json"),
+                "--segments", "lo:5,hi:3,lo_b:4", "--tokens-per-step", "6", "--seed", "4",
+                "--num-experts", "8"]
+        out, _ = self.convert_ok(*args, "--counts", self.path("s.counts.csv.gz"), "--changes",
+                                 self.path("s.changes.json"), "--step-offset", "10")
+        self.assertIn("change steps [15, 18]", out)
+        arr, steps, _ = trace_array(self.path("s.counts.csv.gz"))
+        self.assertEqual(steps, list(range(10, 22)))
+        np.testing.assert_array_equal(arr.sum(2), 6 * 2)  # T tokens x K per layer
+        self.assertEqual(arr[:5, :, 4:].sum() + arr[5:8, :, :4].sum() + arr[8:, :, 4:].sum(), 0)
+        self.assertEqual(trace_tokens(self.path("s.counts.csv.gz")), [6] * 12)
+        with open(self.path("s.changes.json")) as f:
+            doc = json.load(f)
+        self.assertEqual(doc["change_steps"], [15, 18])
+        self.assertEqual([(s["pool"], s["start"], s["end"], s["pool_tokens"], s["pool_requests"])
+                          for s in doc["segments"]],
+                         [("lo", 10, 15, 40, 2), ("hi", 15, 18, 20, 1), ("lo_b", 18, 22, 10, 1)])
+        r = self.replay(self.path("s.counts.csv.gz"), 2)
+        self.assertEqual((r["steps"], r["first"], r["experts"], r["tokens"]), (12, 10, 8, 72))
+        # Seeded: same seed same bytes, another seed other draws.
+        self.convert_ok(*args, "--counts", self.path("s2.counts.csv.gz"), "--step-offset", "10")
+        with open(self.path("s.counts.csv.gz"), "rb") as a, \
+                open(self.path("s2.counts.csv.gz"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        self.convert_ok(*args[:-4], "--seed", "5", "--num-experts", "8", "--counts",
+                        self.path("s3.csv"), "--step-offset", "10")
+        self.assertFalse(np.array_equal(trace_array(self.path("s3.csv"))[0], arr))
+
+    def test_bad_inputs(self):
+        ids, req, pos = self.make_log()
+        side = self.sidecar("g.generations.json")
+
+        def dev(name, **kw):
+            d = dict(expert_ids=ids, generation=req, token_position=pos)
+            d.update(kw)
+            np.savez(self.path(name), **{k: v for k, v in d.items() if v is not None})
+            return self.path(name)
+
+        def fails(pattern, *args):
+            for p in ("o.csv", "o.json"):
+                if os.path.exists(self.path(p)):
+                    os.remove(self.path(p))
+            self.convert_fails(pattern, *args, "--counts", self.path("o.csv"))
+            self.assertFalse(os.path.exists(self.path("o.csv")))
+            self.assertFalse(os.path.exists(self.path("o.json")))
+
+        bad = ids.copy()
+        bad[4, 1] = [3, 3]
+        fails(r"d\.npz: expert_ids\[4, 1\] = \[3, 3\] lists expert 3 twice",
+              "from-routing", dev("d.npz", expert_ids=bad))
+        fails(r"m\.npz: expert_ids\[\d+, \d+, \d+\] = \d+ is not an expert id in \[0, 3\]",
+              "from-routing", dev("m.npz"), "--num-experts", "4")
+        p2 = pos.copy()
+        p2[2] = p2[1]
+        fails(r"p\.npz: token_position\[2\] = 11 does not increase within its request "
+              r"\(row 1 of the same request has 11\)", "from-routing", dev("p.npz",
+                                                                          token_position=p2))
+        fails(r"x\.npz: generation has shape \(3,\), expected \(\d+,\) \[tokens\]",
+              "from-routing", dev("x.npz", generation=req[:3]))
+        fails(r"k\.npz: missing key 'topk_ids' \(a per-token routing log.*keys present: foo",
+              "from-routing", dev("k.npz", expert_ids=None, generation=None,
+                                  token_position=None, foo=np.zeros(3)))
+        fails(r"k3\.npz: --top-k 3, but expert_ids has 2 slots", "from-routing",
+              dev("k3.npz"), "--top-k", "3")
+        # Sidecar problems.
+        with open(self.path("s.json"), "w") as f:
+            json.dump([{"generation": r, "dataset": ds, "tokens": n + (r == 2)}
+                       for r, (ds, n) in self.REQS.items()], f)
+        fails(r"s\.json: \[2\]: 'tokens' = 8, but .*ok\.npz has 7 rows of request 2",
+              "from-routing", dev("ok.npz"), "--requests", self.path("s.json"))
+        with open(self.path("s.json"), "w") as f:
+            json.dump([{"generation": 0, "dataset": "alpha_dev"}], f)
+        fails(r"s\.json: request 1 of .*ok\.npz is not listed", "from-routing",
+              self.path("ok.npz"), "--requests", self.path("s.json"))
+        with open(self.path("s.json"), "w") as f:
+            json.dump([{"generation": 0}], f)
+        fails(r"s\.json: \[0\]: missing key 'dataset'", "from-routing", self.path("ok.npz"),
+              "--requests", self.path("s.json"))
+        fails(r"nope\.json: no such file", "from-routing", self.path("ok.npz"), "--requests",
+              self.path("nope.json"))
+        # Phases.
+        fails(r"--phase-prefixes: 'delta' matches no request's dataset \(datasets: alpha_dev",
+              "from-routing", self.path("ok.npz"), "--requests", side, "--phase-prefixes",
+              "alpha,beta,gamma,delta", "--phases", self.path("o.json"))
+        fails(r"matches no prefix for the datasets gamma \(1\) \(--drop-unmatched",
+              "from-routing", self.path("ok.npz"), "--requests", side, "--phase-prefixes",
+              "alpha,beta", "--phases", self.path("o.json"))
+        fails(r"ok\.npz: --phase-prefixes needs dataset names, and request 0 has none",
+              "from-routing", self.path("ok.npz"), "--phase-prefixes", "alpha")
+        fails(r"--layer-ids '0\.\.1' names 2 layers; .*ok\.npz has 3", "from-routing",
+              self.path("ok.npz"), "--layer-ids", "0..1")
+        # jsonl.
+        good = {"request": 1, "layer_topk": [[0, 1], [2, 3]], "dataset": "a"}
+        for pattern, lines in (
+                (r"j\.jsonl:2: missing key 'layer_topk'", [good, {"request": 1}]),
+                (r"j\.jsonl:1: 'layer_topk'\[1\] has 1 ids, 'layer_topk'\[0\] has 2",
+                 [dict(good, layer_topk=[[0, 1], [2]])]),
+                (r"j\.jsonl:2: 'layer_topk' is 1 layers x 2 ids; line 1 has 2 x 2",
+                 [good, dict(good, layer_topk=[[0, 1]])]),
+                (r"j\.jsonl:2: 'layer_topk'\[0\] = \[1, 1\] lists expert 1 twice",
+                 [good, dict(good, layer_topk=[[1, 1], [2, 3]])]),
+                (r"j\.jsonl:2: 'layer_topk'\[1\]\[0\] = -2 is not an expert id",
+                 [good, dict(good, layer_topk=[[0, 1], [-2, 3]])]),
+                (r"j\.jsonl:2: 'layer_topk' must be a non-empty list",
+                 [good, dict(good, layer_topk=[[0, 1.5], [2, 3]])]),
+                (r"j\.jsonl:2: request 1 has dataset 'b', but 'a' at .*j\.jsonl:1",
+                 [good, dict(good, dataset="b")]),
+                (r"j\.jsonl:2: request 1 has position 4 after 5", [dict(good, position=5),
+                                                                 dict(good, position=4)]),
+                (r"j\.jsonl:1: 'request' = \[1\] is not an integer or string",
+                 [dict(good, request=[1])]),
+                (r"j\.jsonl:2: not valid JSON", [good, "{oops"]),
+                (r"j\.jsonl: no records", [""])):
+            fails(pattern, "from-routing", self.write_jsonl("j.jsonl", lines))
+        # splice-routing.
+        self.splice_input()
+        sp = ["splice-routing", self.path("sp.npz"), "--requests", self.path("sp.json"),
+              "--changes", self.path("o.json")]
+        fails(r"--segments: pool 'mid' matches no request's dataset", *sp, "--segments",
+              "lo:3,mid:3")
+        fails(r"--segments: 'lo' is not POOL:STEPS", *sp, "--segments", "lo")
+        fails(r"--segments: 'lo:0': STEPS must be >= 1", *sp, "--segments", "lo:0")
+        fails(r"sp\.npz: splice-routing needs dataset names", "splice-routing",
+              self.path("sp.npz"), "--segments", "lo:3")
+
+    def test_usage_errors_exit_2(self):
+        for args in (["from-routing", "x.npz", "--counts", "o.csv", "--phases", "p.json"],
+                     ["from-routing", "x.npz", "--counts", "o.csv", "--batch", "0"],
+                     ["from-routing", "x.npz", "--counts", "o.csv", "--no-shuffle"],
+                     ["splice-routing", "x.npz", "--counts", "o.csv"],
+                     ["splice-routing", "x.npz", "--counts", "o.csv", "--segments", "a:1",
+                      "--tokens-per-step", "0"]):
+            rc, _, err = self.convert(*args)
+            self.assertEqual(rc, 2, (args, err))
+        rc, out, _ = self.convert("from-routing", "--help")
+        self.assertEqual(rc, 0)
+        self.assertIn("--phase-prefixes", out)
+
+
+# The real serving routing data (shared/data/serving, beside the repository):
+# the README's settings must reproduce its trace. Runs only where the folder is.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+SERVING = os.environ.get("MOECAST_SERVING_DATA",
+                         os.path.join(os.path.dirname(REPO), "shared", "data", "serving"))
+SERVING_FILES = ("gptoss20b_dev.tokens.npz", "gptoss20b_dev.generations.json",
+                 "gptoss20b_dev_b32.counts.csv.gz", "gptoss20b_dev_b32.phases.json")
+HAVE_SERVING = all(os.path.exists(os.path.join(SERVING, f)) for f in SERVING_FILES)
+NO_SERVING = ("the serving routing data is not at %s (../shared/data/serving from the "
+              "repository root, or MOECAST_SERVING_DATA): acceptance test skipped" % SERVING)
+README_PHASES = "mmlu_dev,mmlu_val,sorry,gpqa,mmlu_test,mmlu_pro,Poly,tulu"
+
+
+def load_counts(path):
+    """counts [S, L, M] and tokens [S] of a counts trace with a tokens column."""
+    with gzip.open(path, "rt") as f:
+        a = np.loadtxt(f, delimiter=",", skiprows=1, dtype=np.int64)
+    L = int(a[:, 1].max()) + 1
+    return a[:, 3:].reshape(-1, L, a.shape[1] - 3), a[::L, 2]
+
+
+def phase_means(counts, starts):
+    """Per phase (steps from its start to the next phase's), the mean expert
+    distribution per layer [L, M]."""
+    out = []
+    for i, s in enumerate(starts):
+        seg = counts[s:starts[i + 1] if i + 1 < len(starts) else len(counts)].sum(0)
+        out.append(seg / np.maximum(seg.sum(1, keepdims=True), 1))
+    return out
+
+
+@unittest.skipUnless(HAVE_SERVING, NO_SERVING)
+class ServingAcceptanceTest(ConverterTestBase):
+    def convert_serving(self, seed):
+        self.convert_ok("from-routing", os.path.join(SERVING, "gptoss20b_dev.tokens.npz"),
+                        "--phase-prefixes", README_PHASES, "--batch", "32", "--admit", "2",
+                        "--seed", str(seed), "--counts", self.path("s.counts.csv.gz"),
+                        "--phases", self.path("s.phases.json"))
+        with open(self.path("s.phases.json")) as f:
+            return json.load(f)
+
+    def compare(self, seed):
+        mine = self.convert_serving(seed)
+        with open(os.path.join(SERVING, "gptoss20b_dev_b32.phases.json")) as f:
+            ref = json.load(f)
+        c, t = load_counts(self.path("s.counts.csv.gz"))
+        rc, rt = load_counts(os.path.join(SERVING, "gptoss20b_dev_b32.counts.csv.gz"))
+        a = phase_means(c, [p["step"] for p in mine["phases"]])
+        b = phase_means(rc, [p["step"] for p in ref["phases"]])
+        l1 = [float(np.abs(x - y).sum(1).max()) for x, y in zip(a, b)]
+        print("\n  seed %d: requests %d (shared %d), tokens %d (%d), steps %d (%d), phase starts "
+              "%s (%s), halfway %s (%s), max per-layer L1 of phase means %s" % (
+                  seed, sum(p["requests"] for p in mine["phases"]),
+                  sum(p["requests"] for p in ref["phases"]), t.sum(), rt.sum(), len(t), len(rt),
+                  [p["step"] for p in mine["phases"]], [p["step"] for p in ref["phases"]],
+                  [p["step"] for p in mine["halfway"]], [p["step"] for p in ref["halfway"]],
+                  np.round(l1, 3).tolist()), file=sys.stderr)
+        self.assertEqual([(p["dataset_prefix"], p["requests"]) for p in mine["phases"]],
+                         [(p["dataset_prefix"], p["requests"]) for p in ref["phases"]])
+        self.assertEqual(int(t.sum()), int(rt.sum()))
+        self.assertEqual(int(c.sum()), int(rc.sum()))
+        return mine, ref, c, t, rc, rt, l1
+
+    def test_readme_settings_reproduce_the_trace(self):
+        # numpy.random.default_rng(11), phase by phase, is the shared trace's shuffle.
+        mine, ref, c, t, rc, rt, l1 = self.compare(11)
+        np.testing.assert_array_equal(t, rt)
+        np.testing.assert_array_equal(c, rc)
+        self.assertEqual(mine["phases"], ref["phases"])
+        self.assertEqual(mine["halfway"], ref["halfway"])
+        self.assertEqual(max(l1), 0.0)
+        r = self.replay(self.path("s.counts.csv.gz"), 4)
+        self.assertEqual((r["steps"], r["layers"], r["experts"], r["tokens"]),
+                         (3625, 24, 32, 106359))
+
+    def test_another_shuffle_is_close(self):
+        mine, ref, c, t, rc, rt, l1 = self.compare(0)
+        self.assertLess(abs(len(t) - len(rt)), 0.05 * len(rt))
+        for p, q, d in zip(mine["phases"], ref["phases"], l1):
+            self.assertLess(abs(p["step"] - q["step"]), 100, p)
+            if p["requests"] >= 10:  # phases of a few requests are mostly other phases' tokens
+                self.assertLess(d, 0.2, p)
+
+
+# ---------------------------------------------------------------------------
 # Placements
 
 
