@@ -689,8 +689,8 @@ class RoutingTest(ConverterTestBase):
                         self.path("hf.requests.json"), "--counts", self.path("h.csv"),
                         "--batch", "3", "--admit", "1", "--phase-prefixes", "alpha,beta,gamma",
                         "--seed", "2")
-        self.check_trace(self.path("h.csv"), ids, req, self.phase_order(["alpha", "beta", "gamma"],
-                                                                        2, req=req), 3, 1, layers=[1, 3, 5])
+        order = self.phase_order(["alpha", "beta", "gamma"], 2, req=req)
+        self.check_trace(self.path("h.csv"), ids, req, order, 3, 1, layers=[1, 3, 5])
         # File order = order of first appearance in the log.
         first = list(dict.fromkeys(req.tolist()))
         self.convert_ok("from-routing", self.path("hf.npz"), "--counts", self.path("h2.csv"),
@@ -1156,4 +1156,6 @@ class PlacementTest(ConverterTestBase):
 if __name__ == "__main__":
     if not HAVE_TORCH:
         print("NOTE: " + NO_TORCH, file=sys.stderr)
+    if not HAVE_SERVING:
+        print("NOTE: " + NO_SERVING, file=sys.stderr)
     unittest.main(verbosity=2)

@@ -144,7 +144,7 @@ def _write_json(path, doc, also_remove):
 def _read_routing(args):
     log = routing.read_routing(args.input, num_experts=args.num_experts, top_k=args.top_k,
                                requests_path=args.requests, layer_ids=args.layer_ids)
-    if args.num_experts is None:
+    if log.m_inferred:
         log.notes.append("%d experts (largest expert id + 1; --num-experts sets M)" %
                          log.num_experts)
     return log
@@ -168,7 +168,8 @@ def cmd_from_routing(args):
         raise ConvertError("--step-offset %d: steps start at 0" % args.step_offset)
     log = _read_routing(args)
     prefixes = routing.parse_prefixes(args.phase_prefixes) if args.phase_prefixes else None
-    order, phase, notes = routing.request_order(log, prefixes, prefixes is not None and not args.no_shuffle, args.seed,
+    shuffle = prefixes is not None and not args.no_shuffle
+    order, phase, notes = routing.request_order(log, prefixes, shuffle, args.seed,
                                                 args.drop_unmatched)
     start, end = routing.simulate(log.lengths, order, args.batch, args.admit)
     S = int(end.max())

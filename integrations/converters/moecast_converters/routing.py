@@ -42,6 +42,7 @@ class RoutingLog:
         self.num_experts = num_experts
         self.notes = list(notes)
         self.lengths = np.bincount(req, minlength=len(self.names))
+        self.m_inferred = False  # M = largest expert id + 1 (no --num-experts)
 
     @property
     def top_k(self):
@@ -230,6 +231,7 @@ def _read_dev_npz(path, d, num_experts, top_k, requests_path):
             log.notes.append("dataset names from %s" % cand)
     if requests_path is not None:
         _attach_requests(log, read_requests_json(requests_path), requests_path, True)
+    log.m_inferred = num_experts is None
     return log
 
 
@@ -285,6 +287,7 @@ def _read_hf(path, d, num_experts, top_k, requests_path):
             raise ConvertError("%s: layers lists a layer twice" % where)
     req, names = _codes(r)
     log = RoutingLog(path, ids, req, names, [None] * len(names), layer_ids, M, notes)
+    log.m_inferred = num_experts is None
     if requests_path is not None:
         _attach_requests(log, read_requests_json(requests_path), requests_path, True)
     return log
@@ -371,6 +374,7 @@ def _read_jsonl(path, num_experts, top_k, requests_path):
         names[r] = rid
     log = RoutingLog(path, ids, np.asarray(reqs, dtype=np.int64), names, datasets,
                      range(ids.shape[1]), M, notes)
+    log.m_inferred = num_experts is None
     if requests_path is not None:
         _attach_requests(log, read_requests_json(requests_path), requests_path, False)
     return log
@@ -536,8 +540,7 @@ def step_counts(ids, steps, num_steps, num_experts, chunk=2048):
     keep = np.nonzero(steps >= 0)[0]
     order = keep[np.argsort(steps[keep], kind="stable")]
     st = steps[order]
-    L, K = ids.shape[1], ids.shape[2]
-    M = num_experts
+    L, M = ids.shape[1], num_experts
     lo = 0
     for s0 in range(0, num_steps, chunk):
         s1 = min(num_steps, s0 + chunk)
