@@ -16,6 +16,17 @@
 #include "engine/status_macros.h"
 
 namespace moecast {
+
+absl::string_view EventKindName(EventKind kind) {
+  switch (kind) {
+    case EventKind::kStateChange: return "state_change";
+    case EventKind::kPhaseChange: return "phase_change";
+    case EventKind::kExpertDead: return "expert_dead";
+    case EventKind::kExpertRevived: return "expert_revived";
+    case EventKind::kShift: return "shift";
+  }
+  return "unknown";
+}
 namespace {
 
 using internal::Job;
@@ -43,6 +54,7 @@ absl::Status ValidateOptions(const EngineOptions& o) {
                      o.history_capacity_steps, " must be >= 2"));
   }
   if (absl::Status s = ValidateStateOptions(o.state); !s.ok()) return s;
+  if (absl::Status s = ValidateShiftOptions(o.shift); !s.ok()) return s;
   if (o.max_path_steps < 1 || o.max_path_steps > 100000) {
     return absl::InvalidArgumentError(absl::StrCat(
         "EngineOptions.max_path_steps = ", o.max_path_steps,

@@ -86,6 +86,9 @@ enum class EventKind {
   kPhaseChange,    // a layer's gamma_eff training phase (from, to: names)
   kExpertDead,     // value: the expert; from/to: "alive" -> "dead"
   kExpertRevived,  // value: the expert; from/to: "dead" -> "alive"
+  kShift,          // a layer's (layer >= 0) or the job's (layer = -1) load
+                   // shifted (engine/state/shift_detector.h); value: its
+                   // size (L1), from: the estimated change step, to: empty
 };
 
 absl::string_view EventKindName(EventKind kind);
@@ -99,7 +102,8 @@ struct Event {
   EventKind kind = EventKind::kStateChange;
   int layer = -1;
   std::string from, to;
-  double value = 0;  // kStateChange: the drift ratio; expert events: expert
+  double value = 0;  // kStateChange: the drift ratio; expert events: expert;
+                     // kShift: the size
   std::string detail;  // human-readable, with the numbers behind it
 };
 

@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "engine/analysis/analysis_options.h"
 #include "engine/health/monitor.h"
+#include "engine/state/shift_detector.h"
 #include "engine/state/state_classifier.h"
 
 namespace moecast {
@@ -66,6 +67,10 @@ struct EngineOptions {
   // Transient/stable classification of every layer (see
   // engine/state/state_classifier.h for the statistic and its calibration).
   StateOptions state;
+
+  // Shift detection on every layer (engine/state/shift_detector.h): window
+  // sizing from the assignments per step, and the calibrated threshold.
+  ShiftOptions shift;
 
   // Health monitoring of every layer (engine/health/monitor.h): window
   // length, gamma_eff fits, dead-expert and phase rules. gamma.top_k and the

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/predict/predictor_factory.h"
 
 namespace moecast {
@@ -22,6 +23,7 @@ void AnalysisStep::Resize(int num_layers, int num_experts) {
 JobAnalyzer::JobAnalyzer(const JobSpec& spec, const EngineOptions& options)
     : spec_(spec),
       state_options_(options.state),
+      shift_options_(options.shift),
       max_events_(options.max_events_per_job),
       health_options_(options.health) {}
 
@@ -67,6 +69,10 @@ absl::StatusOr<std::unique_ptr<JobAnalyzer>> JobAnalyzer::Create(
     model.bank = *std::move(bank);
     model.state = std::make_unique<StateClassifier>(s.num_experts, s.top_k,
                                                     a->state_options_);
+    for (int scale : a->shift_options_.scales) {
+      model.shift.push_back(std::make_unique<ShiftDetector>(
+          s.num_experts, ScaledShiftOptions(a->shift_options_, scale)));
+    }
     a->models_.push_back(std::move(model));
   }
   a->layer_states_.assign(s.num_layers, LoadState::kTransient);
@@ -130,6 +136,17 @@ void JobAnalyzer::ObserveStep(const AnalysisStep& in) {
                      std::string(LoadStateName(t->from)),
                      std::string(LoadStateName(t->to)), t->drift_ratio});
     }
+    // Every scale observes; the first (shortest) that reports a shift wins
+    // and the others restart, so that one change is reported once.
+    std::optional<Shift> shift;
+    for (auto& detector : model.shift) {
+      std::optional<Shift> s = detector->Observe(step, p, sum);
+      if (s.has_value() && !shift.has_value()) shift = s;
+    }
+    if (shift.has_value()) {
+      for (auto& detector : model.shift) detector->Restart();
+      OnShift(l, *shift);
+    }
     // The bank's scoring and origins wait for FinishStep, after any refit
     // that is due (a separate task); the predictors observe now.
     model.bank->ObservePredictors(p);
@@ -160,6 +177,34 @@ void JobAnalyzer::ObserveStep(const AnalysisStep& in) {
   open_input_ = &in;
 }
 
+void JobAnalyzer::OnShift(int layer, const Shift& s) {
+  AddEvent(Event{0, s.step, EventKind::kShift, layer, absl::StrCat(s.change_step), "",
+                 s.size,
+                 absl::StrFormat("layer %d: load shifted at about step %d (L1 %.3f "
+                                 "between the mean shares before and after; noise %.3f, "
+                                 "windows of %d steps)",
+                                 layer, s.change_step, s.size, s.noise, s.window)});
+  models_[layer].last_shift_step = s.step;
+  // The job shifted when at least half of its layers did within the last
+  // two windows (once per such span).
+  const int64_t span = 2 * static_cast<int64_t>(s.window);
+  if (last_job_shift_step_ >= 0 && s.step - last_job_shift_step_ <= span) return;
+  std::vector<double> sizes;
+  for (const LayerModel& m : models_) {
+    if (m.last_shift_step >= 0 && s.step - m.last_shift_step <= span) {
+      sizes.push_back(0);  // counted; the size is the layer events'
+    }
+  }
+  if (2 * sizes.size() < models_.size()) return;
+  last_job_shift_step_ = s.step;
+  AddEvent(Event{0, s.step, EventKind::kShift, -1, absl::StrCat(s.change_step), "",
+                 s.size,
+                 absl::StrFormat("job: %d of %d layers shifted within %d steps",
+                                 static_cast<int>(sizes.size()),
+                                 static_cast<int>(models_.size()),
+                                 static_cast<int>(span))});
+}
+
 void JobAnalyzer::FinishStep(std::vector<HealthWindow> fitted) {
   for (size_t i = 0; i < fitted.size() && i < due_.size(); ++i) {
     HealthMonitor& monitor = health_[due_[i].layer];
@@ -187,6 +232,7 @@ int64_t JobAnalyzer::ForecastBytes() const {
   int64_t bytes = 0;
   for (const LayerModel& m : models_) {
     bytes += m.state->MemoryBytes() + m.bank->MemoryBytes();
+    for (const auto& d : m.shift) bytes += d->MemoryBytes();
   }
   return bytes;
 }

@@ -39,6 +39,7 @@
 #include "engine/job_spec.h"
 #include "engine/options.h"
 #include "engine/predict/forecast_bank.h"
+#include "engine/state/shift_detector.h"
 #include "engine/state/state_classifier.h"
 
 namespace moecast::internal {
@@ -117,11 +118,17 @@ class JobAnalyzer {
   // Forecasting state of one layer.
   struct LayerModel {
     std::unique_ptr<StateClassifier> state;
+    std::vector<std::unique_ptr<ShiftDetector>> shift;  // one per scale
     std::unique_ptr<ForecastBank> bank;
+    int64_t last_shift_step = -1;  // -1: none yet
   };
+  // A layer's shift: its event, and the job's when most layers shifted.
+  void OnShift(int layer, const Shift& shift);
 
   const JobSpec spec_;
   const StateOptions state_options_;
+  const ShiftOptions shift_options_;
+  int64_t last_job_shift_step_ = -1;
   const int max_events_;
   HealthOptions health_options_;
   std::vector<LayerModel> models_;     // empty: no forecasting

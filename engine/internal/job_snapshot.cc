@@ -21,6 +21,9 @@ constexpr uint32_t kHistoryTag = SnapshotTag("HIST");
 constexpr uint32_t kStateTag = SnapshotTag("STAT");
 constexpr uint32_t kBankTag = SnapshotTag("BANK");
 constexpr uint32_t kHealthTag = SnapshotTag("HLTH");
+// Last in a layer's section; absent in snapshots written before shift
+// detection (the detector then starts afresh).
+constexpr uint32_t kShiftTag = SnapshotTag("SHFT");
 
 constexpr size_t kMaxText = size_t{1} << 20;
 
@@ -133,7 +136,7 @@ Event ReadEvent(SnapshotReader& in) {
   e.seq = in.I64("event.seq");
   e.step = in.I64("event.step");
   const uint8_t kind = in.U8("event.kind");
-  if (kind > static_cast<uint8_t>(EventKind::kExpertRevived)) {
+  if (kind > static_cast<uint8_t>(EventKind::kShift)) {
     in.Fail("event.kind", absl::StrCat("unknown kind ", kind));
   }
   e.kind = static_cast<EventKind>(kind);
@@ -245,6 +248,14 @@ absl::Status Job::SaveLocked(SnapshotWriter& out,
     if (!analyzer_->health_.empty()) {
       section = out.BeginSection(kHealthTag);
       analyzer_->health_[l].SaveTo(out);
+      out.EndSection(section);
+    }
+    if (!analyzer_->models_.empty()) {
+      section = out.BeginSection(kShiftTag);
+      out.PutU64(analyzer_->models_[l].shift.size());
+      for (const auto& d : analyzer_->models_[l].shift) d->SaveTo(out);
+      out.PutI64(analyzer_->models_[l].last_shift_step);
+      if (l == 0) out.PutI64(analyzer_->last_job_shift_step_);  // the job's
       out.EndSection(section);
     }
     out.EndSection(layer);
@@ -461,6 +472,19 @@ absl::Status Job::LoadFrom(SnapshotReader& in) {
     if (!analyzer_->health_.empty()) {
       SnapshotReader r = layer.Section(kHealthTag, "health");
       analyzer_->health_[l].LoadFrom(r);
+      r.ExpectEnd();
+    }
+    if (!analyzer_->models_.empty() && layer.ok() && layer.remaining() > 0) {
+      SnapshotReader r = layer.Section(kShiftTag, "shift");
+      auto& detectors = analyzer_->models_[l].shift;
+      const size_t scales = r.Count("scales", 8, 1);
+      if (r.ok() && scales != detectors.size()) {
+        r.Fail("scales", absl::StrCat(scales, " shift detectors saved, this job has ",
+                                      detectors.size()));
+      }
+      for (size_t k = 0; k < detectors.size() && r.ok(); ++k) detectors[k]->LoadFrom(r);
+      analyzer_->models_[l].last_shift_step = r.I64("last_shift_step");
+      if (l == 0) analyzer_->last_job_shift_step_ = r.I64("last_job_shift_step");
       r.ExpectEnd();
     }
     layer.ExpectEnd();

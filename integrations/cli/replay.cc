@@ -2,6 +2,7 @@
 // summary of what was ingested.
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -57,6 +58,22 @@ std::string Rate(double per_second) {
   return absl::StrFormat("%.1f ", per_second);
 }
 
+// A JSON string body: quotes, backslashes and control characters escaped.
+std::string JsonEscape(absl::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", static_cast<int>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int RunReplay(const std::vector<std::string>& args, std::ostream& out,
@@ -68,6 +85,7 @@ int RunReplay(const std::vector<std::string>& args, std::ostream& out,
   int64_t top_k = 0;
   int64_t max_steps = 0;
   int64_t history_capacity = EngineOptions().history_capacity_steps;
+  std::string events_path;
   FlagSet flags("replay");
   flags.AddString("counts", &counts_path,
                   "counts trace NAME.counts.csv[.gz] (design section 7)",
@@ -85,6 +103,9 @@ int RunReplay(const std::vector<std::string>& args, std::ostream& out,
                1 << 24);
   flags.AddString("progress", &progress_mode,
                   "progress bar on stderr: auto (when a terminal), on, off");
+  flags.AddString("events", &events_path,
+                  "write the job's event log (state changes, load shifts, health "
+                  "events) to this file, one JSON object per line");
   if (absl::Status s = flags.Parse(args); !s.ok()) {
     err << s.message() << "\n";
     return 2;
@@ -117,6 +138,8 @@ int RunReplay(const std::vector<std::string>& args, std::ostream& out,
   // (inline), so that nothing is shed or coalesced and the reported ingest
   // rate includes the analysis, as before.
   options.analysis.mode = AnalysisOptions::Mode::kInline;
+  // Keep every event of the trace for the summary and --events.
+  options.max_events_per_job = 1 << 20;
   absl::StatusOr<std::unique_ptr<Engine>> engine_or = Engine::Create(options);
   if (!engine_or.ok()) {
     err << "moecast replay: " << engine_or.status().message() << "\n";
@@ -243,6 +266,44 @@ int RunReplay(const std::vector<std::string>& args, std::ostream& out,
                            static_cast<int>(hi - share.begin()), 100 * *hi,
                            static_cast<int>(lo - share.begin()), 100 * *lo,
                            cold);
+  }
+  // Load shifts the engine saw (its event log; the oldest may have been
+  // dropped past EngineOptions::max_events_per_job).
+  absl::StatusOr<std::vector<Event>> events = engine.ReadEvents(job_id, 0, 1 << 30);
+  if (events.ok()) {
+    std::vector<std::string> job_shifts;
+    int layer_shifts = 0;
+    for (const Event& e : *events) {
+      if (e.kind != EventKind::kShift) continue;
+      if (e.layer >= 0) {
+        ++layer_shifts;
+      } else {
+        job_shifts.push_back(absl::StrFormat("%d (change ~%s, L1 %.2f)", e.step,
+                                             e.from, e.value));
+      }
+    }
+    out << absl::StrFormat("  load shifts     %d in layers; the job's (half of its layers): %s\n",
+                           layer_shifts,
+                           job_shifts.empty() ? "none" : absl::StrJoin(job_shifts, ", "));
+  }
+  if (!events_path.empty()) {
+    if (!events.ok()) {
+      err << "moecast replay: " << events.status().message() << "\n";
+      return 1;
+    }
+    std::ofstream f(events_path);
+    for (const Event& e : *events) {
+      f << absl::StrFormat(
+          "{\"seq\": %d, \"step\": %d, \"kind\": \"%s\", \"layer\": %d, "
+          "\"from\": \"%s\", \"to\": \"%s\", \"value\": %.17g, \"detail\": \"%s\"}\n",
+          e.seq, e.step, EventKindName(e.kind), e.layer, JsonEscape(e.from),
+          JsonEscape(e.to), e.value, JsonEscape(e.detail));
+    }
+    f.close();
+    if (!f) {
+      err << "moecast replay: --events: cannot write " << events_path << "\n";
+      return 1;
+    }
   }
   return 0;
 }

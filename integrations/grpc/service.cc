@@ -28,6 +28,7 @@ pb::Event::Kind ToProto(EventKind k) {
     case EventKind::kPhaseChange: return pb::Event::KIND_PHASE_CHANGE;
     case EventKind::kExpertDead: return pb::Event::KIND_EXPERT_DEAD;
     case EventKind::kExpertRevived: return pb::Event::KIND_EXPERT_REVIVED;
+    case EventKind::kShift: return pb::Event::KIND_SHIFT;
   }
   return pb::Event::KIND_UNSPECIFIED;
 }

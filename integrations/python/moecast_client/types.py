@@ -50,6 +50,7 @@ _EVENT_KINDS = {
     pb.Event.KIND_PHASE_CHANGE: "phase_change",
     pb.Event.KIND_EXPERT_DEAD: "expert_dead",
     pb.Event.KIND_EXPERT_REVIVED: "expert_revived",
+    pb.Event.KIND_SHIFT: "shift",
     pb.Event.KIND_REBALANCE_RECOMMENDED: "rebalance_recommended",
 }
 _E_KINDS = {
