@@ -29,6 +29,7 @@
 #include "engine/options.h"
 #include "engine/predict/forecast_bank.h"
 #include "engine/predict/predictor_factory.h"
+#include "engine/state/shift_detector.h"
 #include "engine/state/state_classifier.h"
 
 namespace moecast {
@@ -154,6 +155,24 @@ int Main(int argc, char** argv) {
       (void)state[l]->Observe(t, span(at(t).proportions, l), at(t).tokens, l);
     });
     row("state classifier", us);
+    total += us;
+  }
+  {
+    std::vector<std::unique_ptr<ShiftDetector>> shift;
+    for (int l = 0; l < shape.layers; ++l) {
+      for (int scale : options.shift.scales) {
+        shift.push_back(
+            std::make_unique<ShiftDetector>(m, ScaledShiftOptions(options.shift, scale)));
+      }
+    }
+    const int scales = static_cast<int>(options.shift.scales.size());
+    const double us = Time(shape, warmup, measured, [&](int t, int l) {
+      for (int s = 0; s < scales; ++s) {
+        (void)shift[l * scales + s]->Observe(t, span(at(t).proportions, l),
+                                             at(t).assignments[l]);
+      }
+    });
+    row("shift detectors (" + std::to_string(scales) + " scales)", us);
     total += us;
   }
   for (const std::string& name : DefaultPredictorNames()) {
