@@ -443,6 +443,15 @@ void Solve(const Problem& p, double gamma, double tol, int max_iter,
     double gd = Sum4(m, [&](int e) { return gp[e] * dp[e]; });
     bool have_trial = false;
     double tres = 0;
+    // Takes the full Newton step evaluated into the trial buffers.
+    auto accept_trial = [&] {
+      st->load.swap(tload);
+      st->probs.swap(tprobs);
+      st->log_probs.swap(tlog);
+      g.swap(tg);
+      res = tres;
+      evaluated = true;
+    };
     if (!ok || !(gd < 0)) {  // not a descent direction: steepest descent
       gd = 0;
       for (int e = 0; e < m; ++e) {
@@ -459,12 +468,7 @@ void Solve(const Problem& p, double gamma, double tol, int max_iter,
       tres = gradient(tload.data(), tprobs.data(), tg.data());
       have_trial = true;
       if (tres <= 0.5 * res) {
-        st->load.swap(tload);
-        st->probs.swap(tprobs);
-        st->log_probs.swap(tlog);
-        g.swap(tg);
-        res = tres;
-        evaluated = true;
+        accept_trial();
         ++st->iterations;
         continue;
       }
@@ -479,12 +483,7 @@ void Solve(const Problem& p, double gamma, double tol, int max_iter,
       }
     }
     if (t == 1.0 && have_trial) {  // the full step after all: evaluated
-      st->load.swap(tload);
-      st->probs.swap(tprobs);
-      st->log_probs.swap(tlog);
-      g.swap(tg);
-      res = tres;
-      evaluated = true;
+      accept_trial();
     } else {
       for (int e = 0; e < m; ++e) load[e] += t * d[e];
     }

@@ -8,6 +8,7 @@ for every .npz / .jsonl / .json input.
 
 import gzip
 import io
+import json
 import math
 import os
 
@@ -219,6 +220,29 @@ def save_torch(path, data):
     torch = _torch_or_error(path, "writing")
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
                 for k, v in data.items()}, path)
+
+
+def jsonl_objects(path):
+    """Yields (line number, where, obj) for every non-blank line of a jsonl
+    file, where = "PATH:LINE"; ConvertError for a file that cannot be opened, a line that is
+    not JSON, or one that is not a JSON object."""
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise ConvertError("%s: cannot open (%s)" % (path, e.strerror))
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = "%s:%d" % (path, lineno)
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise ConvertError("%s: not valid JSON (%s)" % (where, e))
+            if not isinstance(obj, dict):
+                raise ConvertError("%s: expected a JSON object, found %s" %
+                                   (where, type(obj).__name__))
+            yield lineno, where, obj
 
 
 def require_key(data, key, where, what):

@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from .common import (ConvertError, as_array, check_int_array, check_shape, load_tensor_file,
-                     parse_id_list, require_key)
+from .common import (ConvertError, as_array, check_int_array, check_shape, jsonl_objects,
+                     load_tensor_file, parse_id_list, require_key)
 
 HALFWAY_NOTE = ("phases: step at which the first request of each phase was admitted; halfway: "
                 "first step at which at least half of the active requests belong to that phase")
@@ -294,75 +294,60 @@ def _read_hf(path, d, num_experts, top_k, requests_path):
 
 
 def _read_jsonl(path, num_experts, top_k, requests_path):
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise ConvertError("%s: cannot open (%s)" % (path, e.strerror))
     rows, reqs, lines = [], [], []
     index, datasets, ds_where, positions = {}, [], [], {}
     shape = None
-    with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = "%s:%d" % (path, lineno)
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise ConvertError("%s: not valid JSON (%s)" % (where, e))
-            if not isinstance(obj, dict):
-                raise ConvertError("%s: expected a JSON object, found %s" %
-                                   (where, type(obj).__name__))
-            rid = require_key(obj, "request", where, "the request id")
-            if isinstance(rid, bool) or not isinstance(rid, (int, str)):
-                raise ConvertError("%s: 'request' = %s is not an integer or string" %
-                                   (where, json.dumps(rid)))
-            lt = require_key(obj, "layer_topk", where, "top-k expert ids per layer")
-            ok = isinstance(lt, list) and lt and all(
-                isinstance(row, list) and row and all(
-                    isinstance(x, int) and not isinstance(x, bool) for x in row) for row in lt)
-            if not ok:
-                raise ConvertError("%s: 'layer_topk' must be a non-empty list (one per layer) of "
-                                   "non-empty lists of integer expert ids" % where)
-            s = (len(lt), len(lt[0]))
-            if any(len(row) != s[1] for row in lt):
-                i = next(i for i, row in enumerate(lt) if len(row) != s[1])
-                raise ConvertError("%s: 'layer_topk'[%d] has %d ids, 'layer_topk'[0] has %d" %
-                                   (where, i, len(lt[i]), s[1]))
-            if shape is None:
-                shape = s
-            elif s != shape:
-                raise ConvertError("%s: 'layer_topk' is %d layers x %d ids; line %d has %d x %d" %
-                                   (where, s[0], s[1], lines[0], shape[0], shape[1]))
-            if rid not in index:
-                index[rid] = len(index)
-                datasets.append(None)
-                ds_where.append(None)
-            r = index[rid]
-            if "dataset" in obj:
-                ds = obj["dataset"]
-                if not isinstance(ds, str) or not ds:
-                    raise ConvertError("%s: 'dataset' = %s is not a non-empty string" %
-                                       (where, json.dumps(ds)))
-                if datasets[r] is None:
-                    datasets[r], ds_where[r] = ds, where
-                elif datasets[r] != ds:
-                    raise ConvertError("%s: request %s has dataset '%s', but '%s' at %s" %
-                                       (where, json.dumps(rid), ds, datasets[r], ds_where[r]))
-            if "position" in obj:
-                pos = obj["position"]
-                if isinstance(pos, bool) or not isinstance(pos, int):
-                    raise ConvertError("%s: 'position' = %s is not an integer" %
-                                       (where, json.dumps(pos)))
-                prev = positions.get(rid)
-                if prev is not None and pos <= prev[0]:
-                    raise ConvertError("%s: request %s has position %d after %d at %s: lines "
-                                       "must be in decode order" %
-                                       (where, json.dumps(rid), pos, prev[0], prev[1]))
-                positions[rid] = (pos, where)
-            rows.append(lt)
-            reqs.append(r)
-            lines.append(lineno)
+    for lineno, where, obj in jsonl_objects(path):
+        rid = require_key(obj, "request", where, "the request id")
+        if isinstance(rid, bool) or not isinstance(rid, (int, str)):
+            raise ConvertError("%s: 'request' = %s is not an integer or string" %
+                               (where, json.dumps(rid)))
+        lt = require_key(obj, "layer_topk", where, "top-k expert ids per layer")
+        ok = isinstance(lt, list) and lt and all(
+            isinstance(row, list) and row and all(
+                isinstance(x, int) and not isinstance(x, bool) for x in row) for row in lt)
+        if not ok:
+            raise ConvertError("%s: 'layer_topk' must be a non-empty list (one per layer) of "
+                               "non-empty lists of integer expert ids" % where)
+        s = (len(lt), len(lt[0]))
+        if any(len(row) != s[1] for row in lt):
+            i = next(i for i, row in enumerate(lt) if len(row) != s[1])
+            raise ConvertError("%s: 'layer_topk'[%d] has %d ids, 'layer_topk'[0] has %d" %
+                               (where, i, len(lt[i]), s[1]))
+        if shape is None:
+            shape = s
+        elif s != shape:
+            raise ConvertError("%s: 'layer_topk' is %d layers x %d ids; line %d has %d x %d" %
+                               (where, s[0], s[1], lines[0], shape[0], shape[1]))
+        if rid not in index:
+            index[rid] = len(index)
+            datasets.append(None)
+            ds_where.append(None)
+        r = index[rid]
+        if "dataset" in obj:
+            ds = obj["dataset"]
+            if not isinstance(ds, str) or not ds:
+                raise ConvertError("%s: 'dataset' = %s is not a non-empty string" %
+                                   (where, json.dumps(ds)))
+            if datasets[r] is None:
+                datasets[r], ds_where[r] = ds, where
+            elif datasets[r] != ds:
+                raise ConvertError("%s: request %s has dataset '%s', but '%s' at %s" %
+                                   (where, json.dumps(rid), ds, datasets[r], ds_where[r]))
+        if "position" in obj:
+            pos = obj["position"]
+            if isinstance(pos, bool) or not isinstance(pos, int):
+                raise ConvertError("%s: 'position' = %s is not an integer" %
+                                   (where, json.dumps(pos)))
+            prev = positions.get(rid)
+            if prev is not None and pos <= prev[0]:
+                raise ConvertError("%s: request %s has position %d after %d at %s: lines "
+                                   "must be in decode order" %
+                                   (where, json.dumps(rid), pos, prev[0], prev[1]))
+            positions[rid] = (pos, where)
+        rows.append(lt)
+        reqs.append(r)
+        lines.append(lineno)
     if not rows:
         raise ConvertError("%s: no records" % path)
     ids = np.asarray(rows, dtype=np.int64)

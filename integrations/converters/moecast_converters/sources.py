@@ -40,8 +40,8 @@ import json
 import numpy as np
 
 from .common import (ROUTER_BLOCKS, ConvertError, as_array, check_counts, check_finite,
-                     check_int_array, check_shape, load_tensor_file, parse_id_list,
-                     require_key, scalar_int)
+                     check_int_array, check_shape, jsonl_objects, load_tensor_file,
+                     parse_id_list, require_key, scalar_int)
 
 
 class ArrayTrace:
@@ -293,68 +293,53 @@ def _json_matrix(v, where, name, ndim):
 def _megatron_jsonl_records(path):
     """Yields (step, layer, counts [M], tokens, router {b: [M]}, where) from one
     jsonl file, in file order; steps must not decrease."""
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise ConvertError("%s: cannot open (%s)" % (path, e.strerror))
     last = None
-    with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = "%s:%d" % (path, lineno)
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise ConvertError("%s: not valid JSON (%s)" % (where, e))
-            if not isinstance(obj, dict):
-                raise ConvertError("%s: expected a JSON object, found %s" %
-                                   (where, type(obj).__name__))
-            skey, step = _one_of(obj, _STEP_KEYS, where)
-            step = _json_int(step, where, skey)
-            if last is not None and step < last:
-                raise ConvertError("%s: %s %d comes after %s %d: records must be in "
-                                   "non-decreasing step order" % (where, skey, step, skey, last))
-            last = step
-            tpe = require_key(obj, "tokens_per_expert", where, "counts per expert")
-            two_d = isinstance(tpe, list) and tpe and isinstance(tpe[0], list)
-            counts = _json_matrix(tpe, where, "tokens_per_expert", 2 if two_d else 1)
-            if two_d:
-                counts = check_counts(counts, where, "tokens_per_expert")
+    for _, where, obj in jsonl_objects(path):
+        skey, step = _one_of(obj, _STEP_KEYS, where)
+        step = _json_int(step, where, skey)
+        if last is not None and step < last:
+            raise ConvertError("%s: %s %d comes after %s %d: records must be in "
+                               "non-decreasing step order" % (where, skey, step, skey, last))
+        last = step
+        tpe = require_key(obj, "tokens_per_expert", where, "counts per expert")
+        two_d = isinstance(tpe, list) and tpe and isinstance(tpe[0], list)
+        counts = _json_matrix(tpe, where, "tokens_per_expert", 2 if two_d else 1)
+        if two_d:
+            counts = check_counts(counts, where, "tokens_per_expert")
+        else:
+            counts = check_counts(counts[0], where, "tokens_per_expert")[None]
+        lkey, layer = _one_of(obj, _LAYER_KEYS, where, required=not two_d)
+        if two_d:
+            if lkey is not None:
+                raise ConvertError("%s: a per-step record (2-D tokens_per_expert) names its "
+                                   "layers with 'layers', not '%s'" % (where, lkey))
+            if "layers" in obj:
+                lv = obj["layers"]
+                if not isinstance(lv, list) or len(lv) != counts.shape[0]:
+                    raise ConvertError("%s: 'layers' must be a list of %d layer ids (one per "
+                                       "row of tokens_per_expert)" % (where, counts.shape[0]))
+                layers = [_json_int(x, where, "layers[%d]" % i, lo=0)
+                          for i, x in enumerate(lv)]
+                if len(set(layers)) != len(layers):
+                    raise ConvertError("%s: 'layers' lists a layer twice" % where)
             else:
-                counts = check_counts(counts[0], where, "tokens_per_expert")[None]
-            lkey, layer = _one_of(obj, _LAYER_KEYS, where, required=not two_d)
-            if two_d:
-                if lkey is not None:
-                    raise ConvertError("%s: a per-step record (2-D tokens_per_expert) names its "
-                                       "layers with 'layers', not '%s'" % (where, lkey))
-                if "layers" in obj:
-                    lv = obj["layers"]
-                    if not isinstance(lv, list) or len(lv) != counts.shape[0]:
-                        raise ConvertError("%s: 'layers' must be a list of %d layer ids (one per "
-                                           "row of tokens_per_expert)" % (where, counts.shape[0]))
-                    layers = [_json_int(x, where, "layers[%d]" % i, lo=0)
-                              for i, x in enumerate(lv)]
-                    if len(set(layers)) != len(layers):
-                        raise ConvertError("%s: 'layers' lists a layer twice" % where)
-                else:
-                    layers = list(range(counts.shape[0]))
-            else:
-                layers = [_json_int(layer, where, lkey, lo=0)]
-            tokens = None
-            if "tokens" in obj:
-                tokens = _json_int(obj["tokens"], where, "tokens", lo=0)
-            router = {}
-            for b in ROUTER_BLOCKS:
-                key = "router_" + b
-                if key in obj:
-                    r = _json_matrix(obj[key], where, key, 2 if two_d else 1)
-                    if r.shape != counts.shape:
-                        raise ConvertError("%s: '%s' has shape %s, tokens_per_expert %s" %
-                                           (where, key, r.shape, counts.shape))
-                    router[b] = check_finite(r, where, key)
-            for i, lid in enumerate(layers):
-                yield (step, lid, counts[i], tokens, {b: v[i] for b, v in router.items()}, where)
+                layers = list(range(counts.shape[0]))
+        else:
+            layers = [_json_int(layer, where, lkey, lo=0)]
+        tokens = None
+        if "tokens" in obj:
+            tokens = _json_int(obj["tokens"], where, "tokens", lo=0)
+        router = {}
+        for b in ROUTER_BLOCKS:
+            key = "router_" + b
+            if key in obj:
+                r = _json_matrix(obj[key], where, key, 2 if two_d else 1)
+                if r.shape != counts.shape:
+                    raise ConvertError("%s: '%s' has shape %s, tokens_per_expert %s" %
+                                       (where, key, r.shape, counts.shape))
+                router[b] = check_finite(r, where, key)
+        for i, lid in enumerate(layers):
+            yield (step, lid, counts[i], tokens, {b: v[i] for b, v in router.items()}, where)
 
 
 def read_megatron_jsonl(paths):
