@@ -189,19 +189,17 @@ void JobAnalyzer::OnShift(int layer, const Shift& s) {
   // two windows (once per such span).
   const int64_t span = 2 * static_cast<int64_t>(s.window);
   if (last_job_shift_step_ >= 0 && s.step - last_job_shift_step_ <= span) return;
-  std::vector<double> sizes;
+  int shifted = 0;
   for (const LayerModel& m : models_) {
-    if (m.last_shift_step >= 0 && s.step - m.last_shift_step <= span) {
-      sizes.push_back(0);  // counted; the size is the layer events'
-    }
+    shifted += m.last_shift_step >= 0 && s.step - m.last_shift_step <= span;
   }
-  if (2 * sizes.size() < models_.size()) return;
+  if (2 * static_cast<size_t>(shifted) < models_.size()) return;
   last_job_shift_step_ = s.step;
+  // The job's event carries the layer shift that completed the majority.
   AddEvent(Event{0, s.step, EventKind::kShift, -1, absl::StrCat(s.change_step), "",
                  s.size,
                  absl::StrFormat("job: %d of %d layers shifted within %d steps",
-                                 static_cast<int>(sizes.size()),
-                                 static_cast<int>(models_.size()),
+                                 shifted, static_cast<int>(models_.size()),
                                  static_cast<int>(span))});
 }
 
