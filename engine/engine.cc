@@ -164,8 +164,7 @@ class EngineImpl final : public Engine {
     if (spec.forecasting && spec.predictors.empty()) {
       std::optional<std::vector<std::string>> saved =
           Job::PeekBankPredictors(in.rest());
-      if (saved.has_value() && *saved != DefaultPredictorNames() &&
-          *saved == LegacyDefaultPredictorNames()) {
+      if (saved.has_value() && *saved == LegacyDefaultPredictorNames()) {
         spec.predictors = *std::move(saved);
       }
     }

@@ -201,7 +201,6 @@ class Job final : public StepTask, public std::enable_shared_from_this<Job> {
   // them to the periodic threads and parks the job (`*parked`); the last
   // task finishes the step and re-schedules the job.
   bool AnalyseOne(AnalysisStage* stage, bool* parked);
-  void FinishParked(std::vector<HealthWindow> fitted);
   void Completed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(amu_);
   // Folds the oldest unfetched step into the coalesced block.
   void FoldOldestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

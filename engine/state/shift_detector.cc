@@ -197,7 +197,6 @@ std::optional<Shift> ShiftDetector::Observe(int64_t step,
   const double threshold =
       std::max(options_.min_size, options_.noise_multiple * noise_);
   if (trusted && d > threshold) {
-    if (above_ == 0) first_above_step_ = step;
     if (++above_ >= options_.persistence) {
       Shift s;
       s.step = step;
@@ -253,7 +252,6 @@ void ShiftDetector::SaveTo(internal::SnapshotWriter& out) const {
   out.PutDouble(noise_);
   out.PutI32(since_median_);
   out.PutI32(above_);
-  out.PutI64(first_above_step_);
   out.PutI64(shifts_);
 }
 
@@ -280,7 +278,6 @@ void ShiftDetector::LoadFrom(internal::SnapshotReader& in) {
   const double noise = in.Double("noise");
   const int since_median = in.IntIn("since_median", 0, 8);
   const int above = in.IntIn("above", 0, options_.persistence);
-  const int64_t first_above = in.I64("first_above_step");
   const int64_t shifts = in.I64In("shifts", 0, int64_t{1} << 62);
   if (!in.ok()) return;
   if (ring.size() != slots * m_ || totals.size() != slots || steps.size() != slots ||
@@ -308,7 +305,6 @@ void ShiftDetector::LoadFrom(internal::SnapshotReader& in) {
   noise_ = noise;
   since_median_ = since_median;
   above_ = above;
-  first_above_step_ = first_above;
   shifts_ = shifts;
 }
 

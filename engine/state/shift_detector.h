@@ -118,7 +118,6 @@ class ShiftDetector {
   double noise_ = 0;           // median of history_, refreshed every 8 steps
   int since_median_ = 0;
   int above_ = 0;  // consecutive steps above the threshold
-  int64_t first_above_step_ = 0;
   int64_t shifts_ = 0;
   std::vector<double> scratch_;
 };

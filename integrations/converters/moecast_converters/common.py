@@ -222,6 +222,17 @@ def save_torch(path, data):
                 for k, v in data.items()}, path)
 
 
+def layer_id_array(value, where, name, num_layers):
+    """The layer ids in `value` (an array of num_layers distinct non-negative
+    integers) as a list; ConvertError naming `name` otherwise."""
+    arr = as_array(value, where, name)
+    check_shape(arr, where, name, "[layers]", shape=(num_layers,))
+    ids = [int(v) for v in check_int_array(arr, where, name, lo=0)]
+    if len(set(ids)) != len(ids):
+        raise ConvertError("%s: %s lists a layer twice" % (where, name))
+    return ids
+
+
 def jsonl_objects(path):
     """Yields (line number, where, obj) for every non-blank line of a jsonl
     file, where = "PATH:LINE"; ConvertError for a file that cannot be opened, a line that is

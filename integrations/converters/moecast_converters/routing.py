@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from .common import (ConvertError, as_array, check_int_array, check_shape, jsonl_objects,
-                     load_tensor_file, parse_id_list, require_key)
+                     layer_id_array, load_tensor_file, parse_id_list, require_key)
 
 HALFWAY_NOTE = ("phases: step at which the first request of each phase was admitted; halfway: "
                 "first step at which at least half of the active requests belong to that phase")
@@ -280,11 +280,7 @@ def _read_hf(path, d, num_experts, top_k, requests_path):
     ids, M = _check_ids(e, num_experts, _array_loc(where, name))
     layer_ids = range(ids.shape[1])
     if "layers" in d:
-        li = as_array(d["layers"], where, "layers")
-        check_shape(li, where, "layers", "[layers]", shape=(ids.shape[1],))
-        layer_ids = [int(v) for v in check_int_array(li, where, "layers", lo=0)]
-        if len(set(layer_ids)) != len(layer_ids):
-            raise ConvertError("%s: layers lists a layer twice" % where)
+        layer_ids = layer_id_array(d["layers"], where, "layers", ids.shape[1])
     req, names = _codes(r)
     log = RoutingLog(path, ids, req, names, [None] * len(names), layer_ids, M, notes)
     log.m_inferred = num_experts is None

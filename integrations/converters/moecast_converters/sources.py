@@ -40,8 +40,8 @@ import json
 import numpy as np
 
 from .common import (ROUTER_BLOCKS, ConvertError, as_array, check_counts, check_finite,
-                     check_int_array, check_shape, jsonl_objects, load_tensor_file,
-                     parse_id_list, require_key, scalar_int)
+                     check_int_array, check_shape, jsonl_objects, layer_id_array,
+                     load_tensor_file, parse_id_list, require_key, scalar_int)
 
 
 class ArrayTrace:
@@ -200,11 +200,7 @@ def read_vllm(paths, num_experts=None):
                                    (path, step, w.shape[0]))
         layer_ids = None
         if "layer_ids" in d:
-            li = as_array(d["layer_ids"], path, "layer_ids")
-            check_shape(li, path, "layer_ids", "[moe layers]", shape=(w.shape[1],))
-            layer_ids = [int(v) for v in check_int_array(li, path, "layer_ids", lo=0)]
-            if len(set(layer_ids)) != len(layer_ids):
-                raise ConvertError("%s: layer_ids lists a layer twice" % path)
+            layer_ids = layer_id_array(d["layer_ids"], path, "layer_ids", w.shape[1])
         n = num_experts
         if "num_logical_experts" in d:
             n2 = scalar_int(d["num_logical_experts"], path, "num_logical_experts")
@@ -442,11 +438,7 @@ def read_megatron_arrays(path):
     if len(lkey) > 1:
         raise ConvertError("%s: has both 'layers' and 'layer_numbers'; give one" % path)
     if lkey:
-        li = as_array(d[lkey[0]], path, lkey[0])
-        check_shape(li, path, lkey[0], "[layers]", shape=(L,))
-        layer_ids = [int(v) for v in check_int_array(li, path, lkey[0], lo=0)]
-        if len(set(layer_ids)) != L:
-            raise ConvertError("%s: %s lists a layer twice" % (path, lkey[0]))
+        layer_ids = layer_id_array(d[lkey[0]], path, lkey[0], L)
     else:
         layer_ids = list(range(L))
     tokens = None
