@@ -11,6 +11,7 @@
 //   l94_hier  94 layers x 128 experts (Qwen3-235B-A22B sized), 160 slots
 //             (32 redundant), 16 GPUs on 2 nodes, 8 groups (hierarchical).
 //   l94_glob  the same with 1 group (global: any expert on any GPU).
+//   v3_glob   v3 with 1 group (global).
 // Loads per layer: w_e = exp(0.7 z_e), z_e standard normal (a lognormal skew
 // like real routing loads: max/mean about 3 over 256 experts).
 //
@@ -18,9 +19,12 @@
 //   BM_Plan/<shape>/<mode>          PlanPlacement without a current placement
 //                                   (mode 0 eplb, 1 default, 2 default with
 //                                   local_search_iterations = 0)
-//   BM_PlanWithCurrent/<shape>      default mode, current = the default plan
+//   BM_PlanWithCurrent/<shape>/<m>  default mode, current = the default plan
 //                                   for the same loads before 5% noise
-//                                   (w_e * (1 + 0.05 z)), no move budget
+//                                   (w_e * (1 + 0.05 z)), no move budget;
+//                                   m = 0: no migration model (best
+//                                   balance), m = 1: DefaultMigrationModel()
+//                                   (what `moecast plan --current` uses)
 //   BM_Evaluate/<shape>             EvaluatePlacement of a plan
 // Counters: plan_ms (the planner's own wall time), balancedness, moved.
 //
@@ -59,6 +63,7 @@ const Shape kShapes[] = {
     {"v3", 58, 256, 288, 8, 4, 32},
     {"l94_hier", 94, 128, 160, 8, 2, 16},
     {"l94_glob", 94, 128, 160, 1, 2, 16},
+    {"v3_glob", 58, 256, 288, 1, 4, 32},
 };
 
 std::vector<double> LognormalLoads(const Shape& s, uint64_t seed) {
@@ -138,7 +143,7 @@ void BM_Plan(benchmark::State& state) {
                                                    : "default"));
 }
 BENCHMARK(BM_Plan)
-    ->ArgsProduct({{0, 1, 2}, {0, 1, 2}})
+    ->ArgsProduct({{0, 1, 2, 3}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond);
 
 void BM_PlanWithCurrent(benchmark::State& state) {
@@ -147,6 +152,10 @@ void BM_PlanWithCurrent(benchmark::State& state) {
   std::vector<double> base = LognormalLoads(s, 7);
   PlacementProblem before = Problem(s, base);
   const Plan old_plan = MustPlan(before, o);
+  if (state.range(1) == 1) {
+    o.migration = DefaultMigrationModel();
+    o.bytes_per_expert = static_cast<int64_t>(o.migration->bytes_per_expert);
+  }
   std::mt19937_64 rng(11);
   PlacementProblem p = Problem(s, Noisy(base, 0.05, rng));
   p.current_phy2log = old_plan.phy2log;
@@ -163,9 +172,12 @@ void BM_PlanWithCurrent(benchmark::State& state) {
   state.counters["plan_ms"] = ms / runs;
   state.counters["balancedness"] = bal;
   state.counters["moved"] = moved;
-  state.SetLabel(std::string(s.name) + "/default+current");
+  state.SetLabel(std::string(s.name) + "/default+current" +
+                 (state.range(1) == 1 ? "+model" : ""));
 }
-BENCHMARK(BM_PlanWithCurrent)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PlanWithCurrent)
+    ->ArgsProduct({{0, 1, 2, 3}, {0, 1}})
+    ->Unit(benchmark::kMillisecond);
 
 void BM_Evaluate(benchmark::State& state) {
   const Shape& s = kShapes[state.range(0)];
@@ -177,7 +189,7 @@ void BM_Evaluate(benchmark::State& state) {
   }
   state.SetLabel(s.name);
 }
-BENCHMARK(BM_Evaluate)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Evaluate)->DenseRange(0, 3)->Unit(benchmark::kMillisecond);
 
 
 void Sweep() {
@@ -222,21 +234,27 @@ void Sweep() {
       "\nMigration with 5%% load noise (zipf loads; current = the same "
       "mode's plan before the noise), mean over %d inputs:\n",
       kInputs / 2);
-  std::printf("%-9s %-22s %10s %12s %9s\n", "shape", "planner", "moved",
-              "of_replicas", "bal");
+  std::printf("%-9s %-22s %10s %12s %9s %11s\n", "shape", "planner", "moved",
+              "of_replicas", "bal", "of_eplb");
   for (const Shape& s : kShapes) {
     struct Row {
       const char* name;
       PlacementMode mode;
       int64_t budget;
+      bool model;
+      double horizon;
     };
     const Row rows[] = {
-        {"eplb", PlacementMode::kEplb, -1},
-        {"default, no budget", PlacementMode::kDefault, -1},
-        {"default, budget 200", PlacementMode::kDefault, 200},
-        {"default, budget 50", PlacementMode::kDefault, 50},
-        {"default, budget 0", PlacementMode::kDefault, 0},
+        {"eplb", PlacementMode::kEplb, -1, false, 0},
+        {"default, no budget", PlacementMode::kDefault, -1, false, 0},
+        {"default, model", PlacementMode::kDefault, -1, true, 1000},
+        {"default, model H=300", PlacementMode::kDefault, -1, true, 300},
+        {"default, model H=3000", PlacementMode::kDefault, -1, true, 3000},
+        {"default, budget 200", PlacementMode::kDefault, 200, false, 0},
+        {"default, budget 50", PlacementMode::kDefault, 50, false, 0},
+        {"default, budget 0", PlacementMode::kDefault, 0, false, 0},
     };
+    double eplb_moved = 0;
     for (const Row& row : rows) {
       std::mt19937_64 rng(77);
       double moved = 0, bal = 0;
@@ -249,14 +267,21 @@ void Sweep() {
         PlacementProblem p = Problem(s, Noisy(base, 0.05, rng));
         p.current_phy2log = old_plan.phy2log;
         o.move_budget = row.budget;
+        if (row.model) {
+          o.migration = DefaultMigrationModel();
+          o.migration->horizon_steps = row.horizon;
+          o.bytes_per_expert =
+              static_cast<int64_t>(o.migration->bytes_per_expert);
+        }
         const Plan plan = MustPlan(p, o);
         moved += static_cast<double>(plan.moved_experts);
         bal += plan.balancedness;
       }
-      std::printf("%-9s %-22s %10.1f %11.1f%% %9.4f\n", s.name, row.name,
-                  moved / n,
+      if (row.mode == PlacementMode::kEplb) eplb_moved = moved;
+      std::printf("%-9s %-22s %10.1f %11.1f%% %9.4f %10.1f%%\n", s.name,
+                  row.name, moved / n,
                   100.0 * moved / n / (static_cast<double>(s.layers) * s.slots),
-                  bal / n);
+                  bal / n, eplb_moved > 0 ? 100.0 * moved / eplb_moved : 0.0);
     }
   }
 

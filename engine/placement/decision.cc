@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/placement/placement.h"
+#include "engine/status_macros.h"
 
 namespace moecast {
 namespace {
@@ -34,19 +35,32 @@ double StragglerShare(const Plan& plan) {
 
 }  // namespace
 
-absl::StatusOr<RebalanceDecision> Decide(const Plan& current,
-                                         const Plan& proposed,
-                                         const MigrationModel& model,
-                                         bool transient) {
-  auto non_negative = [](const char* name, double v) -> absl::Status {
+MigrationModel DefaultMigrationModel() {
+  MigrationModel m;
+  m.bytes_per_expert = 44040192;  // 3 x 7168 x 2048 bytes (fp8 V3 expert)
+  m.intra_node_bandwidth = 150e9;
+  m.inter_node_bandwidth = 40e9;
+  m.tokens_per_step = 4096.0 * 8;
+  m.time_per_token_s = 2.2e-7;  // 88 MFLOP per assignment at 400 TFLOP/s
+  m.horizon_steps = 1000;
+  m.overlap = false;
+  return m;
+}
+
+absl::Status ValidateMigrationModel(const MigrationModel& model,
+                                    absl::string_view what) {
+  auto bad = [what](const std::string& message) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", message));
+  };
+  auto non_negative = [&](const char* name, double v) -> absl::Status {
     if (!std::isfinite(v) || v < 0) {
-      return Invalid(absl::StrCat(name, " must be finite and >= 0, got ", v));
+      return bad(absl::StrCat(name, " must be finite and >= 0, got ", v));
     }
     return absl::OkStatus();
   };
-  auto positive = [](const char* name, double v) -> absl::Status {
+  auto positive = [&](const char* name, double v) -> absl::Status {
     if (!std::isfinite(v) || v <= 0) {
-      return Invalid(absl::StrCat(name, " must be finite and > 0, got ", v));
+      return bad(absl::StrCat(name, " must be finite and > 0, got ", v));
     }
     return absl::OkStatus();
   };
@@ -61,9 +75,17 @@ absl::StatusOr<RebalanceDecision> Decide(const Plan& current,
     if (!s.ok()) return s;
   }
   if (!(model.overlap_cost_fraction >= 0 && model.overlap_cost_fraction <= 1)) {
-    return Invalid(absl::StrCat("overlap_cost_fraction must be in [0, 1], got ",
-                                model.overlap_cost_fraction));
+    return bad(absl::StrCat("overlap_cost_fraction must be in [0, 1], got ",
+                            model.overlap_cost_fraction));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RebalanceDecision> Decide(const Plan& current,
+                                         const Plan& proposed,
+                                         const MigrationModel& model,
+                                         bool transient) {
+  MOECAST_RETURN_IF_ERROR(ValidateMigrationModel(model, "rebalance decision"));
   if (current.num_layers != proposed.num_layers ||
       current.num_gpus != proposed.num_gpus ||
       current.num_nodes != proposed.num_nodes) {

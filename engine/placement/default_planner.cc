@@ -8,6 +8,8 @@
 // Within a domain every bin has exactly k slots, an expert has at most one
 // replica per bin, and a replica of expert e carries w[e] / cnt[e].
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <numeric>
@@ -73,6 +75,9 @@ class Domain {
   double load(int bin) const { return load_[bin]; }
   int slot(int bin, int j) const { return slot_[bin * k_ + j]; }
   int64_t moved() const { return moved_; }
+  // Whether bin `bin` held local expert e in the current placement (only
+  // after RepairFromCurrent).
+  bool WasHeld(int bin, int e) const { return Orig(bin, e); }
 
   double MaxLoad() const {
     double m = 0;
@@ -602,6 +607,14 @@ struct LayerWork {
   std::vector<double> path_max;
   std::vector<HullPoint> hull;
   int chosen = 0;  // index into hull
+  // With a migration model: experts each GPU receives (P entries), then
+  // those of them that come from another node (P entries), at the start of
+  // the walk, per walk step (sparse: gpu, total, inter deltas), and per hull
+  // point (2P entries each).
+  std::vector<int> start_recv;
+  std::vector<std::array<int, 3>> step_deltas;
+  std::vector<int> step_delta_end;  // per step, end index into step_deltas
+  std::vector<std::vector<int>> hull_recv;
 };
 
 class Planner {
@@ -633,6 +646,14 @@ class Planner {
   void BuildPath(int l, LayerWork* work);
   static void BuildHull(LayerWork* work);
   void WritePathRow(const LayerWork& work, int upto, int32_t* row) const;
+  // With a migration model: node_holds_ for layer l (after BuildTarget).
+  void BuildNodeHolds();
+  bool Inter(int gpu, int e) const {
+    return !node_holds_[static_cast<size_t>(layout_.node_of_gpu(gpu)) *
+                            layout_.num_experts +
+                        e];
+  }
+  void BuildHullRecv(LayerWork* work) const;
 
   const PlacementProblem& problem_;
   const PlacementOptions& options_;
@@ -641,6 +662,8 @@ class Planner {
   // Scratch.
   std::vector<Domain> domains_;
   std::vector<uint8_t> cur_holds_;  // P x M, current row on usable GPUs
+  std::vector<uint8_t> node_holds_;  // N x M: a usable GPU of the node holds e
+  bool track_recv_ = false;          // options_.migration is set
   std::vector<int> group_pack_, pack_node_, local_;
   std::vector<double> score_, gw_;
   std::vector<int> assign_, bin_experts_;
@@ -851,6 +874,47 @@ void Planner::BuildPath(int l, LayerWork* work) {
     }
     dom.RepairFromCurrent();
   }
+  const int num_gpus = layout_.num_gpus;
+  if (track_recv_) {
+    work->start_recv.assign(2 * static_cast<size_t>(num_gpus), 0);
+    for (int d = 0; d < nd; ++d) {
+      const Domain& dom = work->start[d];
+      const std::vector<int>& gpus = layout_.domain_gpus[d];
+      for (int b = 0; b < dom.nbins(); ++b) {
+        for (int j = 0; j < k; ++j) {
+          const int e = dom.slot(b, j);
+          if (e < 0 || dom.WasHeld(b, e)) continue;
+          ++work->start_recv[gpus[b]];
+          if (Inter(gpus[b], dom.experts()[e])) {
+            ++work->start_recv[num_gpus + gpus[b]];
+          }
+        }
+      }
+    }
+  }
+  // The receive-count change of a step (before it is applied).
+  auto record = [&](int d, const Step& st) {
+    const Domain& dom = domains_[d];
+    const std::vector<int>& gpus = layout_.domain_gpus[d];
+    auto add = [&](int bin, int e, int sign) {
+      if (dom.WasHeld(bin, e)) return;
+      const int gpu = gpus[bin];
+      work->step_deltas.push_back(
+          {gpu, sign, Inter(gpu, dom.experts()[e]) ? sign : 0});
+    };
+    if (st.kind == Step::kSwap) {
+      const int a = dom.slot(st.g, st.gi), b = dom.slot(st.h, st.hj);
+      add(st.g, a, -1);
+      add(st.g, b, +1);
+      add(st.h, b, -1);
+      add(st.h, a, +1);
+    } else {
+      const int a = dom.slot(st.g, st.gi);
+      add(st.g, a, -1);
+      add(st.g, st.b, +1);
+    }
+    work->step_delta_end.push_back(static_cast<int>(work->step_deltas.size()));
+  };
   // Walk: the step with the best gain per moved expert off the layer's most
   // loaded GPU, until none improves it.
   domains_ = work->start;
@@ -880,6 +944,7 @@ void Planner::BuildPath(int l, LayerWork* work) {
     const Step s = domains_[d_max].BestStep(b_max, /*per_move=*/true,
                                             /*swaps=*/true, /*replaces=*/true);
     if (s.kind == Step::kNone) break;
+    if (track_recv_) record(d_max, s);
     domains_[d_max].Apply(s);
     domains_[d_max].AddMoved(s.dmoves);
     work->steps.emplace_back(d_max, s);
@@ -928,6 +993,47 @@ void Planner::BuildHull(LayerWork* work) {
   work->chosen = 0;
 }
 
+void Planner::BuildNodeHolds() {
+  const int m = layout_.num_experts;
+  node_holds_.assign(static_cast<size_t>(layout_.num_nodes) * m, 0);
+  for (int g = 0; g < layout_.num_gpus; ++g) {
+    uint8_t* nh = node_holds_.data() +
+                  static_cast<size_t>(layout_.node_of_gpu(g)) * m;
+    const uint8_t* ch = cur_holds_.data() + static_cast<size_t>(g) * m;
+    for (int e = 0; e < m; ++e) nh[e] |= ch[e];
+  }
+}
+
+void Planner::BuildHullRecv(LayerWork* work) const {
+  const int num_gpus = layout_.num_gpus, m = layout_.num_experts;
+  const int k = layout_.slots_per_gpu;
+  work->hull_recv.resize(work->hull.size());
+  for (size_t i = 0; i < work->hull.size(); ++i) {
+    std::vector<int>& v = work->hull_recv[i];
+    const int option = work->hull[i].option;
+    if (option < 0) {
+      v.assign(2 * static_cast<size_t>(num_gpus), 0);
+      for (int g = 0; g < num_gpus; ++g) {
+        if (!layout_.usable[g]) continue;
+        for (int j = 0; j < k; ++j) {
+          const int e = work->target_row[static_cast<size_t>(g) * k + j];
+          if (e < 0 || cur_holds_[static_cast<size_t>(g) * m + e]) continue;
+          ++v[g];
+          if (Inter(g, e)) ++v[num_gpus + g];
+        }
+      }
+    } else {
+      v = work->start_recv;
+      const int end = option == 0 ? 0 : work->step_delta_end[option - 1];
+      for (int q = 0; q < end; ++q) {
+        const std::array<int, 3>& dlt = work->step_deltas[q];
+        v[dlt[0]] += dlt[1];
+        v[num_gpus + dlt[0]] += dlt[2];
+      }
+    }
+  }
+}
+
 void Planner::WritePathRow(const LayerWork& work, int upto,
                            int32_t* row) const {
   std::vector<Domain> doms = work.start;
@@ -964,14 +1070,17 @@ absl::Status Planner::Run(std::vector<int32_t>* phy2log, int64_t* forced_moves,
     return absl::OkStatus();
   }
 
+  track_recv_ = options_.migration.has_value();
   std::vector<LayerWork> works(num_layers);
   for (int l = 0; l < num_layers; ++l) {
     LayerWork& work = works[l];
     const double* w = LayerW(l);
     for (int e = 0; e < layout_.num_experts; ++e) work.total += w[e];
     BuildTarget(l, &work);
+    if (track_recv_) BuildNodeHolds();
     BuildPath(l, &work);
     BuildHull(&work);
+    if (track_recv_) BuildHullRecv(&work);
     *forced_moves += work.hull[0].moves;
   }
 
@@ -1020,10 +1129,56 @@ absl::Status Planner::Run(std::vector<int32_t>* phy2log, int64_t* forced_moves,
     p.balancedness_summed = sum_max > 0 ? sum_mean / sum_max : 1.0;
     return p;
   };
-  if (options_.compute_tradeoff) curve.push_back(point(0));
+  // With a migration model: J = horizon x MoE step time + migration cost
+  // of each prefix; the chosen prefix minimises it (ties: fewer moves).
+  const int num_gpus = layout_.num_gpus;
+  const int cap = options_.max_extra_experts_per_gpu;
+  double moe_unit = 0, t_intra = 0, t_inter = 0, cost_factor = 0;
+  double share = 0;  // sum over layers of max GPU load / layer total
+  std::vector<int64_t> recv;  // total then inter, per GPU, over all layers
+  if (track_recv_) {
+    const MigrationModel& mm = *options_.migration;
+    moe_unit = mm.horizon_steps * mm.tokens_per_step * mm.time_per_token_s;
+    const double bytes = mm.bytes_per_expert > 0
+                             ? mm.bytes_per_expert
+                             : static_cast<double>(options_.bytes_per_expert);
+    t_intra = bytes / mm.intra_node_bandwidth;
+    t_inter = bytes / mm.inter_node_bandwidth;
+    cost_factor = (mm.overlap ? mm.overlap_cost_fraction : 1.0) *
+                  (options_.transient ? 1 + mm.transient_margin : 1.0);
+    recv.assign(2 * static_cast<size_t>(num_gpus), 0);
+    for (int l = 0; l < num_layers; ++l) {
+      if (works[l].total > 0) share += max_now[l] / works[l].total;
+      const std::vector<int>& v = works[l].hull_recv[0];
+      for (size_t i = 0; i < v.size(); ++i) recv[i] += v[i];
+    }
+  }
+  // Staged migration time (placement.cc, FillMoves): per destination GPU
+  // inter-node transfers first, max_extra_experts_per_gpu per stage; a
+  // stage lasts as long as its slowest transfer.
+  auto cost_now = [&]() {
+    int64_t st = 0, si = 0;
+    for (int g = 0; g < num_gpus; ++g) {
+      st = std::max<int64_t>(st, (recv[g] + cap - 1) / cap);
+      si = std::max<int64_t>(si, (recv[num_gpus + g] + cap - 1) / cap);
+    }
+    return cost_factor * (si * t_inter + (st - si) * t_intra);
+  };
+  auto fill_time = [&](TradeoffPoint* p) {
+    if (!track_recv_) return;
+    p->moe_time_s = moe_unit * share;
+    p->cost_s = cost_now();
+  };
+  if (options_.compute_tradeoff) {
+    curve.push_back(point(0));
+    fill_time(&curve.back());
+  }
+  double best_j = track_recv_ ? moe_unit * share + cost_now() : 0;
+  size_t best_prefix = 0;  // increments taken (with a model)
   int64_t spent = 0;
   bool within = true;
-  for (const Increment& inc : incs) {
+  for (size_t n = 0; n < incs.size(); ++n) {
+    const Increment& inc = incs[n];
     if (options_.move_budget >= 0 && spent + inc.dmoves > options_.move_budget) {
       within = false;
     }
@@ -1032,12 +1187,33 @@ absl::Status Planner::Run(std::vector<int32_t>* phy2log, int64_t* forced_moves,
     const double mx = work.hull[inc.to].max_load;
     sum_bal += bal(inc.layer, mx) - bal(inc.layer, max_now[inc.layer]);
     sum_max += mx - max_now[inc.layer];
+    if (track_recv_) {
+      share += (mx - max_now[inc.layer]) / work.total;
+      const std::vector<int>& to = work.hull_recv[inc.to];
+      const std::vector<int>& from = work.hull_recv[inc.to - 1];
+      for (size_t i = 0; i < to.size(); ++i) recv[i] += to[i] - from[i];
+    }
     max_now[inc.layer] = mx;
-    if (within) {
+    if (within && !track_recv_) {
       work.chosen = inc.to;
     }
     spent += inc.dmoves;
-    if (options_.compute_tradeoff) curve.push_back(point(spent));
+    if (track_recv_ && within) {
+      const double j = moe_unit * share + cost_now();
+      if (j < best_j) {
+        best_j = j;
+        best_prefix = n + 1;
+      }
+    }
+    if (options_.compute_tradeoff) {
+      curve.push_back(point(spent));
+      fill_time(&curve.back());
+    }
+  }
+  if (track_recv_) {
+    for (size_t n = 0; n < best_prefix; ++n) {
+      works[incs[n].layer].chosen = incs[n].to;
+    }
   }
   if (options_.compute_tradeoff) {
     const int want = std::max(2, options_.tradeoff_points);

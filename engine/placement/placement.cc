@@ -92,6 +92,10 @@ absl::Status ValidateOptions(const PlacementOptions& o) {
     return Invalid(absl::StrCat("good_enough_max_vio must be finite and >= 0, got ",
                                 o.good_enough_max_vio));
   }
+  if (o.migration.has_value()) {
+    MOECAST_RETURN_IF_ERROR(
+        ValidateMigrationModel(*o.migration, "placement: migration"));
+  }
   if (o.local_search_iterations < 0) {
     return Invalid(absl::StrCat("local_search_iterations must be >= 0, got ",
                                 o.local_search_iterations));

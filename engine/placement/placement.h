@@ -77,6 +77,7 @@
 #define MOECAST_ENGINE_PLACEMENT_PLACEMENT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -123,6 +124,46 @@ struct PlacementProblem {
   std::vector<int32_t> current_phy2log;
 };
 
+// How moving experts costs time and what balance buys.
+//
+// DefaultMigrationModel() describes a DeepSeek-V3-class deployment: an fp8
+// expert of 3 x 7168 x 2048 bytes (44 MB), 150 GB/s effective GPU-to-GPU
+// bandwidth inside a node (NVLink, H800 class), 40 GB/s between nodes
+// (400 Gb/s InfiniBand per GPU, after protocol overhead), 0.22 us per
+// token-expert assignment (88 MFLOP at 400 TFLOP/s sustained), 4096 tokens
+// x top-8 = 32768 assignments per layer per step, a 1000-step horizon, and a
+// job that stalls while experts move. Calibrate it for other hardware.
+struct MigrationModel {
+  // Bytes per expert; if 0, each transfer's own bytes are used (the
+  // planner then uses PlacementOptions::bytes_per_expert).
+  double bytes_per_expert = 0;
+  double intra_node_bandwidth = 0;  // bytes/s, > 0
+  double inter_node_bandwidth = 0;  // bytes/s, > 0 (also for from_gpu = -1)
+  // Token-expert assignments per MoE layer per step (N * K), >= 0.
+  double tokens_per_step = 0;
+  // Seconds for one GPU to process one token-expert assignment, >= 0.
+  double time_per_token_s = 0;
+  // Steps the new placement is expected to serve, >= 0.
+  double horizon_steps = 0;
+  // true: migration overlaps compute and costs overlap_cost_fraction of its
+  // time; false: the job stalls for all of it.
+  bool overlap = false;
+  double overlap_cost_fraction = 0.2;  // in [0, 1]
+  // In a transient state the saving must exceed (1 + transient_margin) x the
+  // cost (>= 0).
+  double transient_margin = 1.0;
+};
+
+// The documented defaults above.
+MigrationModel DefaultMigrationModel();
+
+// INVALID_ARGUMENT naming the first bad field: bandwidths not finite and
+// > 0; bytes, tokens, time per token, horizon or transient margin not finite
+// and >= 0; overlap_cost_fraction outside [0, 1]. `what` prefixes the
+// message.
+absl::Status ValidateMigrationModel(const MigrationModel& model,
+                                    absl::string_view what);
+
 struct PlacementOptions {
   PlacementMode mode = PlacementMode::kDefault;
   // Default mode with a current placement only: the most moved experts (over
@@ -132,6 +173,18 @@ struct PlacementOptions {
   // placement breaks the group-node constraint. With no limit, each layer
   // takes its best-balanced option (fewest moves among equals).
   int64_t move_budget = -1;
+  // Default mode with a current placement: when set, the planner chooses
+  // how many experts to move, and which, on its gain/cost curve (the hull
+  // steps of every layer, best gain per moved expert first): it keeps the
+  // prefix of that curve that minimises horizon x MoE step time + migration
+  // cost (staged exactly as the returned transfers are, times
+  // overlap_cost_fraction when overlapped, times 1 + transient_margin when
+  // `transient`). Every suffix of the chosen moves pays for itself: dropping
+  // the last j moves (any j) never lowers that total, and adding the next
+  // ones never does either. move_budget still caps the moves. Unset: the
+  // budget alone decides (no limit: best balance).
+  std::optional<MigrationModel> migration;
+  bool transient = false;
   // Default mode: a step of the move-budget walk is taken only if it lowers
   // the layer's max GPU load by more than this per moved expert, in units of
   // the layer's total load (0: any strict gain).
@@ -183,6 +236,11 @@ struct TradeoffPoint {
   int64_t moved_experts = 0;    // forced + budgeted
   double balancedness = 0;
   double balancedness_summed = 0;
+  // With PlacementOptions::migration: horizon x MoE step time and the
+  // migration cost of this prefix (seconds); their sum is what the planner
+  // minimises.
+  double moe_time_s = 0;
+  double cost_s = 0;
 };
 
 struct Plan {
@@ -280,27 +338,6 @@ absl::Status CheckPlan(const PlacementProblem& problem, PlacementMode mode,
 absl::StatusOr<std::vector<double>> FoldSlotLoads(
     int num_layers, int num_experts, int num_slots,
     const std::vector<int32_t>& phy2log, const std::vector<double>& slot_loads);
-
-// How moving experts costs time and what balance buys.
-struct MigrationModel {
-  // Bytes per expert; if 0, each transfer's own bytes are used.
-  double bytes_per_expert = 0;
-  double intra_node_bandwidth = 0;  // bytes/s, > 0
-  double inter_node_bandwidth = 0;  // bytes/s, > 0 (also for from_gpu = -1)
-  // Token-expert assignments per MoE layer per step (N * K), >= 0.
-  double tokens_per_step = 0;
-  // Seconds for one GPU to process one token-expert assignment, >= 0.
-  double time_per_token_s = 0;
-  // Steps the new placement is expected to serve, >= 0.
-  double horizon_steps = 0;
-  // true: migration overlaps compute and costs overlap_cost_fraction of its
-  // time; false: the job stalls for all of it.
-  bool overlap = false;
-  double overlap_cost_fraction = 0.2;  // in [0, 1]
-  // In a transient state the saving must exceed (1 + transient_margin) x the
-  // cost (>= 0).
-  double transient_margin = 1.0;
-};
 
 struct RebalanceDecision {
   bool rebalance = false;
