@@ -674,6 +674,56 @@ TEST_F(EngineTest, StateChangesAreEventsInOrder) {
   EXPECT_EQ(report.as_of_step, 599);
 }
 
+// After a layer's shift, sw_avg(100) restarts from the change point: right
+// after the event it forecasts the new load, not a blend with the old one
+// (EngineOptions::shift.restart_predictors; off, it still averages across).
+TEST_F(EngineTest, PredictorsRestartFromTheChangePointOfAShift) {
+  for (bool restart : {true, false}) {
+    SCOPED_TRACE(restart ? "restart" : "no restart");
+    EngineOptions o = options_;
+    o.shift.restart_predictors = restart;
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> engine, Engine::Create(o));
+    JobSpec spec = Spec("r");
+    spec.num_layers = 1;
+    spec.predictors = {"sw_avg(100)", "ewm(3000)"};
+    ASSERT_OK(engine->RegisterJob(spec));
+    std::mt19937 rng(4);
+    std::poisson_distribution<int> big(300), small(30);
+    std::vector<double> c(kExperts);
+    int64_t shift_step = -1;
+    for (int t = 0; t < 600 && shift_step < 0; ++t) {
+      // Expert 0 carries the load until step 400, expert 3 after.
+      for (int e = 0; e < kExperts; ++e) {
+        c[e] = (e == (t < 400 ? 0 : 3)) ? big(rng) : small(rng);
+      }
+      ASSERT_OK(engine->Ingest("r", Input(t, c)));
+      ASSERT_OK_AND_ASSIGN(std::vector<Event> events, engine->ReadEvents("r", 0, 100));
+      for (const Event& e : events) {
+        if (e.kind == EventKind::kShift && e.layer == 0) shift_step = e.step;
+      }
+    }
+    ASSERT_GE(shift_step, 400) << "no shift reported";
+    ASSERT_LE(shift_step, 420);
+    ForecastRequest r;
+    r.horizons = {10};
+    r.predictor = "sw_avg(100)";
+    ASSERT_OK_AND_ASSIGN(ForecastResult f, engine->Forecast("r", r));
+    const std::vector<double>& mean = f.layers[0].horizons[0].mean;
+    // The new load: 300 / (300 + 3 x 30) = 0.77 on expert 3.
+    if (restart) {
+      EXPECT_GT(mean[3], 0.7);
+      EXPECT_LT(mean[0], 0.15);
+    } else {
+      EXPECT_LT(mean[3], 0.3);
+      EXPECT_GT(mean[0], 0.5);
+    }
+    // ewm(3000) (memory above restart_max_memory) keeps the old load.
+    r.predictor = "ewm(3000)";
+    ASSERT_OK_AND_ASSIGN(f, engine->Forecast("r", r));
+    EXPECT_GT(f.layers[0].horizons[0].mean[0], 0.5);
+  }
+}
+
 // ---- Health ----
 
 TEST_F(EngineTest, HealthReportsWindowsEAndDeadExpertEvents) {

@@ -69,10 +69,7 @@ absl::StatusOr<std::unique_ptr<JobAnalyzer>> JobAnalyzer::Create(
     model.bank = *std::move(bank);
     model.state = std::make_unique<StateClassifier>(s.num_experts, s.top_k,
                                                     a->state_options_);
-    for (int scale : a->shift_options_.scales) {
-      model.shift.push_back(std::make_unique<ShiftDetector>(
-          s.num_experts, ScaledShiftOptions(a->shift_options_, scale)));
-    }
+    model.shift = std::make_unique<ShiftMonitor>(s.num_experts, a->shift_options_);
     a->models_.push_back(std::move(model));
   }
   a->layer_states_.assign(s.num_layers, LoadState::kTransient);
@@ -136,20 +133,16 @@ void JobAnalyzer::ObserveStep(const AnalysisStep& in) {
                      std::string(LoadStateName(t->from)),
                      std::string(LoadStateName(t->to)), t->drift_ratio});
     }
-    // Every scale observes; the first (shortest) that reports a shift wins
-    // and the others restart, so that one change is reported once.
-    std::optional<Shift> shift;
-    for (auto& detector : model.shift) {
-      std::optional<Shift> s = detector->Observe(step, p, sum);
-      if (s.has_value() && !shift.has_value()) shift = s;
-    }
-    if (shift.has_value()) {
-      for (auto& detector : model.shift) detector->Restart();
-      OnShift(l, *shift);
-    }
+    const std::optional<Shift> shift = model.shift->Observe(step, p, sum);
+    if (shift.has_value()) OnShift(l, *shift);
     // The bank's scoring and origins wait for FinishStep, after any refit
-    // that is due (a separate task); the predictors observe now.
+    // that is due (a separate task); the predictors observe now, and after a
+    // shift the long-memory ones restart from its change point.
     model.bank->ObservePredictors(p);
+    if (shift.has_value() && shift_options_.restart_predictors) {
+      model.bank->RestartPredictors(model.shift->since_change(),
+                                   shift_options_.restart_max_memory);
+    }
     if (in.take_origins) model.bank->AppendDueRefits(&due_refits_);
   }
   if (layer_changed) {
@@ -230,7 +223,7 @@ int64_t JobAnalyzer::ForecastBytes() const {
   int64_t bytes = 0;
   for (const LayerModel& m : models_) {
     bytes += m.state->MemoryBytes() + m.bank->MemoryBytes();
-    for (const auto& d : m.shift) bytes += d->MemoryBytes();
+    bytes += m.shift->MemoryBytes();
   }
   return bytes;
 }

@@ -118,7 +118,7 @@ class JobAnalyzer {
   // Forecasting state of one layer.
   struct LayerModel {
     std::unique_ptr<StateClassifier> state;
-    std::vector<std::unique_ptr<ShiftDetector>> shift;  // one per scale
+    std::unique_ptr<ShiftMonitor> shift;  // detectors at every scale
     std::unique_ptr<ForecastBank> bank;
     int64_t last_shift_step = -1;  // -1: none yet
   };

@@ -58,6 +58,7 @@ struct FloorOrigin {
 struct LayerEval {
   std::unique_ptr<ForecastBank> bank;
   std::unique_ptr<StateClassifier> state;
+  std::unique_ptr<ShiftMonitor> shift;
   // (step index, state from then on), in order.
   std::vector<std::pair<int64_t, LoadState>> changes;
   // Cumulative counts, assignments and tokens.
@@ -126,6 +127,7 @@ absl::Status ValidateEvalOptions(const EvalOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("timing_steps = ", o.timing_steps, " must be >= 0"));
   }
+  if (absl::Status s = ValidateShiftOptions(o.shift); !s.ok()) return s;
   if (o.auto_blend < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("auto_blend = ", o.auto_blend, " must be >= 1"));
@@ -214,6 +216,7 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
     MOECAST_ASSIGN_OR_RETURN(le.bank,
                              ForecastBank::Create(std::move(predictors), bank_options));
     le.state = std::make_unique<StateClassifier>(m, options.top_k, options.state);
+    le.shift = std::make_unique<ShiftMonitor>(m, options.shift);
     le.cum_counts.assign(m, 0.0);
     le.diff_sum.assign(m, 0.0);
     le.diff_sq.assign(m, 0.0);
@@ -330,7 +333,16 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
         }
       }
 
-      le.bank->Observe(step.step, p, total);
+      const std::optional<Shift> shift = le.shift->Observe(step.step, p, total);
+      le.bank->ObservePredictors(p);
+      if (shift.has_value()) {
+        ++report.layer_shifts;
+        if (options.shift.restart_predictors) {
+          le.bank->RestartPredictors(le.shift->since_change(),
+                                     options.shift.restart_max_memory);
+        }
+      }
+      le.bank->Advance(step.step, p, total);
       if (l == options.series_layer && series_horizon_scored &&
           li % std::max(1, options.series_horizon / 10) == 0) {
         series_choice[step.step] = le.bank->AutoChoice(options.series_horizon);
@@ -524,6 +536,7 @@ std::string EvalReportToJson(const EvalReport& r) {
                            {"drift_ratio", Number(t.drift_ratio)}});
   }
   out["transitions"] = std::move(transitions);
+  out["layer_shifts"] = r.layer_shifts;
   json timing = json::array();
   for (const EvalTiming& t : r.timing) {
     timing.push_back({{"predictor", t.predictor},

@@ -7,8 +7,8 @@
 //   options.horizons = {1, 10, 100, 1000};
 //   MOECAST_ASSIGN_OR_RETURN(EvalReport report, Evaluate(*reader, options));
 //
-// Method. Each layer gets a ForecastBank (the predictors plus auto) and a
-// StateClassifier, fed step by step. Forecast origins are every
+// Method. Each layer gets a ForecastBank (the predictors plus auto), a
+// StateClassifier and a ShiftMonitor, fed step by step as in the engine. Forecast origins are every
 // max(1, h/10) steps at each horizon; a forecast made after step t is scored
 // against the token-weighted mean of steps t+1..t+h. Each scored forecast is
 // attributed to the state of its layer at the origin. Metrics (design
@@ -32,6 +32,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/predict/forecast_bank.h"
+#include "engine/state/shift_detector.h"
 #include "engine/state/state_classifier.h"
 #include "engine/trace/trace_reader.h"
 
@@ -45,6 +46,9 @@ struct EvalOptions {
   double error_half_life = ForecastBankOptions().error_half_life;
   double auto_long_run_weight = ForecastBankOptions().auto_long_run_weight;
   StateOptions state;
+  // Shift detection per layer, as in the engine; with restart_predictors
+  // the bank's long-memory predictors restart at each shift's change point.
+  ShiftOptions shift;
   int64_t max_steps = 0;                      // 0: the whole trace
   int floor_window = 100;                     // steps, for the empirical floor
   // Steps timed per predictor and layer for `timing` (after the first 500,
@@ -112,6 +116,7 @@ struct EvalReport {
   std::vector<FloorResult> noise_floor;
   std::vector<FloorResult> empirical_floor;
   std::vector<EvalTransition> transitions;
+  int64_t layer_shifts = 0;  // shifts detected, over all layers
   std::vector<EvalTiming> timing;
   EvalSeries series;
   // Per layer: the first step from which it stayed stable to the end (-1 if

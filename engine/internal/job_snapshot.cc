@@ -252,8 +252,9 @@ absl::Status Job::SaveLocked(SnapshotWriter& out,
     }
     if (!analyzer_->models_.empty()) {
       section = out.BeginSection(kShiftTag);
-      out.PutU64(analyzer_->models_[l].shift.size());
-      for (const auto& d : analyzer_->models_[l].shift) d->SaveTo(out);
+      const auto& detectors = analyzer_->models_[l].shift->detectors();
+      out.PutU64(detectors.size());
+      for (const auto& d : detectors) d->SaveTo(out);
       out.PutI64(analyzer_->models_[l].last_shift_step);
       if (l == 0) out.PutI64(analyzer_->last_job_shift_step_);  // the job's
       out.EndSection(section);
@@ -476,7 +477,7 @@ absl::Status Job::LoadFrom(SnapshotReader& in) {
     }
     if (!analyzer_->models_.empty() && layer.ok() && layer.remaining() > 0) {
       SnapshotReader r = layer.Section(kShiftTag, "shift");
-      auto& detectors = analyzer_->models_[l].shift;
+      const auto& detectors = analyzer_->models_[l].shift->detectors();
       const size_t scales = r.Count("scales", 8, 1);
       if (r.ok() && scales != detectors.size()) {
         r.Fail("scales", absl::StrCat(scales, " shift detectors saved, this job has ",

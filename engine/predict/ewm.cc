@@ -43,6 +43,14 @@ class EwmPredictor final : public Predictor {
     if (count_ % 4096 == 0) den_ = WeightSum(count_);
   }
 
+  bool Restart(int max_memory) override {
+    if (span_ > max_memory) return false;
+    std::fill(num_.begin(), num_.end(), 0.0);
+    den_ = 0;
+    count_ = 0;
+    return true;
+  }
+
   void Forecast(int, absl::Span<double> out) override {
     if (count_ == 0) {
       std::fill(out.begin(), out.end(), 1.0 / num_experts());

@@ -261,6 +261,18 @@ void ForecastBank::ObservePredictors(absl::Span<const double> p) {
   for (auto& predictor : predictors_) predictor->Observe(p);
 }
 
+int ForecastBank::RestartPredictors(absl::Span<const double> rows,
+                                    int max_memory) {
+  const size_t steps = rows.size() / m_;
+  int restarted = 0;
+  for (auto& predictor : predictors_) {
+    if (!predictor->Restart(max_memory)) continue;
+    ++restarted;
+    for (size_t i = 0; i < steps; ++i) predictor->Observe(rows.subspan(i * m_, m_));
+  }
+  return restarted;
+}
+
 void ForecastBank::AppendDueRefits(std::vector<Predictor*>* refits) const {
   for (const auto& predictor : predictors_) {
     if (predictor->refit_due()) refits->push_back(predictor.get());

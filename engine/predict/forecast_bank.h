@@ -127,6 +127,14 @@ class ForecastBank {
   void Advance(int64_t step, absl::Span<const double> proportions,
                double assignments, bool take_origins = true);
 
+  // After a load shift: restarts every predictor that can with a memory of
+  // at most `max_memory` steps (Predictor::Restart) and replays `rows` into them, the proportions of the steps
+  // since the shift's change point, oldest first (a multiple of M values,
+  // the last row the step just observed). Call it between ObservePredictors
+  // and Advance. The scorer's tracks are kept: pending forecasts made before
+  // the shift are scored as usual. Returns the predictors restarted.
+  int RestartPredictors(absl::Span<const double> rows, int max_memory);
+
   // Forecast of the mean over the next `horizon` steps by the predictor
   // named `predictor` ("auto" for the bank's choice). Intervals at `level`
   // in (0, 1). NOT_FOUND for an unknown predictor, INVALID_ARGUMENT for a

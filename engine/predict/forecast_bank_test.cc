@@ -57,6 +57,40 @@ TEST(ForecastBankTest, RejectsBadOptions) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("residual_window")));
 }
 
+// After a shift the smoothers with memory <= max_memory forget the old load
+// and replay the rows given; the others (ema, a longer ewm) keep their state.
+TEST(ForecastBankTest, RestartPredictorsForgetsTheOldLoadUpToMaxMemory) {
+  const int m = 4;
+  const std::vector<double> old_load = {0.7, 0.1, 0.1, 0.1};
+  const std::vector<double> new_load = {0.1, 0.1, 0.1, 0.7};
+  std::vector<std::unique_ptr<Predictor>> v;
+  v.push_back(MakeSwAvgPredictor(m, 50).value());
+  v.push_back(MakeEwmPredictor(m, 300).value());
+  v.push_back(MakeEwmPredictor(m, 3000).value());
+  v.push_back(MakeEmaPredictor(m, 0.9).value());
+  std::unique_ptr<ForecastBank> bank = ForecastBank::Create(std::move(v), {}).value();
+  int64_t step = 0;
+  for (int t = 0; t < 200; ++t, ++step) bank->Observe(step, old_load, 100);
+  // Three steps of the new load, the last one observed normally first.
+  std::vector<double> rows;
+  for (int t = 0; t < 3; ++t) {
+    rows.insert(rows.end(), new_load.begin(), new_load.end());
+    if (t < 2) bank->Observe(step++, new_load, 100);
+  }
+  bank->ObservePredictors(new_load);
+  EXPECT_EQ(bank->RestartPredictors(rows, /*max_memory=*/1000), 2);
+  bank->Advance(step++, new_load, 100);
+  for (const char* name : {"sw_avg(50)", "ewm(300)"}) {
+    const BankForecast f = bank->Forecast(10, name, 0.9).value();
+    for (int e = 0; e < m; ++e) EXPECT_NEAR(f.mean[e], new_load[e], 1e-6) << name;
+  }
+  // ewm(3000) and ema(0.9) still carry the old load.
+  EXPECT_GT(bank->Forecast(10, "ewm(3000)", 0.9).value().mean[0], 0.5);
+  EXPECT_GT(bank->Forecast(10, "ema(0.9)", 0.9).value().mean[0], 0.2);
+  // With a smaller max_memory only sw_avg(50) restarts.
+  EXPECT_EQ(bank->RestartPredictors(rows, /*max_memory=*/100), 1);
+}
+
 TEST(ForecastBankTest, ScoresAgainstTheTokenWeightedRealisedMean) {
   ForecastBankOptions o;
   o.horizons = {3};

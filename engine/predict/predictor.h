@@ -62,6 +62,16 @@ class Predictor {
   // periodic threads, before the step's forecasts are taken. Default false.
   virtual bool refit_due() const { return false; }
 
+  // Forgets every observation (fitted parameters stay), so that the steps
+  // after a load shift are not averaged with those before it: the bank then
+  // replays the steps since the shift's change point into it. Only a
+  // smoother whose memory (window or span, in steps) is at most `max_memory`
+  // restarts; a longer one keeps the long-run mean, which is the better
+  // forecast far ahead when mixes recur. Returns false, keeping its state,
+  // if the predictor does not restart: the default (a memory of a few steps,
+  // or a fitted model that adapts on its own). Implemented by sw_avg, ewm.
+  virtual bool Restart(int max_memory) { return false; }
+
   // True if Forecast writes the same values for every horizon (a flat
   // forecast: last_value, ema), so that a caller may compute it once per
   // step. Default false.

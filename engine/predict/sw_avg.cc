@@ -120,6 +120,13 @@ class SwAvgPredictor final : public Predictor {
     }
   }
 
+  bool Restart(int max_memory) override {
+    if (window_ > max_memory) return false;
+    head_ = count_ = since_resum_ = 0;
+    std::fill(sum_.begin(), sum_.end(), 0.0);
+    return true;
+  }
+
   void Forecast(int horizon, absl::Span<double> out) override {
     if (count_ == 0) {
       std::fill(out.begin(), out.end(), 1.0 / m_);

@@ -85,6 +85,10 @@ absl::Status ValidateShiftOptions(const ShiftOptions& o) {
           " at position ", i, " does not"));
     }
   }
+  if (o.restart_max_memory < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shift: restart_max_memory = ", o.restart_max_memory, " must be >= 1 (steps)"));
+  }
   if (o.noise_history < kMinHistory || o.noise_history > 100000) {
     return absl::InvalidArgumentError(
         absl::StrCat("shift: noise_history = ", o.noise_history, " must be in [",
@@ -146,6 +150,19 @@ void ShiftDetector::Locate(Shift* shift) {
   }
 }
 
+void ShiftDetector::CollectSince(int64_t change_step) {
+  const int len = 2 * window_;
+  const int64_t first = n_ - len;
+  since_change_.clear();
+  for (int i = 0; i < len; ++i) {
+    const size_t slot = static_cast<size_t>((first + i) % len);
+    if (steps_[slot] < change_step || !(totals_[slot] > 0)) continue;
+    const float* row = ring_.data() + slot * m_;
+    const double inv = 1.0 / totals_[slot];
+    for (int e = 0; e < m_; ++e) since_change_.push_back(row[e] * inv);
+  }
+}
+
 double ShiftDetector::Median() {
   scratch_.assign(history_.begin(), history_.end());
   const size_t k = scratch_.size() / 2;
@@ -156,6 +173,7 @@ double ShiftDetector::Median() {
 std::optional<Shift> ShiftDetector::Observe(int64_t step,
                                             absl::Span<const double> p,
                                             double assignments) {
+  since_change_.clear();
   if (!(assignments > 0)) return std::nullopt;
   if (window_ == 0) {
     sizing_assignments_ += assignments;
@@ -203,6 +221,7 @@ std::optional<Shift> ShiftDetector::Observe(int64_t step,
       s.noise = noise_;
       s.window = w;
       Locate(&s);
+      CollectSince(s.change_step);
       ++shifts_;
       Restart();
       return s;
@@ -306,6 +325,41 @@ void ShiftDetector::LoadFrom(internal::SnapshotReader& in) {
   since_median_ = since_median;
   above_ = above;
   shifts_ = shifts;
+}
+
+ShiftMonitor::ShiftMonitor(int num_experts, const ShiftOptions& options) {
+  for (int scale : options.scales) {
+    detectors_.push_back(std::make_unique<ShiftDetector>(
+        num_experts, ScaledShiftOptions(options, scale)));
+  }
+}
+
+std::optional<Shift> ShiftMonitor::Observe(int64_t step, absl::Span<const double> p,
+                                           double assignments) {
+  std::optional<Shift> shift;
+  last_ = -1;
+  for (size_t k = 0; k < detectors_.size(); ++k) {
+    std::optional<Shift> s = detectors_[k]->Observe(step, p, assignments);
+    if (s.has_value() && !shift.has_value()) {
+      shift = s;
+      last_ = static_cast<int>(k);
+    }
+  }
+  if (shift.has_value()) {
+    for (auto& detector : detectors_) detector->Restart();
+  }
+  return shift;
+}
+
+absl::Span<const double> ShiftMonitor::since_change() const {
+  if (last_ < 0) return {};
+  return detectors_[last_]->since_change();
+}
+
+int64_t ShiftMonitor::MemoryBytes() const {
+  int64_t bytes = 0;
+  for (const auto& d : detectors_) bytes += d->MemoryBytes();
+  return bytes;
 }
 
 }  // namespace moecast

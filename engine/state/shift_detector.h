@@ -29,6 +29,7 @@
 #define MOECAST_ENGINE_STATE_SHIFT_DETECTOR_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -57,6 +58,14 @@ struct ShiftOptions {
   // early, long ones the gradual change of a request mix as old requests
   // finish, or a training-data switch that ramps over hundreds of steps.
   std::vector<int> scales = {1, 4, 16};
+  // After a layer's shift its smoothers (sw_avg, ewm) with a memory of at
+  // most `restart_max_memory` steps restart from the change point: they
+  // forget the steps before it and replay those after it, instead of
+  // averaging across the change. Longer ones keep the long-run mean, the
+  // better forecast far ahead when mixes recur (BENCHMARKS.md, "Load
+  // shifts").
+  bool restart_predictors = true;
+  int restart_max_memory = 1000;
 };
 
 // The options of the detector at scale s.
@@ -81,6 +90,11 @@ class ShiftDetector {
   std::optional<Shift> Observe(int64_t step, absl::Span<const double> proportions,
                                double assignments);
 
+  // After Observe returned a shift: the proportions of the steps from its
+  // change point to the detection step, oldest first (rows of num_experts
+  // values). Valid until the next Observe.
+  absl::Span<const double> since_change() const { return since_change_; }
+
   int window() const { return window_; }  // 0 until sized
   // Empties the windows (keeps the noise history): after a shift another
   // scale reported, so that it is not reported twice.
@@ -96,6 +110,8 @@ class ShiftDetector {
  private:
   // Sets the change step and size of a shift detected now (the best split).
   void Locate(Shift* shift);
+  // Fills since_change_ from the ring (before the windows restart).
+  void CollectSince(int64_t change_step);
   double Median();
 
   const int m_;
@@ -120,6 +136,32 @@ class ShiftDetector {
   int above_ = 0;  // consecutive steps above the threshold
   int64_t shifts_ = 0;
   std::vector<double> scratch_;
+  std::vector<double> since_change_;  // see since_change(); not state
+};
+
+// ShiftMonitor: one layer's detectors, one per scale of ShiftOptions::scales.
+// Every scale observes each step; the first (shortest) that reports a shift
+// wins and every scale restarts, so that one change is reported once.
+class ShiftMonitor {
+ public:
+  ShiftMonitor(int num_experts, const ShiftOptions& options);
+
+  std::optional<Shift> Observe(int64_t step, absl::Span<const double> proportions,
+                               double assignments);
+
+  // After Observe returned a shift: the steps since its change point, as
+  // ShiftDetector::since_change. Valid until the next Observe.
+  absl::Span<const double> since_change() const;
+
+  // The detectors, shortest scale first (snapshots save and load each).
+  const std::vector<std::unique_ptr<ShiftDetector>>& detectors() const {
+    return detectors_;
+  }
+  int64_t MemoryBytes() const;
+
+ private:
+  std::vector<std::unique_ptr<ShiftDetector>> detectors_;
+  int last_ = -1;  // the detector that reported at the last Observe
 };
 
 }  // namespace moecast

@@ -173,6 +173,38 @@ TEST(ShiftDetectorTest, SnapshotRestoresAndContinuesIdentically) {
   EXPECT_THAT(r2.status(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("num_experts")));
 }
 
+// The monitor reports one shift per change (whichever scale sees it first)
+// and hands over the proportions of every step since the change point.
+TEST(ShiftMonitorTest, ReportsOnceAndKeepsTheStepsSinceTheChange) {
+  const std::vector<double> a = Skewed(32, 1), b = Skewed(32, 2);
+  Router router(32, 4, 17);
+  ShiftMonitor monitor(32, ShiftOptions());
+  EXPECT_EQ(monitor.detectors().size(), ShiftOptions().scales.size());
+  std::vector<std::vector<double>> seen;
+  std::vector<Shift> shifts;
+  std::vector<double> rows;
+  for (int t = 0; t < 1600; ++t) {
+    double x = 0;
+    seen.push_back(router.Step(t < 1000 ? a : b, 32, &x));
+    if (std::optional<Shift> s = monitor.Observe(t, seen.back(), x)) {
+      shifts.push_back(*s);
+      rows.assign(monitor.since_change().begin(), monitor.since_change().end());
+    } else {
+      EXPECT_TRUE(monitor.since_change().empty()) << t;
+    }
+  }
+  ASSERT_EQ(shifts.size(), 1u);
+  const Shift& s = shifts[0];
+  ASSERT_LE(s.change_step, s.step);
+  ASSERT_EQ(rows.size(), static_cast<size_t>(s.step - s.change_step + 1) * 32);
+  for (int64_t t = s.change_step; t <= s.step; ++t) {
+    for (int e = 0; e < 32; ++e) {
+      // The detector stores counts as floats: 7 digits.
+      EXPECT_NEAR(rows[(t - s.change_step) * 32 + e], seen[t][e], 1e-6) << t;
+    }
+  }
+}
+
 TEST(ShiftDetectorTest, BadOptionsAreRejected) {
   ShiftOptions o;
   EXPECT_OK(ValidateShiftOptions(o));
@@ -187,6 +219,10 @@ TEST(ShiftDetectorTest, BadOptionsAreRejected) {
   o.min_size = 3;
   EXPECT_THAT(ValidateShiftOptions(o), StatusIs(absl::StatusCode::kInvalidArgument,
                                                 HasSubstr("min_size = 3")));
+  o = ShiftOptions();
+  o.restart_max_memory = 0;
+  EXPECT_THAT(ValidateShiftOptions(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                HasSubstr("restart_max_memory = 0")));
   o = ShiftOptions();
   o.assignments_per_window = -1;
   EXPECT_THAT(ValidateShiftOptions(o), StatusIs(absl::StatusCode::kInvalidArgument,

@@ -119,6 +119,14 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
   double long_run = ForecastBankOptions().auto_long_run_weight;
   flags.AddDouble("auto_long_run_weight", &long_run,
                   "weight of the long-run error against the recent one in auto's ranking");
+  bool restart_at_shifts = ShiftOptions().restart_predictors;
+  flags.AddBool("restart_at_shifts", &restart_at_shifts,
+                "after a layer's load shift, restart sw_avg and ewm from its "
+                "change point (as the engine does by default)");
+  int64_t restart_max_memory = ShiftOptions().restart_max_memory;
+  flags.AddInt("restart_max_memory", &restart_max_memory,
+               "with --restart_at_shifts: only smoothers of at most this many "
+               "steps of memory restart");
   flags.AddInt("series_layer", &series_layer,
                "layer index whose busiest experts go into the JSON series");
   flags.AddInt("series_horizon", &series_horizon,
@@ -135,6 +143,9 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
   options.top_k = static_cast<int>(std::min<int64_t>(top_k, 1 << 20));
   options.max_steps = max_steps;
   options.error_half_life = half_life;
+  options.shift.restart_predictors = restart_at_shifts;
+  options.shift.restart_max_memory =
+      static_cast<int>(std::clamp<int64_t>(restart_max_memory, -1, 1 << 30));
   options.auto_long_run_weight = long_run;
   options.auto_blend = static_cast<int>(std::clamp<int64_t>(auto_blend, 0, 1 << 20));
   options.series_layer = static_cast<int>(std::min<int64_t>(series_layer, 1 << 20));
@@ -209,6 +220,12 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
                              : absl::StrCat("stable from step ", r.stable_from[l]),
         changes);
   }
+  out << absl::StrFormat("\nLoad shifts: %d over all layers (%s)\n", r.layer_shifts,
+                         restart_at_shifts
+                             ? absl::StrCat("smoothers of memory <= ",
+                                            options.shift.restart_max_memory,
+                                            " steps restarted at each change point")
+                                           : "predictors not restarted");
   if (!r.timing.empty()) {
     out << "\nCost per layer-step (" << r.experts
         << " experts; multiply by layers for a job):\n";
