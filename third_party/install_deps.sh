@@ -18,6 +18,10 @@ packages=(
   # libFuzzer targets (fuzz/), with its sanitizer and libFuzzer runtimes.
   # gcc's ASan/UBSan/TSan runtimes come with g++ (libgcc-12-dev).
   clang clang-14 libclang-rt-14-dev
+  # The moecast Python package (integrations/python): its extension module
+  # (pybind11 over the C API, Python 3.11 headers) and the fresh venvs its
+  # tests install the wheel into.
+  pybind11-dev python3-dev python3-venv
 )
 if [[ "${1:-}" == "--training" ]]; then
   packages+=(python3-torch libopenblas0-pthread python3-numpy)

@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
-from moecast_client import Client, Step
+from moecast import Client, Step
 
 MOECASTD = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MOECASTD", "")
 

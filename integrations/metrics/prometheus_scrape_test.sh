@@ -1,10 +1,9 @@
 #!/bin/bash
-# Runs prometheus_scrape_test.py with Debian's python3 and Prometheus.
+# Runs prometheus_scrape_test.py with Debian's Prometheus, against the
+# installed moecast package (integrations/python/tests/run_test.sh builds the
+# wheel and installs it into a fresh venv).
 set -euo pipefail
-for tool in /usr/bin/python3 /usr/bin/prometheus; do
-  [[ -x "$tool" ]] || { echo "FAILED: $tool is missing (bash third_party/install_deps.sh)" >&2; exit 1; }
-done
+[[ -x /usr/bin/prometheus ]] || { echo "FAILED: /usr/bin/prometheus is missing (bash third_party/install_deps.sh)" >&2; exit 1; }
 root="${TEST_SRCDIR}/${TEST_WORKSPACE}"
-export PYTHONPATH="${root}/integrations/python"
-exec /usr/bin/python3 "${root}/integrations/metrics/prometheus_scrape_test.py" \
-  "${root}/integrations/grpc/moecastd"
+exec bash "${root}/integrations/python/tests/run_test.sh" \
+  integrations/metrics/prometheus_scrape_test.py "${root}/integrations/grpc/moecastd"

@@ -151,7 +151,7 @@ def main(argv=None):
     _early_threads(str(args.threads))
     tm = load_train_moe(args.train_moe)
     import torch
-    from moecast_client.torch_recorder import TorchRecorder, logits_topk
+    from moecast.torch_recorder import TorchRecorder, logits_topk
 
     total = args.warmup + args.steps
     targv = ["--threads", str(args.threads), "--steps", str(total)]

@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
-# Generates the Python protobuf and gRPC stubs of moecast.v1 into the
-# moecast_client package (moecast_client/_proto/), for use outside Bazel:
-#
-#   bash integrations/python/generate_stubs.sh
-#   PYTHONPATH=integrations/python /usr/bin/python3 -c 'import moecast_client'
-#
-# The Bazel genrule //integrations/python:moecast_py_stubs runs this same
-# script with --proto and --out, so both ways give identical files. The stubs
-# are never checked in (integrations/python/.gitignore).
+# Generates the Python protobuf and gRPC stubs of moecast.v1 for the moecast
+# package (moecast/_proto/). Run by the Bazel genrule
+# //integrations/python:moecast_py_stubs, which the package's build backend
+# builds (with the extension module) when it makes the wheel; the stubs are
+# never checked in.
 #
 # Why the system protoc and not grpc_tools: Debian 12's python3-grpc-tools
 # (1.14) bundles protoc 3.6, which rejects the proto3 `optional` fields that
@@ -19,14 +15,14 @@
 #
 # protoc names the service module's import after the proto path
 # ("from moecast.v1 import moecast_pb2"); it is rewritten to a relative import
-# so that the stubs live inside the moecast_client package and need no
-# top-level "moecast" package on sys.path.
+# so that the stubs live inside the moecast package (moecast._proto).
 #
 # Options:
 #   --proto FILE    moecast.proto (default: proto/moecast/v1/moecast.proto
 #                   of this checkout)
-#   --out DIR       output directory (default: moecast_client/_proto next to
-#                   this script); created if missing
+#   --package NAME  the Python package the stubs go into (default:
+#                   moecast._proto)
+#   --out DIR       output directory (required); created if missing
 #   --protoc FILE   protoc binary (default: $PROTOC or /usr/bin/protoc)
 #   --plugin FILE   grpc_python_plugin (default: $GRPC_PYTHON_PLUGIN or
 #                   /usr/bin/grpc_python_plugin)
@@ -34,8 +30,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-proto="${here}/../../proto/moecast/v1/moecast.proto"
-out="${here}/moecast_client/_proto"
+proto="${here}/../../../proto/moecast/v1/moecast.proto"
+out=""
+package="moecast._proto"
 protoc="${PROTOC:-/usr/bin/protoc}"
 plugin="${GRPC_PYTHON_PLUGIN:-/usr/bin/grpc_python_plugin}"
 quiet=0
@@ -44,29 +41,34 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --proto) proto="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --package) package="$2"; shift 2 ;;
     --protoc) protoc="$2"; shift 2 ;;
     --plugin) plugin="$2"; shift 2 ;;
     --quiet) quiet=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
-    *) echo "generate_stubs.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    *) echo "gen_stubs.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 
+if [[ -z "$out" ]]; then
+  echo "gen_stubs.sh: --out DIR is required" >&2
+  exit 2
+fi
 if [[ ! -f "$proto" ]]; then
-  echo "generate_stubs.sh: proto file not found: $proto" >&2
+  echo "gen_stubs.sh: proto file not found: $proto" >&2
   exit 1
 fi
 if [[ ! -x "$protoc" ]]; then
-  echo "generate_stubs.sh: protoc not found at $protoc (apt-get install protobuf-compiler)" >&2
+  echo "gen_stubs.sh: protoc not found at $protoc (apt-get install protobuf-compiler)" >&2
   exit 1
 fi
 if [[ ! -x "$plugin" ]]; then
-  echo "generate_stubs.sh: grpc_python_plugin not found at $plugin (apt-get install protobuf-compiler-grpc)" >&2
+  echo "gen_stubs.sh: grpc_python_plugin not found at $plugin (apt-get install protobuf-compiler-grpc)" >&2
   exit 1
 fi
 case "$proto" in
   */moecast/v1/moecast.proto) ;;
-  *) echo "generate_stubs.sh: --proto must end in moecast/v1/moecast.proto (the descriptor's name), got $proto" >&2; exit 1 ;;
+  *) echo "gen_stubs.sh: --proto must end in moecast/v1/moecast.proto (the descriptor's name), got $proto" >&2; exit 1 ;;
 esac
 proto_root="${proto%moecast/v1/moecast.proto}"
 proto_root="${proto_root:-.}"
@@ -81,12 +83,12 @@ trap 'rm -rf "$tmp"' EXIT
 
 gen="$tmp/moecast/v1"
 for f in moecast_pb2.py moecast_pb2_grpc.py; do
-  [[ -f "$gen/$f" ]] || { echo "generate_stubs.sh: protoc did not write $f" >&2; exit 1; }
+  [[ -f "$gen/$f" ]] || { echo "gen_stubs.sh: protoc did not write $f" >&2; exit 1; }
 done
 
 import_line='from moecast.v1 import moecast_pb2 as moecast_dot_v1_dot_moecast__pb2'
 if ! grep -qxF "$import_line" "$gen/moecast_pb2_grpc.py"; then
-  echo "generate_stubs.sh: unexpected import in the generated moecast_pb2_grpc.py (expected '$import_line'); the plugin's output format changed" >&2
+  echo "gen_stubs.sh: unexpected import in the generated moecast_pb2_grpc.py (expected '$import_line'); the plugin's output format changed" >&2
   exit 1
 fi
 
@@ -94,10 +96,10 @@ mkdir -p "$out"
 sed "s/^from moecast\.v1 import moecast_pb2 as /from . import moecast_pb2 as /" \
   "$gen/moecast_pb2_grpc.py" > "$out/moecast_pb2_grpc.py"
 # The message classes' __module__ is the module's real name.
-sed "s/'moecast\.v1\.moecast_pb2'/'moecast_client._proto.moecast_pb2'/" \
+sed "s/'moecast\.v1\.moecast_pb2'/'${package}.moecast_pb2'/" \
   "$gen/moecast_pb2.py" > "$out/moecast_pb2.py"
 cat > "$out/__init__.py" <<'EOF'
-# Generated by integrations/python/generate_stubs.sh from
+# Generated by integrations/python/build_backend/gen_stubs.sh from
 # proto/moecast/v1/moecast.proto. DO NOT EDIT; not checked in.
 EOF
-[[ $quiet == 1 ]] || echo "generate_stubs.sh: wrote $out/{__init__,moecast_pb2,moecast_pb2_grpc}.py" >&2
+[[ $quiet == 1 ]] || echo "gen_stubs.sh: wrote $out/{__init__,moecast_pb2,moecast_pb2_grpc}.py" >&2

@@ -101,7 +101,7 @@ def _normalize(item, index):
         return Step(**item)
     if isinstance(item, (tuple, list)) and 2 <= len(item) <= 4 and not isinstance(item[0], (list, tuple, np.ndarray)):
         return Step(*item)
-    raise ValidationError("steps[%d]: expected a moecast_client.Step, a dict or a tuple "
+    raise ValidationError("steps[%d]: expected a moecast.Step, a dict or a tuple "
                           "(step, counts[, router_logits[, tokens]]), got %s"
                           % (index, type(item).__name__))
 

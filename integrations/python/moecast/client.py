@@ -1,6 +1,6 @@
 """Client: a friendly wrapper around the moecast.v1.Moecast gRPC stub.
 
-    from moecast_client import Client
+    from moecast import Client
     with Client("127.0.0.1:50051", token="s3cret") as c:
         c.register_job("pretrain-a", num_layers=4, num_experts=16, top_k=2)
         c.ingest_batch("pretrain-a", [(0, counts0), (1, counts1)])   # counts: [L, M]

@@ -60,3 +60,28 @@ class ValidationError(MoecastError, ValueError):
 
     def __init__(self, message, method=None):
         super().__init__("INVALID_ARGUMENT", message, method)
+
+
+class EngineError(MoecastError):
+    """A call of the in-process engine (moecast.engine.Engine) failed.
+
+    Attributes (besides MoecastError's):
+      code: the absl::StatusCode name, e.g. "NOT_FOUND" (the same names as gRPC's).
+      code_value: the absl::StatusCode number, e.g. 5.
+      method: the Engine method, e.g. "ingest".
+    """
+
+    def __init__(self, code, message, method=None, code_value=None):
+        super().__init__(code, message, method)
+        self.code_value = code_value
+
+
+class EngineInvalidArgument(EngineError, ValueError):
+    """The engine (or the binding, before calling it) rejected an argument
+    (INVALID_ARGUMENT): a wrong shape or dtype, a value out of range, ..."""
+
+
+def engine_error(code_value, code, message, method):
+    """The exception for a failed engine call (used by the extension module)."""
+    cls = EngineInvalidArgument if code == "INVALID_ARGUMENT" else EngineError
+    return cls(code, message, method, code_value=int(code_value))

@@ -1,12 +1,9 @@
-#!/usr/bin/env python3
-"""Streams a bundled expert-load trace into moecastd, then prints forecasts,
-the load state and a recommended placement.
+"""Streams an expert-load trace into moecastd, then prints forecasts, the
+load state and a recommended placement (the console script
+`moecast-stream-trace`).
 
-    bazel build //integrations/grpc:moecastd //integrations/python:moecast_py_stubs
     bazel-bin/integrations/grpc/moecastd --listen 127.0.0.1:50051 &
-    bash integrations/python/generate_stubs.sh
-    PYTHONPATH=integrations/python /usr/bin/python3 integrations/python/examples/stream_trace.py \\
-        --trace bench/traces/data/tiny_moe_aux --steps 2000
+    moecast-stream-trace --trace bench/traces/data/tiny_moe_aux --steps 2000
 
 The trace is a NAME prefix (or NAME.counts.csv[.gz] file) in the moecast
 trace format (bench/traces/README.md); the router file NAME.router.csv.gz is
@@ -21,17 +18,14 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from moecast_client import Client, MoecastError, read_trace, trace_files  # noqa: E402
+from . import Client, MoecastError, read_trace, trace_files
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="moecast-stream-trace", description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="127.0.0.1:50051", help="moecastd host:port")
-    p.add_argument("--trace", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                                                   "bench", "traces", "data", "tiny_moe_aux"),
-                   help="trace NAME prefix or counts file (default: the bundled tiny_moe_aux)")
+    p.add_argument("--trace", required=True,
+                   help="trace NAME prefix or counts file (e.g. bench/traces/data/tiny_moe_aux)")
     p.add_argument("--steps", type=int, default=2000, help="steps to stream (0: all)")
     p.add_argument("--job-id", default=None, help="job id (default: the trace's name)")
     p.add_argument("--top-k", type=int, default=None, help="experts per token (default: from meta.json)")
@@ -57,7 +51,7 @@ def main(argv=None):
     counts_path, router_path, meta = trace_files(args.trace)
     top_k = args.top_k or meta.get("top_k") or meta.get("config", {}).get("top_k")
     if not top_k:
-        sys.exit("stream_trace: no top-k in %s.meta.json; pass --top-k" % args.trace)
+        sys.exit("moecast-stream-trace: no top-k in %s.meta.json; pass --top-k" % args.trace)
     job_id = args.job_id or os.path.basename(counts_path).split(".")[0]
 
     steps = read_trace(counts_path, router_path if args.router else None,
@@ -106,7 +100,7 @@ def main(argv=None):
             print("health: %s" % e)
 
         if num_experts % args.gpus:
-            sys.exit("stream_trace: %d experts do not split over %d GPUs; pass --gpus" % (num_experts, args.gpus))
+            sys.exit("moecast-stream-trace: %d experts do not split over %d GPUs; pass --gpus" % (num_experts, args.gpus))
         placement = client.recommend_placement(job_id, num_slots=num_experts, num_gpus=args.gpus,
                                                horizon=args.horizons[-1])
         plan = placement.plan
@@ -119,8 +113,13 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def console_main():
+    """Entry point of `moecast-stream-trace`: exit status 1 with the message on a MoecastError."""
     try:
-        sys.exit(main())
+        return main()
     except MoecastError as e:
-        sys.exit("stream_trace: %s" % e)
+        sys.exit("moecast-stream-trace: %s" % e)
+
+
+if __name__ == "__main__":
+    sys.exit(console_main())

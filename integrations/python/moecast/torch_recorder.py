@@ -1,6 +1,6 @@
 """Records expert loads and router statistics from a PyTorch MoE model.
 
-    from moecast_client.torch_recorder import TorchRecorder, logits_topk, weights_indices
+    from moecast.torch_recorder import TorchRecorder, logits_topk, weights_indices
 
     routers = [blk.moe.router for blk in model.blocks]          # in layer order
     rec = TorchRecorder(routers, num_experts=16, top_k=2, adapter=logits_topk(k=2),
@@ -32,7 +32,7 @@ The queue is bounded (queue_size steps; when full step() waits, or drops the
 step with on_full="drop"). An error in the thread (network, a rejected step,
 disk) is raised by the next step() or by close().
 
-torch is imported lazily: `import moecast_client` works without it.
+torch is imported lazily: `import moecast` works without it.
 """
 
 import queue
@@ -50,7 +50,7 @@ def _torch():
     try:
         import torch
     except ImportError as error:  # pragma: no cover - depends on the install
-        raise ImportError("moecast_client.torch_recorder needs PyTorch (import torch failed: %s)"
+        raise ImportError("moecast.torch_recorder needs PyTorch (import torch failed: %s)"
                           % error) from error
     return torch
 
@@ -535,7 +535,7 @@ class TorchRecorder:
     def _finish(self):
         if self._writer is not None:
             meta = dict(self._meta or {})
-            meta.setdefault("generator", "moecast_client.torch_recorder")
+            meta.setdefault("generator", "moecast.torch_recorder")
             meta.setdefault("layers", self.num_layers)
             meta.setdefault("experts", self.num_experts)
             meta.setdefault("top_k", self.top_k)

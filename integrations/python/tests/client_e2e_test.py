@@ -1,8 +1,9 @@
-"""moecast_client against a real moecastd (127.0.0.1, ephemeral port): every
+"""moecast against a real moecastd (127.0.0.1, ephemeral port): every
 RPC, the error codes, concurrency, Watch ordering and resumption, and the
 stream_trace.py example."""
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from moecast_client import Client, MigrationModel, MoecastError, Step
+from moecast import Client, MigrationModel, MoecastError, Step
 
 from moecastd_fixture import Moecastd, drifting_steps, log, stationary_steps
 
@@ -652,11 +653,11 @@ class ConcurrencyTest(Base):
 
 class ExampleTest(Base):
     def test_stream_trace_example(self):
-        here = os.path.dirname(os.path.abspath(__file__))
-        example = os.path.join(here, "..", "examples", "stream_trace.py")
-        trace = os.environ.get("MOECAST_TRACE", os.path.join(here, "..", "..", "..", "bench",
-                                                             "traces", "data", "tiny_moe_aux"))
-        p = subprocess.run([sys.executable, "-B", example, "--target", SERVER.target,
+        # The installed console script (the venv's bin/ is on PATH).
+        example = shutil.which("moecast-stream-trace")
+        self.assertIsNotNone(example, "moecast-stream-trace is not on PATH")
+        trace = os.environ["MOECAST_TRACE"]
+        p = subprocess.run([example, "--target", SERVER.target,
                             "--trace", trace, "--steps", "600", "--job-id", "example-aux",
                             "--horizons", "1,10", "--gpus", "4"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)

@@ -1,4 +1,4 @@
-"""moecastd's security and limit flags, seen from moecast_client:
+"""moecastd's security and limit flags, seen from moecast:
 
   --auth_token_file F                       bearer token (UNAUTHENTICATED without it)
   --tls_cert F --tls_key F [--tls_client_ca F]   TLS, mutual TLS
@@ -16,7 +16,7 @@ import unittest
 
 import numpy as np
 
-from moecast_client import Client, MoecastError
+from moecast import Client, MoecastError
 
 from moecastd_fixture import Certificates, Moecastd, log, run_moecastd, scratch_dir
 

@@ -1,4 +1,4 @@
-"""moecast_client without a server: the generated stubs, input validation and
+"""moecast without a server: the generated stubs, input validation and
 the trace reader. Validation happens before any call, so the client here
 points at a port nothing listens on."""
 
@@ -9,10 +9,10 @@ import unittest
 
 import numpy as np
 
-import moecast_client
-from moecast_client import Client, MoecastError, Step, ValidationError
-from moecast_client import _convert as cv
-from moecast_client._stubs import pb, pb_grpc
+import moecast
+from moecast import Client, MoecastError, Step, ValidationError
+from moecast import _convert as cv
+from moecast._stubs import pb, pb_grpc
 
 from moecastd_fixture import scratch_dir
 
@@ -27,7 +27,7 @@ class StubsTest(unittest.TestCase):
     def test_stubs_are_generated_from_the_proto(self):
         self.assertEqual(pb.DESCRIPTOR.name, "moecast/v1/moecast.proto")
         self.assertEqual(pb.DESCRIPTOR.package, "moecast.v1")
-        self.assertEqual(pb.Step.__module__, "moecast_client._proto.moecast_pb2")
+        self.assertEqual(pb.Step.__module__, "moecast._proto.moecast_pb2")
         self.assertTrue(hasattr(pb_grpc, "MoecastStub"))
         # proto3 `optional` survived generation (the reason for the system protoc).
         s = pb.Step()
@@ -148,7 +148,7 @@ class ValidationTest(unittest.TestCase):
         self.assertInvalid(self.batch(np.ones((2, 4)), first_step=0), "3-D array", "(2, 4)")
 
     def test_tokens_against_spec(self):
-        spec = moecast_client.JobSpec("job", num_layers=2, num_experts=4, top_k=2)
+        spec = moecast.JobSpec("job", num_layers=2, num_experts=4, top_k=2)
         ok = Step(0, np.full((2, 4), 5.0), tokens=10)   # 20 assignments = 10 tokens x 2
         cv.step_to_proto(ok, 0, spec)
         e = self.assertInvalid(lambda: cv.step_to_proto(Step(0, np.full((2, 4), 5.0), tokens=9), 0, spec),
@@ -192,7 +192,7 @@ class ValidationTest(unittest.TestCase):
         self.assertInvalid(lambda: c.recommend_placement("j", 8, 4, migration={"speed": 1}),
                            "migration:", "speed")
         self.assertInvalid(lambda: c.recommend_placement(
-            "j", 8, 4, migration=moecast_client.MigrationModel(0, 1, 1, 1, 1)),
+            "j", 8, 4, migration=moecast.MigrationModel(0, 1, 1, 1, 1)),
             "migration.intra_node_bandwidth must be > 0")
         self.assertInvalid(lambda: c.watch("j", after_seq=-1), "after_seq must be >= 0")
         self.assertInvalid(lambda: c.watch("j", rebalance={"num_gpus": 4}), "rebalance needs num_slots")
@@ -244,27 +244,27 @@ class TraceReaderTest(unittest.TestCase):
                             "step,layer,z0,z1,z2,p0,p1,p2\n"
                             "0,0,0.1,0.2,0.3,0.3,0.3,0.4\n0,1,1,2,3,0.1,0.2,0.7\n"
                             "1,0,-1,0,1,0.2,0.3,0.5\n1,1,4,5,6,0.1,0.1,0.8\n")
-        steps = list(moecast_client.read_trace(counts, router))
+        steps = list(moecast.read_trace(counts, router))
         self.assertEqual([s.step for s in steps], [0, 1])
         np.testing.assert_array_equal(steps[0].counts, [[1, 2, 3], [3, 2, 1]])
         np.testing.assert_array_equal(steps[1].router_logits, [[-1, 0, 1], [4, 5, 6]])
         self.assertEqual(steps[1].tokens, 3.0)
-        self.assertEqual([s.step for s in moecast_client.read_trace(counts, max_steps=1)], [0])
-        self.assertEqual([s.step for s in moecast_client.read_trace(counts, first_step=1)], [1])
-        c, r, meta = moecast_client.trace_files(counts)
+        self.assertEqual([s.step for s in moecast.read_trace(counts, max_steps=1)], [0])
+        self.assertEqual([s.step for s in moecast.read_trace(counts, first_step=1)], [1])
+        c, r, meta = moecast.trace_files(counts)
         self.assertEqual((c, r, meta), (counts, router, {}))
 
     def test_format_errors_name_file_and_line(self):
         bad_layer = self.write("b.counts.csv", "step,layer,c0,c1\n0,0,1,1\n0,2,1,1\n")
-        with self.assertRaisesRegex(moecast_client.TraceFormatError,
+        with self.assertRaisesRegex(moecast.TraceFormatError,
                                     r"b.counts.csv:3: step 0 lists layer 2 where layer 1"):
-            list(moecast_client.read_trace(bad_layer))
+            list(moecast.read_trace(bad_layer))
         bad_value = self.write("v.counts.csv", "step,layer,c0,c1\n0,0,1,x\n")
-        with self.assertRaisesRegex(moecast_client.TraceFormatError, r"v.counts.csv:2: bad row"):
-            list(moecast_client.read_trace(bad_value))
+        with self.assertRaisesRegex(moecast.TraceFormatError, r"v.counts.csv:2: bad row"):
+            list(moecast.read_trace(bad_value))
         bad_header = self.write("h.counts.csv", "layer,step,c0\n")
-        with self.assertRaisesRegex(moecast_client.TraceFormatError, "header must start with step,layer"):
-            list(moecast_client.read_trace(bad_header))
+        with self.assertRaisesRegex(moecast.TraceFormatError, "header must start with step,layer"):
+            list(moecast.read_trace(bad_header))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tests of moecast_convert.py: every input format is generated here, converted,
+"""Tests of the installed `moecast-convert` (moecast.converters): every input format is generated here, converted,
 and read back both as CSV and with moecast's own trace reader (`moecast
 replay`); placements go through a real `moecast plan`. Bad inputs are checked
 for the file / record / field their message names.
@@ -23,7 +23,10 @@ import unittest
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CONVERT = os.path.join(HERE, "moecast_convert.py")
+# The console script of the installed package (the venv's bin/ is on PATH).
+CONVERT = shutil.which("moecast-convert")
+if CONVERT is None:
+    raise SystemExit("FAILED: moecast-convert is not on PATH (install the moecast wheel)")
 MOECAST = os.environ.get("MOECAST", "")
 
 try:
@@ -85,7 +88,7 @@ class ConverterTestBase(unittest.TestCase):
         return os.path.join(self.dir, name)
 
     def convert(self, *args, env=None):
-        p = subprocess.run([sys.executable, CONVERT] + [str(a) for a in args],
+        p = subprocess.run([CONVERT] + [str(a) for a in args],
                            capture_output=True, text=True, env=env)
         return p.returncode, p.stdout, p.stderr
 

@@ -14,8 +14,8 @@ import unittest
 import grpc
 import numpy as np
 
-from moecast_client._proto import moecast_pb2 as pb
-from moecast_client._proto import moecast_pb2_grpc as pb_grpc
+from moecast_v1_stubs import moecast_pb2 as pb
+from moecast_v1_stubs import moecast_pb2_grpc as pb_grpc
 from moecastd_fixture import Moecastd, stationary_steps
 
 L, M, K = 3, 16, 2

@@ -4,7 +4,7 @@
 # MOECASTD=$1. Debian's /usr/bin/python3 (python3-grpcio, python3-numpy).
 set -euo pipefail
 pkg="${TEST_SRCDIR}/${TEST_WORKSPACE}/integrations/python"
-if [[ ! -f "${pkg}/compat_v1/moecast_client/_proto/moecast_pb2.py" ]]; then
+if [[ ! -f "${pkg}/compat_v1/moecast_v1_stubs/moecast_pb2.py" ]]; then
   echo "FAILED: the v1 stubs are missing from the runfiles" >&2
   exit 1
 fi

@@ -1,4 +1,4 @@
-"""moecast_client.serving: the vLLM EPLB policy and the SGLang EPLB algorithm
+"""moecast.serving: the vLLM EPLB policy and the SGLang EPLB algorithm
 hook against their documented interfaces (stub modules in sys.modules stand
 in for vllm and sglang, which are not installed), with a real moecastd
 answering. Needs torch for the tensor interfaces (skipped without it, with
@@ -22,7 +22,7 @@ except ImportError as error:
     torch = None
     TORCH_ERROR = str(error)
 
-from moecast_client.serving import MoecastPlanner, check_maps, logical_loads_from_physical
+from moecast.serving import MoecastPlanner, check_maps, logical_loads_from_physical
 from moecastd_fixture import Moecastd
 
 L, M = 3, 16
@@ -246,7 +246,7 @@ class PlannerTest(ServerCase):
 @needs_torch
 class VllmPolicyTest(ServerCase):
     def test_generation1_registry_and_triple(self):
-        from moecast_client.serving.vllm import install_vllm
+        from moecast.serving.vllm import install_vllm
         pkg = vllm_gen1()
         policy = install_vllm(target=self.server.target, job_id="vllm-g1", top_k=2)
         self.assertIs(pkg.EPLB_POLICIES["default"], policy)
@@ -274,7 +274,7 @@ class VllmPolicyTest(ServerCase):
                 self.assertEqual(len(nodes), 1, (layer, g, nodes))
 
     def test_generation3_plan_rebalance(self):
-        from moecast_client.serving.vllm import make_vllm_policy
+        from moecast.serving.vllm import make_vllm_policy
         ab = vllm_gen3()
         policy = make_vllm_policy(target=self.server.target, job_id="vllm-g3")
         self.assertEqual(policy.returns, "phy2log")
@@ -303,7 +303,7 @@ class VllmPolicyTest(ServerCase):
 @needs_torch
 class SglangHookTest(ServerCase):
     def test_install_routes_by_algorithm_and_falls_back(self):
-        from moecast_client.serving.sglang import install_sglang
+        from moecast.serving.sglang import install_sglang
         calls = []
         mod = sglang_stub(calls)
         wrapper = install_sglang(algorithms=[mod.EplbAlgorithm.deepseek], target=self.server.target,
@@ -329,7 +329,7 @@ class SglangHookTest(ServerCase):
         self.assertEqual(wrapper.moecast.planner.last_error.code, "INVALID_ARGUMENT")
 
     def test_current_mapping_is_read_from_sglang(self):
-        from moecast_client.serving.sglang import install_sglang
+        from moecast.serving.sglang import install_sglang
         mod = sglang_stub([])
         current = torch.arange(32).remainder(M).repeat(L, 1)
         meta = types.SimpleNamespace(physical_to_logical_map=current)

@@ -24,7 +24,7 @@ import time
 import unittest
 
 import numpy as np
-from moecast_client import Client, MoecastError, Step
+from moecast import Client, MoecastError, Step
 
 from moecastd_fixture import Moecastd
 

@@ -1,6 +1,6 @@
-"""moecast_client.torch_recorder: counts and router statistics from forward
+"""moecast.torch_recorder: counts and router statistics from forward
 hooks on a small synthetic MoE model against reference computations, the
-trace it writes (read back with moecast_client.read_trace and `moecast
+trace it writes (read back with moecast.read_trace and `moecast
 replay`; byte-identical to bench/traces/train_moe.py's own trace), and
 streaming into a real moecastd.
 
@@ -25,7 +25,7 @@ except ImportError as error:  # CI does not install torch by default
     torch = None
     TORCH_ERROR = str(error)
 
-from moecast_client import Client, read_trace, trace_files
+from moecast import Client, read_trace, trace_files
 from moecastd_fixture import Moecastd, scratch_dir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -141,7 +141,7 @@ class RecorderTest(unittest.TestCase):
     KINDS = ["linear", "gate+logits", "linear", "gate+logits"]
 
     def make(self, kinds, **kw):
-        from moecast_client.torch_recorder import TorchRecorder, logits_topk, weights_indices
+        from moecast.torch_recorder import TorchRecorder, logits_topk, weights_indices
         torch.manual_seed(1)
         model = Model(kinds)
         adapters = [logits_topk(K) if k == "linear" else
@@ -191,7 +191,7 @@ class RecorderTest(unittest.TestCase):
             self.assertIsNone(s.router_logits)
 
     def test_router_stats_required_but_missing_is_an_error(self):
-        from moecast_client.torch_recorder import RecorderError
+        from moecast.torch_recorder import RecorderError
         model, rec = self.make(["gate", "linear"], trace=os.path.join(scratch_dir(), "x"),
                                router_stats=True)
         with self.assertRaisesRegex(RecorderError, r"layers \[0\] gave no logits"):
@@ -220,7 +220,7 @@ class RecorderTest(unittest.TestCase):
             rec.step()
 
     def test_bad_adapter_output_raises_in_forward(self):
-        from moecast_client.torch_recorder import TorchRecorder, logits_topk
+        from moecast.torch_recorder import TorchRecorder, logits_topk
         model = Model(["linear"])
         rec = TorchRecorder([model.layers[0].router], num_experts=M, top_k=3,
                             adapter=logits_topk(2), trace=os.path.join(scratch_dir(), "bad"))
@@ -258,7 +258,7 @@ class TrainMoeIdenticalTest(unittest.TestCase):
             tm = ro.load_train_moe()
         except FileNotFoundError as error:
             self.skipTest(str(error))
-        from moecast_client.torch_recorder import TorchRecorder, logits_topk
+        from moecast.torch_recorder import TorchRecorder, logits_topk
         d = scratch_dir()
         argv = ["--steps", "6", "--text-glob", "/usr/lib/python3*/[a-c]*.py"]
         tm.main(["--name", "ref", "--out-dir", d, "--log-every", "1000"] + argv)
@@ -296,7 +296,7 @@ class StreamingTest(unittest.TestCase):
         cls.server.stop()
 
     def test_every_step_is_committed(self):
-        from moecast_client.torch_recorder import TorchRecorder, logits_topk, weights_indices
+        from moecast.torch_recorder import TorchRecorder, logits_topk, weights_indices
         torch.manual_seed(2)
         kinds = RecorderTest.KINDS
         model = Model(kinds)
@@ -327,7 +327,7 @@ class StreamingTest(unittest.TestCase):
             self.assertEqual(f.means(1).shape, (len(kinds), M))
 
     def test_errors_surface_on_step_or_close(self):
-        from moecast_client.torch_recorder import RecorderError, TorchRecorder, logits_topk
+        from moecast.torch_recorder import RecorderError, TorchRecorder, logits_topk
         model = Model(["linear", "linear"])
         with Client(self.server.target) as c:
             c.register_job("torch-rec-mismatch", num_layers=2, num_experts=M + 1, top_k=K)
@@ -354,8 +354,8 @@ class NoTorchImportTest(unittest.TestCase):
         code = "\n".join([
             "import sys",
             "sys.modules['torch'] = None            # import torch raises ImportError",
-            "import moecast_client, moecast_client.torch_recorder as tr, moecast_client.serving",
-            "from moecast_client.serving import vllm, sglang",
+            "import moecast, moecast.torch_recorder as tr, moecast.serving",
+            "from moecast.serving import vllm, sglang",
             "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]",
             "try:",
             "    tr.TorchRecorder([], 8, 2, trace='x')",
@@ -365,7 +365,7 @@ class NoTorchImportTest(unittest.TestCase):
         p = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stdout)
-        self.assertIn("ImportError: moecast_client.torch_recorder needs PyTorch", p.stdout)
+        self.assertIn("ImportError: moecast.torch_recorder needs PyTorch", p.stdout)
 
 
 if __name__ == "__main__":

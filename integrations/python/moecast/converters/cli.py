@@ -1,19 +1,18 @@
-#!/usr/bin/python3
-"""moecast_convert: converts expert-load records of SGLang, vLLM and Megatron-LM
+"""moecast-convert: converts expert-load records of SGLang, vLLM and Megatron-LM
 to moecast traces (design section 7), per-token routing logs to traces (through
 a continuous-batching simulation, or spliced segments of i.i.d. draws), and
 moecast placements to the placement files of SGLang and vLLM.
 
-  moecast_convert.py from-sglang   DUMP.pt [DUMP_RANK1.pt ...] --counts OUT.counts.csv.gz
-  moecast_convert.py from-vllm     WINDOW.npz|.pt [...]        --counts OUT.counts.csv.gz
-  moecast_convert.py from-megatron TPE.jsonl [...] | TPE.npz   --counts OUT.counts.csv.gz [--router OUT.router.csv.gz]
-  moecast_convert.py from-routing  TOKENS.npz|.pt|.jsonl --counts OUT.counts.csv.gz [--phases OUT.json]
-  moecast_convert.py splice-routing TOKENS.npz|.pt|.jsonl --segments sorry:400,gpqa:400 --counts OUT --changes OUT.json
-  moecast_convert.py to-sglang     PLAN.json --out expert_location.json [--layer-ids 3..60 --num-layers 61]
-  moecast_convert.py to-vllm       PLAN.json --out eplb_maps.npz|.pt
+  moecast-convert from-sglang   DUMP.pt [DUMP_RANK1.pt ...] --counts OUT.counts.csv.gz
+  moecast-convert from-vllm     WINDOW.npz|.pt [...]        --counts OUT.counts.csv.gz
+  moecast-convert from-megatron TPE.jsonl [...] | TPE.npz   --counts OUT.counts.csv.gz [--router OUT.router.csv.gz]
+  moecast-convert from-routing  TOKENS.npz|.pt|.jsonl --counts OUT.counts.csv.gz [--phases OUT.json]
+  moecast-convert splice-routing TOKENS.npz|.pt|.jsonl --segments sorry:400,gpqa:400 --counts OUT --changes OUT.json
+  moecast-convert to-sglang     PLAN.json --out expert_location.json [--layer-ids 3..60 --num-layers 61]
+  moecast-convert to-vllm       PLAN.json --out eplb_maps.npz|.pt
 
 Exit status: 0 done, 1 a bad input (the message names the file and the
-record/line/field), 2 bad flags. Formats: integrations/converters/README.md.
+record/line/field), 2 bad flags. Formats: integrations/python/CONVERTERS.md.
 Needs numpy; torch only for torch (.pt) files.
 """
 
@@ -22,16 +21,14 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from moecast_converters import placement, routing, sources  # noqa: E402
-from moecast_converters.common import ConvertError, TraceWriter  # noqa: E402
+from . import placement, routing, sources
+from .common import ConvertError, TraceWriter
 
 
 def _note(text):
-    print("moecast_convert: " + text, file=sys.stderr)
+    print("moecast-convert: " + text, file=sys.stderr)
 
 
 def _write_array_trace(tr, args, drop_empty_steps, drop_zero_layers):
@@ -269,10 +266,10 @@ def _pos(text):
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="moecast_convert.py",
+        prog="moecast-convert",
         description="Convert SGLang / vLLM / Megatron-LM expert-load records to moecast traces, "
                     "and moecast placements to SGLang / vLLM placement files. Formats: "
-                    "integrations/converters/README.md.")
+                    "integrations/python/CONVERTERS.md.")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
@@ -454,10 +451,10 @@ def main(argv=None):
     try:
         w = args.func(args)
     except ConvertError as e:
-        print("moecast_convert %s: %s" % (args.cmd, e), file=sys.stderr)
+        print("moecast-convert %s: %s" % (args.cmd, e), file=sys.stderr)
         return 1
     except OSError as e:
-        print("moecast_convert %s: %s" % (args.cmd, e), file=sys.stderr)
+        print("moecast-convert %s: %s" % (args.cmd, e), file=sys.stderr)
         return 1
     if isinstance(w, TraceWriter):
         print(w.summary())

@@ -1,6 +1,6 @@
 """An SGLang EPLB algorithm hook that asks moecast (moecastd) for the plan.
 
-    from moecast_client.serving.sglang import install_sglang
+    from moecast.serving.sglang import install_sglang
     install_sglang(target="127.0.0.1:50051", job_id="dsv3-serving", top_k=8)
     # before SGLang's EPLBManager rebalances (e.g. at the top of the launch script)
 

@@ -1,6 +1,6 @@
 """A vLLM EPLB policy that asks moecast (moecastd) for the plan.
 
-    from moecast_client.serving.vllm import install_vllm
+    from moecast.serving.vllm import install_vllm
     install_vllm(target="127.0.0.1:50051", job_id="dsv3-serving", top_k=8)
     # before vLLM builds its EplbState: EPLB_POLICIES["default"] is now moecast's
 
