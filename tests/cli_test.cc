@@ -225,6 +225,31 @@ TEST(CliPlanTest, PlansBothModesAndDecides) {
   EXPECT_THAT(d.out, HasSubstr("current placement: balancedness"));
   EXPECT_THAT(d.out, HasSubstr("decision: "));
   EXPECT_THAT(d.out, HasSubstr("trade-off"));
+
+  // Loads that moved: with the default migration model the plan moves only
+  // what pays, so the decision agrees with the plan; --nomarginal takes the
+  // best balance; a migration too dear for any move keeps everything.
+  const std::string moved = WriteFile(
+      "moved.json",
+      "{\"loads\": [[10, 10, 10, 10, 5, 5, 5, 90], [80, 2, 3, 4, 5, 6, 7, 1]]}");
+  const std::string spread = WriteFile(
+      "spread.json",
+      "{\"phy2log\": [[0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3], "
+      "[0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3]]}");
+  CommandRun pay = Moecast({"plan", "--loads", moved, "--slots=12", "--gpus=4",
+                            "--current", spread});
+  EXPECT_EQ(pay.code, 0) << pay.err;
+  EXPECT_THAT(pay.out, HasSubstr("decision: REBALANCE"));
+  CommandRun dear = Moecast({"plan", "--loads", moved, "--slots=12", "--gpus=4",
+                             "--current", spread, "--bytes_per_expert=1e15"});
+  EXPECT_EQ(dear.code, 0) << dear.err;
+  EXPECT_THAT(dear.out, HasSubstr("moves: 0 experts"));
+  EXPECT_THAT(dear.out, HasSubstr("decision: hold"));
+  CommandRun all = Moecast({"plan", "--loads", moved, "--slots=12", "--gpus=4",
+                            "--current", spread, "--bytes_per_expert=1e15",
+                            "--nomarginal"});
+  EXPECT_EQ(all.code, 0) << all.err;
+  EXPECT_THAT(all.out, ::testing::Not(HasSubstr("moves: 0 experts")));
 }
 
 TEST(CliPlanTest, FoldsPerSlotLoadsThroughTheCurrentPlacement) {
@@ -299,6 +324,12 @@ TEST(CliPlanTest, RejectsBadInputWithTheReason) {
        "--exclude: 'x' is not an integer"},
       {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--tokens_per_step=10"}, 2,
        "need --current"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--max_moves=3",
+        "--move_budget=4"}, 2, "--max_moves (3) and --move_budget (4) disagree"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--max_moves=-2"}, 2,
+       "--max_moves"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--bytes_per_expert=-1"}, 2,
+       "bytes_per_expert must be finite and >= 0, got -1"},
       {{"plan", "--loads", TempPath("none.json"), "--slots=8", "--gpus=4"}, 1,
        "cannot open"},
       {{"plan", "--slots=8", "--gpus=4"}, 2, "--loads is required"},
@@ -328,6 +359,13 @@ TEST(CliSimulateTest, ComparesThePolicies) {
   EXPECT_THAT(text.str(), HasSubstr("\"mean_balancedness\""));
   EXPECT_THAT(text.str(), HasSubstr("\"moved_bytes\""));
   EXPECT_THAT(text.str(), HasSubstr("\"rebalances\""));
+  EXPECT_THAT(text.str(), HasSubstr("\"total_time_s\""));
+  EXPECT_THAT(r.out, HasSubstr("total s"));
+  CommandRun scaled = Moecast({"simulate", "--counts", counts, "--top_k=2", "--slots=8",
+                               "--gpus=4", "--window=100", "--interval=200",
+                               "--policy=periodic", "--tokens_per_step=5000"});
+  EXPECT_EQ(scaled.code, 0) << scaled.err;
+  EXPECT_THAT(scaled.out, HasSubstr("token volume: 5000 assignments per layer per step"));
 
   struct Case {
     std::vector<std::string> args;
@@ -339,6 +377,8 @@ TEST(CliSimulateTest, ComparesThePolicies) {
         "--policy=random"}, 2, "--policy='random'"},
       {{"simulate", "--counts", counts, "--top_k=2", "--slots=8", "--gpus=4",
         "--interval=0"}, 2, "--interval=0"},
+      {{"simulate", "--counts", counts, "--top_k=2", "--slots=8", "--gpus=4",
+        "--tokens_per_step=-5"}, 1, "tokens_per_step must be finite and >= 0, got -5"},
       {{"simulate", "--counts", counts, "--top_k=2", "--slots=6", "--gpus=4"}, 1,
        "num_slots (6) is not a multiple of num_gpus (4)"},
       {{"simulate", "--counts", TempPath("no.counts.csv"), "--top_k=2", "--slots=8",

@@ -68,6 +68,8 @@ absl::Status ValidateSimulateOptions(const SimulateOptions& o) {
         "window (", o.window, "), interval (", o.interval, ") and series_every (",
         o.series_every, ") must be >= 1, check_every (", o.check_every, ") >= 0"));
   }
+  // tokens_per_step 0 means the trace's; the horizon is set from interval.
+  MOECAST_RETURN_IF_ERROR(ValidateMigrationModel(o.migration, "simulate: migration"));
   if (o.max_steps < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_steps = ", o.max_steps, " must be >= 0"));
@@ -101,9 +103,17 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
   }
   if (n == 0) return absl::InvalidArgumentError("the trace has no steps");
 
+  // One token volume for deciding and for scoring: with tokens_per_step N
+  // given, the trace's counts are scaled by N / (its mean assignments per
+  // layer per step) when scored, so that MoE time is measured for the load
+  // the decisions were made for; without, both use the trace's mean. (The
+  // engine is fed the trace's own counts: its noise statistics need them.)
   MigrationModel model = o.migration;
   model.horizon_steps = o.interval;
-  if (model.tokens_per_step <= 0) model.tokens_per_step = assignments / (n * num_layers);
+  const double trace_tokens = assignments / (static_cast<double>(n) * num_layers);
+  if (model.tokens_per_step <= 0) model.tokens_per_step = trace_tokens;
+  const double volume_scale =
+      trace_tokens > 0 ? model.tokens_per_step / trace_tokens : 1.0;
 
   PlacementProblem problem;
   problem.num_layers = num_layers;
@@ -119,6 +129,10 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
   eplb_options.max_extra_experts_per_gpu = o.max_extra_experts_per_gpu;
   PlacementOptions default_options = eplb_options;
   default_options.mode = PlacementMode::kDefault;
+  // The oracle and moecast plan with the migration model: they move only
+  // what pays over the horizon.
+  PlacementOptions paying_options = default_options;
+  paying_options.migration = model;
   MOECAST_ASSIGN_OR_RETURN(Plan initial, PlanPlacement(problem, eplb_options));
   std::vector<int32_t> phy2log = initial.phy2log;
   std::vector<int32_t> logcnt = initial.logcnt;
@@ -147,6 +161,8 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
   report.layers = num_layers;
   report.experts = m;
   report.min_balancedness = 1.0;
+  report.tokens_per_step = model.tokens_per_step;
+  report.trace_tokens_per_step = trace_tokens;
   Scorer scorer(num_layers, m, o.num_slots, o.num_gpus);
   double series_sum = 0;
   int series_n = 0;
@@ -194,7 +210,7 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
       }
       problem.current_phy2log = phy2log;
       MOECAST_ASSIGN_OR_RETURN(
-          Plan plan, PlanPlacement(problem, periodic ? eplb_options : default_options));
+          Plan plan, PlanPlacement(problem, periodic ? eplb_options : paying_options));
       report.plan_ms_total += plan.plan_ms;
       MOECAST_ASSIGN_OR_RETURN(double mig, migration_time(plan));
       adopt(t, plan, mig, o.policy);
@@ -205,7 +221,7 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
       request.num_nodes = o.num_nodes;
       request.num_gpus = o.num_gpus;
       request.current_phy2log = phy2log;
-      request.options = default_options;
+      request.options = paying_options;
       request.horizon = o.interval;
       request.migration = model;
       MOECAST_ASSIGN_OR_RETURN(PlacementRecommendation r,
@@ -231,7 +247,7 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
     const StepScore score = scorer.Score(phy2log, logcnt, c);
     report.mean_balancedness += score.balancedness;
     report.min_balancedness = std::min(report.min_balancedness, score.balancedness);
-    report.moe_time_s += score.straggler * model.time_per_token_s;
+    report.moe_time_s += score.straggler * volume_scale * model.time_per_token_s;
     series_sum += score.balancedness;
     if (++series_n == o.series_every || t + 1 == n) {
       report.series_steps.push_back(t);
@@ -250,6 +266,7 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
     }
   }
   report.mean_balancedness /= n;
+  report.total_time_s = report.moe_time_s + report.migration_s;
   return report;
 }
 
@@ -263,7 +280,9 @@ std::string SimulateReportToJson(const SimulateReport& r) {
   out["min_balancedness"] = r.min_balancedness;
   out["moe_time_s"] = r.moe_time_s;
   out["migration_s"] = r.migration_s;
-  out["total_time_s"] = r.moe_time_s + r.migration_s;
+  out["total_time_s"] = r.total_time_s;
+  out["tokens_per_step"] = r.tokens_per_step;
+  out["trace_tokens_per_step"] = r.trace_tokens_per_step;
   out["rebalances"] = r.rebalances;
   out["moved_experts"] = r.moved_experts;
   out["moved_bytes"] = r.moved_bytes;

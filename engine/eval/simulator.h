@@ -12,11 +12,18 @@
 //             its forecasts (horizon `interval`, upper bounds for transient
 //             layers, default mode from the current placement), adopted only
 //             when the migration-aware decision says it pays.
+// The oracle and moecast plan with the migration model (placement.h,
+// PlacementOptions::migration), so they move only what pays over the
+// horizon; periodic moves whatever eplb's new plan moves.
 // Scoring, per step t and layer l with the placement in force: GPU g's load
 // is the sum over its slots of c_e(t) / logcnt_e; balancedness = mean / max
 // GPU load, averaged over layers, then over steps. Time per step =
-// time_per_token_s x sum_l max_g load (the straggler); migrations cost their
-// staged transfer time (placement.h, Decide) as a stall.
+// time_per_token_s x sum_l max_g load (the straggler) x v, where v scales
+// the trace's counts to the token volume the decisions use: v =
+// tokens_per_step / the trace's mean assignments per layer per step when
+// tokens_per_step is given, else 1 (decisions then use the trace's mean).
+// Migrations cost their staged transfer time (placement.h, Decide) as a
+// stall; total time = MoE time + migration time, for every policy.
 //
 // The trace is read into memory (float counts: steps x L x M x 4 bytes).
 //
@@ -46,7 +53,8 @@ struct SimulateOptions {
   int interval = 3000;             // steps between decisions (and horizon)
   int check_every = 0;             // moecast: 0 means `interval`
   int64_t max_steps = 0;           // 0: the whole trace
-  // Migration and time model (placement.h). tokens_per_step <= 0 means the
+  // Migration and time model (placement.h; validated as there).
+  // tokens_per_step: the token volume for decisions and scoring; 0 means the
   // trace's mean token-expert assignments per layer per step.
   MigrationModel migration{
       /*bytes_per_expert=*/44040192,  // 3 x 7168 x 2048 bytes (fp8 V3 expert)
@@ -80,6 +88,11 @@ struct SimulateReport {
   double min_balancedness = 0;      // worst step
   double moe_time_s = 0;            // sum over steps of the straggler time
   double migration_s = 0;           // sum of adopted migrations (stalls)
+  double total_time_s = 0;          // moe_time_s + migration_s
+  // The token volume decisions and scoring used, and the trace's own mean
+  // (assignments per layer per step).
+  double tokens_per_step = 0;
+  double trace_tokens_per_step = 0;
   int64_t rebalances = 0;
   int64_t moved_experts = 0;
   int64_t moved_bytes = 0;

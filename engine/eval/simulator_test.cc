@@ -93,6 +93,42 @@ TEST(SimulatorTest, OracleBoundsTheOthersAndMoecastMovesLess) {
   EXPECT_THAT(json, HasSubstr("\"total_time_s\""));
 }
 
+// tokens_per_step sets the volume of both the decisions and the scoring: the
+// trace's counts are scaled to it, so eplb's placements (which do not depend
+// on the volume) score exactly that much more MoE time; and the policies that
+// weigh migration against MoE time move more when the volume is larger.
+TEST(SimulatorTest, OneTokenVolumeForDecisionsAndScoring) {
+  const std::string path = WriteRegimeTrace(2000);
+  auto run = [&](const char* policy, double tokens) {
+    auto reader = TraceReader::Open(path).value();
+    SimulateOptions o = Options(policy);
+    o.migration.tokens_per_step = tokens;
+    absl::StatusOr<SimulateReport> r = Simulate(*reader, o);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return *r;
+  };
+  const SimulateReport own = run("periodic", 0);
+  EXPECT_GT(own.trace_tokens_per_step, 0);
+  EXPECT_EQ(own.tokens_per_step, own.trace_tokens_per_step);
+  const double n3 = 3 * own.trace_tokens_per_step;
+  const SimulateReport tripled = run("periodic", n3);
+  EXPECT_EQ(tripled.tokens_per_step, n3);
+  EXPECT_NEAR(tripled.moe_time_s, 3 * own.moe_time_s, 1e-9 * own.moe_time_s);
+  EXPECT_EQ(tripled.moved_experts, own.moved_experts);
+  EXPECT_DOUBLE_EQ(tripled.total_time_s, tripled.moe_time_s + tripled.migration_s);
+
+  for (const char* policy : {"oracle", "moecast"}) {
+    SCOPED_TRACE(policy);
+    const SimulateReport small = run(policy, own.trace_tokens_per_step / 1000);
+    const SimulateReport large = run(policy, own.trace_tokens_per_step * 1000);
+    // At a thousandth of the volume only the forced moves are made (the
+    // starting placement has duplicates on a GPU to remove).
+    EXPECT_LT(small.moved_experts, large.moved_experts);
+    EXPECT_LE(small.rebalances, 1);
+    EXPECT_DOUBLE_EQ(large.total_time_s, large.moe_time_s + large.migration_s);
+  }
+}
+
 TEST(SimulatorTest, RejectsBadOptions) {
   const std::string path = WriteRegimeTrace(10);
   struct Case {
@@ -104,6 +140,10 @@ TEST(SimulatorTest, RejectsBadOptions) {
       {[](SimulateOptions& o) { o.top_k = 0; }, "top_k = 0"},
       {[](SimulateOptions& o) { o.interval = 0; }, "interval (0)"},
       {[](SimulateOptions& o) { o.num_slots = 20; }, "num_slots (20)"},
+      {[](SimulateOptions& o) { o.migration.tokens_per_step = -1; },
+       "simulate: migration: tokens_per_step must be finite and >= 0, got -1"},
+      {[](SimulateOptions& o) { o.migration.intra_node_bandwidth = 0; },
+       "intra_node_bandwidth must be finite and > 0, got 0"},
   };
   for (const Case& c : cases) {
     auto reader = TraceReader::Open(path).value();

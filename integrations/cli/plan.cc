@@ -4,6 +4,7 @@
 // rebalance decision.
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -45,10 +46,15 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
   std::string loads_path, current_path, json_path, mode_name = "default",
                                                    exclude_text;
   int64_t slots = 0, groups = 1, nodes = 1, gpus = 0, move_budget = -1,
-          max_extra = 1;
-  double bytes_per_expert = 0, intra_bw = 0, inter_bw = 0, tokens_per_step = 0,
-         time_per_token = 0, horizon_steps = 0;
-  bool tradeoff = false, overlap = false, transient = false;
+          max_moves = -1, max_extra = 1;
+  const MigrationModel defaults = DefaultMigrationModel();
+  double bytes_per_expert = defaults.bytes_per_expert,
+         intra_bw = defaults.intra_node_bandwidth,
+         inter_bw = defaults.inter_node_bandwidth,
+         tokens_per_step = defaults.tokens_per_step,
+         time_per_token = defaults.time_per_token_s,
+         horizon_steps = defaults.horizon_steps;
+  bool tradeoff = false, overlap = false, transient = false, marginal = true;
   FlagSet flags("plan");
   flags.AddString("loads", &loads_path,
                   "JSON {\"loads\": [[...M...], ...L rows]}: load per layer and "
@@ -64,21 +70,29 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
   flags.AddString("current", &current_path,
                   "JSON {\"phy2log\": [[...S...], ...L rows]}: the placement in service");
   flags.AddString("exclude", &exclude_text, "GPUs to leave out, e.g. 3,17");
-  flags.AddInt("move_budget", &move_budget,
-               "most experts to move beyond forced ones (-1: no limit)");
+  flags.AddInt("max_moves", &max_moves,
+               "cap on experts moved beyond forced ones (-1: no cap)", false, -1,
+               std::numeric_limits<int64_t>::max());
+  flags.AddInt("move_budget", &move_budget, "the former name of --max_moves", false,
+               -1, std::numeric_limits<int64_t>::max());
+  flags.AddBool("marginal", &marginal,
+                "with --current in default mode: move only what pays under the "
+                "migration model (--nomarginal: best balance within --max_moves)");
   flags.AddBool("tradeoff", &tradeoff, "report the balance-vs-moves curve");
   flags.AddInt("max_extra_per_gpu", &max_extra,
                "most extra experts a GPU receives per migration stage", false, 1,
                kMaxSize);
-  flags.AddDouble("bytes_per_expert", &bytes_per_expert, "bytes of one expert's weights");
-  flags.AddDouble("intra_bw", &intra_bw, "intra-node bandwidth, bytes/s (decision)");
-  flags.AddDouble("inter_bw", &inter_bw, "inter-node bandwidth, bytes/s (decision)");
+  // The migration model (defaults: DefaultMigrationModel(), placement.h).
+  flags.AddDouble("bytes_per_expert", &bytes_per_expert,
+                  "bytes of one expert's weights (default: fp8 DeepSeek-V3 expert)");
+  flags.AddDouble("intra_bw", &intra_bw, "intra-node bandwidth, bytes/s");
+  flags.AddDouble("inter_bw", &inter_bw, "inter-node bandwidth, bytes/s");
   flags.AddDouble("tokens_per_step", &tokens_per_step,
-                  "token-expert assignments per layer per step (decision)");
+                  "token-expert assignments per layer per step");
   flags.AddDouble("time_per_token", &time_per_token,
-                  "seconds per token-expert assignment on one GPU (decision)");
+                  "seconds per token-expert assignment on one GPU");
   flags.AddDouble("horizon_steps", &horizon_steps,
-                  "steps the new placement will serve (decision)");
+                  "steps the new placement will serve");
   flags.AddBool("overlap", &overlap, "migration overlaps compute (else the job stalls)");
   flags.AddBool("transient", &transient, "the job is in a transient state");
   flags.AddString("json", &json_path, "write the plan as JSON to this file");
@@ -100,11 +114,32 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
     err << "moecast plan: " << excluded.status().message() << "\n";
     return 2;
   }
-  const bool decide = tokens_per_step > 0 || intra_bw > 0 || inter_bw > 0 ||
-                      time_per_token > 0 || horizon_steps > 0;
-  if (decide && current_path.empty()) {
-    err << "moecast plan: the decision flags (--tokens_per_step, --intra_bw, ...) "
-           "need --current\n";
+  bool model_flag = false;
+  for (const char* name : {"intra_bw", "inter_bw", "tokens_per_step", "time_per_token",
+                           "horizon_steps", "overlap", "transient"}) {
+    model_flag = model_flag || flags.IsSet(name);
+  }
+  if (model_flag && current_path.empty()) {
+    err << "moecast plan: the migration model flags (--tokens_per_step, --intra_bw, "
+           "...) need --current\n";
+    return 2;
+  }
+  if (flags.IsSet("max_moves") && flags.IsSet("move_budget") && max_moves != move_budget) {
+    err << "moecast plan: --max_moves (" << max_moves << ") and --move_budget ("
+        << move_budget << ") disagree; give one\n";
+    return 2;
+  }
+  if (flags.IsSet("move_budget")) max_moves = move_budget;
+  MigrationModel model;
+  model.bytes_per_expert = bytes_per_expert;
+  model.intra_node_bandwidth = intra_bw;
+  model.inter_node_bandwidth = inter_bw;
+  model.tokens_per_step = tokens_per_step;
+  model.time_per_token_s = time_per_token;
+  model.horizon_steps = horizon_steps;
+  model.overlap = overlap;
+  if (absl::Status s = ValidateMigrationModel(model, "migration model"); !s.ok()) {
+    err << "moecast plan: " << s.message() << "\n";
     return 2;
   }
 
@@ -189,10 +224,14 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
   }
   PlacementOptions options;
   options.mode = *mode;
-  options.move_budget = move_budget;
+  options.move_budget = max_moves;
   options.compute_tradeoff = tradeoff;
   options.max_extra_experts_per_gpu = static_cast<int>(max_extra);
   options.bytes_per_expert = static_cast<int64_t>(bytes_per_expert);
+  if (marginal && *mode == PlacementMode::kDefault && !problem.current_phy2log.empty()) {
+    options.migration = model;
+    options.transient = transient;
+  }
   absl::StatusOr<Plan> plan = PlanPlacement(problem, options);
   if (!plan.ok()) {
     err << "moecast plan: " << plan.status().message() << "\n";
@@ -207,22 +246,12 @@ int RunPlan(const std::vector<std::string>& args, std::ostream& out,
       return 1;
     }
     current_eval = *c;
-    if (decide) {
-      MigrationModel model;
-      model.bytes_per_expert = bytes_per_expert;
-      model.intra_node_bandwidth = intra_bw;
-      model.inter_node_bandwidth = inter_bw;
-      model.tokens_per_step = tokens_per_step;
-      model.time_per_token_s = time_per_token;
-      model.horizon_steps = horizon_steps;
-      model.overlap = overlap;
-      absl::StatusOr<RebalanceDecision> d = Decide(*c, *plan, model, transient);
-      if (!d.ok()) {
-        err << "moecast plan: " << d.status().message() << "\n";
-        return 1;
-      }
-      decision = *d;
+    absl::StatusOr<RebalanceDecision> d = Decide(*c, *plan, model, transient);
+    if (!d.ok()) {
+      err << "moecast plan: " << d.status().message() << "\n";
+      return 1;
     }
+    decision = *d;
   }
 
   out << absl::StrFormat(

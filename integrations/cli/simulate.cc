@@ -109,15 +109,19 @@ int RunSimulate(const std::vector<std::string>& args, std::ostream& out,
       o.num_nodes, o.num_groups, o.interval);
   if (o.check_every > 0) out << " (moecast: every " << o.check_every << ")";
   out << "\n\n";
-  out << absl::StrFormat("  %-9s %12s %10s %11s %9s %12s %14s %13s\n", "policy",
+  out << absl::StrFormat(
+      "  token volume: %.6g assignments per layer per step (the trace's mean: %.6g) "
+      "for decisions and scoring\n\n",
+      first.tokens_per_step, first.trace_tokens_per_step);
+  out << absl::StrFormat("  %-9s %12s %10s %11s %9s %12s %14s %13s %12s\n", "policy",
                          "balancedness", "worst step", "rebalances", "moved",
-                         "moved bytes", "migration s", "MoE time s");
+                         "moved bytes", "migration s", "MoE time s", "total s");
   for (const SimulateReport& r : reports) {
-    out << absl::StrFormat("  %-9s %12.4f %10.4f %11d %9d %12.4g %14.4g %13.4g\n",
-                           r.policy, r.mean_balancedness, r.min_balancedness,
-                           r.rebalances, r.moved_experts,
-                           static_cast<double>(r.moved_bytes), r.migration_s,
-                           r.moe_time_s);
+    out << absl::StrFormat(
+        "  %-9s %12.4f %10.4f %11d %9d %12.4g %14.4g %13.4g %12.6g\n", r.policy,
+        r.mean_balancedness, r.min_balancedness, r.rebalances, r.moved_experts,
+        static_cast<double>(r.moved_bytes), r.migration_s, r.moe_time_s,
+        r.total_time_s);
   }
   if (!json_path.empty()) {
     std::ofstream f(json_path);
