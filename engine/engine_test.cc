@@ -721,6 +721,24 @@ TEST_F(EngineTest, PredictorsRestartFromTheChangePointOfAShift) {
     r.predictor = "ewm(3000)";
     ASSERT_OK_AND_ASSIGN(f, engine->Forecast("r", r));
     EXPECT_GT(f.layers[0].horizons[0].mean[0], 0.5);
+    // GetState counts it (the one layer is the job's majority), and a
+    // restored job keeps the counts.
+    ASSERT_OK_AND_ASSIGN(StateReport state, engine->GetState("r"));
+    ASSERT_EQ(state.layer_shifts.size(), 1u);
+    for (const ShiftSummary& sum : {state.layer_shifts[0], state.job_shifts}) {
+      EXPECT_EQ(sum.shifts, 1);
+      EXPECT_EQ(sum.last_step, shift_step);
+      ASSERT_TRUE(sum.last_change_step.has_value());
+      EXPECT_NEAR(static_cast<double>(*sum.last_change_step), 400, 2);
+      EXPECT_GT(sum.last_size, 0.8);
+    }
+    ASSERT_OK_AND_ASSIGN(std::string bytes, engine->SnapshotJob("r"));
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> restored, Engine::Create(o));
+    ASSERT_OK(restored->RestoreJob(bytes));
+    ASSERT_OK_AND_ASSIGN(StateReport again, restored->GetState("r"));
+    EXPECT_EQ(again.job_shifts.shifts, 1);
+    EXPECT_EQ(again.layer_shifts[0].last_change_step, state.layer_shifts[0].last_change_step);
+    EXPECT_EQ(again.layer_shifts[0].last_size, state.layer_shifts[0].last_size);
   }
 }
 

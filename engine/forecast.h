@@ -74,11 +74,22 @@ struct ForecastResult {
   std::vector<LayerForecast> layers;
 };
 
+// Load shifts seen so far (engine/state/shift_detector.h): how many, and the
+// last one's detection step, estimated change point and size (L1).
+struct ShiftSummary {
+  int64_t shifts = 0;
+  std::optional<int64_t> last_step;         // unset before the first
+  std::optional<int64_t> last_change_step;
+  double last_size = 0;
+};
+
 struct StateReport {
   int64_t as_of_step = 0;  // the last analysed step (analysis.as_of_step)
   AnalysisProgress analysis;
   LoadState job_state = LoadState::kTransient;
   std::vector<StateSignals> layers;  // index = layer
+  ShiftSummary job_shifts;                 // shifts of the job (most layers)
+  std::vector<ShiftSummary> layer_shifts;  // index = layer
 };
 
 enum class EventKind {

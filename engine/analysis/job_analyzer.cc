@@ -170,6 +170,17 @@ void JobAnalyzer::ObserveStep(const AnalysisStep& in) {
   open_input_ = &in;
 }
 
+namespace {
+
+void Record(const Shift& s, ShiftSummary* summary) {
+  ++summary->shifts;
+  summary->last_step = s.step;
+  summary->last_change_step = s.change_step;
+  summary->last_size = s.size;
+}
+
+}  // namespace
+
 void JobAnalyzer::OnShift(int layer, const Shift& s) {
   AddEvent(Event{0, s.step, EventKind::kShift, layer, absl::StrCat(s.change_step), "",
                  s.size,
@@ -178,6 +189,7 @@ void JobAnalyzer::OnShift(int layer, const Shift& s) {
                                  "windows of %d steps)",
                                  layer, s.change_step, s.size, s.noise, s.window)});
   models_[layer].last_shift_step = s.step;
+  Record(s, &models_[layer].shifts);
   // The job shifted when at least half of its layers did within the last
   // two windows (once per such span).
   const int64_t span = 2 * static_cast<int64_t>(s.window);
@@ -188,6 +200,7 @@ void JobAnalyzer::OnShift(int layer, const Shift& s) {
   }
   if (2 * static_cast<size_t>(shifted) < models_.size()) return;
   last_job_shift_step_ = s.step;
+  Record(s, &job_shifts_);
   // The job's event carries the layer shift that completed the majority.
   AddEvent(Event{0, s.step, EventKind::kShift, -1, absl::StrCat(s.change_step), "",
                  s.size,
@@ -267,7 +280,9 @@ absl::StatusOr<StateReport> JobAnalyzer::State(int64_t committed_steps) const {
   report.job_state = job_state_;
   for (const LayerModel& model : models_) {
     report.layers.push_back(model.state->Signals());
+    report.layer_shifts.push_back(model.shifts);
   }
+  report.job_shifts = job_shifts_;
   return report;
 }
 

@@ -121,6 +121,7 @@ class JobAnalyzer {
     std::unique_ptr<ShiftMonitor> shift;  // detectors at every scale
     std::unique_ptr<ForecastBank> bank;
     int64_t last_shift_step = -1;  // -1: none yet
+    ShiftSummary shifts;
   };
   // A layer's shift: its event, and the job's when most layers shifted.
   void OnShift(int layer, const Shift& shift);
@@ -129,6 +130,7 @@ class JobAnalyzer {
   const StateOptions state_options_;
   const ShiftOptions shift_options_;
   int64_t last_job_shift_step_ = -1;
+  ShiftSummary job_shifts_;
   const int max_events_;
   HealthOptions health_options_;
   std::vector<LayerModel> models_;     // empty: no forecasting

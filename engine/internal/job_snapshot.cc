@@ -154,6 +154,27 @@ LoadState ReadLoadState(SnapshotReader& in, absl::string_view field) {
   return v == 1 ? LoadState::kStable : LoadState::kTransient;
 }
 
+// A shift summary: count, then the last shift's steps (-1: none) and size.
+void PutShiftSummary(const ShiftSummary& s, SnapshotWriter& out) {
+  out.PutI64(s.shifts);
+  out.PutI64(s.last_step.value_or(-1));
+  out.PutI64(s.last_change_step.value_or(-1));
+  out.PutDouble(s.last_size);
+}
+
+ShiftSummary ReadShiftSummary(SnapshotReader& in) {
+  ShiftSummary s;
+  s.shifts = in.I64In("shifts", 0, int64_t{1} << 62);
+  const int64_t last = in.I64("last_shift");
+  const int64_t change = in.I64("last_change");
+  s.last_size = in.Double("last_size");
+  if (last >= 0) {
+    s.last_step = last;
+    s.last_change_step = change;
+  }
+  return s;
+}
+
 }  // namespace
 
 // ---- Save ---------------------------------------------------------------------
@@ -257,6 +278,8 @@ absl::Status Job::SaveLocked(SnapshotWriter& out,
       for (const auto& d : detectors) d->SaveTo(out);
       out.PutI64(analyzer_->models_[l].last_shift_step);
       if (l == 0) out.PutI64(analyzer_->last_job_shift_step_);  // the job's
+      PutShiftSummary(analyzer_->models_[l].shifts, out);
+      if (l == 0) PutShiftSummary(analyzer_->job_shifts_, out);
       out.EndSection(section);
     }
     out.EndSection(layer);
@@ -486,6 +509,12 @@ absl::Status Job::LoadFrom(SnapshotReader& in) {
       for (size_t k = 0; k < detectors.size() && r.ok(); ++k) detectors[k]->LoadFrom(r);
       analyzer_->models_[l].last_shift_step = r.I64("last_shift_step");
       if (l == 0) analyzer_->last_job_shift_step_ = r.I64("last_job_shift_step");
+      // The summaries (counts and the last shift) are newer than the section:
+      // older snapshots restore with none counted.
+      if (r.ok() && r.remaining() > 0) {
+        analyzer_->models_[l].shifts = ReadShiftSummary(r);
+        if (l == 0) analyzer_->job_shifts_ = ReadShiftSummary(r);
+      }
       r.ExpectEnd();
     }
     layer.ExpectEnd();

@@ -114,6 +114,13 @@ void ToProto(const JobSpec& spec, pb::JobSpec* out) {
   out->set_disable_health(!spec.health);
 }
 
+void ToProto(const ShiftSummary& s, pb::ShiftSummary* out) {
+  out->set_shifts(s.shifts);
+  if (s.last_step) out->set_last_step(*s.last_step);
+  if (s.last_change_step) out->set_last_change_step(*s.last_change_step);
+  out->set_last_size(s.last_size);
+}
+
 void ToProto(const AnalysisProgress& p, pb::AnalysisProgress* out) {
   out->set_as_of_step(p.as_of_step);
   out->set_committed_step(p.committed_step);
@@ -454,9 +461,11 @@ grpc::Status MoecastService::GetState(grpc::ServerContext* context,
   response->set_as_of_step(r->as_of_step);
   ToProto(r->analysis, response->mutable_analysis());
   response->set_job_state(ToProto(r->job_state));
+  ToProto(r->job_shifts, response->mutable_job_shifts());
   for (size_t l = 0; l < r->layers.size(); ++l) {
     const StateSignals& sig = r->layers[l];
     pb::LayerState* out = response->add_layers();
+    if (l < r->layer_shifts.size()) ToProto(r->layer_shifts[l], out->mutable_shifts());
     out->set_layer(static_cast<int>(l));
     out->set_state(ToProto(sig.state));
     out->set_state_since_step(sig.state_since_step);

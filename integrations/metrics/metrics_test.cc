@@ -1,5 +1,6 @@
 #include <httplib.h>
 
+#include <cmath>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -47,7 +48,9 @@ std::map<std::string, double> Parse(const std::string& text) {
   return out;
 }
 
-std::unique_ptr<Engine> EngineWithJob(int steps) {
+// `steps` steps of a constant load per layer; from step `switch_at` on
+// (if >= 0) both layers' loads switch to another (L1 0.6 and 0.4).
+std::unique_ptr<Engine> EngineWithJob(int steps, int switch_at = -1) {
   std::unique_ptr<Engine> engine = Engine::Create(EngineOptions()).value();
   JobSpec spec;
   spec.job_id = "train-1";
@@ -57,11 +60,12 @@ std::unique_ptr<Engine> EngineWithJob(int steps) {
   spec.predictors = {"last_value", "sw_avg(10)"};
   spec.horizons = {1, 10};
   EXPECT_OK(engine->RegisterJob(spec));
-  std::vector<double> counts = {40, 20, 20, 20, 10, 30, 30, 30};
+  const std::vector<double> counts = {40, 20, 20, 20, 10, 30, 30, 30};
+  const std::vector<double> switched = {10, 30, 30, 30, 30, 10, 30, 30};
   for (int t = 0; t < steps; ++t) {
     StepInput in;
     in.step = t;
-    in.counts = counts;
+    in.counts = switch_at >= 0 && t >= switch_at ? switched : counts;
     EXPECT_OK(engine->Ingest("train-1", in).status());
   }
   return engine;
@@ -102,6 +106,28 @@ TEST(PrometheusTextTest, PerLayerSeriesWhenAsked) {
   EXPECT_EQ(m.at("moecast_layer_stable{job_id=\"train-1\",layer=\"1\"}"), 1);
   EXPECT_NEAR(m.at("moecast_layer_max_over_mean{job_id=\"train-1\",layer=\"0\"}"), 1.6, 1e-9);
   EXPECT_EQ(m.at("moecast_layer_dead_experts{job_id=\"train-1\",layer=\"1\"}"), 0);
+}
+
+TEST(PrometheusTextTest, ShiftSeries) {
+  std::unique_ptr<Engine> engine = EngineWithJob(400, /*switch_at=*/200);
+  MetricsOptions options;
+  options.per_layer = true;
+  const std::map<std::string, double> m = Parse(RenderMetrics(*engine, nullptr, options));
+  const std::string job = "{job_id=\"train-1\"}";
+  EXPECT_EQ(m.at("moecast_job_shifts_total" + job), 1);
+  EXPECT_EQ(m.at("moecast_job_layer_shifts_total" + job), 2);
+  EXPECT_EQ(m.at("moecast_layer_shifts_total{job_id=\"train-1\",layer=\"0\"}"), 1);
+  EXPECT_EQ(m.at("moecast_layer_shifts_total{job_id=\"train-1\",layer=\"1\"}"), 1);
+  EXPECT_EQ(m.at("moecast_job_last_shift_change_step" + job), 200);
+  // The job's event carries the layer shift that made the majority.
+  const double size = m.at("moecast_job_last_shift_size" + job);
+  // (the detector keeps counts as floats: 7 digits).
+  EXPECT_TRUE(std::abs(size - 0.6) < 1e-6 || std::abs(size - 0.4) < 1e-6) << size;
+  // Without a shift: zero counts and no last-shift series.
+  std::unique_ptr<Engine> steady = EngineWithJob(400);
+  const std::map<std::string, double> n = Parse(RenderMetrics(*steady, nullptr, options));
+  EXPECT_EQ(n.at("moecast_job_shifts_total" + job), 0);
+  EXPECT_EQ(n.count("moecast_job_last_shift_change_step" + job), 0u);
 }
 
 TEST(PrometheusTextTest, AJobWithoutStepsAndServiceCounters) {

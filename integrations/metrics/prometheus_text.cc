@@ -104,6 +104,21 @@ void RenderJob(const Engine& engine, const std::string& id,
       }
     }
     page.Sample("moecast_job_transient_layers", job, transient);
+    page.Sample("moecast_job_shifts_total", job, state->job_shifts.shifts);
+    int64_t layer_shifts = 0;
+    for (size_t l = 0; l < state->layer_shifts.size(); ++l) {
+      layer_shifts += state->layer_shifts[l].shifts;
+      if (options.per_layer) {
+        page.Sample("moecast_layer_shifts_total", absl::StrCat(job, ",layer=\"", l, "\""),
+                    state->layer_shifts[l].shifts);
+      }
+    }
+    page.Sample("moecast_job_layer_shifts_total", job, layer_shifts);
+    if (state->job_shifts.last_change_step) {
+      page.Sample("moecast_job_last_shift_change_step", job,
+                  *state->job_shifts.last_change_step);
+      page.Sample("moecast_job_last_shift_size", job, state->job_shifts.last_size);
+    }
   }
   if (absl::StatusOr<std::vector<ForecastScore>> scores = engine.ForecastScores(id);
       scores.ok()) {
@@ -186,6 +201,14 @@ std::string RenderMetrics(const Engine& engine, const grpc_api::ServiceStats* st
   page.Family("moecast_job_idle_seconds", "gauge", "Seconds since the last step.");
   page.Family("moecast_job_stable", "gauge", "1 when the job's load is stable, 0 when transient.");
   page.Family("moecast_job_transient_layers", "gauge", "Layers in the transient state.");
+  page.Family("moecast_job_shifts_total", "counter",
+              "Load shifts of the job (most of its layers within two windows).");
+  page.Family("moecast_job_layer_shifts_total", "counter",
+              "Load shifts of the job's layers, summed over layers.");
+  page.Family("moecast_job_last_shift_change_step", "gauge",
+              "Estimated change point of the job's last load shift.");
+  page.Family("moecast_job_last_shift_size", "gauge",
+              "Size (L1 between mean shares before and after) of the job's last shift.");
   page.Family("moecast_forecast_error", "gauge",
               "Recent L1 error of auto's forecasts of expert shares (0..2), by horizon.");
   page.Family("moecast_job_dead_experts", "gauge", "Dead experts over all layers.");
@@ -197,6 +220,7 @@ std::string RenderMetrics(const Engine& engine, const grpc_api::ServiceStats* st
               "Balancedness (mean/max GPU load) of the last recommended plan.");
   if (options.per_layer) {
     page.Family("moecast_layer_stable", "gauge", "1 when the layer's load is stable.");
+    page.Family("moecast_layer_shifts_total", "counter", "Load shifts of the layer.");
     page.Family("moecast_layer_dead_experts", "gauge", "Dead experts of the layer.");
     page.Family("moecast_layer_max_over_mean", "gauge", "Max over mean load of the layer.");
     page.Family("moecast_layer_gamma_eff", "gauge",
