@@ -582,19 +582,20 @@ class PyEngine {
 };
 
 // The C++ side of the binding benchmark: `steps` calls of moecast_ingest
-// (the engine's ingest behind the C ABI, no Python) of an L x M step, timed
-// with steady_clock; returns the mean nanoseconds per call. The counts are
-// the same random-ish pattern the Python side sends.
+// (the engine's ingest behind the C ABI, no Python) of an L x M step into a
+// fresh engine (analysis on one engine thread; with analysis false the job
+// has forecasting and health off, so a call only validates and appends),
+// timed with steady_clock; returns the mean nanoseconds per call. The counts
+// are the pattern the Python side sends.
 double TimeCIngest(int32_t layers, int32_t experts, int32_t top_k, int64_t steps,
-                   bool analysis_inline) {
+                   bool analysis) {
   const char* method = "_time_c_ingest";
   if (layers < 1 || experts < 2 || steps < 1) {
     FailInvalid("layers >= 1, experts >= 2 and steps >= 1 are required", method);
   }
   py::gil_scoped_release release;
   moecast_engine* engine = nullptr;
-  Check(moecast_engine_create_with_analysis(nullptr, analysis_inline ? 1 : 0, 1, &engine),
-        method);
+  Check(moecast_engine_create_with_analysis(nullptr, 0, 1, &engine), method);
   std::unique_ptr<moecast_engine, void (*)(moecast_engine*)> owned(engine,
                                                                     moecast_engine_destroy);
   moecast_job_spec spec;
@@ -603,6 +604,8 @@ double TimeCIngest(int32_t layers, int32_t experts, int32_t top_k, int64_t steps
   spec.num_layers = layers;
   spec.num_experts = experts;
   spec.top_k = top_k;
+  spec.forecasting = analysis ? 1 : 0;
+  spec.health = analysis ? 1 : 0;
   Check(moecast_register_job(engine, &spec), method);
   std::vector<double> counts(static_cast<size_t>(layers) * experts);
   for (size_t i = 0; i < counts.size(); ++i) counts[i] = static_cast<double>((i * 7919) % 97 + 1);
@@ -642,7 +645,7 @@ PYBIND11_MODULE(_moecast_ext, m) {
     return d.data != py::reinterpret_borrow<py::array>(obj).data();
   });
   m.def("_time_c_ingest", &TimeCIngest, py::arg("layers"), py::arg("experts"), py::arg("top_k"),
-        py::arg("steps"), py::arg("analysis_inline") = false);
+        py::arg("steps"), py::arg("analysis") = false);
 
   py::class_<PyEngine>(m, "Engine")
       .def(py::init<const py::dict&, bool, int>(), py::arg("options"),

@@ -320,6 +320,44 @@ class GilTest(unittest.TestCase):
             self.assertEqual(eng.num_jobs(), 9)
             del ingester
 
+    def test_concurrent_producers_and_a_failing_thread(self):
+        # Each thread's error carries its own call's message (the C API's
+        # last error is per thread, read before the GIL is taken back).
+        with Engine(analysis="threads", analysis_threads=1) as eng:
+            for i in range(3):
+                eng.register_job("p%d" % i, L, M, K, predictors=["last_value"], horizons=[1])
+            errors, messages = [], []
+
+            def produce(i):
+                try:
+                    c = np.full((L, M), float(i + 1))
+                    for s in range(300):
+                        eng.ingest("p%d" % i, s, c)
+                except Exception as e:  # recorded for the assertion below
+                    errors.append(e)
+
+            def fail():
+                for s in range(300):
+                    bad = np.ones((L, M))
+                    bad[s % L, s % M] = -1.0
+                    try:
+                        eng.ingest("p0", 10 ** 6 + s, bad)
+                    except EngineInvalidArgument as e:
+                        messages.append((s, e.message))
+
+            threads = [threading.Thread(target=produce, args=(i,)) for i in range(3)]
+            threads.append(threading.Thread(target=fail))
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertEqual(errors, [])
+            self.assertEqual(len(messages), 300)
+            for s, message in messages:
+                self.assertRegex(message, r"\b%d\b" % (s % M), message)
+            for i in range(3):
+                self.assertEqual(eng.job_info("p%d" % i).committed_steps, 300)
+
 
 class SameAsCppTest(unittest.TestCase):
     """The binding and moecastd (the C++ engine) agree on a bundled trace."""

@@ -15,7 +15,7 @@
 #
 # TEST: a module of integrations/python/tests (e.g. engine_test.py) or a
 # workspace-relative path. MOECASTD / MOECAST (exported as $MOECASTD and
-# $MOECAST; "" for none): the server and the CLI binaries. By hand (after
+# $MOECAST; "-" for none): the server and the CLI binaries. By hand (after
 # `bazel build //integrations/python:native //integrations/grpc:moecastd`):
 #   integrations/python/tests/run_test.sh engine_test.py bazel-bin/integrations/grpc/moecastd
 set -euo pipefail
@@ -38,8 +38,8 @@ test="$1"
 [[ "$test" == */* ]] || test="integrations/python/tests/${test}"
 test="${root}/${test}"
 [[ -f "$test" ]] || { echo "FAILED: no test module $test" >&2; exit 1; }
-if [[ $# -ge 2 && -n "$2" ]]; then export MOECASTD="$(abspath "$2")"; fi
-if [[ $# -ge 3 && -n "$3" ]]; then export MOECAST="$(abspath "$3")"; fi
+if [[ $# -ge 2 && "$2" != "-" ]]; then export MOECASTD="$(abspath "$2")"; fi
+if [[ $# -ge 3 && "$3" != "-" ]]; then export MOECAST="$(abspath "$3")"; fi
 export MOECAST_TRACE="${root}/bench/traces/data/tiny_moe_aux"
 
 # The package folder as a user has it (the runfiles are symlinks).
