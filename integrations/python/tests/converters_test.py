@@ -1,9 +1,10 @@
-"""Tests of the installed `moecast-convert` (moecast.converters): every input format is generated here, converted,
-and read back both as CSV and with moecast's own trace reader (`moecast
-replay`); placements go through a real `moecast plan`. Bad inputs are checked
+"""Tests of the installed `moecast-convert` (moecast.converters): every input
+format is generated here, converted, and read back both as CSV and with
+moecast's own trace reader (`moecast replay`); placements go through a real
+`moecast plan`. Bad inputs are checked
 for the file / record / field their message names.
 
-  MOECAST=bazel-bin/moecast /usr/bin/python3 integrations/converters/converters_test.py
+  integrations/python/tests/run_test.sh converters_test.py - bazel-bin/moecast
 
 Torch-file cases run only when torch is importable (they print a skip reason
 otherwise); everything else needs numpy only.
