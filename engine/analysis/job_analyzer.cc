@@ -134,7 +134,19 @@ void JobAnalyzer::ObserveStep(const AnalysisStep& in) {
                      std::string(LoadStateName(t->to)), t->drift_ratio});
     }
     const std::optional<Shift> shift = model.shift->Observe(step, p, sum);
-    if (shift.has_value()) OnShift(l, *shift);
+    if (shift.has_value()) {
+      OnShift(l, *shift);
+      // The shift is also evidence for the state: transient from now on.
+      if (std::optional<StateTransition> t = model.state->OnShift(step, l)) {
+        layer_states_[l] = t->to;
+        layer_changed = true;
+        AddEvent(Event{0, step, EventKind::kStateChange, l,
+                       std::string(LoadStateName(t->from)),
+                       std::string(LoadStateName(t->to)), t->drift_ratio,
+                       absl::StrFormat("layer %d: load shifted (L1 %.3f), transient",
+                                       l, shift->size)});
+      }
+    }
     // The bank's scoring and origins wait for FinishStep, after any refit
     // that is due (a separate task); the predictors observe now, and after a
     // shift the long-memory ones restart from its change point.

@@ -337,6 +337,12 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
       le.bank->ObservePredictors(p);
       if (shift.has_value()) {
         ++report.layer_shifts;
+        if (auto t = le.state->OnShift(step.step, l)) {
+          le.changes.emplace_back(li, t->to);
+          report.transitions.push_back(EvalTransition{
+              l, t->step, std::string(LoadStateName(t->from)),
+              std::string(LoadStateName(t->to)), t->drift_ratio});
+        }
         if (options.shift.restart_predictors) {
           le.bank->RestartPredictors(le.shift->since_change(),
                                      options.shift.restart_max_memory);

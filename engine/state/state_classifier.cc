@@ -193,6 +193,15 @@ std::optional<StateTransition> StateClassifier::Observe(
   return StateTransition{step, layer, from, state_, r};
 }
 
+std::optional<StateTransition> StateClassifier::OnShift(int64_t step, int layer) {
+  steps_in_state_ = 0;
+  if (state_ == LoadState::kTransient) return std::nullopt;
+  state_ = LoadState::kTransient;
+  state_since_ = step;
+  return StateTransition{step, layer, LoadState::kStable, state_,
+                         drift_ratio().value_or(0.0)};
+}
+
 std::optional<double> StateClassifier::drift_ratio() const {
   if (count_ < 3) return std::nullopt;
   // sum_e var_e / (sum_e mssd_e / 2), var_e = S_e / (n - 1) and

@@ -28,7 +28,8 @@
 //
 // Decision: the layer enters `transient` when R > enter_threshold and goes
 // back to `stable` when R < leave_threshold, each only after the current
-// state has lasted min_dwell_steps. Before the first full window the state is
+// state has lasted min_dwell_steps; a load shift (OnShift) makes it
+// transient at once. Before the first full window the state is
 // transient (nothing shows stability yet).
 //
 // Thread-safety: not thread-safe; the owning job serializes access.
@@ -97,6 +98,13 @@ class StateClassifier {
   std::optional<StateTransition> Observe(int64_t step,
                                          absl::Span<const double> proportions,
                                          double tokens, int layer);
+
+  // A load shift of this layer was detected at `step` (ShiftDetector: the
+  // same evidence at any token count, where R's 100-step window may not see
+  // it): a stable layer turns transient now, and a transient one restarts its
+  // dwell, so that it stays transient for at least min_dwell_steps after the
+  // latest shift. Returns the transition, if the state changed.
+  std::optional<StateTransition> OnShift(int64_t step, int layer);
 
   LoadState state() const { return state_; }
   // R over the current window, if defined.

@@ -194,6 +194,35 @@ TEST(StateClassifierTest, SignalsMatchDirectComputation) {
   EXPECT_NEAR(s.range_w[0], range, 1e-9);
 }
 
+TEST(StateClassifierTest, AShiftMakesTheLayerTransientAndRestartsTheDwell) {
+  StateOptions options;
+  options.window = 10;
+  options.min_dwell_steps = 50;
+  StateClassifier c(3, 1, options);
+  const std::vector<double> p = {0.2, 0.3, 0.5};
+  int t = 0;
+  for (; t < 100; ++t) c.Observe(t, p, 10, 0);
+  ASSERT_EQ(c.state(), LoadState::kStable);
+  std::optional<StateTransition> tr = c.OnShift(t, 2);
+  ASSERT_TRUE(tr.has_value());
+  EXPECT_EQ(tr->step, 100);
+  EXPECT_EQ(tr->layer, 2);
+  EXPECT_EQ(tr->from, LoadState::kStable);
+  EXPECT_EQ(tr->to, LoadState::kTransient);
+  EXPECT_EQ(c.state(), LoadState::kTransient);
+  EXPECT_EQ(c.Signals().state_since_step, 100);
+  // A second shift while transient changes nothing but the dwell: the
+  // constant load turns the layer stable min_dwell_steps after the latest.
+  const std::vector<double> q = {0.5, 0.3, 0.2};
+  for (; t < 120; ++t) EXPECT_FALSE(c.Observe(t, q, 10, 0).has_value()) << t;
+  EXPECT_FALSE(c.OnShift(t, 2).has_value());
+  std::optional<StateTransition> back;
+  for (; t < 300 && !back; ++t) back = c.Observe(t, q, 10, 0);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->to, LoadState::kStable);
+  EXPECT_EQ(back->step, 120 + options.min_dwell_steps - 1);
+}
+
 TEST(StateClassifierTest, ConstantLoadIsStable) {
   StateOptions options;
   StateClassifier c(3, 1, options);
