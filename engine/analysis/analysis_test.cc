@@ -301,6 +301,16 @@ TEST(AnalysisTest, OverloadShedsScoringThenCoalescesAndCountsEveryStep) {
     for (double v : lf.horizons[0].mean) sum += v;
     EXPECT_NEAR(sum, 1.0, 1e-9);
   }
+  // A snapshot carries the degraded-step counts: the restored analysis state
+  // includes those steps' effect.
+  ASSERT_OK_AND_ASSIGN(std::string snap, engine->SnapshotJob("j"));
+  EngineOptions ro = Options(AnalysisOptions::Mode::kInline, 1);
+  ro.history_capacity_steps = o.history_capacity_steps;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> restored, Engine::Create(ro));
+  ASSERT_OK(restored->RestoreJob(snap));
+  ASSERT_OK_AND_ASSIGN(JobInfo again, restored->GetJobInfo("j"));
+  EXPECT_EQ(again.coalesced_steps, info.coalesced_steps);
+  EXPECT_EQ(again.scoring_shed_steps, info.scoring_shed_steps);
 }
 
 TEST(AnalysisTest, StaleAnswersDoNotWaitAndDeadlinesNameTheStepReached) {

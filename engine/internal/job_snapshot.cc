@@ -247,6 +247,10 @@ absl::Status Job::SaveLocked(SnapshotWriter& out,
   out.PutU64(analyzer_->events_.size());
   for (const Event& e : analyzer_->events_) PutEvent(out, e);
   out.PutI64(analyzer_->next_seq_);
+  // Steps whose analysis was degraded by the overload policy: the restored
+  // state carries their effect, so the counts carry over too.
+  out.PutI64(scoring_shed_count_.load(std::memory_order_relaxed));
+  out.PutI64(coalesced_count_.load(std::memory_order_relaxed));
   out.EndSection(section);
 
   for (int l = 0; l < spec_.num_layers; ++l) {
@@ -464,6 +468,13 @@ absl::Status Job::LoadFrom(SnapshotReader& in) {
                                       " is out of sequence"));
       }
     }
+    // The degraded-step counts are newer than the section: older snapshots
+    // restore with none counted.
+    int64_t shed = 0, coalesced = 0;
+    if (r.ok() && r.remaining() > 0) {
+      shed = r.I64In("scoring_shed_steps", 0, info.committed_steps);
+      coalesced = r.I64In("coalesced_steps", 0, info.committed_steps);
+    }
     r.ExpectEnd();
     if (!in.ok()) return in.status();
     info_ = std::move(info);
@@ -473,6 +484,8 @@ absl::Status Job::LoadFrom(SnapshotReader& in) {
     analyzer_->job_state_ = job_state;
     analyzer_->events_ = std::move(events);
     analyzer_->next_seq_ = next_seq;
+    scoring_shed_count_.store(shed, std::memory_order_relaxed);
+    coalesced_count_.store(coalesced, std::memory_order_relaxed);
   }
   for (int l = 0; l < num_layers && in.ok(); ++l) {
     SnapshotReader layer = in.Section(kLayerTag, absl::StrCat("layer ", l));
