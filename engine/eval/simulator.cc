@@ -153,7 +153,9 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
     spec.top_k = o.top_k;
     MOECAST_RETURN_IF_ERROR(engine->RegisterJob(spec));
   }
-  const int check_every = o.check_every > 0 ? o.check_every : o.interval;
+  const int check_every = o.check_every > 0
+                              ? o.check_every
+                              : std::min(o.interval, SimulateOptions::kDefaultCheckEvery);
 
   SimulateReport report;
   report.policy = o.policy;

@@ -7,8 +7,10 @@
 //             `window` steps, always adopted (vLLM's default policy, W = 1000,
 //             I = 3000);
 //   oracle    every `interval` steps: default mode on the loads of the next
-//             `interval` steps (the future: an upper bound), always adopted;
-//   moecast   every `check_every` steps: the engine's RecommendPlacement on
+//             `interval` steps (the future: a bound for policies that act
+//             every `interval` steps), always adopted;
+//   moecast   every `check_every` steps (default: min(interval, 100)): the
+//             engine's RecommendPlacement on
 //             its forecasts (horizon `interval`, upper bounds for transient
 //             layers, default mode from the current placement), adopted only
 //             when the migration-aware decision says it pays.
@@ -51,7 +53,11 @@ struct SimulateOptions {
   std::string policy = "moecast";  // periodic | oracle | moecast
   int window = 1000;               // periodic: steps summed
   int interval = 3000;             // steps between decisions (and horizon)
-  int check_every = 0;             // moecast: 0 means `interval`
+  // moecast: steps between its checks; 0 means min(interval,
+  // kDefaultCheckEvery). It may check more often than periodic acts: each
+  // check rebalances only when the move pays over the horizon.
+  int check_every = 0;
+  static constexpr int kDefaultCheckEvery = 100;
   int64_t max_steps = 0;           // 0: the whole trace
   // Migration and time model (placement.h; validated as there).
   // tokens_per_step: the token volume for decisions and scoring; 0 means the

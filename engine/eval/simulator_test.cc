@@ -66,7 +66,9 @@ TEST(SimulatorTest, OracleBoundsTheOthersAndMoecastMovesLess) {
   std::map<std::string, SimulateReport> reports;
   for (const char* policy : {"periodic", "oracle", "moecast"}) {
     auto reader = TraceReader::Open(path).value();
-    ASSERT_OK_AND_ASSIGN(reports[policy], Simulate(*reader, Options(policy)));
+    SimulateOptions o = Options(policy);
+    o.check_every = o.interval;  // the same cadence for all three
+    ASSERT_OK_AND_ASSIGN(reports[policy], Simulate(*reader, o));
   }
   const SimulateReport& periodic = reports["periodic"];
   const SimulateReport& oracle = reports["oracle"];
@@ -127,6 +129,20 @@ TEST(SimulatorTest, OneTokenVolumeForDecisionsAndScoring) {
     EXPECT_LE(small.rebalances, 1);
     EXPECT_DOUBLE_EQ(large.total_time_s, large.moe_time_s + large.migration_s);
   }
+}
+
+// By default moecast checks every min(interval, 100) steps and rebalances
+// only when it pays.
+TEST(SimulatorTest, MoecastChecksOftenByDefault) {
+  const std::string path = WriteRegimeTrace(1000);
+  auto reader = TraceReader::Open(path).value();
+  ASSERT_OK_AND_ASSIGN(SimulateReport r, Simulate(*reader, Options("moecast")));
+  ASSERT_EQ(r.decisions.size(), 9u);  // steps 100, ..., 900
+  EXPECT_EQ(r.decisions[0].step, 100);
+  int64_t adopted = 0;
+  for (const SimulateDecision& d : r.decisions) adopted += d.adopted;
+  EXPECT_LE(r.rebalances, adopted);
+  EXPECT_LT(adopted, 9);  // not every check pays
 }
 
 TEST(SimulatorTest, RejectsBadOptions) {

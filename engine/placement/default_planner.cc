@@ -75,6 +75,7 @@ class Domain {
   double load(int bin) const { return load_[bin]; }
   int slot(int bin, int j) const { return slot_[bin * k_ + j]; }
   int64_t moved() const { return moved_; }
+  double weight(int i) const { return w_[i]; }
   // Whether bin `bin` held local expert e in the current placement (only
   // after RepairFromCurrent).
   bool WasHeld(int bin, int e) const { return Orig(bin, e); }
@@ -654,6 +655,12 @@ class Planner {
                         e];
   }
   void BuildHullRecv(LayerWork* work) const;
+  // Local search on the most loaded bin of `doms` (one layer's domains) until
+  // no step lowers it, the step limit, or good enough; returns the layer's
+  // max bin load.
+  double Polish(std::vector<Domain>* doms, double total) const;
+  // max over domains of max(mean bin load, heaviest expert / bins).
+  static double LowerBound(const std::vector<Domain>& doms);
 
   const PlacementProblem& problem_;
   const PlacementOptions& options_;
@@ -668,7 +675,51 @@ class Planner {
   std::vector<double> score_, gw_;
   std::vector<int> assign_, bin_experts_;
   std::vector<char> used_;
+  // The second start (BuildTarget).
+  std::vector<Domain> alt_;
+  std::vector<std::vector<int>> alt_experts_;
+  std::vector<int> group_node_;
+  std::vector<int32_t> eplb_row_, eplb_rank_, eplb_cnt_;
+  EplbScratch eplb_scratch_;
 };
+
+double Planner::Polish(std::vector<Domain>* doms, double total) const {
+  const int nd = static_cast<int>(doms->size());
+  const int max_steps = options_.local_search_iterations * nd;
+  const double good_enough =
+      total / layout_.num_usable * (1 + options_.good_enough_max_vio);
+  double layer_max = 0;
+  for (int step = 0;; ++step) {
+    int d_max = 0, b_max = 0;
+    layer_max = -1;
+    for (int d = 0; d < nd; ++d) {
+      const int b = (*doms)[d].MaxBin();
+      if ((*doms)[d].load(b) > layer_max) {
+        layer_max = (*doms)[d].load(b);
+        d_max = d;
+        b_max = b;
+      }
+    }
+    if (step >= max_steps || layer_max <= good_enough ||
+        !(*doms)[d_max].Improve(b_max)) {
+      break;
+    }
+  }
+  return layer_max;
+}
+
+double Planner::LowerBound(const std::vector<Domain>& doms) {
+  double lb = 0;
+  for (const Domain& dom : doms) {
+    double sum = 0, heaviest = 0;
+    for (int i = 0; i < dom.n(); ++i) {
+      sum += dom.weight(i);
+      heaviest = std::max(heaviest, dom.weight(i));
+    }
+    lb = std::max(lb, std::max(sum, heaviest) / dom.nbins());
+  }
+  return lb;
+}
 
 void Planner::BuildCurHolds(int l) {
   const int m = layout_.num_experts, k = layout_.slots_per_gpu;
@@ -718,26 +769,58 @@ void Planner::BuildTarget(int l, LayerWork* work) {
   // Local search on the layer's most loaded GPU (whatever its domain) until
   // it cannot be lowered: only that GPU sets the layer's balance, so the
   // other domains are left as packed once they are below it.
-  const int max_steps = options_.local_search_iterations * nd;
   double total = 0;
   for (int e = 0; e < m; ++e) total += w[e];
-  const double good_enough =
-      total / layout_.num_usable * (1 + options_.good_enough_max_vio);
-  double layer_max = 0;
-  for (int step = 0;; ++step) {
-    int d_max = 0, b_max = 0;
-    layer_max = -1;
-    for (int d = 0; d < nd; ++d) {
-      const int b = domains_[d].MaxBin();
-      if (domains_[d].load(b) > layer_max) {
-        layer_max = domains_[d].load(b);
-        d_max = d;
-        b_max = b;
+  double layer_max = Polish(&domains_, total);
+  // A second start: the reference's plan for this layer (its group packing
+  // and replica counts), repaired (a second replica of an expert on a GPU
+  // goes to the expert with the largest load per replica that the GPU
+  // lacks) and polished the same way. It is built only when the first plan
+  // is above a lower bound on the layer's max GPU load (the larger of a
+  // domain's mean bin load and its heaviest expert spread over every bin);
+  // the better plan is kept.
+  if (layout_.num_usable == layout_.num_gpus &&
+      layer_max > LowerBound(domains_) * (1 + 1e-9)) {
+    const int s = layout_.num_slots;
+    eplb_row_.resize(s);
+    eplb_rank_.resize(s);
+    eplb_cnt_.resize(m);
+    EplbLayer(w, layout_, eplb_row_.data(), eplb_rank_.data(), eplb_cnt_.data(),
+              eplb_scratch_);
+    alt_.resize(nd);
+    std::vector<std::vector<int>>& alt_experts = alt_experts_;
+    alt_experts.assign(nd, {});
+    if (layout_.hierarchical) {
+      const int gs = layout_.group_size;
+      std::vector<int>& group_node = group_node_;
+      group_node.assign(layout_.num_groups, -1);
+      for (int slot = 0; slot < s; ++slot) {
+        group_node[eplb_row_[slot] / gs] = layout_.node_of_gpu(slot / k);
       }
+      for (int g = 0; g < layout_.num_groups; ++g) {
+        for (int j = 0; j < gs; ++j) alt_experts[group_node[g]].push_back(g * gs + j);
+      }
+    } else {
+      alt_experts[0].resize(m);
+      std::iota(alt_experts[0].begin(), alt_experts[0].end(), 0);
     }
-    if (step >= max_steps || layer_max <= good_enough ||
-        !domains_[d_max].Improve(b_max)) {
-      break;
+    local_.assign(m, -1);
+    std::vector<int> ids(k);
+    for (int d = 0; d < nd; ++d) {
+      Domain& dom = alt_[d];
+      dom.Reset(alt_experts[d], w, caps_[d], k);
+      for (int i = 0; i < dom.n(); ++i) local_[dom.experts()[i]] = i;
+      const std::vector<int>& gpus = layout_.domain_gpus[d];
+      for (int b = 0; b < static_cast<int>(gpus.size()); ++b) {
+        for (int j = 0; j < k; ++j) ids[j] = local_[eplb_row_[gpus[b] * k + j]];
+        dom.LoadBin(b, ids.data());
+      }
+      dom.RepairFromCurrent();
+    }
+    const double alt_max = Polish(&alt_, total);
+    if (alt_max < layer_max) {
+      std::swap(domains_, alt_);
+      layer_max = alt_max;
     }
   }
   work->target_max = layer_max;

@@ -1,5 +1,6 @@
 // moecast simulate: replays a trace against placement policies and scores
 // each plan on the loads that follow (engine/eval/simulator.h).
+#include <algorithm>
 #include <fstream>
 #include <ostream>
 #include <string>
@@ -40,7 +41,7 @@ int RunSimulate(const std::vector<std::string>& args, std::ostream& out,
                "steps between decisions, and the planning horizon (vLLM: 3000)",
                false, 1, kMaxSize);
   flags.AddInt("check_every", &check_every,
-               "moecast: steps between decisions (0: --interval)", false, 0, kMaxSize);
+               "moecast: steps between its checks (0: min(--interval, 100))", false, 0, kMaxSize);
   flags.AddInt("max_steps", &max_steps, "replay at most this many steps (0 = all)",
                false, 0);
   flags.AddDouble("bytes_per_expert", &bytes_per_expert, "bytes of one expert");
@@ -107,7 +108,10 @@ int RunSimulate(const std::vector<std::string>& args, std::ostream& out,
       "GPUs (%d nodes, %d groups); decisions every %d steps",
       counts_path, first.steps, first.layers, first.experts, o.num_slots, o.num_gpus,
       o.num_nodes, o.num_groups, o.interval);
-  if (o.check_every > 0) out << " (moecast: every " << o.check_every << ")";
+  out << " (moecast checks every "
+      << (o.check_every > 0 ? o.check_every
+                            : std::min(o.interval, SimulateOptions::kDefaultCheckEvery))
+      << ")";
   out << "\n\n";
   out << absl::StrFormat(
       "  token volume: %.6g assignments per layer per step (the trace's mean: %.6g) "
