@@ -9,10 +9,19 @@
 
 Thread-safety: a Client (and its channel) may be shared by threads; each call
 is independent.
+
+Errors: every call raises MoecastError with the gRPC status code name
+(`.code`: NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION,
+RESOURCE_EXHAUSTED, UNAUTHENTICATED, UNAVAILABLE, DEADLINE_EXCEEDED, ...) and
+the server's message; input the client rejects before sending raises
+ValidationError (a MoecastError and ValueError, code INVALID_ARGUMENT). Each
+method's docstring names the codes it can raise besides UNAVAILABLE,
+DEADLINE_EXCEEDED and UNAUTHENTICATED, which any call can.
 """
 
 import os
 import threading
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import grpc
 import numpy as np
@@ -125,9 +134,12 @@ class Client:
       options: extra grpc channel options [(key, value), ...].
     """
 
-    def __init__(self, target, token=None, root_ca=None, client_cert=None, client_key=None,
-                 timeout=DEFAULT_TIMEOUT_S, tls=None, server_name=None,
-                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, options=None):
+    def __init__(self, target: str, token: Optional[str] = None, root_ca: Any = None,
+                 client_cert: Any = None, client_key: Any = None,
+                 timeout: Optional[float] = DEFAULT_TIMEOUT_S, tls: Optional[bool] = None,
+                 server_name: Optional[str] = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 options: Optional[List[Any]] = None) -> None:
         if not isinstance(target, str) or not target:
             raise ValidationError("target must be a non-empty 'host:port' string, got %r" % (target,))
         if token is not None:
@@ -169,7 +181,7 @@ class Client:
 
     # --- lifecycle ---------------------------------------------------------
 
-    def close(self):
+    def close(self) -> None:
         self._channel.close()
 
     def __enter__(self):
@@ -179,7 +191,7 @@ class Client:
         self.close()
         return False
 
-    def wait_for_ready(self, timeout=10.0):
+    def wait_for_ready(self, timeout: float = 10.0) -> None:
         """Blocks until the channel is connected; MoecastError UNAVAILABLE after `timeout` s."""
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
@@ -253,10 +265,12 @@ class Client:
 
     # --- jobs --------------------------------------------------------------
 
-    def register_job(self, job_id, num_layers, num_experts, top_k, *, num_sources=1,
-                     step_unit="optimizer_step", router="softmax", predictors=None,
-                     horizons=None, forecasting=True, health=True, timeout=None,
-                     **hyperparameters):
+    def register_job(self, job_id: str, num_layers: int, num_experts: int, top_k: int, *,
+                     num_sources: int = 1, step_unit: str = "optimizer_step",
+                     router: str = "softmax", predictors: Optional[Sequence[str]] = None,
+                     horizons: Optional[Sequence[int]] = None, forecasting: bool = True,
+                     health: bool = True, timeout: Optional[float] = None,
+                     **hyperparameters: float) -> JobSpec:
         """Registers a job. Hyperparameters (aux_loss_coef, router_temperature,
         entropy_weight, oracle_weight, balance_weight) are keyword arguments.
         Returns the JobSpec sent. ALREADY_EXISTS if the id is taken,
@@ -305,18 +319,20 @@ class Client:
         self._remember(spec)
         return spec
 
-    def list_jobs(self, timeout=None):
-        """Ids of the registered jobs, sorted."""
+    def list_jobs(self, timeout: Optional[float] = None) -> List[str]:
+        """Ids of the registered jobs, sorted. Raises MoecastError (UNAVAILABLE, ...)."""
         return list(self._call("ListJobs", pb.ListJobsRequest(), timeout).job_ids)
 
-    def delete_job(self, job_id, timeout=None):
-        """Removes a job and its history. NOT_FOUND if unknown."""
+    def delete_job(self, job_id: str, timeout: Optional[float] = None) -> None:
+        """Removes a job and its history. Raises ValidationError (bad id),
+        MoecastError NOT_FOUND if unknown."""
         cv.check_job_id(job_id)
         self._forget(job_id)
         self._call("DeleteJob", pb.DeleteJobRequest(job_id=job_id), timeout)
 
-    def job_info(self, job_id, timeout=None):
-        """The job's spec and ingestion counters (JobInfo). NOT_FOUND if unknown."""
+    def job_info(self, job_id: str, timeout: Optional[float] = None) -> JobInfo:
+        """The job's spec and ingestion counters (JobInfo). Raises ValidationError
+        (bad id), MoecastError NOT_FOUND if unknown."""
         cv.check_job_id(job_id)
         try:
             info = JobInfo.from_proto(self._call("GetJobInfo", pb.GetJobInfoRequest(job_id=job_id),
@@ -328,16 +344,18 @@ class Client:
         self._remember(info.spec)
         return info
 
-    def flush_pending(self, job_id, timeout=None):
-        """Commits every pending step of a multi-source job now; returns them (CommittedStep)."""
+    def flush_pending(self, job_id: str, timeout: Optional[float] = None) -> List[CommittedStep]:
+        """Commits every pending step of a multi-source job now; returns them
+        (CommittedStep). Raises ValidationError, MoecastError NOT_FOUND."""
         cv.check_job_id(job_id)
         r = self._call("FlushPending", pb.FlushPendingRequest(job_id=job_id), timeout)
         return [CommittedStep.from_proto(c) for c in r.committed]
 
     # --- ingestion ---------------------------------------------------------
 
-    def ingest_batch(self, job_id, steps, *, first_step=None, router_logits=None, tokens=None,
-                     validate_job=True, timeout=None):
+    def ingest_batch(self, job_id: str, steps: Any, *, first_step: Optional[int] = None,
+                     router_logits: Any = None, tokens: Any = None,
+                     validate_job: bool = True, timeout: Optional[float] = None) -> IngestResult:
         """Ingests steps of one job in one call; returns an IngestResult with one
         StepResult per step (a step the server refuses is "rejected" there, the
         others still count; result.raise_for_rejections() turns that into an
@@ -349,7 +367,11 @@ class Client:
         [T, L, M] of counts with first_step= (and router_logits= [T, L, M],
         tokens= [T]). Shapes, values and step order are checked here first
         (against the job's spec, fetched once with GetJobInfo, unless
-        validate_job=False)."""
+        validate_job=False).
+
+        Raises ValidationError (a shape, value or step order the check
+        rejects, naming the step and field), MoecastError NOT_FOUND (unknown
+        job), RESOURCE_EXHAUSTED (message too large, server limits)."""
         cv.check_job_id(job_id)
         try:
             protos = self._steps_to_protos(job_id, steps, first_step, router_logits, tokens,
@@ -367,7 +389,9 @@ class Client:
             raise
         return IngestResult.from_proto(r)
 
-    def ingest_stream(self, job_id, steps, *, batch_size=256, validate_job=True, timeout=None):
+    def ingest_stream(self, job_id: Optional[str], steps: Iterable[Any], *, batch_size: int = 256,
+                      validate_job: bool = True,
+                      timeout: Optional[float] = None) -> IngestSummary:
         """Streams steps with the client-streaming Ingest call, batch_size steps
         per message; returns the server's IngestSummary when the iterator is
         exhausted.
@@ -376,7 +400,8 @@ class Client:
         ingest_batch takes. With job_id=None each item is (job_id, step) and a
         batch is cut whenever the job changes. Each step is checked before it
         is sent; a ValidationError ends the call (the batches already sent
-        stay ingested) and is raised here."""
+        stay ingested) and is raised here. Also raises MoecastError NOT_FOUND
+        (unknown job), RESOURCE_EXHAUSTED (max_concurrent_streams, limits)."""
         if job_id is not None:
             cv.check_job_id(job_id)
         batch_size = cv.check_int("batch_size", batch_size, 1)
@@ -434,14 +459,20 @@ class Client:
 
     # --- forecasts, state, health ------------------------------------------
 
-    def forecast(self, job_id, horizons=None, *, predictor=None, interval_level=None,
-                 path_steps=0, layers=None, timeout=None):
+    def forecast(self, job_id: str, horizons: Optional[Sequence[int]] = None, *,
+                 predictor: Optional[str] = None, interval_level: Optional[float] = None,
+                 path_steps: int = 0, layers: Optional[Sequence[int]] = None,
+                 timeout: Optional[float] = None) -> Forecast:
         """Forecasts of the job's expert loads: a Forecast whose layers map
         layer -> LayerForecast (horizons: horizon -> means/lower/upper numpy
         arrays [M]); forecast.means(h) stacks them to [layers, M].
         horizons: each >= 1 (None: the job's scored horizons); predictor:
         "auto" (None) or a name from the job's bank; interval_level in (0, 1);
-        path_steps: per-step path length (0: none)."""
+        path_steps: per-step path length (0: none).
+
+        Raises ValidationError (a bad horizon, level or layer), MoecastError
+        NOT_FOUND (unknown job or predictor), FAILED_PRECONDITION (no step
+        committed yet, forecasting off)."""
         cv.check_job_id(job_id)
         req = pb.ForecastRequest(job_id=job_id, horizons=cv.check_int_list("horizons", horizons, 1),
                                  path_steps=cv.check_int("path_steps", path_steps, 0),
@@ -455,14 +486,19 @@ class Client:
                                                 open_min=True, open_max=True)
         return Forecast.from_proto(self._call("Forecast", req, timeout))
 
-    def get_state(self, job_id, per_expert=False, timeout=None):
-        """The transient/stable state of the job and each layer (State)."""
+    def get_state(self, job_id: str, per_expert: bool = False,
+                  timeout: Optional[float] = None) -> State:
+        """The transient/stable state of the job and each layer (State). Raises
+        ValidationError, MoecastError NOT_FOUND, FAILED_PRECONDITION (no step yet,
+        forecasting off)."""
         cv.check_job_id(job_id)
         return State.from_proto(self._call(
             "GetState", pb.GetStateRequest(job_id=job_id, per_expert=bool(per_expert)), timeout))
 
-    def get_health(self, job_id, timeout=None):
-        """The router's health as of each layer's last completed window (Health)."""
+    def get_health(self, job_id: str, timeout: Optional[float] = None) -> Health:
+        """The router's health as of each layer's last completed window (Health).
+        Raises ValidationError, MoecastError NOT_FOUND, FAILED_PRECONDITION (health
+        off, no window yet)."""
         cv.check_job_id(job_id)
         return Health.from_proto(self._call("GetHealth", pb.GetHealthRequest(job_id=job_id), timeout))
 
@@ -510,7 +546,8 @@ class Client:
             req.migration.CopyFrom(_migration_proto(migration))
         return req
 
-    def recommend_placement(self, job_id, num_slots, num_gpus, *, timeout=None, **kwargs):
+    def recommend_placement(self, job_id: str, num_slots: int, num_gpus: int, *,
+                            timeout: Optional[float] = None, **kwargs: Any) -> Placement:
         """Recommends an expert placement from the job's forecasts (Placement:
         plan.phy2log [L, S], plan.gpu_loads [L, P], loads [L, M], ...).
         Keyword arguments: num_groups, num_nodes, excluded_gpus,
@@ -524,7 +561,8 @@ class Client:
 
     # --- events ------------------------------------------------------------
 
-    def watch(self, job_id, after_seq=0, *, rebalance=None, rebalance_every_steps=0, timeout=None):
+    def watch(self, job_id: str, after_seq: int = 0, *, rebalance: Optional[Dict[str, Any]] = None,
+              rebalance_every_steps: int = 0, timeout: Optional[float] = None) -> "EventStream":
         """Streams the job's events with seq > after_seq as they happen: returns
         an EventStream (iterate it; cancel() or a `with` block ends it; its
         last_seq resumes). rebalance: a dict of recommend_placement arguments
