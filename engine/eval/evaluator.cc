@@ -337,6 +337,8 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
       le.bank->ObservePredictors(p);
       if (shift.has_value()) {
         ++report.layer_shifts;
+        report.shifts.push_back(
+            EvalShift{l, shift->step, shift->change_step, shift->size});
         if (auto t = le.state->OnShift(step.step, l)) {
           le.changes.emplace_back(li, t->to);
           report.transitions.push_back(EvalTransition{
@@ -543,6 +545,14 @@ std::string EvalReportToJson(const EvalReport& r) {
   }
   out["transitions"] = std::move(transitions);
   out["layer_shifts"] = r.layer_shifts;
+  json shifts = json::array();
+  for (const EvalShift& x : r.shifts) {
+    shifts.push_back({{"layer", x.layer},
+                      {"step", x.step},
+                      {"change_step", x.change_step},
+                      {"size", Number(x.size)}});
+  }
+  out["shifts"] = std::move(shifts);
   json timing = json::array();
   for (const EvalTiming& t : r.timing) {
     timing.push_back({{"predictor", t.predictor},

@@ -87,6 +87,13 @@ struct EvalTransition {
   double drift_ratio = 0;
 };
 
+struct EvalShift {
+  int layer = 0;
+  int64_t step = 0;         // detected at
+  int64_t change_step = 0;  // estimated change point
+  double size = 0;          // L1 between the mean shares before and after
+};
+
 struct EvalTiming {
   std::string predictor;
   double update_us = 0;    // Observe, per layer-step
@@ -116,7 +123,8 @@ struct EvalReport {
   std::vector<FloorResult> noise_floor;
   std::vector<FloorResult> empirical_floor;
   std::vector<EvalTransition> transitions;
-  int64_t layer_shifts = 0;  // shifts detected, over all layers
+  std::vector<EvalShift> shifts;  // every layer's, in order of detection
+  int64_t layer_shifts = 0;       // shifts.size()
   std::vector<EvalTiming> timing;
   EvalSeries series;
   // Per layer: the first step from which it stayed stable to the end (-1 if

@@ -39,8 +39,10 @@ std::vector<double> Sample(const std::vector<double>& w, std::mt19937& rng) {
   return c;
 }
 
-// Two layers: the load drifts for `drift_steps` steps, then holds still.
-std::string WriteTrace(const std::string& name, int steps, int drift_steps) {
+// Two layers: the load drifts for `drift_steps` steps, then holds still;
+// from step `switch_at` on (if >= 0) the experts' weights are reversed.
+std::string WriteTrace(const std::string& name, int steps, int drift_steps,
+                       int switch_at = -1) {
   const std::string path = absl::StrCat(::testing::TempDir(), "/", name, ".counts.csv.gz");
   TraceLayout layout;
   layout.num_experts = kExperts;
@@ -61,7 +63,8 @@ std::string WriteTrace(const std::string& name, int steps, int drift_steps) {
       std::vector<double> w(kExperts);
       for (int e = 0; e < kExperts; ++e) {
         if (t < drift_steps) logits[l][e] += walk(rng);
-        w[e] = std::exp(logits[l][e]);
+        const int from = switch_at >= 0 && t >= switch_at ? kExperts - 1 - e : e;
+        w[e] = std::exp(logits[l][from]);
       }
       std::vector<double> c = Sample(w, rng);
       s.counts.insert(s.counts.end(), c.begin(), c.end());
@@ -160,6 +163,42 @@ TEST(EvaluatorTest, DriftThenStabilityIsAttributedByState) {
         "\"step_mape\"", "\"update_us\"", "\"forecast_us\"", "\"from\": \"transient\""}) {
     EXPECT_THAT(json, HasSubstr(key));
   }
+}
+
+// An abrupt switch: each layer reports one shift at its change point, the
+// stable layers are transient by the detection step, and sw_avg restarts there (lower error
+// around the switch than without the restart).
+TEST(EvaluatorTest, ShiftsAreReportedAndRestartTheSmoothers) {
+  const std::string path = WriteTrace("switch", 2000, 0, /*switch_at=*/1000);
+  EvalOptions options;
+  options.top_k = kTopK;
+  options.predictors = {"last_value", "sw_avg(100)"};
+  options.timing_steps = 0;
+  double l1[2] = {0, 0};
+  for (bool restart : {true, false}) {
+    auto reader = TraceReader::Open(path).value();
+    options.shift.restart_predictors = restart;
+    ASSERT_OK_AND_ASSIGN(EvalReport r, Evaluate(*reader, options));
+    ASSERT_EQ(r.shifts.size(), 2u);
+    EXPECT_EQ(r.layer_shifts, 2);
+    for (const EvalShift& s : r.shifts) {
+      EXPECT_NEAR(static_cast<double>(s.change_step), 1000, 2) << s.layer;
+      EXPECT_GE(s.step, 1000);
+      EXPECT_LE(s.step, 1010);
+      EXPECT_GT(s.size, 0.5);
+      bool turned_transient = false;
+      for (const EvalTransition& t : r.transitions) {
+        // (by R or, at the latest, by the shift itself)
+        turned_transient |= t.layer == s.layer && t.step >= 1000 && t.step <= s.step &&
+                            t.to == "transient";
+      }
+      EXPECT_TRUE(turned_transient) << "layer " << s.layer;
+    }
+    const EvalResult* x = Find(r, "sw_avg(100)", 10, "all");
+    ASSERT_NE(x, nullptr);
+    l1[restart ? 0 : 1] = x->l1;
+  }
+  EXPECT_LT(l1[0], l1[1]);
 }
 
 TEST(EvaluatorTest, RejectsBadOptions) {
