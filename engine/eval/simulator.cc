@@ -224,8 +224,12 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
       request.num_gpus = o.num_gpus;
       request.current_phy2log = phy2log;
       request.options = paying_options;
-      request.horizon = o.interval;
+      // A plan is only sure to serve until the next check: moves must pay
+      // within check_every steps (the forecast is for the same horizon).
+      request.horizon = check_every;
       request.migration = model;
+      request.migration->horizon_steps = check_every;
+      request.options.migration->horizon_steps = check_every;
       MOECAST_ASSIGN_OR_RETURN(PlacementRecommendation r,
                                engine->RecommendPlacement(job, request));
       report.plan_ms_total += r.plan.plan_ms;
