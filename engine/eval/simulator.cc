@@ -197,6 +197,7 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
     return d.migration_s;
   };
 
+  int64_t last_adopted = 0;  // moecast: step of its last rebalance
   for (int64_t t = 0; t < n; ++t) {
     const bool decision_point = t > 0 && t % o.interval == 0;
     if ((o.policy == "periodic" || o.policy == "oracle") && decision_point) {
@@ -224,12 +225,15 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
       request.num_gpus = o.num_gpus;
       request.current_phy2log = phy2log;
       request.options = paying_options;
-      // A plan is only sure to serve until the next check: moves must pay
-      // within check_every steps (the forecast is for the same horizon).
-      request.horizon = check_every;
+      // How long the new placement will serve: as long as the one in force
+      // has so far (at least one check interval, at most `interval`), so
+      // that frequent rebalancing shortens the horizon moves must pay in.
+      const int horizon = static_cast<int>(std::clamp<int64_t>(
+          t - last_adopted, check_every, std::max(check_every, o.interval)));
+      request.horizon = horizon;
       request.migration = model;
-      request.migration->horizon_steps = check_every;
-      request.options.migration->horizon_steps = check_every;
+      request.migration->horizon_steps = horizon;
+      request.options.migration->horizon_steps = horizon;
       MOECAST_ASSIGN_OR_RETURN(PlacementRecommendation r,
                                engine->RecommendPlacement(job, request));
       report.plan_ms_total += r.plan.plan_ms;
@@ -240,6 +244,7 @@ absl::StatusOr<SimulateReport> Simulate(TraceReader& reader,
       }
       if (r.decision->rebalance) {
         adopt(t, r.plan, r.decision->migration_s, r.decision->reason);
+        last_adopted = t;
       } else {
         SimulateDecision d;
         d.step = t;

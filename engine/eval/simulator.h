@@ -10,11 +10,13 @@
 //             `interval` steps (the future: a bound for policies that act
 //             every `interval` steps), always adopted;
 //   moecast   every `check_every` steps (default: min(interval, 100)): the
-//             engine's RecommendPlacement on its forecasts (horizon
-//             `check_every`: a plan is only sure to serve until the next
-//             check, so its moves must pay within it; upper bounds for
-//             transient layers; default mode from the current placement),
-//             adopted only when the migration-aware decision says it pays.
+//             engine's RecommendPlacement on its forecasts (horizon H =
+//             the steps the placement in force has served so far, clamped to
+//             [check_every, interval]: a new placement is expected to serve
+//             as long as the last one did, so frequent rebalancing shortens
+//             the horizon its moves must pay in; upper bounds for transient
+//             layers; default mode from the current placement), adopted only
+//             when the migration-aware decision says it pays.
 // The oracle and moecast plan with the migration model (placement.h,
 // PlacementOptions::migration), so they move only what pays over the
 // horizon; periodic moves whatever eplb's new plan moves.
