@@ -14,6 +14,17 @@
 //   BM_Observe          Observe alone (the ingest-path cost).
 //   BM_ForecastCached   Forecast again at the same step (network not re-run).
 //   BM_ForecastPath100  ForecastPath(100) at the same step.
+//
+// The per-expert `lstm_e` (lstm_e.h), random weights of the shipped file's
+// shape (H = 16, 1 layer, lookback 16 blocks of 16 steps, anchor 16,
+// horizons 1, 10, 100, 1000):
+//   BM_EObserveForecast4 one layer: Observe + Forecast at 1, 10, 100, 1000
+//                        (argument: M).
+//   BM_Step58            one step of a 58-layer job: for every layer, Observe
+//                        + Forecast at the scored horizons 1, 10, 100, 1000,
+//                        with lstm_e, the M-specific lstm (H = 32), or the
+//                        bank's sw_avg(100) / ema(0.9) as baselines in the
+//                        same binary (arguments: M, predictor).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -27,6 +38,8 @@
 #include "absl/types/span.h"
 #include "benchmark/benchmark.h"
 #include "engine/predict/lstm/lstm.h"
+#include "engine/predict/lstm/lstm_e.h"
+#include "engine/predict/predictor_factory.h"
 #include "engine/predict/predictor.h"
 
 namespace moecast {
@@ -158,6 +171,130 @@ void BM_ForecastPath100(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
   }
 }
+
+LstmEModel RandomEModel(int H, int num_layers) {
+  std::mt19937 rng(43);
+  std::uniform_real_distribution<float> u(-1.0f / std::sqrt(static_cast<float>(H)),
+                                          1.0f / std::sqrt(static_cast<float>(H)));
+  auto fill = [&](int64_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = u(rng);
+    return v;
+  };
+  LstmEModel m;
+  m.hidden = H;
+  m.lookback = 16;
+  m.block = 16;
+  m.anchor_window = 16;
+  m.horizons = {1, 10, 100, 1000};
+  m.input_clip = 8.0f;
+  m.output_scale = 30.0f;
+  m.description = "random weights for lstm_benchmark";
+  for (int l = 0; l < num_layers; ++l) {
+    LstmEModel::Layer layer;
+    layer.weight_ih = fill(int64_t{4} * H * (l == 0 ? LstmEModel::kFeatures : H));
+    layer.weight_hh = fill(int64_t{4} * H * H);
+    layer.bias_ih = fill(4 * H);
+    layer.bias_hh = fill(4 * H);
+    m.layers.push_back(std::move(layer));
+  }
+  m.head_weight = fill(int64_t{4} * H);
+  m.head_bias = fill(4);
+  return m;
+}
+
+std::vector<std::vector<double>> RandomSteps(int M) {
+  std::mt19937 rng(7);
+  std::gamma_distribution<double> g(2.0, 1.0);
+  std::vector<std::vector<double>> steps(1024, std::vector<double>(M));
+  for (auto& row : steps) {
+    double sum = 0;
+    for (double& v : row) sum += (v = g(rng));
+    for (double& v : row) v /= sum;
+  }
+  return steps;
+}
+
+template <typename T>
+T OrDie(absl::StatusOr<T> v) {
+  if (!v.ok()) {
+    std::fprintf(stderr, "%s\n", v.status().ToString().c_str());
+    std::abort();
+  }
+  return *std::move(v);
+}
+
+// Predictors of one kind for `layers` layers of M experts (0: lstm_e,
+// 1: M-specific lstm H = 32, 2: sw_avg(100), 3: ema(0.9)).
+std::vector<std::unique_ptr<Predictor>> MakeLayers(int kind, int M, int layers,
+                                                    std::string* label) {
+  std::vector<std::unique_ptr<Predictor>> out;
+  if (kind == 0) {
+    auto w = OrDie(LstmEWeights::FromModel(RandomEModel(16, 1), "random"));
+    *label = "lstm_e(H=16)";
+    for (int l = 0; l < layers; ++l) out.push_back(OrDie(MakeLstmEPredictor(M, w)));
+  } else if (kind == 1) {
+    auto w = OrDie(LstmWeights::FromModel(RandomModel(M, 32), "random"));
+    *label = "lstm(H=32)";
+    for (int l = 0; l < layers; ++l) out.push_back(OrDie(MakeLstmPredictor(M, w)));
+  } else {
+    *label = kind == 2 ? "sw_avg(100)" : "ema(0.9)";
+    for (int l = 0; l < layers; ++l) out.push_back(OrDie(MakePredictor(*label, M)));
+  }
+  return out;
+}
+
+void BM_EObserveForecast4(benchmark::State& state) {
+  const int M = state.range(0);
+  auto w = OrDie(LstmEWeights::FromModel(RandomEModel(16, 1), "random"));
+  std::unique_ptr<Predictor> p = OrDie(MakeLstmEPredictor(M, w));
+  const auto steps = RandomSteps(M);
+  for (int t = 0; t < 512; ++t) p->Observe(steps[t & 1023]);
+  std::vector<double> out(M);
+  size_t t = 0;
+  for (auto _ : state) {
+    p->Observe(steps[t++ & 1023]);
+    for (int h : {1, 10, 100, 1000}) {
+      p->Forecast(h, absl::MakeSpan(out));
+      benchmark::DoNotOptimize(out.data());
+    }
+  }
+  state.counters["mem_KiB"] = p->MemoryBytes() / 1024.0;
+}
+
+void BM_Step58(benchmark::State& state) {
+  const int M = state.range(0), kind = state.range(1);
+  const int kLayers = 58;
+  std::string label;
+  auto layers = MakeLayers(kind, M, kLayers, &label);
+  state.SetLabel(label);
+  const auto steps = RandomSteps(M);
+  for (int t = 0; t < 512; ++t) {
+    for (auto& p : layers) p->Observe(steps[(t * 7) & 1023]);
+  }
+  std::vector<double> out(M);
+  size_t t = 0;
+  for (auto _ : state) {
+    for (int l = 0; l < kLayers; ++l) {
+      layers[l]->Observe(steps[(t + 31 * l) & 1023]);
+      for (int h : {1, 10, 100, 1000}) {
+        layers[l]->Forecast(h, absl::MakeSpan(out));
+        benchmark::DoNotOptimize(out.data());
+      }
+    }
+    ++t;
+  }
+}
+
+BENCHMARK(BM_EObserveForecast4)->Arg(16)->Arg(32)->Arg(256);
+BENCHMARK(BM_Step58)
+    ->Args({256, 0})
+    ->Args({256, 1})
+    ->Args({256, 2})
+    ->Args({256, 3})
+    ->Args({16, 0})
+    ->Args({16, 1})
+    ->Unit(benchmark::kMicrosecond);
 
 #define MOECAST_LSTM_SHAPES Args({16, 32})->Args({256, 32})->Args({256, 64})
 

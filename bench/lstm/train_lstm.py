@@ -450,9 +450,384 @@ def train(args, log):
     return cfg, model, serieses, split, train_time
 
 
+# ============================================================================= per-expert model
+#
+# `lstm_e` (engine/predict/lstm/lstm_e.h): ONE small LSTM, shared by every expert, run on each
+# expert's own series, so the same weights serve any number of experts M. For one expert e with
+# n >= 1 steps observed, n' = min(n, lookback*block):
+#   x_j    block means of p_e over the last n' steps (blocks aligned to the newest step)
+#   a      anchor: mean of the last min(n', anchor_window) steps of p_e
+#   s      noise: sqrt(sum of (p_e(t) - p_e(t-1))^2 over the n'-1 consecutive pairs of the
+#          window / (2 (n'-1))), 0 when n' = 1; d = max(s, 1e-6)
+#   inputs per block j (3 features):
+#          clip((x_j - a) / d, -input_clip, input_clip),
+#          ln(max(M a, 1e-4)),  ln(d / max(a, 1e-9))   (scale-free context, same for every block)
+#   heads  y_k = a + output_scale * d * (w_k . h + b_k)  (K horizons)
+# The engine then clips and renormalises across experts.
+
+PE_MAGIC = b"MOECLSTE"
+PE_VERSION = 1
+PE_FEATURES = 3
+PE_NOISE_FLOOR = 1e-6
+PE_LEVEL_FLOOR = 1e-4
+PE_A_FLOOR = 1e-9
+
+
+class PeConfig:
+    def __init__(self, H, num_layers, lookback, block, anchor_window, horizons, input_clip, output_scale):
+        self.H, self.num_layers = H, num_layers
+        self.lookback, self.block, self.anchor_window = lookback, block, anchor_window
+        self.horizons = list(horizons)
+        self.input_clip, self.output_scale = input_clip, output_scale
+
+    @property
+    def window(self):
+        return self.lookback * self.block
+
+
+class PeLstm(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.lstm = nn.LSTM(PE_FEATURES, cfg.H, num_layers=cfg.num_layers, batch_first=True)
+        self.head = nn.Linear(cfg.H, len(cfg.horizons))
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, u, a, d):
+        """u [N, blocks, 3] features, a [N] anchors, d [N] noise scales -> [N, K] horizon means."""
+        out, _ = self.lstm(u)
+        return a[:, None] + self.cfg.output_scale * d[:, None] * self.head(out[:, -1])
+
+
+def pe_context(a, d, M):
+    c1 = np.log(np.maximum(M * a, PE_LEVEL_FLOOR))
+    c2 = np.log(d / np.maximum(a, PE_A_FLOOR))
+    return c1, c2
+
+
+def pe_assemble(x, a, d, M, cfg):
+    """x [..., blocks], a [...], d [...] -> features [..., blocks, 3] (float64)."""
+    c1, c2 = pe_context(a, d, M)
+    u = np.clip((x - a[..., None]) / d[..., None], -cfg.input_clip, cfg.input_clip)
+    f = np.empty(x.shape + (PE_FEATURES,))
+    f[..., 0] = u
+    f[..., 1] = c1[..., None]
+    f[..., 2] = c2[..., None]
+    return f
+
+
+class PeSeries(Series):
+    def __init__(self, counts):
+        super().__init__(counts)
+        d2 = np.diff(self.P, axis=0) ** 2  # d2[i] = (P[i+1] - P[i])^2
+        self.cumD2 = np.concatenate([np.zeros((1, self.M)), np.cumsum(d2, axis=0)])
+
+
+def pe_features(s, t, cfg):
+    """Full-window features for origins t (array): f [N, M, blocks, 3], a [N, M], d [N, M]."""
+    B, Lb, W = cfg.block, cfg.lookback, cfg.window
+    ends = t[:, None] - (Lb - 1 - np.arange(Lb))[None, :] * B
+    x = s.mean_p(ends - B + 1, ends + 1)  # [N, Lb, M]
+    a = s.mean_p(t - cfg.anchor_window + 1, t + 1)
+    # pairs (t-W+1, t-W+2) .. (t-1, t): d2 indices t-W+1 .. t-1
+    ss = (s.cumD2[t] - s.cumD2[t - W + 1]) / (2.0 * (W - 1))
+    d = np.maximum(np.sqrt(ss), PE_NOISE_FLOOR)
+    f = pe_assemble(np.transpose(x, (0, 2, 1)), a, d, s.M, cfg)
+    return f, a, d
+
+
+def pe_window_inputs(window, cfg):
+    """The C++ semantics for any window [n, M]: features [M, blocks, 3], a [M], d [M]."""
+    window = np.asarray(window, dtype=np.float64)
+    M = window.shape[1]
+    n = min(len(window), cfg.window)
+    w = window[len(window) - n:]
+    nb = -(-n // cfg.block)
+    a = w[n - min(n, cfg.anchor_window):].mean(axis=0)
+    if n >= 2:
+        ss = (np.diff(w, axis=0) ** 2).sum(axis=0) / (2.0 * (n - 1))
+    else:
+        ss = np.zeros(M)
+    d = np.maximum(np.sqrt(ss), PE_NOISE_FLOOR)
+    x = np.zeros((M, nb))
+    for j in range(nb):
+        end = n - (nb - 1 - j) * cfg.block
+        start = max(0, end - cfg.block)
+        x[:, j] = w[start:end].mean(axis=0)
+    return pe_assemble(x, a, d, M, cfg), a, d
+
+
+def pe_write_weights(path, model, description):
+    cfg = model.cfg
+    sd = {k: v.detach().to(torch.float32).contiguous().numpy() for k, v in model.state_dict().items()}
+    desc = description.encode("utf-8")
+    out = bytearray(PE_MAGIC)
+    out += struct.pack("<9I", PE_VERSION, PE_FEATURES, cfg.H, cfg.num_layers, cfg.lookback, cfg.block,
+                       cfg.anchor_window, len(cfg.horizons), len(desc))
+    out += struct.pack("<%dI" % len(cfg.horizons), *cfg.horizons)
+    out += struct.pack("<2f", cfg.input_clip, cfg.output_scale)
+    out += desc
+    for name in pe_tensor_names(cfg):
+        out += sd[name].astype("<f4").tobytes(order="C")
+    with open(path, "wb") as fh:
+        fh.write(bytes(out))
+    return len(out)
+
+
+def pe_tensor_names(cfg):
+    names = []
+    for l in range(cfg.num_layers):
+        names += ["lstm.weight_ih_l%d" % l, "lstm.weight_hh_l%d" % l, "lstm.bias_ih_l%d" % l, "lstm.bias_hh_l%d" % l]
+    return names + ["head.weight", "head.bias"]
+
+
+def pe_read_weights(path):
+    data = open(path, "rb").read()
+    assert data[:8] == PE_MAGIC, "bad magic"
+    ver, F, H, nl, lb, blk, aw, K, dl = struct.unpack_from("<9I", data, 8)
+    assert ver == PE_VERSION and F == PE_FEATURES
+    off = 8 + 36
+    hz = list(struct.unpack_from("<%dI" % K, data, off)); off += 4 * K
+    clip, osc = struct.unpack_from("<2f", data, off); off += 8
+    desc = data[off:off + dl].decode("utf-8"); off += dl
+    cfg = PeConfig(H, nl, lb, blk, aw, hz, clip, osc)
+    model = PeLstm(cfg)
+    sd = model.state_dict()
+    for n in pe_tensor_names(cfg):
+        cnt = sd[n].numel()
+        sd[n] = torch.from_numpy(np.frombuffer(data, "<f4", cnt, off).copy()).view(sd[n].shape)
+        off += 4 * cnt
+    assert off == len(data), "trailing bytes"
+    model.load_state_dict(sd)
+    return cfg, model, desc
+
+
+def pe_predict(model, f, a, d, batch=65536):
+    """Raw head means for flattened samples f [N, blocks, 3], a [N], d [N] -> [N, K]."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(f), batch):
+            out.append(model(torch.from_numpy(f[i:i + batch]).float(), torch.from_numpy(a[i:i + batch]).float(),
+                             torch.from_numpy(d[i:i + batch]).float()).double().numpy())
+    return np.concatenate(out)
+
+
+def pe_forecast_layer(model, f, a, d):
+    """f [N, M, blocks, 3] -> raw forecasts [N, K, M]."""
+    N, M = a.shape
+    y = pe_predict(model, f.reshape(N * M, f.shape[2], PE_FEATURES), a.reshape(-1), d.reshape(-1))
+    return np.transpose(y.reshape(N, M, -1), (0, 2, 1))
+
+
+def normalise(p):
+    """The engine's NormalizeForecast: clip at 0 and rescale to sum 1 (uniform if all 0)."""
+    p = np.maximum(p, 0.0)
+    s = p.sum(axis=-1, keepdims=True)
+    return np.where(s > 0, p / np.where(s > 0, s, 1), 1.0 / p.shape[-1])
+
+
+def pe_build_set(serieses, cfg, t_lo, t_hi, target_end, stride, offset=0):
+    F, A, D, Y, MASK, TR = [], [], [], [], [], []
+    for s in serieses:
+        hi = min(t_hi, s.T - 1)
+        t = np.arange(max(t_lo, cfg.window - 1) + offset, hi, stride)
+        if len(t) == 0:
+            continue
+        f, a, d = pe_features(s, t, cfg)
+        y = np.zeros((len(t), s.M, len(cfg.horizons)))
+        m = np.zeros((len(t), s.M, len(cfg.horizons)))
+        for k, h in enumerate(cfg.horizons):
+            ok = t + h < min(target_end, s.T)
+            y[ok, :, k] = s.target(t[ok], h)
+            m[ok, :, k] = 1.0
+        F.append(f.reshape(-1, cfg.lookback, PE_FEATURES)); A.append(a.reshape(-1)); D.append(d.reshape(-1))
+        Y.append(y.reshape(-1, len(cfg.horizons))); MASK.append(m.reshape(-1, len(cfg.horizons)))
+    return [np.concatenate(x) for x in (F, A, D, Y, MASK)]
+
+
+def pe_evaluate(model, serieses, cfg, t_lo, t_hi, stride):
+    """L1_h (sum over experts of |normalised forecast - realised mean|, mean over origins and
+    layers) for lstm_e and baselines on origins in [t_lo, t_hi) with complete targets."""
+    names = ["last_value", "sw_avg(100)", "anchor(%d)" % cfg.anchor_window, "lstm_e"]
+    rows = {n: [] for n in names}
+    counts = []
+    for k, h in enumerate(cfg.horizons):
+        err = {n: 0.0 for n in names}
+        cnt = 0
+        for s in serieses:
+            t = np.arange(max(t_lo, cfg.window - 1), min(t_hi, s.T - h), stride)
+            if len(t) == 0:
+                continue
+            f, a, d = pe_features(s, t, cfg)
+            y = s.target(t, h)
+            preds = {"last_value": s.P[t], "sw_avg(100)": s.mean_p(t - 99, t + 1),
+                     names[2]: a, "lstm_e": pe_forecast_layer(model, f, a, d)[:, k]}
+            for n in names:
+                err[n] += float(np.abs(normalise(preds[n]) - y).sum(axis=1).sum())
+            cnt += len(t)
+        for n in names:
+            rows[n].append(err[n] / cnt if cnt else float("nan"))
+        counts.append(cnt)
+    return rows, counts
+
+
+def pe_print_table(title, horizons, rows, counts, log):
+    log(title)
+    log("  %-18s %s" % ("L1_h", "".join("%11s" % ("h=%d" % h) for h in horizons)))
+    for n, v in rows.items():
+        log("  %-18s %s" % (n, "".join("%11.5f" % x for x in v)))
+    log("  %-18s %s" % ("lstm_e/sw_avg(100)", "".join("%11.3f" % (a / b) for a, b in zip(rows["lstm_e"], rows["sw_avg(100)"]))))
+    log("  %-18s %s" % ("origins x layers", "".join("%11d" % c for c in counts)))
+
+
+def pe_golden(path, weights_path, cases, hs):
+    """Golden file (same text format as the M-specific model's, one M per file)."""
+    cfg, model, _ = pe_read_weights(weights_path)
+    model64 = model.double().eval()
+    M = cases[0].shape[1]
+    lines = ["moecast-lstm-golden 1", "experts %d" % M, "horizons %d %s" % (len(hs), " ".join(map(str, hs))),
+             "cases %d" % len(cases)]
+    for window in cases:
+        window = np.array([[float("%.8g" % v) for v in row] for row in window], dtype=np.float64)
+        f, a, d = pe_window_inputs(window, cfg)
+        with torch.no_grad():
+            means = model64(torch.from_numpy(f), torch.from_numpy(a), torch.from_numpy(d)).numpy().T  # [K, M]
+        lines.append("window %d" % len(window))
+        lines += [" ".join("%.8g" % v for v in row) for row in window]
+        lines.append("forecast")
+        lines += [" ".join("%.17g" % v for v in interpolate(cfg.horizons, means, h)) for h in hs]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def pe_main(args, log):
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    horizons = [int(h) for h in args.horizons.split(",")]
+    cfg = PeConfig(args.hidden, args.layers, args.lookback, args.block, args.anchor, horizons,
+                   args.input_clip, 1.0)
+    strides = [int(x) for x in args.train_stride.split(",")] if args.train_stride else [1] * len(args.train)
+    if len(strides) != len(args.train):
+        raise SystemExit("--train-stride needs one stride per --train trace")
+    traces = []
+    for path, stride in zip(args.train, strides):
+        C = read_counts(path)
+        T, L, M = C.shape
+        split = int(round(T * args.train_frac))
+        traces.append((path, [PeSeries(C[:, l]) for l in range(L)], split, stride))
+        log("train trace %s: %d steps x %d layers x %d experts; train steps [0,%d), held-out origins [%d,%d), "
+            "training origins every %d-th" % (path, T, L, M, split, split, T, stride))
+    log("config: H=%d layers=%d lookback=%d blocks x block=%d steps (window %d), anchor=%d, horizons=%s, clip=%g"
+        % (cfg.H, cfg.num_layers, cfg.lookback, cfg.block, cfg.window, cfg.anchor_window, horizons, cfg.input_clip))
+
+    # Training samples (one per origin and expert), and per trace and horizon the anchor's
+    # mean per-expert L1, which normalises the loss so every trace and horizon weighs alike.
+    sets, resid = [], []
+    for path, ss, split, stride in traces:
+        f, a, d, y, m = pe_build_set(ss, cfg, 0, split, split, stride)
+        base = (np.abs(y - a[:, None]) * m).sum(0) / m.sum(0)
+        sets.append((f, a, d, y, m, np.broadcast_to(1.0 / base, m.shape) * m))
+        resid.append((((y - a[:, None]) / d[:, None]) * m)[m > 0])
+        log("  %s: %d training samples (origin x layer x expert); anchor per-expert L1 %s"
+            % (os.path.basename(path), len(a), " ".join("%.5f" % b for b in base)))
+    r = np.concatenate(resid)
+    cfg.output_scale = float(np.float32(np.sqrt(np.mean(r ** 2))))
+    log("output_scale (RMS of (target - anchor) / d) = %.6g" % cfg.output_scale)
+    Ft, At, Dt, Yt, Mt, Wt = (torch.from_numpy(np.concatenate([s[i] for s in sets])).float() for i in range(6))
+    n = len(At)
+    # Held-out sets: origins >= split of each training trace (every 4th origin).
+    val = []
+    for path, ss, split, stride in traces:
+        f, a, d, y, m = pe_build_set(ss, cfg, split, ss[0].T, ss[0].T, 4)
+        base = (np.abs(y - a[:, None]) * m).sum(0) / np.maximum(m.sum(0), 1)
+        val.append((f, a, d, y, m, base))
+
+    def val_loss(mdl):
+        tot = []
+        for f, a, d, y, m, base in val:
+            p = pe_predict(mdl, f, a, d)
+            ok = m.sum(0) > 0  # horizons with a complete target in the held-out part
+            tot.append(((np.abs(p - y) * m).sum(0)[ok] / m.sum(0)[ok] / base[ok]).mean())
+        return float(np.mean(tot)), tot
+
+    model = PeLstm(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    best = (float("inf"), None, -1)
+    t0 = time.time()
+    for epoch in range(args.epochs):
+        for g in opt.param_groups:
+            g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs)))
+        perm = torch.from_numpy(rng.permutation(n))
+        tot, nb = 0.0, 0
+        model.train()
+        for i in range(0, n, args.batch):
+            idx = perm[i:i + args.batch]
+            pred = model(Ft[idx], At[idx], Dt[idx])
+            loss = ((pred - Yt[idx]).abs() * Wt[idx]).sum() / Mt[idx].sum().clamp(min=1)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            tot += float(loss); nb += 1
+        model.eval()
+        vl, per = val_loss(model)
+        log("epoch %2d  train loss %.4f  held-out loss %.4f (1 = anchor; per trace %s)  %.0fs"
+            % (epoch, tot / nb, vl, " ".join("%.4f" % x for x in per), time.time() - t0))
+        if vl < best[0]:
+            best = (vl, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
+        if time.time() - t0 > args.max_seconds:
+            log("time budget reached")
+            break
+    model.load_state_dict(best[1])
+    log("kept epoch %d (held-out loss %.4f); training time %.0fs on 1 thread" % (best[2], best[0], time.time() - t0))
+    desc = json.dumps({"trained_on": {os.path.basename(p): [0, sp] for p, _, sp, _ in traces},
+                       "seed": args.seed, "script": "bench/lstm/train_lstm.py --per-expert"}, sort_keys=True)
+    size = pe_write_weights(args.out, model, desc)
+    log("wrote %s (%d bytes)" % (args.out, size))
+
+    cfg, model, _ = pe_read_weights(args.out)
+    model.eval()
+    for path, ss, split, stride in traces:
+        rows, counts = pe_evaluate(model, ss, cfg, split, ss[0].T, 1)
+        pe_print_table("held out: %s, origins >= %d (all layers; forecasts clipped and renormalised)"
+                       % (os.path.basename(path), split), cfg.horizons, rows, counts, log)
+    for path in args.eval:
+        C = read_counts(path)
+        ss = [PeSeries(C[:, l]) for l in range(C.shape[1])]
+        rows, counts = pe_evaluate(model, ss, cfg, 0, C.shape[0], args.eval_stride)
+        pe_print_table("never seen: %s (%d steps x %d layers x %d experts; every %d-th origin)"
+                       % (os.path.basename(path), C.shape[0], C.shape[1], C.shape[2], args.eval_stride),
+                       cfg.horizons, rows, counts, log)
+
+    # Golden files: M = 16 (tiny_moe windows) and M = 256 (random shares), same weights.
+    base = os.path.splitext(args.out)[0]
+    hs = [1, 2, 5, 10, 50, 100, 300, 1000, 2000]
+    W = cfg.window
+    s0 = traces[0][1][0]
+    g16 = [s0.P[1000 - W + 1:1001], s0.P[2000:2000 + W + 5], s0.P[50:50 + cfg.block * 2 + 3], s0.P[7:8]]
+    pe_golden(base + ".m16.golden.txt", args.out, g16, hs)
+    grng = np.random.default_rng(args.seed + 7)
+    conc = np.exp(grng.normal(0, 1.5, 256))
+    P = grng.dirichlet(conc * 20, size=W + 40)
+    P[:, :3] = 0.0  # dead experts
+    P /= P.sum(axis=1, keepdims=True)
+    g256 = [P[:40], P[5:5 + cfg.block + 1], P[:1]]
+    pe_golden(base + ".m256.golden.txt", args.out, g256, hs)
+    log("wrote %s.m16.golden.txt and %s.m256.golden.txt" % (base, base))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", help="counts trace to train on")
+    ap.add_argument("--train", action="append", default=[],
+                    help="counts trace to train on (repeat with --per-expert for several traces)")
+    ap.add_argument("--per-expert", action="store_true",
+                    help="train the per-expert model (lstm_e: one LSTM shared by all experts, any M)")
+    ap.add_argument("--train-stride", default="",
+                    help="--per-expert: comma-separated origin stride per --train trace (default 1)")
+    ap.add_argument("--input-clip", type=float, default=8.0, help="--per-expert: |input| clip")
     ap.add_argument("--eval", action="append", default=[], help="other counts traces to evaluate on")
     ap.add_argument("--out", help="weights file to write (a .golden.txt and .log are written next to it)")
     ap.add_argument("--hidden", type=int, default=32)
@@ -470,8 +845,28 @@ def main():
     ap.add_argument("--eval-stride", type=int, default=5)
     ap.add_argument("--test-fixture", help="write a small random 2-layer model PREFIX.lstm and "
                     "PREFIX.golden.txt for the C++ tests, then exit")
+    ap.add_argument("--test-fixture-e", help="write a small random 2-layer per-expert model PREFIX.lstm "
+                    "and PREFIX.golden.txt (M = 5) for the C++ tests, then exit")
     args = ap.parse_args()
     torch.set_num_threads(1)
+
+    if args.test_fixture_e:
+        torch.manual_seed(args.seed)
+        rng = np.random.default_rng(args.seed)
+        cfg = PeConfig(3, 2, 4, 3, 5, [1, 4, 20], 1.5, 0.5)
+        model = PeLstm(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.uniform_(-0.8, 0.8)
+        pe_write_weights(args.test_fixture_e + ".lstm", model, "test fixture: random weights, 2 layers")
+        props = rng.dirichlet(np.ones(5) * 2, size=40)
+        props[:, 4] = 0.0  # a dead expert
+        props /= props.sum(axis=1, keepdims=True)
+        cases = [props[:12], props[3:4], props[:5], props[10:40], props[:14]]
+        pe_golden(args.test_fixture_e + ".golden.txt", args.test_fixture_e + ".lstm", cases,
+                  [1, 2, 4, 7, 20, 21, 100])
+        print("wrote %s.lstm and .golden.txt" % args.test_fixture_e)
+        return
 
     if args.test_fixture:
         torch.manual_seed(args.seed)
@@ -492,6 +887,8 @@ def main():
 
     if not (args.train and args.out):
         ap.error("--train and --out are required")
+    if not args.per_expert and len(args.train) != 1:
+        ap.error("the M-specific model trains on one --train trace (use --per-expert for several)")
     logf = open(os.path.splitext(args.out)[0] + ".train.log", "w")
 
     def log(msg):
@@ -500,6 +897,11 @@ def main():
 
     log("command: %s" % " ".join(sys.argv))
     log("torch %s, numpy %s, seed %d, 1 thread" % (torch.__version__, np.__version__, args.seed))
+    if args.per_expert:
+        pe_main(args, log)
+        log("total %.0fs" % (time.time() - T_START))
+        return
+    args.train = args.train[0]
     cfg, model, serieses, split, train_time = train(args, log)
 
     desc = json.dumps({"trained_on": os.path.basename(args.train), "steps": [0, split],

@@ -10,6 +10,7 @@
 #include "engine/predict/arima/arima.h"
 #include "engine/predict/basic_predictors.h"
 #include "engine/predict/lstm/lstm.h"
+#include "engine/predict/lstm/lstm_e.h"
 
 namespace moecast {
 namespace {
@@ -50,7 +51,7 @@ absl::Status ArgCount(absl::string_view text, const std::vector<std::string>& ar
 std::string KnownPredictorsHelp() {
   return "last_value, sw_avg(W) (default W=100), ema(theta) (default 0.9), "
          "ewm(W) (span, default 1000), holt, arima(p,d,q) (default 5,1,5; append +drift for a drift term), "
-         "lstm(WEIGHTS_FILE)";
+         "lstm(WEIGHTS_FILE), lstm_e(WEIGHTS_FILE) (per-expert LSTM, any number of experts)";
 }
 
 std::vector<std::string> DefaultPredictorNames() {
@@ -128,6 +129,14 @@ absl::StatusOr<std::unique_ptr<Predictor>> MakePredictor(absl::string_view name,
           "lstm(PATH)"));
     }
     return MakeLstmPredictor(num_experts, args[0]);
+  }
+  if (kind == "lstm_e") {
+    if (args.size() != 1 || args[0].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "predictor '", name, "' takes the path of its weights file: "
+          "lstm_e(PATH)"));
+    }
+    return MakeLstmEPredictor(num_experts, args[0]);
   }
   if (kind == "holt") {
     if (absl::Status s = ArgCount(name, args, 0); !s.ok()) return s;

@@ -3,9 +3,11 @@
 //
 //   last_value | sw_avg | sw_avg(W) | ema | ema(theta) | holt
 //   | arima | arima(p,d,q) | arima(p,d,q)+drift | lstm(WEIGHTS_FILE)
+//   | lstm_e(WEIGHTS_FILE)
 //
 // lstm's weights file (format in lstm/lstm.h) must match the stream's number
-// of experts; its path may not contain ',' or ')'.
+// of experts; lstm_e's (per-expert, lstm/lstm_e.h) serves any number. Their
+// paths may not contain ',' or ')'.
 // Defaults: sw_avg(100), ema(0.9), arima(5,1,5) without drift. A name with parameters is normalised to
 // the predictor's own name (e.g. "ema(0.90)" -> "ema(0.9)").
 //

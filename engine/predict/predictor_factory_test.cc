@@ -53,6 +53,20 @@ TEST(PredictorFactoryTest, BuildsAnLstmFromItsWeights) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lstm(PATH)")));
 }
 
+TEST(PredictorFactoryTest, BuildsAPerExpertLstmForAnyNumberOfExperts) {
+  for (int M : {8, 16, 32, 256}) {
+    ASSERT_OK_AND_ASSIGN(auto p, MakePredictor("lstm_e(bench/lstm/lstm_e_h16.lstm)", M));
+    EXPECT_EQ(p->name(), "lstm_e");
+    EXPECT_EQ(p->num_experts(), M);
+  }
+  EXPECT_THAT(MakePredictor("lstm_e(bench/lstm/tiny_moe_m16.lstm)", 16),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lstm(PATH)")));
+  EXPECT_THAT(MakePredictor("lstm_e(no/such/file.lstm)", 16),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no/such/file.lstm")));
+  EXPECT_THAT(MakePredictor("lstm_e", 16),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lstm_e(PATH)")));
+}
+
 TEST(PredictorFactoryTest, RejectsBadNames) {
   struct Case {
     const char* text;

@@ -191,6 +191,10 @@ absl::StatusOr<LstmModel> DecodeLstmModel(absl::string_view bytes,
         source, ": truncated: ", n, " bytes, ", what, " needs ", need));
   };
   if (n < 8) return truncated(8, "the magic");
+  if (std::memcmp(bytes.data(), "MOECLSTE", 8) == 0) {
+    return Bad(source, "this is a per-expert lstm_e weights file (magic \"MOECLSTE\"), not "
+                       "an M-specific lstm file (\"MOECLSTM\"): load it with lstm_e(PATH)");
+  }
   if (std::memcmp(bytes.data(), LstmModel::kMagic, 8) != 0) {
     return Bad(source, "bad magic: not a moecast LSTM weights file (expected "
                        "the 8 bytes \"MOECLSTM\")");

@@ -11,6 +11,7 @@
 
 #include "absl/types/span.h"
 #include "engine/predict/lstm/lstm.h"
+#include "engine/predict/lstm/lstm_e.h"
 #include "gtest/gtest.h"
 
 extern "C" void* __libc_malloc(size_t size);
@@ -65,6 +66,41 @@ TEST(LstmAllocTest, NoAllocationAfterConstruction) {
   std::vector<double>* v = new std::vector<double>(100);
   EXPECT_GT(g_mallocs.load(), after);
   delete v;
+}
+
+// lstm_e at two numbers of experts, with the trained file (1 layer) and the
+// 2-layer test fixture: the batched products must not allocate either.
+TEST(LstmAllocTest, PerExpertNoAllocationAfterConstruction) {
+  for (const char* file : {"bench/lstm/lstm_e_h16.lstm", "engine/predict/lstm/testdata/tiny_e.lstm"}) {
+    for (int M : {16, 256}) {
+      const int path_steps = 50;
+      std::vector<std::vector<double>> data(400, std::vector<double>(M));
+      uint64_t s = 7;
+      for (auto& row : data) {
+        double sum = 0;
+        for (double& v : row) {
+          s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+          v = 0.01 + static_cast<double>(s >> 11) / 9007199254740992.0;
+          sum += v;
+        }
+        for (double& v : row) v /= sum;
+      }
+      std::vector<double> out(M), path(static_cast<size_t>(path_steps) * M);
+      auto p = MakeLstmEPredictor(M, file);
+      ASSERT_TRUE(p.ok()) << p.status();
+      Predictor* pred = p->get();
+      const int64_t before = g_mallocs.load();
+      for (size_t t = 0; t < data.size(); ++t) {
+        pred->Observe(data[t]);
+        if (t % 3 == 0) pred->Refresh();
+        pred->Forecast(1, absl::MakeSpan(out));
+        pred->Forecast(37, absl::MakeSpan(out));
+        pred->Forecast(5000, absl::MakeSpan(out));
+        if (t % 50 == 0) pred->ForecastPath(path_steps, absl::MakeSpan(path));
+      }
+      EXPECT_EQ(g_mallocs.load() - before, 0) << file << " M=" << M;
+    }
+  }
 }
 
 }  // namespace

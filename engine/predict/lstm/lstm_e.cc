@@ -1,0 +1,609 @@
+#include "engine/predict/lstm/lstm_e.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <utility>
+
+#include "Eigen/Dense"
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+
+namespace moecast {
+namespace {
+
+constexpr int kMaxExperts = 65536;
+constexpr int kMaxHidden = 1024;
+constexpr int kMaxLayers = 16;
+constexpr int kMaxLookback = 65536;
+constexpr int kMaxBlock = 65536;
+constexpr int64_t kMaxWindow = 1 << 20;
+constexpr int kMaxHorizons = 64;
+constexpr int kMaxDescription = 65536;
+constexpr int kMaxHorizon = 1 << 30;
+constexpr size_t kFixedHeaderBytes = 44;  // magic, version, 8 counts
+
+void PutU32(uint32_t v, std::string* out) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void PutF32(float f, std::string* out) {
+  uint32_t v;
+  std::memcpy(&v, &f, 4);
+  PutU32(v, out);
+}
+uint32_t GetU32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<uint32_t>(u[0]) | static_cast<uint32_t>(u[1]) << 8 |
+         static_cast<uint32_t>(u[2]) << 16 | static_cast<uint32_t>(u[3]) << 24;
+}
+float GetF32(const char* p) {
+  const uint32_t v = GetU32(p);
+  float f;
+  std::memcpy(&f, &v, 4);
+  return f;
+}
+
+struct TensorRef {
+  std::string name;
+  int64_t size;
+};
+std::vector<TensorRef> TensorLayout(int64_t H, int64_t num_layers, int64_t K) {
+  std::vector<TensorRef> t;
+  for (int64_t l = 0; l < num_layers; ++l) {
+    const int64_t in = l == 0 ? LstmEModel::kFeatures : H;
+    t.push_back({absl::StrCat("weight_ih_l", l), 4 * H * in});
+    t.push_back({absl::StrCat("weight_hh_l", l), 4 * H * H});
+    t.push_back({absl::StrCat("bias_ih_l", l), 4 * H});
+    t.push_back({absl::StrCat("bias_hh_l", l), 4 * H});
+  }
+  t.push_back({"head_weight", K * H});
+  t.push_back({"head_bias", K});
+  return t;
+}
+
+std::vector<std::vector<float>*> TensorPointers(LstmEModel* m) {
+  std::vector<std::vector<float>*> p;
+  for (auto& l : m->layers) {
+    p.push_back(&l.weight_ih);
+    p.push_back(&l.weight_hh);
+    p.push_back(&l.bias_ih);
+    p.push_back(&l.bias_hh);
+  }
+  p.push_back(&m->head_weight);
+  p.push_back(&m->head_bias);
+  return p;
+}
+
+absl::Status Bad(absl::string_view source, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
+}
+
+absl::Status ValidateShape(int64_t features, int64_t H, int64_t num_layers,
+                           int64_t lookback, int64_t block, int64_t anchor,
+                           const std::vector<int64_t>& horizons, int64_t description_bytes,
+                           absl::string_view source) {
+  auto range = [&](absl::string_view name, int64_t v, int64_t lo,
+                   int64_t hi) -> absl::Status {
+    if (v < lo || v > hi) {
+      return Bad(source, absl::StrCat(name, " = ", v, " is out of range [", lo, ", ",
+                                      hi, "]"));
+    }
+    return absl::OkStatus();
+  };
+  if (features != LstmEModel::kFeatures) {
+    return Bad(source, absl::StrCat("num_features = ", features, ", this build's inputs are ",
+                                    LstmEModel::kFeatures));
+  }
+  absl::Status s;
+  if (!(s = range("hidden", H, 1, kMaxHidden)).ok()) return s;
+  if (!(s = range("num_layers", num_layers, 1, kMaxLayers)).ok()) return s;
+  if (!(s = range("lookback", lookback, 1, kMaxLookback)).ok()) return s;
+  if (!(s = range("block", block, 1, kMaxBlock)).ok()) return s;
+  if (!(s = range("lookback * block", lookback * block, 1, kMaxWindow)).ok()) return s;
+  if (!(s = range("anchor_window", anchor, 1, lookback * block)).ok()) return s;
+  if (!(s = range("num_horizons", static_cast<int64_t>(horizons.size()), 1,
+                  kMaxHorizons)).ok()) {
+    return s;
+  }
+  if (!(s = range("description_bytes", description_bytes, 0, kMaxDescription)).ok()) {
+    return s;
+  }
+  for (size_t k = 0; k < horizons.size(); ++k) {
+    if (!(s = range(absl::StrCat("horizons[", k, "]"), horizons[k], 1, kMaxHorizon)).ok()) {
+      return s;
+    }
+    if (k > 0 && horizons[k] <= horizons[k - 1]) {
+      return Bad(source, absl::StrCat("horizons are not strictly increasing: horizons[", k,
+                                      "] = ", horizons[k], " after ", horizons[k - 1]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateScale(absl::string_view name, float v, absl::string_view source) {
+  if (!std::isfinite(v) || !(v > 0)) {
+    return Bad(source, absl::StrCat(name, " = ", v, " is not a finite positive number"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateLstmEModel(const LstmEModel& m, absl::string_view source) {
+  std::vector<int64_t> horizons(m.horizons.begin(), m.horizons.end());
+  absl::Status s = ValidateShape(LstmEModel::kFeatures, m.hidden, m.num_layers(), m.lookback,
+                                 m.block, m.anchor_window, horizons,
+                                 static_cast<int64_t>(m.description.size()), source);
+  if (!s.ok()) return s;
+  if (!(s = ValidateScale("input_clip", m.input_clip, source)).ok()) return s;
+  if (!(s = ValidateScale("output_scale", m.output_scale, source)).ok()) return s;
+  const std::vector<TensorRef> layout =
+      TensorLayout(m.hidden, m.num_layers(), static_cast<int64_t>(m.horizons.size()));
+  const std::vector<std::vector<float>*> tensors = TensorPointers(const_cast<LstmEModel*>(&m));
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const std::vector<float>& t = *tensors[i];
+    if (static_cast<int64_t>(t.size()) != layout[i].size) {
+      return Bad(source, absl::StrCat(layout[i].name, " has ", t.size(), " values, expected ",
+                                      layout[i].size));
+    }
+    for (size_t j = 0; j < t.size(); ++j) {
+      if (!std::isfinite(t[j])) {
+        return Bad(source, absl::StrCat("non-finite value ", t[j], " in ", layout[i].name,
+                                        " at index ", j));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string EncodeLstmEModel(const LstmEModel& m) {
+  std::string out(LstmEModel::kMagic, 8);
+  PutU32(LstmEModel::kVersion, &out);
+  for (int v : {LstmEModel::kFeatures, m.hidden, m.num_layers(), m.lookback, m.block,
+                m.anchor_window, static_cast<int>(m.horizons.size()),
+                static_cast<int>(m.description.size())}) {
+    PutU32(static_cast<uint32_t>(v), &out);
+  }
+  for (int h : m.horizons) PutU32(static_cast<uint32_t>(h), &out);
+  PutF32(m.input_clip, &out);
+  PutF32(m.output_scale, &out);
+  out += m.description;
+  for (const std::vector<float>* t : TensorPointers(const_cast<LstmEModel*>(&m))) {
+    for (float f : *t) PutF32(f, &out);
+  }
+  return out;
+}
+
+absl::StatusOr<LstmEModel> DecodeLstmEModel(absl::string_view bytes,
+                                            absl::string_view source) {
+  const size_t n = bytes.size();
+  auto truncated = [&](size_t need, absl::string_view what) {
+    return absl::DataLossError(
+        absl::StrCat(source, ": truncated: ", n, " bytes, ", what, " needs ", need));
+  };
+  if (n < 8) return truncated(8, "the magic");
+  if (std::memcmp(bytes.data(), "MOECLSTM", 8) == 0) {
+    return Bad(source, "this is an M-specific lstm weights file (magic \"MOECLSTM\"), not a "
+                       "per-expert lstm_e file (\"MOECLSTE\"): load it with lstm(PATH)");
+  }
+  if (std::memcmp(bytes.data(), LstmEModel::kMagic, 8) != 0) {
+    return Bad(source, "bad magic: not a moecast per-expert LSTM weights file (expected the "
+                       "8 bytes \"MOECLSTE\")");
+  }
+  if (n < 12) return truncated(12, "the version");
+  const uint32_t version = GetU32(bytes.data() + 8);
+  if (version != LstmEModel::kVersion) {
+    return Bad(source, absl::StrCat("unsupported version ", version,
+                                    " (this build reads version ", LstmEModel::kVersion, ")"));
+  }
+  if (n < kFixedHeaderBytes) return truncated(kFixedHeaderBytes, "the header");
+  int64_t f[8];
+  for (int i = 0; i < 8; ++i) f[i] = GetU32(bytes.data() + 12 + 4 * i);
+  const int64_t F = f[0], H = f[1], num_layers = f[2], lookback = f[3], block = f[4],
+                anchor = f[5], K = f[6], D = f[7];
+  if (K < 1 || K > kMaxHorizons) {
+    return Bad(source, absl::StrCat("num_horizons = ", K, " is out of range [1, ",
+                                    kMaxHorizons, "]"));
+  }
+  const size_t header = kFixedHeaderBytes + 4 * K + 8;
+  if (n < header) return truncated(header, "the header with its horizons and scales");
+  std::vector<int64_t> horizons(K);
+  for (int64_t k = 0; k < K; ++k) horizons[k] = GetU32(bytes.data() + kFixedHeaderBytes + 4 * k);
+  absl::Status s = ValidateShape(F, H, num_layers, lookback, block, anchor, horizons, D, source);
+  if (!s.ok()) return s;
+  LstmEModel m;
+  m.hidden = static_cast<int>(H);
+  m.lookback = static_cast<int>(lookback);
+  m.block = static_cast<int>(block);
+  m.anchor_window = static_cast<int>(anchor);
+  m.horizons.assign(horizons.begin(), horizons.end());
+  m.input_clip = GetF32(bytes.data() + header - 8);
+  m.output_scale = GetF32(bytes.data() + header - 4);
+  if (!(s = ValidateScale("input_clip", m.input_clip, source)).ok()) return s;
+  if (!(s = ValidateScale("output_scale", m.output_scale, source)).ok()) return s;
+  const std::vector<TensorRef> layout = TensorLayout(H, num_layers, K);
+  int64_t params = 0;
+  for (const TensorRef& t : layout) params += t.size;
+  const int64_t expected = static_cast<int64_t>(header) + D + 4 * params;
+  if (static_cast<int64_t>(n) < expected) {
+    return truncated(expected, absl::StrCat("a model with H=", H, " num_layers=", num_layers,
+                                            " K=", K));
+  }
+  if (static_cast<int64_t>(n) > expected) {
+    return Bad(source, absl::StrCat("trailing bytes: ", n - expected,
+                                    " after the parameters (the model takes ", expected,
+                                    " bytes)"));
+  }
+  m.description.assign(bytes.data() + header, D);
+  m.layers.resize(num_layers);
+  const std::vector<std::vector<float>*> tensors = TensorPointers(&m);
+  size_t off = header + D;
+  for (size_t i = 0; i < layout.size(); ++i) {
+    std::vector<float>& t = *tensors[i];
+    t.resize(layout[i].size);
+    for (int64_t j = 0; j < layout[i].size; ++j, off += 4) {
+      t[j] = GetF32(bytes.data() + off);
+      if (!std::isfinite(t[j])) {
+        return Bad(source, absl::StrCat("non-finite value ", t[j], " in ", layout[i].name,
+                                        " at index ", j, " (byte offset ", off, ")"));
+      }
+    }
+  }
+  return m;
+}
+
+absl::Status WriteLstmEModel(const LstmEModel& model, const std::string& path) {
+  absl::Status s = ValidateLstmEModel(model, path);
+  if (!s.ok()) return s;
+  const std::string bytes = EncodeLstmEModel(model);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
+  }
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+// ----------------------------------------------------------------------------
+// Inference form.
+
+struct LstmEWeights::Compiled {
+  struct Layer {
+    Eigen::MatrixXf w_ih;  // 4H x in
+    Eigen::MatrixXf w_hh;  // 4H x H
+    Eigen::VectorXf b;     // bias_ih + bias_hh
+  };
+  std::vector<Layer> layers;
+  Eigen::MatrixXf head_w;  // K x H
+  Eigen::VectorXf head_b;  // K
+};
+
+LstmEWeights::LstmEWeights() = default;
+LstmEWeights::~LstmEWeights() = default;
+
+absl::StatusOr<std::shared_ptr<const LstmEWeights>> LstmEWeights::Load(
+    const std::string& path) {
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, ": cannot open: ", err != 0 ? std::strerror(err) : "unknown error"));
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  absl::StatusOr<LstmEModel> model = DecodeLstmEModel(bytes, path);
+  if (!model.ok()) return model.status();
+  return FromModel(*std::move(model), path);
+}
+
+absl::StatusOr<std::shared_ptr<const LstmEWeights>> LstmEWeights::FromModel(
+    LstmEModel model, std::string source) {
+  absl::Status s = ValidateLstmEModel(model, source);
+  if (!s.ok()) return s;
+  std::shared_ptr<LstmEWeights> w(new LstmEWeights());
+  w->compiled_ = std::make_unique<Compiled>();
+  Compiled& c = *w->compiled_;
+  const int H = model.hidden;
+  const int K = static_cast<int>(model.horizons.size());
+  for (int l = 0; l < model.num_layers(); ++l) {
+    const LstmEModel::Layer& src = model.layers[l];
+    const int in = l == 0 ? LstmEModel::kFeatures : H;
+    Compiled::Layer layer;
+    layer.w_ih.resize(4 * H, in);
+    layer.w_hh.resize(4 * H, H);
+    layer.b.resize(4 * H);
+    for (int r = 0; r < 4 * H; ++r) {
+      for (int j = 0; j < in; ++j) layer.w_ih(r, j) = src.weight_ih[int64_t{r} * in + j];
+      for (int j = 0; j < H; ++j) layer.w_hh(r, j) = src.weight_hh[int64_t{r} * H + j];
+      layer.b(r) = static_cast<float>(static_cast<double>(src.bias_ih[r]) +
+                                      static_cast<double>(src.bias_hh[r]));
+    }
+    c.layers.push_back(std::move(layer));
+  }
+  c.head_w.resize(K, H);
+  c.head_b.resize(K);
+  for (int k = 0; k < K; ++k) {
+    for (int j = 0; j < H; ++j) c.head_w(k, j) = model.head_weight[int64_t{k} * H + j];
+    c.head_b(k) = model.head_bias[k];
+  }
+  w->model_ = std::move(model);
+  w->source_ = std::move(source);
+  return std::shared_ptr<const LstmEWeights>(std::move(w));
+}
+
+int64_t LstmEWeights::MemoryBytes() const {
+  int64_t floats = static_cast<int64_t>(model_.head_weight.size() + model_.head_bias.size());
+  for (const auto& l : model_.layers) {
+    floats += l.weight_ih.size() + l.weight_hh.size() + l.bias_ih.size() + l.bias_hh.size();
+  }
+  floats += compiled_->head_w.size() + compiled_->head_b.size();
+  for (const auto& l : compiled_->layers) floats += l.w_ih.size() + l.w_hh.size() + l.b.size();
+  return static_cast<int64_t>(sizeof(*this) + sizeof(Compiled)) + 4 * floats +
+         static_cast<int64_t>(model_.description.size() + source_.size());
+}
+
+// ----------------------------------------------------------------------------
+// The predictor.
+
+namespace {
+
+class LstmEPredictor final : public Predictor {
+ public:
+  LstmEPredictor(int num_experts, std::shared_ptr<const LstmEWeights> weights)
+      : weights_(std::move(weights)),
+        m_(weights_->model()),
+        c_(weights_->compiled()),
+        M_(num_experts),
+        H_(m_.hidden),
+        K_(static_cast<int>(m_.horizons.size())),
+        W_(m_.window()),
+        ring_(static_cast<size_t>(W_) * M_),
+        anchor_(M_),
+        noise_(M_),
+        prev_(M_),
+        blocks_(M_, m_.lookback),
+        ctx_(M_),
+        u_(M_),
+        pre_const_(4 * H_, M_),
+        gates_(4 * H_, M_),
+        act_(4 * H_, M_),
+        h_(H_, M_),
+        cell_(H_, M_),
+        tanh_c_(H_, M_),
+        seq_{Eigen::MatrixXf(m_.num_layers() > 1 ? H_ : 0,
+                             m_.num_layers() > 1 ? int64_t{M_} * m_.lookback : 0),
+             Eigen::MatrixXf(m_.num_layers() > 2 ? H_ : 0,
+                             m_.num_layers() > 2 ? int64_t{M_} * m_.lookback : 0)},
+        head_out_(K_, M_),
+        y_(M_, K_),
+        cum_(M_, K_),
+        step_(M_, K_) {}
+
+  const std::string& name() const override { return name_; }
+  int num_experts() const override { return M_; }
+
+  void Observe(absl::Span<const double> proportions) override {
+    assert(static_cast<int>(proportions.size()) == M_);
+    std::copy(proportions.begin(), proportions.end(), Slot(observed_));
+    ++observed_;
+    dirty_ = true;
+  }
+
+  void Refresh() override {
+    if (dirty_ && observed_ > 0) Compute();
+  }
+
+  void Forecast(int horizon, absl::Span<double> out) override {
+    assert(static_cast<int>(out.size()) == M_);
+    if (observed_ == 0) {
+      std::fill(out.begin(), out.end(), 1.0 / M_);
+      return;
+    }
+    Refresh();
+    double* o = out.data();
+    const int64_t h = std::max(horizon, 1);
+    const std::vector<int>& hz = m_.horizons;
+    if (h >= hz.back()) {
+      for (int e = 0; e < M_; ++e) o[e] = y_(e, K_ - 1);
+      return;
+    }
+    int k = 0;
+    while (hz[k] < h) ++k;  // hz[k-1] < h <= hz[k]
+    const double h_prev = k == 0 ? 0.0 : hz[k - 1];
+    const double inv_h = 1.0 / static_cast<double>(h);
+    for (int e = 0; e < M_; ++e) {
+      const double s_prev = k == 0 ? 0.0 : cum_(e, k - 1);
+      o[e] = (s_prev + (static_cast<double>(h) - h_prev) * step_(e, k)) * inv_h;
+    }
+  }
+
+  void ForecastPath(int steps, absl::Span<double> out) override {
+    assert(static_cast<int64_t>(out.size()) == int64_t{steps} * M_);
+    if (observed_ == 0) {
+      std::fill(out.begin(), out.end(), 1.0 / M_);
+      return;
+    }
+    Refresh();
+    const std::vector<int>& hz = m_.horizons;
+    int k = 0;
+    for (int64_t s = 1; s <= steps; ++s) {
+      while (k < K_ && hz[k] < s) ++k;
+      double* row = out.data() + (s - 1) * M_;
+      if (k == K_) {
+        for (int e = 0; e < M_; ++e) row[e] = y_(e, K_ - 1);
+      } else {
+        for (int e = 0; e < M_; ++e) row[e] = step_(e, k);
+      }
+    }
+  }
+
+  int64_t MemoryBytes() const override {
+    const int64_t doubles = static_cast<int64_t>(ring_.size()) + anchor_.size() +
+                            noise_.size() + prev_.size() + blocks_.size() + ctx_.size() +
+                            y_.size() + cum_.size() + step_.size();
+    const int64_t floats = u_.size() + pre_const_.size() + gates_.size() + act_.size() +
+                           h_.size() + cell_.size() + tanh_c_.size() + seq_[0].size() +
+                           seq_[1].size() + head_out_.size();
+    return static_cast<int64_t>(sizeof(*this)) + 8 * doubles + 4 * floats +
+           weights_->MemoryBytes();
+  }
+
+ private:
+  int SlotIndex(int64_t t) const { return static_cast<int>(t % W_); }
+  double* Slot(int64_t t) { return ring_.data() + static_cast<size_t>(SlotIndex(t)) * M_; }
+
+  // Gates i, f, g, o of one step for all experts: sigmoid on all four blocks,
+  // tanh(x) = 2 sigmoid(2x) - 1 for g and for the cell.
+  void Cell() {
+    gates_.middleRows(2 * H_, H_) *= 2.0f;
+    act_ = (1.0f + (-gates_.array()).exp()).inverse();
+    cell_.array() = act_.middleRows(H_, H_) * cell_.array() +
+                    act_.topRows(H_) * (2.0f * act_.middleRows(2 * H_, H_) - 1.0f);
+    tanh_c_ = (1.0f + (-2.0f * cell_.array()).exp()).inverse();
+    h_.array() = act_.bottomRows(H_) * (2.0f * tanh_c_ - 1.0f);
+  }
+
+  void Compute() {
+    const int n = static_cast<int>(std::min<int64_t>(observed_, W_));
+    const int64_t first = observed_ - n;
+    const int B = m_.block;
+    const int nb = (n + B - 1) / B;
+    // Block sums, noise (sum of squared consecutive differences), anchor.
+    blocks_.leftCols(nb).setZero();
+    noise_.setZero();
+    anchor_.setZero();
+    const int na = std::min(n, m_.anchor_window);
+    for (int i = 0; i < n; ++i) {
+      const int j = nb - 1 - (n - 1 - i) / B;  // block of window offset i
+      Eigen::Map<const Eigen::ArrayXd> p(Slot(first + i), M_);
+      blocks_.col(j) += p;
+      if (i > 0) noise_ += (p - prev_).square();
+      if (i >= n - na) anchor_ += p;
+      prev_ = p;
+    }
+    anchor_ /= na;
+    if (n >= 2) {
+      noise_ = (noise_ / (2.0 * (n - 1))).sqrt().max(LstmEModel::kNoiseFloor);
+    } else {
+      noise_.setConstant(LstmEModel::kNoiseFloor);
+    }
+    for (int j = 0; j < nb; ++j) {
+      const int end = n - (nb - 1 - j) * B;
+      const int len = std::min(B, end);
+      blocks_.col(j) /= len;
+    }
+    // Layer 0's input term, constant over the blocks: the two context
+    // features and the bias.
+    const LstmEWeights::Compiled::Layer& layer0 = c_.layers[0];
+    ctx_ = (anchor_ * M_).max(LstmEModel::kLevelFloor).log();
+    for (int e = 0; e < M_; ++e) {
+      const float c1 = static_cast<float>(ctx_[e]);
+      const float c2 = static_cast<float>(
+          std::log(noise_[e] / std::max(anchor_[e], LstmEModel::kAnchorFloor)));
+      pre_const_.col(e) = layer0.b + layer0.w_ih.col(1) * c1 + layer0.w_ih.col(2) * c2;
+    }
+    const double clip = m_.input_clip;
+    const int num_layers = static_cast<int>(c_.layers.size());
+    for (int l = 0; l < num_layers; ++l) {
+      const LstmEWeights::Compiled::Layer& layer = c_.layers[l];
+      h_.setZero();
+      cell_.setZero();
+      for (int j = 0; j < nb; ++j) {
+        if (l == 0) {
+          u_ = ((blocks_.col(j) - anchor_) / noise_).max(-clip).min(clip).cast<float>();
+          gates_ = pre_const_;
+          gates_.noalias() += layer.w_ih.col(0) * u_.matrix().transpose();
+        } else {
+          gates_.colwise() = layer.b;
+          gates_.noalias() +=
+              layer.w_ih * seq_[(l - 1) & 1].middleCols(int64_t{j} * M_, M_);
+        }
+        gates_.noalias() += layer.w_hh * h_;
+        Cell();
+        if (l + 1 < num_layers) seq_[l & 1].middleCols(int64_t{j} * M_, M_) = h_;
+      }
+    }
+    head_out_.noalias() = c_.head_w * h_;
+    head_out_.colwise() += c_.head_b;
+    const double out_scale = m_.output_scale;
+    const std::vector<int>& hz = m_.horizons;
+    for (int k = 0; k < K_; ++k) {
+      const double hk = hz[k];
+      const double h_prev = k == 0 ? 0.0 : hz[k - 1];
+      for (int e = 0; e < M_; ++e) {
+        const double y = anchor_[e] + out_scale * noise_[e] *
+                                          static_cast<double>(head_out_(k, e));
+        y_(e, k) = y;
+        cum_(e, k) = hk * y;
+        const double s_prev = k == 0 ? 0.0 : cum_(e, k - 1);
+        step_(e, k) = (cum_(e, k) - s_prev) / (hk - h_prev);
+      }
+    }
+    dirty_ = false;
+  }
+
+  const std::shared_ptr<const LstmEWeights> weights_;
+  const LstmEModel& m_;
+  const LstmEWeights::Compiled& c_;
+  const int M_, H_, K_, W_;
+  const std::string name_ = "lstm_e";
+
+  std::vector<double> ring_;  // W x M shares; step t in slot t % W
+  int64_t observed_ = 0;
+  bool dirty_ = false;
+
+  Eigen::ArrayXd anchor_, noise_, prev_;
+  Eigen::ArrayXXd blocks_;    // M x lookback block means
+  Eigen::ArrayXd ctx_;        // M: ln(max(M a, floor))
+  Eigen::ArrayXf u_;          // M: one block's clipped input
+  Eigen::MatrixXf pre_const_; // 4H x M: bias + context terms of layer 0
+  Eigen::MatrixXf gates_;     // 4H x M
+  Eigen::ArrayXXf act_;       // 4H x M
+  Eigen::MatrixXf h_, cell_;  // H x M
+  Eigen::ArrayXXf tanh_c_;    // H x M
+  Eigen::MatrixXf seq_[2];    // H x (lookback*M): hidden sequences between layers
+  Eigen::MatrixXf head_out_;  // K x M
+  Eigen::MatrixXd y_, cum_, step_;  // M x K
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Predictor>> MakeLstmEPredictor(
+    int num_experts, std::shared_ptr<const LstmEWeights> weights) {
+  if (weights == nullptr) return absl::InvalidArgumentError("lstm_e: no weights");
+  if (num_experts < 1 || num_experts > kMaxExperts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        weights->source(), ": lstm_e needs 1..", kMaxExperts, " experts, the stream has ",
+        num_experts));
+  }
+  const LstmEModel& m = weights->model();
+  const int64_t values =
+      (int64_t{m.window()} + 8 * int64_t{m.hidden} +
+       (m.num_layers() > 1 ? 2 * int64_t{m.hidden} * m.lookback : 0)) *
+      num_experts;
+  if (values > (int64_t{1} << 27)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        weights->source(), ": a stream of ", num_experts, " experts would need ", values,
+        " buffer values (window ", m.window(), " and hidden ", m.hidden,
+        "); the limit is 2^27"));
+  }
+  return std::unique_ptr<Predictor>(new LstmEPredictor(num_experts, std::move(weights)));
+}
+
+absl::StatusOr<std::unique_ptr<Predictor>> MakeLstmEPredictor(
+    int num_experts, const std::string& weights_path) {
+  absl::StatusOr<std::shared_ptr<const LstmEWeights>> w = LstmEWeights::Load(weights_path);
+  if (!w.ok()) return w.status();
+  return MakeLstmEPredictor(num_experts, *std::move(w));
+}
+
+}  // namespace moecast
