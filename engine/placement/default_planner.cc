@@ -25,6 +25,8 @@ namespace placement_internal {
 namespace {
 
 constexpr double kRelEps = 1e-12;
+// Layers of at most this many experts also try a second start (BuildTarget).
+constexpr int kSecondStartMaxExperts = 64;
 
 // One local-search step off the most loaded bin g.
 struct Step {
@@ -777,9 +779,14 @@ void Planner::BuildTarget(int l, LayerWork* work) {
   // goes to the expert with the largest load per replica that the GPU
   // lacks) and polished the same way. It is built only when the first plan
   // is above a lower bound on the layer's max GPU load (the larger of a
-  // domain's mean bin load and its heaviest expert spread over every bin);
-  // the better plan is kept.
+  // domain's mean bin load and its heaviest expert spread over every bin),
+  // and only for layers of at most kSecondStartMaxExperts experts: there a
+  // greedy plan has few items to balance with and the reference's uneven
+  // replica counts often do better; on larger layers the greedy plan with
+  // local search already beats it (BENCHMARKS.md) and the second start would
+  // double the planning time. The better plan is kept.
   if (layout_.num_usable == layout_.num_gpus &&
+      layout_.num_experts <= kSecondStartMaxExperts &&
       layer_max > LowerBound(domains_) * (1 + 1e-9)) {
     const int s = layout_.num_slots;
     eplb_row_.resize(s);
