@@ -15,11 +15,11 @@
 //   BM_ForecastCached   Forecast again at the same step (network not re-run).
 //   BM_ForecastPath100  ForecastPath(100) at the same step.
 //
-// The per-expert `lstm_e` (lstm_e.h), random weights of the shipped file's
-// shape (H = 16, 1 layer, lookback 16 blocks of 16 steps, anchor 16,
-// horizons 1, 10, 100, 1000):
+// The per-expert `lstm_e` (lstm_e.h), random weights of the shipped files'
+// shapes (1 layer, anchor 16, horizons 1, 10, 100, 1000; lstm_e_h16: H = 16,
+// lookback 16 blocks of 16 steps; lstm_e_h8: H = 8, 8 blocks of 32 steps):
 //   BM_EObserveForecast4 one layer: Observe + Forecast at 1, 10, 100, 1000
-//                        (argument: M).
+//                        (arguments: M, H).
 //   BM_Step58            one step of a 58-layer job: for every layer, Observe
 //                        + Forecast at the scored horizons 1, 10, 100, 1000,
 //                        with lstm_e, the M-specific lstm (H = 32), or the
@@ -172,7 +172,7 @@ void BM_ForecastPath100(benchmark::State& state) {
   }
 }
 
-LstmEModel RandomEModel(int H, int num_layers) {
+LstmEModel RandomEModel(int H, int num_layers, int lookback, int block) {
   std::mt19937 rng(43);
   std::uniform_real_distribution<float> u(-1.0f / std::sqrt(static_cast<float>(H)),
                                           1.0f / std::sqrt(static_cast<float>(H)));
@@ -183,8 +183,8 @@ LstmEModel RandomEModel(int H, int num_layers) {
   };
   LstmEModel m;
   m.hidden = H;
-  m.lookback = 16;
-  m.block = 16;
+  m.lookback = lookback;
+  m.block = block;
   m.anchor_window = 16;
   m.horizons = {1, 10, 100, 1000};
   m.input_clip = 8.0f;
@@ -224,14 +224,16 @@ T OrDie(absl::StatusOr<T> v) {
   return *std::move(v);
 }
 
-// Predictors of one kind for `layers` layers of M experts (0: lstm_e,
-// 1: M-specific lstm H = 32, 2: sw_avg(100), 3: ema(0.9)).
+// Predictors of one kind for `layers` layers of M experts (0: lstm_e of
+// lstm_e_h16's shape, 1: M-specific lstm H = 32, 2: sw_avg(100), 3: ema(0.9),
+// 4: lstm_e of lstm_e_h8's shape).
 std::vector<std::unique_ptr<Predictor>> MakeLayers(int kind, int M, int layers,
                                                     std::string* label) {
   std::vector<std::unique_ptr<Predictor>> out;
-  if (kind == 0) {
-    auto w = OrDie(LstmEWeights::FromModel(RandomEModel(16, 1), "random"));
-    *label = "lstm_e(H=16)";
+  if (kind == 0 || kind == 4) {
+    auto w = OrDie(LstmEWeights::FromModel(
+        kind == 0 ? RandomEModel(16, 1, 16, 16) : RandomEModel(8, 1, 8, 32), "random"));
+    *label = kind == 0 ? "lstm_e(H=16, 16 x 16 steps)" : "lstm_e(H=8, 8 x 32 steps)";
     for (int l = 0; l < layers; ++l) out.push_back(OrDie(MakeLstmEPredictor(M, w)));
   } else if (kind == 1) {
     auto w = OrDie(LstmWeights::FromModel(RandomModel(M, 32), "random"));
@@ -245,8 +247,9 @@ std::vector<std::unique_ptr<Predictor>> MakeLayers(int kind, int M, int layers,
 }
 
 void BM_EObserveForecast4(benchmark::State& state) {
-  const int M = state.range(0);
-  auto w = OrDie(LstmEWeights::FromModel(RandomEModel(16, 1), "random"));
+  const int M = state.range(0), H = state.range(1);
+  auto w = OrDie(LstmEWeights::FromModel(
+      H == 16 ? RandomEModel(16, 1, 16, 16) : RandomEModel(H, 1, 8, 32), "random"));
   std::unique_ptr<Predictor> p = OrDie(MakeLstmEPredictor(M, w));
   const auto steps = RandomSteps(M);
   for (int t = 0; t < 512; ++t) p->Observe(steps[t & 1023]);
@@ -286,12 +289,20 @@ void BM_Step58(benchmark::State& state) {
   }
 }
 
-BENCHMARK(BM_EObserveForecast4)->Arg(16)->Arg(32)->Arg(256);
+BENCHMARK(BM_EObserveForecast4)
+    ->Args({16, 16})
+    ->Args({32, 16})
+    ->Args({256, 16})
+    ->Args({16, 8})
+    ->Args({32, 8})
+    ->Args({256, 8});
 BENCHMARK(BM_Step58)
+    ->Args({256, 4})
     ->Args({256, 0})
     ->Args({256, 1})
     ->Args({256, 2})
     ->Args({256, 3})
+    ->Args({16, 4})
     ->Args({16, 0})
     ->Args({16, 1})
     ->Unit(benchmark::kMicrosecond);

@@ -35,6 +35,9 @@ constexpr char kFixtureGolden[] = "engine/predict/lstm/testdata/tiny_e.golden.tx
 constexpr char kTrained[] = "bench/lstm/lstm_e_h16.lstm";
 constexpr char kTrainedGolden16[] = "bench/lstm/lstm_e_h16.m16.golden.txt";
 constexpr char kTrainedGolden256[] = "bench/lstm/lstm_e_h16.m256.golden.txt";
+constexpr char kSmall[] = "bench/lstm/lstm_e_h8.lstm";
+constexpr char kSmallGolden16[] = "bench/lstm/lstm_e_h8.m16.golden.txt";
+constexpr char kSmallGolden256[] = "bench/lstm/lstm_e_h8.m256.golden.txt";
 constexpr char kMSpecific[] = "bench/lstm/tiny_moe_m16.lstm";
 
 std::string ReadFile(const std::string& path) {
@@ -143,6 +146,13 @@ TEST(LstmEGoldenTest, MatchesPyTorchOnTrainedModelAtM16) {
 TEST(LstmEGoldenTest, MatchesPyTorchOnTrainedModelAtM256) {
   const double worst = CheckGolden(kTrained, kTrainedGolden256, 256);
   std::cout << "trained, M = 256: max |C++ - PyTorch| = " << worst << "\n";
+}
+
+TEST(LstmEGoldenTest, MatchesPyTorchOnSmallTrainedModelAtM16AndM256) {
+  const double w16 = CheckGolden(kSmall, kSmallGolden16, 16);
+  const double w256 = CheckGolden(kSmall, kSmallGolden256, 256);
+  std::cout << "trained H = 8: max |C++ - PyTorch| = " << w16 << " (M = 16), " << w256
+            << " (M = 256)\n";
 }
 
 std::vector<double> RandomShares(int M, uint64_t* state) {
@@ -256,16 +266,19 @@ TEST(LstmEPredictorTest, NotSnapshottable) {
 }
 
 TEST(LstmEWeightsTest, RoundTripAndDescription) {
-  const std::string bytes = ReadFile(kTrained);
-  ASSERT_OK_AND_ASSIGN(LstmEModel m, DecodeLstmEModel(bytes, "trained"));
-  EXPECT_EQ(EncodeLstmEModel(m), bytes);
-  // The file names the traces it was trained on.
-  EXPECT_THAT(m.description, HasSubstr("tiny_moe_aux"));
-  EXPECT_THAT(m.description, HasSubstr("tiny_moe_noaux"));
-  EXPECT_THAT(m.description, HasSubstr("gptoss20b"));
-  const std::string path = WriteTemp("roundtrip_e.lstm", "");
-  ASSERT_OK(WriteLstmEModel(m, path));
-  EXPECT_EQ(ReadFile(path), bytes);
+  for (const char* file : {kTrained, kSmall}) {
+    SCOPED_TRACE(file);
+    const std::string bytes = ReadFile(file);
+    ASSERT_OK_AND_ASSIGN(LstmEModel m, DecodeLstmEModel(bytes, "trained"));
+    EXPECT_EQ(EncodeLstmEModel(m), bytes);
+    // The file names the traces it was trained on.
+    EXPECT_THAT(m.description, HasSubstr("tiny_moe_aux"));
+    EXPECT_THAT(m.description, HasSubstr("tiny_moe_noaux"));
+    EXPECT_THAT(m.description, HasSubstr("gptoss20b"));
+    const std::string path = WriteTemp("roundtrip_e.lstm", "");
+    ASSERT_OK(WriteLstmEModel(m, path));
+    EXPECT_EQ(ReadFile(path), bytes);
+  }
 }
 
 class LstmEMalformedTest : public ::testing::Test {
