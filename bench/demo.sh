@@ -113,12 +113,12 @@ rm -f "$log"
 # horizon and by transient/stable state, next to the noise floors. The list is
 # `--predictors all` (the default bank and arima) plus lstm_e, the per-expert
 # LSTM whose one weights file serves any number of experts (bench/lstm/README.md;
-# about 0.1 ms per layer-step here, so +1 s with --short).
+# lstm_e_h8, the cheaper of the two files: about 0.03 ms per 16-expert layer-step).
 echo
 echo "== forecasting: moecast bench on tiny_moe_aux (docs/forecasting.md)"
 bazel-bin/moecast bench --counts "$data/tiny_moe_aux.counts.csv.gz" \
   --top_k "$(top_k_of tiny_moe_aux)" --horizons 1,10,100,1000 "${limit[@]}" \
-  --predictors "last_value,sw_avg(100),ema(0.9),holt,ewm(300),ewm(3000),arima(5,1,5),lstm_e(bench/lstm/lstm_e_h16.lstm)"
+  --predictors "last_value,sw_avg(100),ema(0.9),holt,ewm(300),ewm(3000),arima(5,1,5),lstm_e(bench/lstm/lstm_e_h8.lstm)"
 
 # Health: gamma_eff, phases and dead experts on the run without a balance
 # loss (docs/health.md).
