@@ -40,6 +40,10 @@ struct Server {
 
 Server Start(const std::string& dir, const std::string& log, const std::string& sync) {
   Server s;
+  // Empty the log first: the child truncates it too, but only once it runs,
+  // and until then the previous server's "listening on ... (port N)" line
+  // would send the test to a dead port.
+  std::ofstream(log, std::ios::trunc).close();
   s.pid = fork();
   if (s.pid == 0) {
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
