@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""Train moecast's `lstm` predictor on ONE trace, write its weights file and a golden file.
+"""Train moecast's `lstm` predictor on ONE trace, write its weights file and a golden file;
+or, with --per-expert, the `lstm_e` predictor (one LSTM shared by all experts, any M) on
+several traces (see pe_main and bench/lstm/README.md, section "lstm_e").
 
 The model (identical to the C++ inference in engine/predict/lstm/lstm.cc; the weights file
 format is documented in engine/predict/lstm/lstm.h and bench/lstm/README.md):
