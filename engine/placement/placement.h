@@ -38,6 +38,10 @@
 //        both replica counts), while that lowers it; it stops when no step
 //        does, after local_search_iterations steps per domain, or once the
 //        layer's max/mean - 1 is below good_enough_max_vio;
+//      * on layers of at most 64 experts whose plan is above a lower bound
+//        on the max GPU load, also starts from the reference's plan (a
+//        second replica of an expert on one GPU reassigned), polishes it the
+//        same way and keeps the better plan;
 //      * with a current placement: relabels nodes (among nodes with as many
 //        usable GPUs) and GPUs within nodes of the balanced plan to overlap
 //        the current placement most (Hungarian assignment; slots keep their
@@ -50,7 +54,10 @@
 //        steps of all layers are taken best gain per move first (gain in
 //        units of the layer's total load) while the move budget lasts. The
 //        chosen prefix only grows with the budget, so balance and moves are
-//        monotone in it (Plan::tradeoff is that curve).
+//        monotone in it (Plan::tradeoff is that curve). With
+//        PlacementOptions::migration, the prefix of that curve with the
+//        least horizon MoE time + migration cost is taken instead (still
+//        capped by the budget).
 // Every returned plan passes CheckPlan; a plan that fails it is an INTERNAL
 // error (a bug), never returned.
 //
