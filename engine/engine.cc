@@ -387,7 +387,16 @@ class EngineImpl final : public Engine {
     problem.num_gpus = request.num_gpus;
     problem.excluded_gpus = request.excluded_gpus;
     problem.current_phy2log = request.current_phy2log;
-    MOECAST_ASSIGN_OR_RETURN(rec.plan, PlanPlacement(problem, request.options));
+    // With a current placement and a migration model the planner moves only
+    // what pays under that model (the same one Decide uses below), stricter
+    // while the job is transient.
+    PlacementOptions options = request.options;
+    if (!options.migration.has_value() && request.migration.has_value() &&
+        !request.current_phy2log.empty()) {
+      options.migration = request.migration;
+      options.transient = forecast.job_state == LoadState::kTransient;
+    }
+    MOECAST_ASSIGN_OR_RETURN(rec.plan, PlanPlacement(problem, options));
     if (!request.current_phy2log.empty()) {
       MOECAST_ASSIGN_OR_RETURN(
           Plan current,

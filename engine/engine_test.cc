@@ -851,6 +851,28 @@ TEST_F(EngineTest, RecommendPlacementPlansFromForecasts) {
   EXPECT_FALSE(r.decision->rebalance);
   EXPECT_EQ(r.plan.moved_experts, 0);
 
+  // From a poor placement (the four lightest experts duplicated), the plan
+  // moves only what pays: nothing when moves are dear, and then the decision
+  // holds; some when they are cheap, and then it rebalances.
+  std::vector<int32_t> poor;
+  for (int l = 0; l < 2; ++l) {
+    for (int s = 0; s < 12; ++s) poor.push_back(s < 8 ? s : s - 8);
+  }
+  request.current_phy2log = poor;
+  model.bytes_per_expert = 1e15;  // hours per move
+  request.migration = model;
+  ASSERT_OK_AND_ASSIGN(r, engine_->RecommendPlacement("p", request));
+  ASSERT_TRUE(r.decision.has_value());
+  EXPECT_EQ(r.plan.moved_experts, 0);
+  EXPECT_FALSE(r.decision->rebalance);
+  model.bytes_per_expert = 1e3;  // nearly free
+  request.migration = model;
+  ASSERT_OK_AND_ASSIGN(r, engine_->RecommendPlacement("p", request));
+  ASSERT_TRUE(r.decision.has_value());
+  EXPECT_GT(r.plan.moved_experts, 0);
+  EXPECT_TRUE(r.decision->rebalance);
+  EXPECT_GT(r.plan.balancedness, r.current->balancedness);
+
   request = PlacementRequest();
   request.num_slots = 10;  // not a multiple of 4 GPUs
   request.num_gpus = 4;

@@ -46,8 +46,11 @@ struct PlacementRequest {
   // Set upper_bounds_when_transient = false to plan on means throughout.
   bool upper_bounds_when_transient = true;
   double interval_level = 0.9;
-  // With a current placement and a migration model, also decide whether
-  // rebalancing now pays (placement.h, Decide).
+  // With a current placement and a migration model, the plan moves only the
+  // experts whose moves pay under the model (PlacementOptions::migration, set
+  // from this one unless options.migration is set; transient if the job is),
+  // and the recommendation decides whether rebalancing now pays (placement.h,
+  // Decide).
   std::optional<MigrationModel> migration;
   // Wait for analysis (default) or plan on a stale forecast
   // (analysis_progress.h).
