@@ -6,14 +6,17 @@ client rejects before sending anything raises ValidationError, a MoecastError
 with code "INVALID_ARGUMENT" that is also a ValueError.
 """
 
+from __future__ import annotations
+
 import grpc
 
 # google.rpc.Code numbers (as in StepResult.error_code) -> names.
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_CODE_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
-def code_name(number):
-    """The gRPC status code name of a google.rpc.Code number ("CODE_<n>" if unknown)."""
+def code_name(number: int) -> str:
+    """The gRPC status code name of a google.rpc.Code number ("CODE_<n>" if unknown).
+    Raises TypeError/ValueError (from int()) when `number` is not an integer."""
     return _CODE_NAMES.get(int(number), "CODE_%d" % int(number))
 
 
@@ -27,9 +30,12 @@ class MoecastError(Exception):
       local: True when the client rejected the input before calling.
     """
 
-    local = False
+    local: bool = False
+    code: str
+    message: str
+    method: str | None
 
-    def __init__(self, code, message, method=None):
+    def __init__(self, code: str, message: str, method: str | None = None) -> None:
         self.code = code
         self.message = message
         self.method = method
@@ -37,13 +43,15 @@ class MoecastError(Exception):
         super().__init__("%s%s: %s" % (prefix, code, message))
 
     @property
-    def status_code(self):
+    def status_code(self) -> grpc.StatusCode | None:
         """The grpc.StatusCode, or None for a name grpc does not know."""
         return getattr(grpc.StatusCode, self.code, None)
 
     @classmethod
-    def from_rpc_error(cls, error, method):
-        """Wraps a grpc.RpcError raised by a call of `method`."""
+    def from_rpc_error(cls, error: grpc.RpcError, method: str | None) -> MoecastError:
+        """Wraps a grpc.RpcError raised by a call of `method` (returns the
+        error, raises nothing; an error that is not a grpc.Call gives code
+        UNKNOWN)."""
         try:
             code = error.code()
             details = error.details()
@@ -58,7 +66,7 @@ class ValidationError(MoecastError, ValueError):
 
     local = True
 
-    def __init__(self, message, method=None):
+    def __init__(self, message: str, method: str | None = None) -> None:
         super().__init__("INVALID_ARGUMENT", message, method)
 
 
@@ -71,7 +79,10 @@ class EngineError(MoecastError):
       method: the Engine method, e.g. "ingest".
     """
 
-    def __init__(self, code, message, method=None, code_value=None):
+    code_value: int | None
+
+    def __init__(self, code: str, message: str, method: str | None = None,
+                 code_value: int | None = None) -> None:
         super().__init__(code, message, method)
         self.code_value = code_value
 
@@ -81,7 +92,7 @@ class EngineInvalidArgument(EngineError, ValueError):
     (INVALID_ARGUMENT): a wrong shape or dtype, a value out of range, ..."""
 
 
-def engine_error(code_value, code, message, method):
+def engine_error(code_value: int, code: str, message: str, method: str | None) -> EngineError:
     """The exception for a failed engine call (used by the extension module)."""
     cls = EngineInvalidArgument if code == "INVALID_ARGUMENT" else EngineError
     return cls(code, message, method, code_value=int(code_value))

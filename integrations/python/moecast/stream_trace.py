@@ -11,17 +11,28 @@ sent along (mean router logits) with --router. top-k comes from NAME.meta.json
 unless --top-k is given.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import Client, MoecastError, read_trace, trace_files
 
+if TYPE_CHECKING:
+    from .types import Step
 
-def parse_args(argv):
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (None: sys.argv[1:]); args.horizons becomes a list of
+    ints. Raises SystemExit (status 2, usage on stderr) for a bad command line,
+    a --horizons that is not a comma-separated list of integers, or
+    --steps < 0; SystemExit(0) for --help."""
     p = argparse.ArgumentParser(prog="moecast-stream-trace", description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="127.0.0.1:50051", help="moecastd host:port")
     p.add_argument("--trace", required=True,
@@ -46,7 +57,19 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command; returns 0.
+
+    Raises:
+      SystemExit: a bad command line (see parse_args); no top-k in the
+        trace's meta.json and no --top-k; experts that do not split over
+        --gpus.
+      MoecastError: moecastd failed (not ready within 10 s, RegisterJob,
+        streaming, Forecast or RecommendPlacement errors; GetHealth errors
+        are printed instead).
+      TraceFormatError / OSError: the trace cannot be found or read.
+      StopIteration: the trace has no steps.
+    """
     args = parse_args(argv)
     counts_path, router_path, meta = trace_files(args.trace)
     top_k = args.top_k or meta.get("top_k") or meta.get("config", {}).get("top_k")
@@ -59,7 +82,7 @@ def main(argv=None):
     first = next(steps)
     num_layers, num_experts = first.counts.shape
 
-    def all_steps():
+    def all_steps() -> Iterator[Step]:
         yield first
         yield from steps
 
@@ -113,7 +136,7 @@ def main(argv=None):
     return 0
 
 
-def console_main():
+def console_main() -> int:
     """Entry point of `moecast-stream-trace`: exit status 1 with the message on a MoecastError."""
     try:
         return main()

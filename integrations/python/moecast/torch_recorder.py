@@ -35,18 +35,35 @@ disk) is raised by the next step() or by close().
 torch is imported lazily: `import moecast` works without it.
 """
 
+from __future__ import annotations
+
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import MoecastError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    import torch
+
+    from .client import Client
+    from .trace_writer import TraceWriter
+
+    #: (module, inputs, output) -> (indices [..., K], logits [..., M] or None)
+    Adapter = Callable[[torch.nn.Module, tuple[Any, ...], Any],
+                       tuple[torch.Tensor, torch.Tensor | None]]
 
 
 class RecorderError(RuntimeError):
     """The recorder's background thread failed (its cause is __cause__)."""
 
 
-def _torch():
+def _torch() -> ModuleType:
     try:
         import torch
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -55,7 +72,7 @@ def _torch():
     return torch
 
 
-def _first_tensor(x, index):
+def _first_tensor(x: Any, index: int | None) -> Any:
     if index is None:
         return x
     return x[index]
@@ -71,39 +88,58 @@ def _first_tensor(x, index):
 # positional arguments of the module's forward.
 
 
-def logits_topk(k, output_index=None):
+def logits_topk(k: int, output_index: int | None = None) -> Adapter:
     """For a router whose forward returns logits [tokens, M] (e.g. an
     nn.Linear gate, or a tuple holding them at `output_index`): top-k indices
     are computed here (torch.topk of the logits: the same experts as topk of
-    the softmax probabilities)."""
+    the softmax probabilities).
+
+    Raises:
+      ValueError: k < 1 (TypeError/ValueError from int() when k is not an
+        integer). The adapter itself raises what indexing `output` or
+        torch.topk raise for an output of the wrong kind or shape.
+    """
     k = int(k)
     if k < 1:
         raise ValueError("k must be >= 1, got %d" % k)
 
-    def adapter(module, inputs, output):
+    def adapter(module: torch.nn.Module, inputs: tuple[Any, ...],
+                output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits = _first_tensor(output, output_index)
         return logits.topk(k, dim=-1).indices, logits
 
-    adapter.top_k = k
+    adapter.top_k = k  # type: ignore[attr-defined]
     return adapter
 
 
-def weights_indices(indices_index=1, logits_index=None):
+def weights_indices(indices_index: int = 1, logits_index: int | None = None) -> Adapter:
     """For a router whose forward returns (weights, indices) (e.g. a
     DeepSeek/Mixtral-style gate returning top-k weights and expert ids);
-    logits_index: position of the logits in the same tuple, if it has them."""
+    logits_index: position of the logits in the same tuple, if it has them.
 
-    def adapter(module, inputs, output):
+    Raises nothing itself; the adapter raises the IndexError/TypeError of
+    indexing an output that is not such a tuple.
+    """
+
+    def adapter(module: torch.nn.Module, inputs: tuple[Any, ...],
+                output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits = output[logits_index] if logits_index is not None else None
         return output[indices_index], logits
 
     return adapter
 
 
-def find_modules(model, predicate):
+def find_modules(model: torch.nn.Module,
+                 predicate: Callable[[str, torch.nn.Module], bool] | type | str,
+                 ) -> list[torch.nn.Module]:
     """The submodules of `model` (in registration order: layer order for the
     usual ModuleList of blocks) for which predicate(name, module) is true;
-    predicate may also be a class (isinstance) or a name suffix string."""
+    predicate may also be a class (isinstance) or a name suffix string.
+
+    Raises:
+      AttributeError: `model` has no named_modules() (not a torch.nn.Module).
+      Whatever the predicate raises is passed on.
+    """
     if isinstance(predicate, str):
         suffix = predicate
         predicate = lambda name, m: name == suffix or name.endswith("." + suffix)  # noqa: E731
@@ -121,11 +157,12 @@ class _Pending:
 
     __slots__ = ("step", "host", "event", "router")
 
-    def __init__(self, step, host, event, router):
+    def __init__(self, step: int, host: torch.Tensor, event: torch.cuda.Event | None,
+                 router: bool) -> None:
         self.step, self.host, self.event, self.router = step, host, event, router
 
 
-_STOP = object()
+_STOP: object = object()
 
 
 class TorchRecorder:
@@ -159,14 +196,52 @@ class TorchRecorder:
       batch_size: steps per IngestBatch call at most; the thread sends
         what is queued, waiting up to flush_interval_s for more.
       only_training: ignore forward passes of modules in eval mode.
+
+    Raises (the constructor):
+      ImportError: PyTorch is not installed.
+      ValueError: routers is empty; num_experts < 2 or top_k not in
+        [1, num_experts]; adapter is not a callable or a list of one callable
+        per layer; hook, router_stats or on_full is not one of its values;
+        streaming without job_id; neither client/target nor trace given.
+      TypeError: a router is not a torch.nn.Module.
+      Creating the own Client (target=) raises what Client() raises
+        (ValueError for a bad target or TLS option).
+
+    Errors of the background thread (a MoecastError from moecastd, e.g. a
+    rejected step or an unreachable server; an OSError writing the trace)
+    are raised as RecorderError (the cause in __cause__) by the next step(),
+    flush() or close().
     """
 
-    def __init__(self, routers, num_experts, top_k, adapter=None, *, hook="forward",
-                 client=None, target=None, job_id=None, register=True, register_kwargs=None,
-                 client_kwargs=None, trace=None, trace_compress=True, trace_level=9,
-                 trace_fmt="%.5g", meta=None, router_stats="auto", first_step=0, source=0,
-                 queue_size=64, on_full="block", batch_size=32, flush_interval_s=0.05,
-                 only_training=False):
+    num_layers: int
+    num_experts: int
+    top_k: int
+    job_id: str | None
+    source: int
+    next_step: int
+    steps_recorded: int
+    dropped_steps: int
+    skipped_steps: int
+    sent_steps: int
+    committed_steps: int
+    on_full: str
+    client: Client | None
+    trace_paths: Any
+
+    def __init__(self, routers: Iterable[torch.nn.Module] | dict[str, torch.nn.Module],
+                 num_experts: int, top_k: int,
+                 adapter: Adapter | Sequence[Adapter] | None = None, *,
+                 hook: Literal["forward", "forward_pre"] = "forward",
+                 client: Client | None = None, target: str | None = None,
+                 job_id: str | None = None, register: bool = True,
+                 register_kwargs: Mapping[str, Any] | None = None,
+                 client_kwargs: Mapping[str, Any] | None = None, trace: str | None = None,
+                 trace_compress: bool = True, trace_level: int = 9, trace_fmt: str = "%.5g",
+                 meta: Mapping[str, Any] | None = None,
+                 router_stats: bool | Literal["auto"] = "auto", first_step: int = 0,
+                 source: int = 0, queue_size: int = 64,
+                 on_full: Literal["block", "drop"] = "block", batch_size: int = 32,
+                 flush_interval_s: float = 0.05, only_training: bool = False) -> None:
         torch = _torch()
         if isinstance(routers, dict):
             routers = list(routers.values())
@@ -213,34 +288,34 @@ class TorchRecorder:
 
         M = self.num_experts
         self._width = 1 + 4 * M
-        self._acc = [None] * self.num_layers       # per layer [1 + 4M] float64 on its device
-        self._has_logits = [None] * self.num_layers
+        self._acc: list[Any] = [None] * self.num_layers   # per layer [1 + 4M] float64 on its device
+        self._has_logits: list[bool | None] = [None] * self.num_layers
         self._seen = False
 
         # Sinks (used by the background thread only).
         self._own_client = client is None and target is not None
         if self._own_client:
             from .client import Client
-            client = Client(target, **(client_kwargs or {}))
+            client = Client(target, **(client_kwargs or {}))  # type: ignore[arg-type]
         self.client = client
         self._register = bool(register)
         self._register_kwargs = dict(register_kwargs or {})
         self._registered = False
         self._trace_args = (trace, trace_compress, trace_level, trace_fmt) if trace else None
-        self._writer = None
+        self._writer: TraceWriter | None = None
         self._meta = meta
         self.trace_paths = None
         self._batch_size = max(1, int(batch_size))
         self._flush_interval = float(flush_interval_s)
 
-        self._queue = queue.Queue(maxsize=max(1, int(queue_size)))
-        self._error = None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, int(queue_size)))
+        self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="moecast-recorder", daemon=True)
         self._thread.start()
 
-        self._handles = []
+        self._handles: list[Any] = []
         for layer, module in enumerate(routers):
             if hook == "forward":
                 h = module.register_forward_hook(self._make_hook(layer))
@@ -250,17 +325,22 @@ class TorchRecorder:
 
     # --- hooks (on the training thread) -----------------------------------
 
-    def _make_hook(self, layer):
-        def fn(module, inputs, output):
+    def _make_hook(self, layer: int) -> Callable[[torch.nn.Module, tuple[Any, ...], Any], None]:
+        def fn(module: torch.nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
             self._record(layer, module, inputs, output)
         return fn
 
-    def _make_pre_hook(self, layer):
-        def fn(module, inputs):
+    def _make_pre_hook(self, layer: int) -> Callable[[torch.nn.Module, tuple[Any, ...]], None]:
+        def fn(module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
             self._record(layer, module, inputs, None)
         return fn
 
-    def _record(self, layer, module, inputs, output):
+    def _record(self, layer: int, module: torch.nn.Module, inputs: tuple[Any, ...],
+                output: Any) -> None:
+        """Adds one forward pass of `layer` to the step (in the hook, so on the
+        model's forward). Raises ValueError when the adapter's indices or
+        logits do not fit (K != top_k, an expert id >= num_experts, logit
+        rows != tokens, logits in one pass and not in another)."""
         if self._only_training and not module.training:
             return
         torch = self._torch
@@ -307,17 +387,26 @@ class TorchRecorder:
 
     # --- steps ------------------------------------------------------------
 
-    def _raise_pending(self):
+    def _raise_pending(self) -> None:
         with self._error_lock:
             error = self._error
         if error is not None:
             raise RecorderError("moecast recorder: %s" % error) from error
 
-    def step(self, step=None):
+    def step(self, step: int | None = None) -> int | None:
         """Ends the current step: its loads go to the background thread.
         Returns the step number, or None when no router ran since the last
-        step (nothing recorded; counted in .skipped_steps). Raises
-        RecorderError if the background thread failed."""
+        step (nothing recorded; counted in .skipped_steps).
+
+        Raises:
+          RecorderError: the background thread failed (earlier step's send or
+            write; the cause in __cause__); step() after close(); some layers
+            recorded nothing while others did; router_stats=True but a layer
+            gave no logits; with on_full="block", the background thread
+            stopped while step() waited for room.
+          ValueError: `step` is below the next step number (steps must
+            increase).
+        """
         self._raise_pending()
         if self._closed:
             raise RecorderError("moecast recorder: step() after close()")
@@ -376,17 +465,20 @@ class TorchRecorder:
         self.steps_recorded += 1
         return step
 
-    def recording(self, step=None):
+    def recording(self, step: int | None = None) -> AbstractContextManager[TorchRecorder]:
         """Context manager: `with rec.recording(): <one training step>` calls
         step() when the block ends without an exception (and discards the
-        partial step's loads when it raises)."""
+        partial step's loads when it raises). On a clean exit it raises what
+        step() raises (RecorderError, ValueError); the block's own exception
+        is never replaced."""
         rec = self
 
         class _Ctx:
-            def __enter__(self_):
+            def __enter__(self_) -> TorchRecorder:
                 return rec
 
-            def __exit__(self_, exc_type, *exc):
+            def __exit__(self_, exc_type: type[BaseException] | None,
+                         *exc: Any) -> Literal[False]:
                 if exc_type is None:
                     rec.step(step)
                 else:
@@ -395,16 +487,21 @@ class TorchRecorder:
 
         return _Ctx()
 
-    def discard(self):
-        """Drops what was recorded since the last step()."""
+    def discard(self) -> None:
+        """Drops what was recorded since the last step(). Raises nothing."""
         for a in self._acc:
             if a is not None:
                 a.zero_()
         self._seen = False
 
-    def flush(self, timeout=None):
-        """Waits until every queued step is sent/written; raises RecorderError
-        if that failed."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Waits until every queued step is sent/written (at most `timeout`
+        seconds; None: no limit).
+
+        Raises:
+          RecorderError: sending or writing a step failed (cause in
+            __cause__), or the timeout passed with steps still queued.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._queue.unfinished_tasks:
             if not self._thread.is_alive():
@@ -415,15 +512,24 @@ class TorchRecorder:
             time.sleep(0.002)
         self._raise_pending()
 
-    def remove_hooks(self):
+    def remove_hooks(self) -> None:
+        """Removes the forward hooks from the routers (recording stops; queued
+        steps are still sent/written). Raises nothing."""
         for h in self._handles:
             h.remove()
         self._handles = []
 
-    def close(self, timeout=None):
+    def close(self, timeout: float | None = None) -> None:
         """Removes the hooks, sends/writes what is queued, closes the trace
-        (renaming its files; meta.json written) and the own client. Raises
-        RecorderError if the background thread failed at any point."""
+        (renaming its files; meta.json written) and the own client. `timeout`
+        bounds the wait for the background thread (None: no limit). A second
+        close() only re-raises a pending error.
+
+        Raises:
+          RecorderError: the background thread failed at any point (sending,
+            registering the job, writing or closing the trace; cause in
+            __cause__).
+        """
         if self._closed:
             self._raise_pending()
             return
@@ -435,10 +541,12 @@ class TorchRecorder:
             self.client.close()
         self._raise_pending()
 
-    def __enter__(self):
+    def __enter__(self) -> TorchRecorder:
         return self
 
-    def __exit__(self, exc_type, *exc):
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> Literal[False]:
+        """close(); its RecorderError is raised only when the block itself
+        did not raise."""
         if exc_type is None:
             self.close()
         else:
@@ -450,16 +558,16 @@ class TorchRecorder:
 
     # --- background thread --------------------------------------------------
 
-    def _fail(self, error):
+    def _fail(self, error: BaseException) -> None:
         with self._error_lock:
             if self._error is None:
                 self._error = error
 
-    def _run(self):
+    def _run(self) -> None:
         stop = False
         while not stop:
             item = self._queue.get()
-            batch = []
+            batch: list[_Pending] = []
             if item is _STOP:
                 stop = True
             else:
@@ -487,7 +595,7 @@ class TorchRecorder:
         except Exception as error:
             self._fail(error)
 
-    def _process(self, batch):
+    def _process(self, batch: list[_Pending]) -> None:
         import numpy as np
         M, L = self.num_experts, self.num_layers
         rows = []
@@ -516,15 +624,15 @@ class TorchRecorder:
                           router_logits=np.ascontiguousarray(router[:, :M]) if router is not None
                           else None, tokens=tokens, source=self.source)
                      for step, counts, router, tokens in rows]
-            result = self.client.ingest_batch(self.job_id, steps)
+            result = self.client.ingest_batch(self.job_id, steps)  # type: ignore[arg-type]
             result.raise_for_rejections()
             self.sent_steps += len(steps)
             self.committed_steps += len(result.committed)
 
-    def _register_job(self):
+    def _register_job(self) -> None:
         if self._register:
             try:
-                self.client.register_job(self.job_id, num_layers=self.num_layers,
+                self.client.register_job(self.job_id, num_layers=self.num_layers,  # type: ignore[union-attr, arg-type]
                                          num_experts=self.num_experts, top_k=self.top_k,
                                          **self._register_kwargs)
             except MoecastError as error:
@@ -532,7 +640,7 @@ class TorchRecorder:
                     raise
         self._registered = True
 
-    def _finish(self):
+    def _finish(self) -> None:
         if self._writer is not None:
             meta = dict(self._meta or {})
             meta.setdefault("generator", "moecast.torch_recorder")

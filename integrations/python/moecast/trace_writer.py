@@ -13,29 +13,34 @@ same rows give the same bytes; files are written to NAME...part and renamed
 when close() succeeds. No numpy or torch needed (rows are sequences).
 """
 
+from __future__ import annotations
+
 import gzip
 import io
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
-ROUTER_BLOCKS = ("z", "p", "s")
+ROUTER_BLOCKS: tuple[str, ...] = ("z", "p", "s")
 
 
-def gz_text_writer(path, level):
-    """A text writer to PATH.part (gzip with a fixed header when PATH ends in .gz)."""
+def gz_text_writer(path: str, level: int) -> io.TextIOWrapper:
+    """A text writer to PATH.part (gzip with a fixed header when PATH ends in .gz).
+    Raises OSError when PATH.part cannot be created."""
     raw = open(path + ".part", "wb")
     if not path.endswith(".gz"):
         w = io.TextIOWrapper(raw, encoding="ascii", newline="\n")
-        w._raw_file = None
+        w._raw_file = None  # type: ignore[attr-defined]
         return w
     gz = gzip.GzipFile(filename=os.path.basename(path)[:-3], mode="wb", compresslevel=level,
                        fileobj=raw, mtime=0)
-    w = io.TextIOWrapper(gz, encoding="ascii", newline="\n")
-    w._raw_file = raw  # GzipFile does not close a fileobj it was given
+    w = io.TextIOWrapper(gz, encoding="ascii", newline="\n")  # type: ignore[arg-type]
+    w._raw_file = raw  # type: ignore[attr-defined]  # GzipFile does not close a fileobj it was given
     return w
 
 
-def _close(w):
+def _close(w: Any) -> None:
     w.close()
     if w._raw_file is not None:
         w._raw_file.close()
@@ -51,10 +56,19 @@ class TraceWriter:
     prefix: path prefix NAME (directories are created). router: write the
     router file (each write() must then pass router rows of len(blocks)*M
     values: z, then p, then s). compress: gzip (".csv.gz") or plain ".csv".
+
+    The constructor raises ValueError for router blocks that do not start
+    with "z" or are not among z, p, s, and OSError when the directory or a
+    .part file cannot be created.
     """
 
-    def __init__(self, prefix, num_layers, num_experts, router=True, blocks=ROUTER_BLOCKS,
-                 compress=True, level=9, fmt="%.5g"):
+    router_path: str | None
+    first_step: int | None
+    last_step: int | None
+
+    def __init__(self, prefix: str | os.PathLike[str], num_layers: int, num_experts: int,
+                 router: bool = True, blocks: Iterable[str] = ROUTER_BLOCKS,
+                 compress: bool = True, level: int = 9, fmt: str = "%.5g") -> None:
         self.prefix = os.fspath(prefix)
         self.num_layers = int(num_layers)
         self.num_experts = int(num_experts)
@@ -77,7 +91,7 @@ class TraceWriter:
         M = self.num_experts
         self._cf = gz_text_writer(self.counts_path, level)
         self._cf.write(",".join(["step", "layer", "tokens"] + ["c%d" % e for e in range(M)]) + "\n")
-        self._rf = None
+        self._rf: io.TextIOWrapper | None = None
         if self.router_path:
             self._rf = gz_text_writer(self.router_path, level)
             names = ["step", "layer"]
@@ -86,9 +100,14 @@ class TraceWriter:
             self._rf.write(",".join(names) + "\n")
         self.closed = False
 
-    def write(self, step, counts, tokens, router=None):
+    def write(self, step: int, counts: Sequence[Sequence[float]], tokens: float,
+              router: Sequence[Sequence[float]] | None = None) -> None:
         """One step: counts [L][M] (integral values), tokens (N of the step),
-        router [L][len(blocks)*M] when the writer has a router file."""
+        router [L][len(blocks)*M] when the writer has a router file.
+
+        Raises ValueError when the writer is closed, the step does not follow
+        the last one, or counts / router rows have the wrong number of layers
+        or values; OSError when writing fails."""
         if self.closed:
             raise ValueError("TraceWriter is closed")
         step = int(step)
@@ -109,7 +128,7 @@ class TraceWriter:
                 raise ValueError("layer %d has %d counts, expected %d" % (layer, len(c), M))
             cl.append("%d,%d,%d,%s\n" % (step, layer, int(tokens), ",".join(str(int(v)) for v in c)))
             if self._rf is not None:
-                r = router[layer]
+                r = router[layer]  # type: ignore[index]
                 if len(r) != len(self.blocks) * M:
                     raise ValueError("layer %d has %d router values, expected %d"
                                      % (layer, len(r), len(self.blocks) * M))
@@ -122,9 +141,12 @@ class TraceWriter:
         self.last_step = step
         self.steps += 1
 
-    def close(self, meta=None):
+    def close(self, meta: Mapping[str, Any] | None = None) -> tuple[str, str | None]:
         """Finishes the files (renaming NAME...part); writes NAME.meta.json when
-        meta (a dict) is given. Returns (counts path, router path or None)."""
+        meta (a dict) is given. Returns (counts path, router path or None); a
+        second close() only returns them. Raises OSError when flushing,
+        renaming or writing meta.json fails, TypeError when meta is not
+        JSON-serialisable."""
         if self.closed:
             return self.counts_path, self.router_path
         self.closed = True
@@ -132,15 +154,17 @@ class TraceWriter:
         os.replace(self.counts_path + ".part", self.counts_path)
         if self._rf is not None:
             _close(self._rf)
-            os.replace(self.router_path + ".part", self.router_path)
+            os.replace(self.router_path + ".part", self.router_path)  # type: ignore[operator, arg-type]
         if meta is not None:
             with open(self.meta_path, "w") as fh:
                 json.dump(meta, fh, indent=1)
                 fh.write("\n")
         return self.counts_path, self.router_path
 
-    def abort(self):
-        """Closes and removes the .part files (nothing is renamed)."""
+    def abort(self) -> None:
+        """Closes and removes the .part files (nothing is renamed). Raises
+        OSError only when closing a file fails (the .part file is removed
+        anyway)."""
         if self.closed:
             return
         self.closed = True
@@ -150,14 +174,15 @@ class TraceWriter:
                     _close(w)
                 finally:
                     try:
-                        os.remove(p + ".part")
+                        os.remove(p + ".part")  # type: ignore[operator]
                     except OSError:
                         pass
 
-    def __enter__(self):
+    def __enter__(self) -> TraceWriter:
         return self
 
-    def __exit__(self, exc_type, *exc):
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> Literal[False]:
+        """close() when the block succeeded, abort() when it raised."""
         if exc_type is None:
             self.close()
         else:

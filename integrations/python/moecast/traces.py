@@ -9,11 +9,15 @@ read_trace() streams Steps (counts [L, M], router_logits [L, M] or None,
 tokens) without loading the file, so it can feed Client.ingest_stream.
 """
 
+from __future__ import annotations
+
 import csv
 import gzip
 import io
 import json
 import os
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 import numpy as np
 
@@ -24,13 +28,13 @@ class TraceFormatError(ValueError):
     """The trace file breaks the format; the message names file and line."""
 
 
-def _open_text(path):
+def _open_text(path: str | os.PathLike[str]) -> IO[str]:
     if str(path).endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="ascii", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="ascii", newline="")  # type: ignore[arg-type]
     return open(path, "r", encoding="ascii", newline="")
 
 
-def _columns(header, prefix, path):
+def _columns(header: list[str], prefix: str, path: str | os.PathLike[str]) -> list[int]:
     cols = [i for i, name in enumerate(header) if name.startswith(prefix) and name[len(prefix):].isdigit()]
     names = [header[i] for i in cols]
     if names != ["%s%d" % (prefix, e) for e in range(len(names))]:
@@ -39,7 +43,8 @@ def _columns(header, prefix, path):
     return cols
 
 
-def _rows(path, prefix):
+def _rows(path: str | os.PathLike[str],
+          prefix: str) -> Iterator[tuple[int, int, int, float | None, np.ndarray]]:
     """Yields (line number, step, layer, tokens or None, values) per row."""
     with _open_text(path) as f:
         reader = csv.reader(f)
@@ -63,9 +68,13 @@ def _rows(path, prefix):
             yield line, step, layer, tokens, values
 
 
-def _group(path, rows):
+def _group(path: str | os.PathLike[str],
+           rows: Iterable[tuple[int, int, int, float | None, np.ndarray]],
+           ) -> Iterator[tuple[int, np.ndarray, float | None]]:
     """Groups rows into steps: yields (step, [L, M] array, tokens or None)."""
-    current, layers, tokens = None, [], None
+    current: int | None = None
+    layers: list[np.ndarray] = []
+    tokens: float | None = None
     for line, step, layer, tok, values in rows:
         if current is not None and step != current:
             yield current, np.stack(layers), tokens
@@ -87,10 +96,21 @@ def _group(path, rows):
         yield current, np.stack(layers), tokens
 
 
-def read_trace(counts_path, router_path=None, max_steps=None, first_step=0):
+def read_trace(counts_path: str | os.PathLike[str],
+               router_path: str | os.PathLike[str] | None = None, max_steps: int | None = None,
+               first_step: int = 0) -> Iterator[Step]:
     """Yields Steps from a counts file (and its router file) of the trace format.
 
     max_steps: stop after this many steps; first_step: skip steps before it.
+
+    Raises (while iterating, as the files are read):
+      OSError (FileNotFoundError, gzip.BadGzipFile, ...): a file cannot be
+        opened or decompressed.
+      TraceFormatError (a ValueError): a header or row breaks the format,
+        steps do not increase, layers are not 0..L-1 in order, a row has
+        another number of values, or the router file ends early or does not
+        match the counts file step for step.
+      UnicodeDecodeError: a file is not ASCII text.
     """
     counts = _group(counts_path, _rows(counts_path, "c"))
     router = _group(router_path, _rows(router_path, "z")) if router_path else None
@@ -113,9 +133,15 @@ def read_trace(counts_path, router_path=None, max_steps=None, first_step=0):
         yield Step(step=step, counts=c, router_logits=z, tokens=tokens)
 
 
-def trace_files(name_or_path):
+def trace_files(name_or_path: str | os.PathLike[str]) -> tuple[str, str | None, dict[str, Any]]:
     """(counts path, router path or None, meta dict or {}) for a trace NAME
-    path prefix (e.g. bench/traces/data/tiny_moe_aux) or a counts file."""
+    path prefix (e.g. bench/traces/data/tiny_moe_aux) or a counts file.
+
+    Raises:
+      FileNotFoundError: neither NAME.counts.csv.gz nor NAME.counts.csv exists.
+      OSError / json.JSONDecodeError (a ValueError): NAME.meta.json exists
+        but cannot be read or is not JSON.
+    """
     p = os.fspath(name_or_path)
     for suffix in (".counts.csv.gz", ".counts.csv"):
         if p.endswith(suffix):
@@ -125,7 +151,7 @@ def trace_files(name_or_path):
     if counts is None:
         raise FileNotFoundError("no %s.counts.csv.gz or %s.counts.csv" % (p, p))
     router = next((p + s for s in (".router.csv.gz", ".router.csv") if os.path.exists(p + s)), None)
-    meta = {}
+    meta: dict[str, Any] = {}
     if os.path.exists(p + ".meta.json"):
         with open(p + ".meta.json") as f:
             meta = json.load(f)

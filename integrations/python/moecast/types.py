@@ -64,22 +64,25 @@ HYPERPARAMETERS = ("aux_loss_coef", "router_temperature", "entropy_weight",
                    "oracle_weight", "balance_weight")
 
 
-def load_state_name(value):
+def load_state_name(value: int) -> str:
+    """The name of a LoadState enum value ("unknown(N)" if unknown); raises
+    TypeError only for a value that is not an integer."""
     return _LOAD_STATES.get(value, "unknown(%d)" % value)
 
 
-def _opt(msg, name):
+def _opt(msg: Any, name: str) -> Any:
     return getattr(msg, name) if msg.HasField(name) else None
 
 
-def _array(values, shape=None, dtype=np.float64):
+def _array(values: Any, shape: Any = None, dtype: Any = np.float64) -> np.ndarray:
     a = np.asarray(list(values), dtype=dtype)
     if shape is not None and a.size:
         a = a.reshape(shape)
     return a
 
 
-def _array_or_none(values, shape=None, dtype=np.float64):
+def _array_or_none(values: Any, shape: Any = None,
+                   dtype: Any = np.float64) -> Optional[np.ndarray]:
     return _array(values, shape, dtype) if len(values) else None
 
 
@@ -137,7 +140,7 @@ class JobSpec:
     health: bool = True
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "JobSpec":
         h = m.hyperparameters
         return cls(
             job_id=m.job_id, num_layers=m.num_layers, num_experts=m.num_experts,
@@ -169,7 +172,7 @@ class JobInfo:
     raw: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "JobInfo":
         return cls(
             spec=JobSpec.from_proto(m.spec), committed_steps=m.committed_steps,
             first_step=_opt(m, "first_step"), last_step=_opt(m, "last_step"),
@@ -190,7 +193,7 @@ class CommittedStep:
     gap_before: int
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "CommittedStep":
         return cls(step=m.step, incomplete=m.incomplete, gap_before=m.gap_before)
 
 
@@ -205,7 +208,7 @@ class StepResult:
     committed: List[CommittedStep]
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "StepResult":
         return cls(step=m.step, source=m.source, outcome=_OUTCOMES.get(m.outcome, "unknown"),
                    error_code=code_name(m.error_code) if m.error_code else None,
                    error_message=m.error_message, note=m.note,
@@ -222,17 +225,19 @@ class IngestResult:
     raw: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "IngestResult":
         return cls(results=[StepResult.from_proto(r) for r in m.results],
                    committed=[CommittedStep.from_proto(c) for c in m.committed],
                    rejected=m.rejected, raw=m)
 
     @property
-    def rejections(self):
+    def rejections(self) -> List["StepResult"]:
+        """The results of the rejected steps."""
         return [r for r in self.results if r.outcome == "rejected"]
 
-    def raise_for_rejections(self):
-        """Raises MoecastError for the first rejected step, if any."""
+    def raise_for_rejections(self) -> "IngestResult":
+        """Raises MoecastError (code: the step's error code, method
+        "IngestBatch") for the first rejected step, if any; else returns self."""
         for r in self.results:
             if r.outcome == "rejected":
                 raise MoecastError(
@@ -257,7 +262,7 @@ class IngestSummary:
     raw: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "IngestSummary":
         return cls(batches=m.batches, steps=m.steps, committed=m.committed,
                    duplicates=m.duplicates, pending=m.pending, rejected=m.rejected,
                    first_rejections=[StepResult.from_proto(r) for r in m.first_rejections],
@@ -276,7 +281,7 @@ class HorizonForecast:
     upper: Optional[np.ndarray]
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "HorizonForecast":
         return cls(horizon=m.horizon, predictor=m.predictor, means=_array(m.means),
                    lower=_array_or_none(m.lower), upper=_array_or_none(m.upper))
 
@@ -291,7 +296,7 @@ class LayerForecast:
     path: Optional[np.ndarray]             # [path_steps, M] or None
 
     @classmethod
-    def from_proto(cls, m, num_experts):
+    def from_proto(cls, m: Any, num_experts: int) -> "LayerForecast":
         horizons = {h.horizon: HorizonForecast.from_proto(h) for h in m.horizons}
         if not num_experts and horizons:
             num_experts = len(next(iter(horizons.values())).means)
@@ -313,7 +318,7 @@ class Forecast:
     raw: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "Forecast":
         num_experts = 0
         for lf in m.layers:
             if lf.horizons:
@@ -324,13 +329,13 @@ class Forecast:
                            for lf in m.layers}, raw=m)
 
     @property
-    def horizons(self):
+    def horizons(self) -> List[int]:
         """The horizons answered (those of the first layer)."""
         for lf in self.layers.values():
             return list(lf.horizons)
         return []
 
-    def _stack(self, horizon, what):
+    def _stack(self, horizon: int, what: str) -> Optional[np.ndarray]:
         rows = []
         for lf in self.layers.values():
             if horizon not in lf.horizons:
@@ -342,16 +347,19 @@ class Forecast:
             rows.append(v)
         return np.stack(rows) if rows else np.zeros((0, 0))
 
-    def means(self, horizon):
-        """[layers, M] mean shares at `horizon` (rows in self.layers' order)."""
+    def means(self, horizon: int) -> Optional[np.ndarray]:
+        """[layers, M] mean shares at `horizon` (rows in self.layers' order).
+        Raises KeyError when a layer has no forecast at `horizon`."""
         return self._stack(horizon, "means")
 
-    def lower(self, horizon):
-        """[layers, M] lower bounds at `horizon`, or None while any layer has none."""
+    def lower(self, horizon: int) -> Optional[np.ndarray]:
+        """[layers, M] lower bounds at `horizon`, or None while any layer has none.
+        Raises KeyError when a layer has no forecast at `horizon`."""
         return self._stack(horizon, "lower")
 
-    def upper(self, horizon):
-        """[layers, M] upper bounds at `horizon`, or None while any layer has none."""
+    def upper(self, horizon: int) -> Optional[np.ndarray]:
+        """[layers, M] upper bounds at `horizon`, or None while any layer has none.
+        Raises KeyError when a layer has no forecast at `horizon`."""
         return self._stack(horizon, "upper")
 
 
@@ -370,7 +378,7 @@ class LayerState:
     range_w: Optional[np.ndarray] = None
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "LayerState":
         return cls(layer=m.layer, state=load_state_name(m.state),
                    state_since_step=m.state_since_step, window_steps=m.window_steps,
                    drift_ratio=_opt(m, "drift_ratio"), dispersion=_opt(m, "dispersion"),
@@ -387,7 +395,7 @@ class State:
     raw: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "State":
         return cls(as_of_step=m.as_of_step, job_state=load_state_name(m.job_state),
                    layers=[LayerState.from_proto(l) for l in m.layers], raw=m)
 
@@ -405,7 +413,7 @@ class EParameter:
     message: str
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "EParameter":
         return cls(kind=_E_KINDS.get(m.kind, "unknown"), value=_opt(m, "value"),
                    missing=list(m.missing), warn_below=m.warn_below,
                    below_threshold=m.below_threshold, message=m.message)
@@ -435,7 +443,7 @@ class LayerHealth:
     dead_experts: List[int]
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "LayerHealth":
         gamma = None
         if m.has_gamma:
             gamma = GammaFit(m.gamma_f, m.ci_low_f, m.ci_high_f, m.ci_level, m.r2, m.temperature)
@@ -454,7 +462,7 @@ class Health:
     raw: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "Health":
         return cls(as_of_step=m.as_of_step, e=EParameter.from_proto(m.e),
                    layers=[LayerHealth.from_proto(l) for l in m.layers], raw=m)
 
@@ -493,7 +501,7 @@ class Plan:
     num_stages: int
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "Plan":
         L, M, S, P, R = m.num_layers, m.num_experts, m.num_slots, m.num_gpus, m.max_replicas
         return cls(
             mode=m.mode, num_layers=L, num_experts=M, num_slots=S, num_gpus=P,
@@ -507,8 +515,10 @@ class Plan:
                        for t in m.transfers],
             num_stages=m.num_stages)
 
-    def gpu_of_slot(self, slot):
-        """The GPU a physical slot is on (slots are split evenly over GPUs)."""
+    def gpu_of_slot(self, slot: int) -> int:
+        """The GPU a physical slot is on (slots are split evenly over GPUs).
+        Raises ZeroDivisionError when the plan has more GPUs than slots (or
+        none)."""
         return slot // (self.num_slots // self.num_gpus)
 
 
@@ -526,7 +536,7 @@ class RebalanceDecision:
     reason: str
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "RebalanceDecision":
         return cls(**{f.name: getattr(m, f.name) for f in dataclasses.fields(cls)})
 
 
@@ -545,7 +555,7 @@ class Placement:
     raw: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "Placement":
         plan = Plan.from_proto(m.plan)
         return cls(
             as_of_step=m.as_of_step, job_state=load_state_name(m.job_state), horizon=m.horizon,
@@ -573,7 +583,7 @@ class Event:
     raw: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_proto(cls, m):
+    def from_proto(cls, m: Any) -> "Event":
         return cls(seq=m.seq, step=m.step, kind=_EVENT_KINDS.get(m.kind, "unknown"),
                    layer=m.layer, from_=getattr(m, "from"), to=m.to, value=m.value,
                    detail=m.detail,

@@ -16,10 +16,14 @@ record/line/field), 2 bad flags. Formats: integrations/python/CONVERTERS.md.
 Needs numpy; torch only for torch (.pt) files.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +31,12 @@ from . import placement, routing, sources
 from .common import ConvertError, TraceWriter
 
 
-def _note(text):
+def _note(text: str) -> None:
     print("moecast-convert: " + text, file=sys.stderr)
 
 
-def _write_array_trace(tr, args, drop_empty_steps, drop_zero_layers):
+def _write_array_trace(tr: sources.ArrayTrace, args: argparse.Namespace, drop_empty_steps: bool,
+                       drop_zero_layers: bool) -> TraceWriter:
     if getattr(args, "layer_ids", None):
         sources.relabel_layers(tr, args.layer_ids)
     counts, steps, ids = tr.counts, tr.steps, list(tr.layer_ids)
@@ -76,17 +81,19 @@ def _write_array_trace(tr, args, drop_empty_steps, drop_zero_layers):
     return w
 
 
-def cmd_from_sglang(args):
+def cmd_from_sglang(args: argparse.Namespace) -> TraceWriter:
+    """`from-sglang`; raises ConvertError for a bad input, OSError when a
+    file cannot be written (as every cmd_* function)."""
     tr = sources.read_sglang(args.inputs, args.num_experts)
     return _write_array_trace(tr, args, not args.keep_empty_steps, not args.keep_zero_layers)
 
 
-def cmd_from_vllm(args):
+def cmd_from_vllm(args: argparse.Namespace) -> TraceWriter:
     tr = sources.read_vllm(args.inputs, args.num_experts)
     return _write_array_trace(tr, args, not args.keep_empty_steps, False)
 
 
-def cmd_from_megatron(args):
+def cmd_from_megatron(args: argparse.Namespace) -> TraceWriter:
     jsonl = [p for p in args.inputs if p.endswith((".jsonl", ".json"))]
     if jsonl and len(jsonl) != len(args.inputs):
         raise ConvertError("give either .jsonl files or one .npz/.pt file, not both")
@@ -116,7 +123,7 @@ def cmd_from_megatron(args):
     return w
 
 
-def _write_json(path, doc, also_remove):
+def _write_json(path: str, doc: Any, also_remove: str | None) -> None:
     """Writes a sidecar JSON (via a temporary file); on failure removes it and
     `also_remove` (the trace written just before), so nothing is left."""
     tmp = path + ".tmp%d" % os.getpid()
@@ -138,7 +145,7 @@ def _write_json(path, doc, also_remove):
         raise
 
 
-def _read_routing(args):
+def _read_routing(args: argparse.Namespace) -> routing.RoutingLog:
     log = routing.read_routing(args.input, num_experts=args.num_experts, top_k=args.top_k,
                                requests_path=args.requests, layer_ids=args.layer_ids)
     if log.m_inferred:
@@ -147,7 +154,8 @@ def _read_routing(args):
     return log
 
 
-def _write_steps(args, log, chunks, tokens_of_step):
+def _write_steps(args: argparse.Namespace, log: routing.RoutingLog,
+                 chunks: Iterable[tuple[int, np.ndarray]], tokens_of_step: Any) -> TraceWriter:
     w = TraceWriter(args.counts, None, log.layer_ids, log.num_experts, has_tokens=True)
     try:
         for s0, counts in chunks:
@@ -160,7 +168,7 @@ def _write_steps(args, log, chunks, tokens_of_step):
     return w
 
 
-def cmd_from_routing(args):
+def cmd_from_routing(args: argparse.Namespace) -> TraceWriter:
     if args.step_offset < 0:
         raise ConvertError("--step-offset %d: steps start at 0" % args.step_offset)
     log = _read_routing(args)
@@ -187,7 +195,7 @@ def cmd_from_routing(args):
                     "num_experts": log.num_experts, "requests": len(order),
                     "tokens": int(log.lengths[order].sum()), "steps": S,
                     "step_offset": args.step_offset}
-        doc = routing.phases_doc(prefixes, phase, start, end, S, args.step_offset, settings)
+        doc = routing.phases_doc(prefixes, phase, start, end, S, args.step_offset, settings)  # type: ignore[arg-type]
         _write_json(args.phases, doc, args.counts)
         done += "; phases %s: %s" % (args.phases, ", ".join(
             "%s@%d" % (p["dataset_prefix"], p["step"]) for p in doc["phases"]))
@@ -195,7 +203,7 @@ def cmd_from_routing(args):
     return w
 
 
-def cmd_splice_routing(args):
+def cmd_splice_routing(args: argparse.Namespace) -> TraceWriter:
     if args.step_offset < 0:
         raise ConvertError("--step-offset %d: steps start at 0" % args.step_offset)
     segments = routing.parse_segments(args.segments)
@@ -207,7 +215,7 @@ def cmd_splice_routing(args):
                                                       args.seed),
                      lambda s: args.tokens_per_step)
     segs, step = [], args.step_offset
-    for name, n in segments:
+    for name, n in segments:  # type: ignore[assignment]
         segs.append({"pool": name, "start": step, "end": step + n, "steps": n,
                      "pool_tokens": int(len(pools[name][0])),
                      "pool_requests": int(pools[name][1])})
@@ -232,7 +240,7 @@ def cmd_splice_routing(args):
     return w
 
 
-def cmd_to_sglang(args):
+def cmd_to_sglang(args: argparse.Namespace) -> None:
     pl, info = placement.to_sglang(args.plan, args.out, emit=args.emit,
                                    num_layers=args.num_layers, layer_ids=args.layer_ids,
                                    num_experts=args.num_experts, ep_size=args.ep_size)
@@ -248,7 +256,7 @@ def cmd_to_sglang(args):
                                              info["planned"], pl.kind, args.out))
 
 
-def cmd_to_vllm(args):
+def cmd_to_vllm(args: argparse.Namespace) -> None:
     pl, info = placement.to_vllm(args.plan, args.out, num_experts=args.num_experts,
                                  max_replicas=args.max_replicas)
     print("%s: physical_to_logical_map [%d, %d], logical_to_physical_map [%d, %d, %d], "
@@ -257,14 +265,16 @@ def cmd_to_vllm(args):
               info["max_replicas"], info["layers"], info["experts"], pl.kind))
 
 
-def _pos(text):
+def _pos(text: str) -> int:
     v = int(text)
     if v < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return v
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
+    """The moecast-convert argument parser (one subcommand each). Raises
+    nothing."""
     p = argparse.ArgumentParser(
         prog="moecast-convert",
         description="Convert SGLang / vLLM / Megatron-LM expert-load records to moecast traces, "
@@ -273,7 +283,7 @@ def build_parser():
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
-    def trace_out(sp, router=False):
+    def trace_out(sp: argparse.ArgumentParser, router: bool = False) -> None:
         sp.add_argument("--counts", required=True, metavar="OUT.counts.csv[.gz]",
                         help="counts trace to write (gzip when it ends in .gz)")
         if router:
@@ -333,7 +343,7 @@ def build_parser():
                         "else 0..L-1)")
     s.set_defaults(func=cmd_from_megatron)
 
-    def routing_in(sp):
+    def routing_in(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("input", metavar="TOKENS.npz|.pt|.jsonl",
                         help="per-token routing log: the serving development npz (expert_ids, "
                              "generation, token_position), an HF-style npz/.pt (topk_ids or "
@@ -440,7 +450,10 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs moecast-convert; returns 0, or 1 after printing a ConvertError or
+    OSError (a bad input or an unwritable output). Raises SystemExit(2) for
+    bad flags (argparse) and SystemExit(0) for --help."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.cmd == "from-routing" and args.phases and not args.phase_prefixes:

@@ -6,11 +6,16 @@ or written (load_tensor_file / save_torch), so the converters work without it
 for every .npz / .jsonl / .json input.
 """
 
+from __future__ import annotations
+
 import gzip
 import io
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +29,13 @@ class ConvertError(Exception):
 # Layer-id and integer lists: "3..60", "0,2,4", "7"
 
 
-def parse_id_list(text, what):
+def parse_id_list(text: str, what: str) -> list[int]:
     """Parses "3..60" (inclusive), "1,3,5" or a mix ("0..2,7") into a list of
-    distinct non-negative ints in the given order."""
+    distinct non-negative ints in the given order.
+
+    Raises ConvertError (message starting with `what`) for an empty element,
+    a non-integer, an empty range (B < A), a negative id or an id listed
+    twice."""
     out = []
     for part in text.split(","):
         part = part.strip()
@@ -35,12 +44,12 @@ def parse_id_list(text, what):
         if ".." in part:
             lo, _, hi = part.partition("..")
             try:
-                lo, hi = int(lo), int(hi)
+                lo, hi = int(lo), int(hi)  # type: ignore[assignment]
             except ValueError:
                 raise ConvertError("%s: '%s' is not a range A..B of integers" % (what, part))
             if hi < lo:
                 raise ConvertError("%s: range '%s' is empty (B < A)" % (what, part))
-            out.extend(range(lo, hi + 1))
+            out.extend(range(lo, hi + 1))  # type: ignore[call-overload, operator]
         else:
             try:
                 out.append(int(part))
@@ -57,12 +66,13 @@ def parse_id_list(text, what):
 # Arrays
 
 
-def _index_text(idx):
+def _index_text(idx: Iterable[Any]) -> str:
     return "[" + ", ".join(str(int(i)) for i in idx) + "]"
 
 
-def as_array(value, where, name):
-    """numpy view of a tensor / array / nested list; ConvertError otherwise."""
+def as_array(value: Any, where: str, name: str) -> np.ndarray:
+    """numpy view of a tensor / array / nested list; ConvertError otherwise
+    (another type, ragged lists, non-numeric dtype)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":
@@ -85,9 +95,11 @@ def as_array(value, where, name):
     return arr
 
 
-def check_shape(arr, where, name, dims_text, ndim=None, shape=None):
+def check_shape(arr: np.ndarray, where: str, name: str, dims_text: str,
+                ndim: int | None = None, shape: Sequence[int | None] | None = None) -> None:
     """Requires `ndim` dimensions and/or an exact `shape` (None entries are
-    free). `dims_text` names the dimensions, e.g. "[steps, layers, experts]"."""
+    free). `dims_text` names the dimensions, e.g. "[steps, layers, experts]".
+    Raises ConvertError when the array does not fit."""
     if ndim is not None and arr.ndim != ndim:
         raise ConvertError("%s: %s has shape %s, expected %d dimensions %s" %
                            (where, name, tuple(arr.shape), ndim, dims_text))
@@ -100,8 +112,10 @@ def check_shape(arr, where, name, dims_text, ndim=None, shape=None):
                                (where, name, tuple(arr.shape), want, dims_text))
 
 
-def check_counts(arr, where, name):
-    """Counts must be finite, non-negative and integral. Returns int64."""
+def check_counts(arr: np.ndarray, where: str, name: str) -> np.ndarray:
+    """Counts must be finite, non-negative and integral. Returns int64.
+    Raises ConvertError (naming the first bad index) for an empty array, a
+    non-finite, negative or fractional value, or one above 2^53."""
     if arr.size == 0:
         raise ConvertError("%s: %s is empty (shape %s)" % (where, name, tuple(arr.shape)))
     if arr.dtype.kind == "f":
@@ -128,8 +142,9 @@ def check_counts(arr, where, name):
     return arr.astype(np.int64)
 
 
-def check_finite(arr, where, name):
-    """Router statistics: finite floats. Returns float64."""
+def check_finite(arr: np.ndarray, where: str, name: str) -> np.ndarray:
+    """Router statistics: finite floats. Returns float64. Raises ConvertError
+    (naming the first bad index) for a NaN or infinity."""
     arr = arr.astype(np.float64)
     bad = ~np.isfinite(arr)
     if bad.any():
@@ -139,8 +154,11 @@ def check_finite(arr, where, name):
     return arr
 
 
-def check_int_array(arr, where, name, lo=None, hi=None, allow=()):
-    """Integer-valued array with every value in [lo, hi] (or in `allow`)."""
+def check_int_array(arr: np.ndarray, where: str, name: str, lo: int | None = None,
+                    hi: int | None = None, allow: Iterable[int] = ()) -> np.ndarray:
+    """Integer-valued array with every value in [lo, hi] (or in `allow`);
+    returns int64. Raises ConvertError (naming the first bad index) for a
+    non-integer or out-of-range value."""
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr) | (arr != np.floor(np.where(np.isfinite(arr), arr, 0)))
         if bad.any():
@@ -163,7 +181,9 @@ def check_int_array(arr, where, name, lo=None, hi=None, allow=()):
     return arr
 
 
-def scalar_int(value, where, name):
+def scalar_int(value: Any, where: str, name: str) -> int:
+    """`value` (a number, 0-d or one-element array/tensor) as an int.
+    Raises ConvertError when it is not a single finite integer."""
     arr = as_array(value, where, name)
     if arr.size != 1:
         raise ConvertError("%s: %s must be a single integer, has shape %s" %
@@ -178,21 +198,25 @@ def scalar_int(value, where, name):
 # Files
 
 
-def _torch_or_error(path, verb):
+def _torch_or_error(path: str, verb: str) -> ModuleType:
     try:
         import torch
     except ImportError:
         raise ConvertError(
             "%s: %s a torch file needs PyTorch, which is not installed for %s "
             "(Debian: apt-get install python3-torch); or use the .npz form of this input" %
-            (path, verb, os.path.realpath(os.sys.executable)))
+            (path, verb, os.path.realpath(os.sys.executable)))  # type: ignore[attr-defined]
     return torch
 
 
-def load_tensor_file(path):
+def load_tensor_file(path: str) -> dict[str, Any]:
     """Loads a dict of arrays from .npz (numpy) or a torch file (.pt, .pth,
     anything else: torch.save). Torch files are read with weights_only=True
-    (tensors, numbers, strings, lists and dicts only; no arbitrary pickles)."""
+    (tensors, numbers, strings, lists and dicts only; no arbitrary pickles).
+
+    Raises ConvertError when the file does not exist, is not a readable .npz
+    / torch file, holds something other than a dict, or is a torch file and
+    PyTorch is not installed."""
     if not os.path.exists(path):
         raise ConvertError("%s: no such file" % path)
     if path.endswith(".npz"):
@@ -216,13 +240,16 @@ def load_tensor_file(path):
     return data
 
 
-def save_torch(path, data):
+def save_torch(path: str, data: Mapping[str, Any]) -> None:
+    """torch.save of `data` (numpy arrays as tensors). Raises ConvertError
+    when PyTorch is not installed; what torch.save raises (OSError, ...)
+    otherwise."""
     torch = _torch_or_error(path, "writing")
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
                 for k, v in data.items()}, path)
 
 
-def layer_id_array(value, where, name, num_layers):
+def layer_id_array(value: Any, where: str, name: str, num_layers: int) -> list[int]:
     """The layer ids in `value` (an array of num_layers distinct non-negative
     integers) as a list; ConvertError naming `name` otherwise."""
     arr = as_array(value, where, name)
@@ -233,7 +260,7 @@ def layer_id_array(value, where, name, num_layers):
     return ids
 
 
-def jsonl_objects(path):
+def jsonl_objects(path: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """Yields (line number, where, obj) for every non-blank line of a jsonl
     file, where = "PATH:LINE"; ConvertError for a file that cannot be opened, a line that is
     not JSON, or one that is not a JSON object."""
@@ -256,7 +283,8 @@ def jsonl_objects(path):
             yield lineno, where, obj
 
 
-def require_key(data, key, where, what):
+def require_key(data: Mapping[str, Any], key: str, where: str, what: str) -> Any:
+    """data[key]; ConvertError (listing the keys present) when it is missing."""
     if key not in data:
         raise ConvertError("%s: missing key '%s' (%s); keys present: %s" %
                            (where, key, what, ", ".join(sorted(map(str, data))) or "none"))
@@ -272,10 +300,18 @@ class TraceWriter:
     time. gzip when the path ends in .gz, with mtime 0 so that the same input
     gives the same bytes. Checks what the moecast reader checks: increasing
     steps, the same layers every step, non-negative integer counts, finite
-    router values."""
+    router values.
 
-    def __init__(self, counts_path, router_path, layer_ids, num_experts,
-                 has_tokens=False, router_blocks=()):
+    The constructor raises ConvertError for no layers, no experts, a router
+    path without router blocks, a missing output directory or a file that
+    cannot be created."""
+
+    first_step: int | None
+    last_step: int | None
+
+    def __init__(self, counts_path: str, router_path: str | None, layer_ids: Iterable[int],
+                 num_experts: int, has_tokens: bool = False,
+                 router_blocks: Iterable[str] = ()) -> None:
         if not layer_ids:
             raise ConvertError("no layers to write")
         if num_experts < 1:
@@ -293,20 +329,20 @@ class TraceWriter:
         self.tokens = 0
         self.first_step = None
         self.last_step = None
-        self._files = []
+        self._files: list[Any] = []
         self._counts = self._open(counts_path)
         head = ["step", "layer"] + (["tokens"] if has_tokens else []) + \
                ["c%d" % e for e in range(num_experts)]
         self._counts.write(",".join(head) + "\n")
-        self._router = None
+        self._router: io.TextIOWrapper | None = None
         if self.router_blocks:
-            self._router = self._open(router_path)
+            self._router = self._open(router_path)  # type: ignore[arg-type]
             head = ["step", "layer"]
             for b in self.router_blocks:
                 head += ["%s%d" % (b, e) for e in range(num_experts)]
             self._router.write(",".join(head) + "\n")
 
-    def _open(self, path):
+    def _open(self, path: str) -> io.TextIOWrapper:
         d = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(d):
             raise ConvertError("%s: directory %s does not exist" % (path, d))
@@ -318,12 +354,15 @@ class TraceWriter:
         if path.endswith(".gz"):
             gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
             self._files.append(gz)
-            return io.TextIOWrapper(gz, encoding="ascii", newline="\n")
+            return io.TextIOWrapper(gz, encoding="ascii", newline="\n")  # type: ignore[arg-type]
         return io.TextIOWrapper(raw, encoding="ascii", newline="\n")
 
-    def write(self, step, counts, tokens=None, router=None):
+    def write(self, step: int, counts: np.ndarray, tokens: int | None = None,
+              router: Mapping[str, np.ndarray] | None = None) -> None:
         """counts: int array [L, M] in layer_ids order; tokens: int (per step)
-        or None; router: dict block -> float array [L, M]."""
+        or None; router: dict block -> float array [L, M].
+        Raises ConvertError when the step does not follow the last one or
+        counts have the wrong shape; OSError when writing fails."""
         step = int(step)
         if self.last_step is not None and step <= self.last_step:
             raise ConvertError("step %d follows step %d: steps must increase" %
@@ -336,7 +375,7 @@ class TraceWriter:
         for li, lid in enumerate(self.layer_ids):
             row = [str(step), str(lid)]
             if self.has_tokens:
-                row.append(str(int(tokens)))
+                row.append(str(int(tokens)))  # type: ignore[arg-type]
             row.extend(str(int(v)) for v in counts[li])
             lines.append(",".join(row))
         self._counts.write("\n".join(lines) + "\n")
@@ -345,7 +384,7 @@ class TraceWriter:
             for li, lid in enumerate(self.layer_ids):
                 row = [str(step), str(lid)]
                 for b in self.router_blocks:
-                    row.extend("%.9g" % v for v in router[b][li])
+                    row.extend("%.9g" % v for v in router[b][li])  # type: ignore[index]
                 lines.append(",".join(row))
             self._router.write("\n".join(lines) + "\n")
         if self.first_step is None:
@@ -356,18 +395,21 @@ class TraceWriter:
         if tokens is not None:
             self.tokens += int(tokens)
 
-    def close(self):
+    def close(self) -> None:
+        """Closes the files. Raises ConvertError when no step was written
+        (the files are left in place; call abort() to remove them)."""
         for f in (self._counts, self._router):
             if f is not None:
                 f.close()  # flushes through the gzip layer
         for f in self._files:
-            f.close()  # a GzipFile does not close the file it was given
+            f.close()  # type: ignore[union-attr]  # a GzipFile leaves its file open
         if self.steps == 0:
             raise ConvertError("%s: no steps to write (every step was empty or dropped)" %
                                self.counts_path)
 
-    def abort(self):
-        """Closes and removes the files (after an error)."""
+    def abort(self) -> None:
+        """Closes and removes the files (after an error). Raises OSError only
+        when removing a file fails."""
         for f in [self._counts, self._router] + self._files:
             try:
                 if f is not None:
@@ -378,7 +420,8 @@ class TraceWriter:
             if p and os.path.exists(p):
                 os.remove(p)
 
-    def summary(self):
+    def summary(self) -> str:
+        """One line describing what was written."""
         return ("%s: %d steps (%s..%s), %d layers (ids %s), %d experts, %d assignments%s" %
                 (self.counts_path, self.steps, self.first_step, self.last_step,
                  len(self.layer_ids), _ids_text(self.layer_ids), self.num_experts,
@@ -387,7 +430,7 @@ class TraceWriter:
                   if self.router_blocks else "")))
 
 
-def _ids_text(ids):
+def _ids_text(ids: Sequence[int]) -> str:
     if len(ids) > 2 and list(ids) == list(range(ids[0], ids[0] + len(ids))):
         return "%d..%d" % (ids[0], ids[-1])
     if len(ids) > 8:
@@ -395,4 +438,4 @@ def _ids_text(ids):
     return ",".join(map(str, ids))
 
 
-ROUTER_BLOCKS = ("z", "p", "s")
+ROUTER_BLOCKS: tuple[str, ...] = ("z", "p", "s")

@@ -29,15 +29,18 @@ Outputs:
     logical_replica_count int64 [num_moe_layers, num_logical_experts].
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any
 
 import numpy as np
 
 from .common import ConvertError, parse_id_list, save_torch
 
 
-def _load_json(path):
+def _load_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -49,7 +52,7 @@ def _load_json(path):
         raise ConvertError("%s: not valid JSON (%s)" % (path, e))
 
 
-def _get(obj, snake, where, required=False):
+def _get(obj: dict[str, Any], snake: str, where: str, required: bool = False) -> Any:
     """obj[snake] or obj[lowerCamel(snake)]."""
     parts = snake.split("_")
     camel = parts[0] + "".join(p.title() for p in parts[1:])
@@ -63,7 +66,7 @@ def _get(obj, snake, where, required=False):
     return obj[keys[0]]
 
 
-def _int(v, where, name):
+def _int(v: Any, where: str, name: str) -> int:
     if isinstance(v, str):  # json_format writes 64-bit integers as strings
         try:
             return int(v)
@@ -74,7 +77,8 @@ def _int(v, where, name):
     return int(v)
 
 
-def _matrix(v, where, name, rows=None, cols=None, integers=True):
+def _matrix(v: Any, where: str, name: str, rows: int | None = None, cols: int | None = None,
+            integers: bool = True) -> np.ndarray:
     """Nested rows, or a flat list reshaped to rows x cols."""
     if not isinstance(v, list) or not v:
         raise ConvertError("%s: %s must be a non-empty list" % (where, name))
@@ -87,8 +91,8 @@ def _matrix(v, where, name, rows=None, cols=None, integers=True):
             raise ConvertError("%s: %s has %d values, expected %d x %d = %d" %
                                (where, name, len(v), rows, cols, rows * cols))
         v = [v[r * cols:(r + 1) * cols] for r in range(rows)]
-    width = None
-    out = []
+    width: int | None = None
+    out: list[list[Any]] = []
     for r, row in enumerate(v):
         if not isinstance(row, list) or not row:
             raise ConvertError("%s: %s[%d] must be a non-empty list" % (where, name, r))
@@ -112,19 +116,26 @@ def _matrix(v, where, name, rows=None, cols=None, integers=True):
     if nested and rows is not None and len(out) != rows:
         raise ConvertError("%s: %s has %d rows, num_layers is %d" % (where, name, len(out), rows))
     if nested and cols is not None and width != cols:
-        raise ConvertError("%s: %s rows have %d values, expected %d" % (where, name, width, cols))
+        raise ConvertError("%s: %s rows have %d values, expected %d" % (where, name, width, cols))  # type: ignore[str-format]
     return np.asarray(out, dtype=np.int64 if integers else np.float64)
 
 
 class Placement:
-    def __init__(self, phy2log, num_experts, loads, kind):
+    """What read_placement found: phy2log [L, S] and/or loads [L, M]."""
+
+    def __init__(self, phy2log: np.ndarray | None, num_experts: int | None,
+                 loads: np.ndarray | None, kind: str) -> None:
         self.phy2log = phy2log  # int64 [L, S] or None
         self.num_experts = num_experts  # int or None
         self.loads = loads  # float64 [L, M] or None
         self.kind = kind
 
 
-def read_placement(path):
+def read_placement(path: str) -> Placement:
+    """Reads a `moecast plan --json` plan, a RecommendPlacement response
+    (JSON) or a `--loads` file. Raises ConvertError when the file cannot be
+    opened, is not JSON / not an object of one of those kinds, or a field
+    has the wrong shape or non-integer / non-finite values."""
     doc = _load_json(path)
     if not isinstance(doc, dict):
         raise ConvertError("%s: expected a JSON object" % path)
@@ -163,8 +174,11 @@ def read_placement(path):
                        (path, ", ".join(sorted(doc)) or "none"))
 
 
-def validate_map(p2l, num_experts, where):
-    """Every slot holds a logical expert in [0, M) and every expert has a slot."""
+def validate_map(p2l: np.ndarray, num_experts: int | None, where: str) -> int:
+    """Every slot holds a logical expert in [0, M) and every expert has a slot;
+    returns M (num_experts, or the largest id + 1 when None). Raises
+    ConvertError when a slot is out of range or empty, there are fewer slots
+    than experts, or an expert has no slot."""
     L, S = p2l.shape
     top = int(p2l.max()) + 1
     M = num_experts if num_experts is not None else top
@@ -189,8 +203,19 @@ def validate_map(p2l, num_experts, where):
     return M
 
 
-def to_sglang(path, out_path, emit="physical_to_logical_map", num_layers=None, layer_ids=None,
-              num_experts=None, ep_size=None):
+def to_sglang(path: str, out_path: str, emit: str = "physical_to_logical_map",
+              num_layers: int | None = None, layer_ids: str | None = None,
+              num_experts: int | None = None,
+              ep_size: int | None = None) -> tuple[Placement, dict[str, int]]:
+    """Writes SGLang's --init-expert-location JSON (`emit`:
+    physical_to_logical_map or logical_count) from the placement at `path`;
+    returns (the placement read, a summary dict).
+
+    Raises ConvertError for what read_placement / validate_map reject, a
+    bad --layer-ids (or one that does not match the plan's layers or the
+    model's --num-layers), an unknown `emit`, a placement without the part
+    `emit` needs, slots that do not split over ep_size; OSError when the
+    output cannot be written."""
     pl = read_placement(path)
     rows = pl.phy2log.shape[0] if pl.phy2log is not None else (
         pl.loads.shape[0] if pl.loads is not None else 0)
@@ -202,7 +227,7 @@ def to_sglang(path, out_path, emit="physical_to_logical_map", num_layers=None, l
     if max(ids) >= n:
         raise ConvertError("--layer-ids: layer %d is outside the model's %d layers (--num-layers)"
                            % (max(ids), n))
-    info = {}
+    info: dict[str, int] = {}
     if emit == "physical_to_logical_map":
         if pl.phy2log is None:
             raise ConvertError("%s: has loads but no placement; use --emit logical_count" % path)
@@ -239,7 +264,15 @@ def to_sglang(path, out_path, emit="physical_to_logical_map", num_layers=None, l
     return pl, info
 
 
-def to_vllm(path, out_path, num_experts=None, max_replicas=None):
+def to_vllm(path: str, out_path: str, num_experts: int | None = None,
+            max_replicas: int | None = None) -> tuple[Placement, dict[str, int]]:
+    """Writes vLLM's EplbState tensors (.npz or .pt/.pth) from the placement
+    at `path`; returns (the placement read, a summary dict).
+
+    Raises ConvertError for what read_placement / validate_map reject, a
+    file with loads but no placement, an expert with more replicas than
+    max_replicas, an output name that is not .npz/.pt/.pth, or .pt output
+    without PyTorch; OSError when the output cannot be written."""
     pl = read_placement(path)
     if pl.phy2log is None:
         raise ConvertError("%s: has loads but no placement (phy2log)" % path)

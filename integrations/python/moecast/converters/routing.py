@@ -13,9 +13,13 @@ Inputs (layouts: ../README.md, "from-routing"):
 Rows of one request are in decode order; requests may interleave.
 """
 
+from __future__ import annotations
+
 import heapq
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +36,9 @@ class RoutingLog:
     names [R] (the request ids as the input spells them), datasets [R] (str or
     None), layer_ids [L], num_experts M."""
 
-    def __init__(self, path, ids, req, names, datasets, layer_ids, num_experts, notes=()):
+    def __init__(self, path: str, ids: np.ndarray, req: np.ndarray, names: list[Any],
+                 datasets: list[str | None], layer_ids: Sequence[int], num_experts: int,
+                 notes: Sequence[str] = ()) -> None:
         self.path = path
         self.ids = ids
         self.req = req
@@ -45,11 +51,11 @@ class RoutingLog:
         self.m_inferred = False  # M = largest expert id + 1 (no --num-experts)
 
     @property
-    def top_k(self):
+    def top_k(self) -> int:
         return self.ids.shape[2]
 
 
-def _codes(values):
+def _codes(values: Any) -> tuple[np.ndarray, list[Any]]:
     """Request index of each row, in order of first appearance; and the ids."""
     uniq, first, inv = np.unique(values, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")  # unique ids by first appearance
@@ -59,7 +65,7 @@ def _codes(values):
                                         for v in uniq[order]]
 
 
-def _check_positions(pos, req, where, name):
+def _check_positions(pos: np.ndarray, req: np.ndarray, where: str, name: str) -> None:
     """Token positions must increase within a request (rows in decode order)."""
     order = np.argsort(req, kind="stable")
     r, p = req[order], pos[order]
@@ -71,12 +77,13 @@ def _check_positions(pos, req, where, name):
                            (where, name, j, pos[j], i, pos[i]))
 
 
-def _array_loc(where, name):
+def _array_loc(where: str, name: str) -> Callable[..., str]:
     return lambda t, l, k=None: "%s: %s[%d, %d%s]" % (where, name, t, l,
                                                      "" if k is None else ", %d" % k)
 
 
-def _check_ids(ids, num_experts, loc):
+def _check_ids(ids: np.ndarray, num_experts: int | None,
+               loc: Callable[..., str]) -> tuple[np.ndarray, int]:
     """Expert ids: integers in [0, M) (M inferred as max + 1 when not given),
     K distinct experts per token and layer. loc(t, l[, k]) names a place."""
     if ids.dtype.kind == "f":
@@ -102,7 +109,8 @@ def _check_ids(ids, num_experts, loc):
     return ids.astype(np.int32), M
 
 
-def _apply_top_k(ids, top_k, where, name):
+def _apply_top_k(ids: np.ndarray, top_k: int | None, where: str,
+                 name: str) -> tuple[np.ndarray, list[str]]:
     K = ids.shape[2]
     if top_k is None or top_k == K:
         return ids, []
@@ -117,7 +125,7 @@ def _apply_top_k(ids, top_k, where, name):
 # Request metadata (dataset names)
 
 
-def _load_json(path, what):
+def _load_json(path: str, what: str) -> Any:
     if not os.path.exists(path):
         raise ConvertError("%s: no such file (%s)" % (path, what))
     try:
@@ -129,14 +137,17 @@ def _load_json(path, what):
         raise ConvertError("%s: cannot read (%s)" % (path, e.strerror))
 
 
-def read_requests_json(path):
+def read_requests_json(path: str) -> dict[Any, tuple[str, int | None, str]]:
     """A JSON list of {"request" or "generation": id, "dataset": str,
-    ["category": str], ["tokens": int]} -> {id: (dataset, tokens or None, where)}."""
+    ["category": str], ["tokens": int]} -> {id: (dataset, tokens or None, where)}.
+    Raises ConvertError when the file is missing or not JSON, is not a list
+    of objects, or an entry lacks its id / dataset, has a bad token count or
+    repeats an id."""
     doc = _load_json(path, "request metadata")
     if not isinstance(doc, list):
         raise ConvertError("%s: expected a JSON list of request objects, found %s" %
                            (path, type(doc).__name__))
-    out = {}
+    out = {}  # type: ignore[var-annotated]
     for i, obj in enumerate(doc):
         where = "%s: [%d]" % (path, i)
         if not isinstance(obj, dict):
@@ -163,7 +174,8 @@ def read_requests_json(path):
     return out
 
 
-def _attach_requests(log, meta, meta_path, all_listed):
+def _attach_requests(log: RoutingLog, meta: Mapping[Any, tuple[str, int | None, str]],
+                     meta_path: str, all_listed: bool) -> None:
     """Sets log.datasets from metadata; checks token counts. all_listed: every
     request of the log must be in the metadata."""
     datasets = []
@@ -200,7 +212,8 @@ def _attach_requests(log, meta, meta_path, all_listed):
 # Readers
 
 
-def _read_dev_npz(path, d, num_experts, top_k, requests_path):
+def _read_dev_npz(path: str, d: dict[str, Any], num_experts: int | None, top_k: int | None,
+                  requests_path: str | None) -> RoutingLog:
     where = path
     e = as_array(d["expert_ids"], where, "expert_ids")
     check_shape(e, where, "expert_ids", "[tokens, layers, top-k slots]", ndim=3)
@@ -235,12 +248,13 @@ def _read_dev_npz(path, d, num_experts, top_k, requests_path):
     return log
 
 
-def _read_hf(path, d, num_experts, top_k, requests_path):
+def _read_hf(path: str, d: dict[str, Any], num_experts: int | None, top_k: int | None,
+             requests_path: str | None) -> RoutingLog:
     where = path
     has = [k for k in ("topk_ids", "router_logits") if k in d]
     if len(has) == 2:
         raise ConvertError("%s: has both 'topk_ids' and 'router_logits'; give one" % where)
-    notes = []
+    notes = []  # type: ignore[var-annotated]
     if has == ["topk_ids"]:
         e = as_array(d["topk_ids"], where, "topk_ids")
         check_shape(e, where, "topk_ids", "[tokens, layers, top-k slots]", ndim=3)
@@ -280,7 +294,7 @@ def _read_hf(path, d, num_experts, top_k, requests_path):
     ids, M = _check_ids(e, num_experts, _array_loc(where, name))
     layer_ids = range(ids.shape[1])
     if "layers" in d:
-        layer_ids = layer_id_array(d["layers"], where, "layers", ids.shape[1])
+        layer_ids = layer_id_array(d["layers"], where, "layers", ids.shape[1])  # type: ignore[assignment]
     req, names = _codes(r)
     log = RoutingLog(path, ids, req, names, [None] * len(names), layer_ids, M, notes)
     log.m_inferred = num_experts is None
@@ -289,9 +303,10 @@ def _read_hf(path, d, num_experts, top_k, requests_path):
     return log
 
 
-def _read_jsonl(path, num_experts, top_k, requests_path):
+def _read_jsonl(path: str, num_experts: int | None, top_k: int | None,
+                requests_path: str | None) -> RoutingLog:
     rows, reqs, lines = [], [], []
-    index, datasets, ds_where, positions = {}, [], [], {}
+    index, datasets, ds_where, positions = {}, [], [], {}  # type: ignore[var-annotated]
     shape = None
     for lineno, where, obj in jsonl_objects(path):
         rid = require_key(obj, "request", where, "the request id")
@@ -361,8 +376,14 @@ def _read_jsonl(path, num_experts, top_k, requests_path):
     return log
 
 
-def read_routing(path, num_experts=None, top_k=None, requests_path=None, layer_ids=None):
-    """Reads any of the three formats (by suffix and keys)."""
+def read_routing(path: str, num_experts: int | None = None, top_k: int | None = None,
+                 requests_path: str | None = None, layer_ids: str | None = None) -> RoutingLog:
+    """Reads any of the three formats (by suffix and keys).
+    Raises ConvertError when the file is missing or unreadable (a torch file
+    without PyTorch), has none of the formats' keys, or holds bad values
+    (expert ids out of range or repeated within a token, positions not in
+    decode order, shapes that disagree, top_k above the slots given, request
+    metadata that does not match, a --layer-ids list that does not fit)."""
     if path.endswith((".jsonl", ".json")):
         if not os.path.exists(path):
             raise ConvertError("%s: no such file" % path)
@@ -391,7 +412,9 @@ def read_routing(path, num_experts=None, top_k=None, requests_path=None, layer_i
 # Request order: phases by dataset prefix
 
 
-def parse_prefixes(text):
+def parse_prefixes(text: str) -> list[str]:
+    """--phase-prefixes "a,b" -> ["a", "b"]. Raises ConvertError for an empty
+    element or a prefix given twice."""
     out = [p.strip() for p in text.split(",")]
     if any(not p for p in out):
         raise ConvertError("--phase-prefixes: empty element in '%s'" % text)
@@ -400,7 +423,7 @@ def parse_prefixes(text):
     return out
 
 
-def _need_datasets(log, flag):
+def _need_datasets(log: RoutingLog, flag: str) -> None:
     missing = [r for r, d in enumerate(log.datasets) if d is None]
     if missing:
         raise ConvertError("%s: %s needs dataset names, and request %s has none (give "
@@ -408,7 +431,7 @@ def _need_datasets(log, flag):
                            (log.path, flag, json.dumps(log.names[missing[0]])))
 
 
-def phase_of(dataset, prefixes):
+def phase_of(dataset: str, prefixes: Sequence[str]) -> int | None:
     """Index of the longest prefix the dataset name starts with, or None."""
     best = None
     for i, p in enumerate(prefixes):
@@ -417,20 +440,24 @@ def phase_of(dataset, prefixes):
     return best
 
 
-def request_order(log, prefixes, shuffle, seed, drop_unmatched):
+def request_order(log: RoutingLog, prefixes: Sequence[str] | None, shuffle: bool,
+                  seed: int | None,
+                  drop_unmatched: bool) -> tuple[Any, np.ndarray | None, list[str]]:
     """Queue order (request indices) and the phase of each queued request.
     Phases in the order of `prefixes`, each in file order, shuffled with
-    numpy.random.default_rng(seed).shuffle (one generator, phase by phase)."""
+    numpy.random.default_rng(seed).shuffle (one generator, phase by phase).
+    Raises ConvertError when a request has no dataset name, or (without
+    drop_unmatched) its dataset matches no prefix."""
     if prefixes is None:
         order = np.arange(len(log.names))
         if shuffle:
             np.random.default_rng(seed).shuffle(order)
         return order, None, []
     _need_datasets(log, "--phase-prefixes")
-    groups = [[] for _ in prefixes]
-    unmatched = {}
+    groups = [[] for _ in prefixes]  # type: ignore[var-annotated]
+    unmatched = {}  # type: ignore[var-annotated]
     for r, ds in enumerate(log.datasets):
-        i = phase_of(ds, prefixes)
+        i = phase_of(ds, prefixes)  # type: ignore[arg-type]
         if i is None:
             unmatched.setdefault(ds, []).append(r)
         else:
@@ -442,19 +469,19 @@ def request_order(log, prefixes, shuffle, seed, drop_unmatched):
             raise ConvertError("%s: --phase-prefixes matches no prefix for the datasets %s "
                                "(--drop-unmatched leaves their requests out)" % (log.path, text))
         notes.append("left out %d request(s) matching no phase prefix: %s" %
-                     (sum(len(v) for v in unmatched.values()), text))
+                     (sum(len(v) for v in unmatched.values()), text))  # type: ignore[misc]
     for p, g in zip(prefixes, groups):
         if not g:
             raise ConvertError("%s: --phase-prefixes: '%s' matches no request's dataset "
                                "(datasets: %s)" % (log.path, p,
-                                                   ", ".join(sorted(set(log.datasets)))))
+                                                   ", ".join(sorted(set(log.datasets)))))  # type: ignore[arg-type]
     rng = np.random.default_rng(seed)
-    order, phase = [], []
+    order, phase = [], []  # type: ignore[assignment]
     for i, g in enumerate(groups):
-        g = np.asarray(g, dtype=np.int64)
+        g = np.asarray(g, dtype=np.int64)  # type: ignore[assignment]
         if shuffle:
             rng.shuffle(g)
-        order.extend(g.tolist())
+        order.extend(g.tolist())  # type: ignore[attr-defined]
         phase.extend([i] * len(g))
     return np.asarray(order, dtype=np.int64), np.asarray(phase, dtype=np.int64), notes
 
@@ -463,7 +490,8 @@ def request_order(log, prefixes, shuffle, seed, drop_unmatched):
 # Continuous batching
 
 
-def simulate(lengths, order, batch, admit):
+def simulate(lengths: np.ndarray, order: np.ndarray, batch: int,
+             admit: int) -> tuple[np.ndarray, np.ndarray]:
     """Admission step of each queued request. Each step: first admit from the
     queue front while fewer than `batch` requests are active and fewer than
     `admit` were admitted this step; then every active request decodes one
@@ -472,7 +500,7 @@ def simulate(lengths, order, batch, admit):
     n = len(order)
     start = np.zeros(n, dtype=np.int64)
     end = np.zeros(n, dtype=np.int64)
-    heap = []  # end steps of active requests
+    heap = []  # type: ignore[var-annotated]  # end steps of active requests
     step, qi = 0, 0
     while qi < n:
         while heap and heap[0] <= step:
@@ -489,7 +517,8 @@ def simulate(lengths, order, batch, admit):
     return start, end
 
 
-def _active_per_step(start, end, num_steps, groups=None, num_groups=1):
+def _active_per_step(start: np.ndarray, end: np.ndarray, num_steps: int,
+                     groups: np.ndarray | None = None, num_groups: int = 1) -> np.ndarray:
     """Active requests per step (per group when groups is given): [G, S]."""
     g = np.zeros(len(start), dtype=np.int64) if groups is None else groups
     diff = np.zeros((num_groups, num_steps + 1), dtype=np.int64)
@@ -498,7 +527,7 @@ def _active_per_step(start, end, num_steps, groups=None, num_groups=1):
     return np.cumsum(diff, axis=1)[:, :num_steps]
 
 
-def token_steps(log, order, start):
+def token_steps(log: RoutingLog, order: np.ndarray, start: np.ndarray) -> np.ndarray:
     """Step at which each token (row) of the log is decoded; -1 for requests
     not queued. Rows of a request are its tokens in decode order."""
     admit_of_req = np.full(len(log.names), -1, dtype=np.int64)
@@ -515,7 +544,8 @@ def token_steps(log, order, start):
     return np.where(a >= 0, a + idx, -1)
 
 
-def step_counts(ids, steps, num_steps, num_experts, chunk=2048):
+def step_counts(ids: np.ndarray, steps: np.ndarray, num_steps: int, num_experts: int,
+                chunk: int = 2048) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (step0, counts [s, L, M]) in chunks: the top-k assignments of the
     tokens decoded in each step, summed."""
     keep = np.nonzero(steps >= 0)[0]
@@ -534,11 +564,14 @@ def step_counts(ids, steps, num_steps, num_experts, chunk=2048):
         lo = hi
 
 
-def phases_doc(prefixes, phase, start, end, num_steps, offset, settings):
+def phases_doc(prefixes: Sequence[str], phase: np.ndarray, start: np.ndarray, end: np.ndarray,
+               num_steps: int, offset: int, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The --phases sidecar document (phase starts and halfway steps).
+    Raises nothing of its own."""
     P = len(prefixes)
     active = _active_per_step(start, end, num_steps, phase, P)
     total = active.sum(0)
-    doc = {"phases": [], "halfway": []}
+    doc = {"phases": [], "halfway": []}  # type: ignore[var-annotated]
     for i, p in enumerate(prefixes):
         sel = phase == i
         doc["phases"].append({"step": int(start[sel].min()) + offset, "dataset_prefix": p,
@@ -551,8 +584,8 @@ def phases_doc(prefixes, phase, start, end, num_steps, offset, settings):
         hit = np.nonzero(holder == i)[0]
         if hit.size:
             doc["halfway"].append({"step": int(hit[0]) + offset, "dataset_prefix": p})
-    doc["note"] = HALFWAY_NOTE
-    doc["settings"] = settings
+    doc["note"] = HALFWAY_NOTE  # type: ignore[assignment]
+    doc["settings"] = settings  # type: ignore[assignment]
     return doc
 
 
@@ -560,8 +593,10 @@ def phases_doc(prefixes, phase, start, end, num_steps, offset, settings):
 # Splice: segments of i.i.d. draws from token pools
 
 
-def parse_segments(text):
-    """"sorry:400,gpqa:400" -> [("sorry", 400), ("gpqa", 400)]."""
+def parse_segments(text: str) -> list[tuple[str, int]]:
+    """"sorry:400,gpqa:400" -> [("sorry", 400), ("gpqa", 400)].
+    Raises ConvertError for an element that is not NAME:STEPS with STEPS a
+    positive integer."""
     out = []
     for part in text.split(","):
         part = part.strip()
@@ -569,35 +604,39 @@ def parse_segments(text):
         if not sep or not name:
             raise ConvertError("--segments: '%s' is not POOL:STEPS" % part)
         try:
-            n = int(n)
+            n = int(n)  # type: ignore[assignment]
         except ValueError:
             raise ConvertError("--segments: '%s': STEPS '%s' is not an integer" % (part, n))
-        if n < 1:
+        if n < 1:  # type: ignore[operator]
             raise ConvertError("--segments: '%s': STEPS must be >= 1" % part)
         out.append((name, n))
-    return out
+    return out  # type: ignore[return-value]
 
 
-def splice_pools(log, segments):
+def splice_pools(log: RoutingLog,
+                 segments: Sequence[tuple[str, int]]) -> dict[str, tuple[np.ndarray, int]]:
     """Token rows of each pool named in segments (requests whose dataset name
-    starts with the pool name)."""
+    starts with the pool name). Raises ConvertError when a request has no
+    dataset name or a pool has no tokens."""
     _need_datasets(log, "splice-routing")
     pools = {}
     for name, _ in segments:
         if name in pools:
             continue
-        reqs = np.array([r for r, d in enumerate(log.datasets) if d.startswith(name)],
+        reqs = np.array([r for r, d in enumerate(log.datasets) if d.startswith(name)],  # type: ignore[union-attr]
                         dtype=np.int64)
         if reqs.size == 0:
             raise ConvertError("%s: --segments: pool '%s' matches no request's dataset "
                                "(datasets: %s)" % (log.path, name,
-                                                   ", ".join(sorted(set(log.datasets)))))
+                                                   ", ".join(sorted(set(log.datasets)))))  # type: ignore[arg-type]
         rows = np.nonzero(np.isin(log.req, reqs))[0]
         pools[name] = (rows, len(reqs))
     return pools
 
 
-def splice_counts(log, segments, pools, per_step, seed, chunk=2048):
+def splice_counts(log: RoutingLog, segments: Sequence[tuple[str, int]],
+                  pools: Mapping[str, tuple[np.ndarray, int]], per_step: int, seed: int | None,
+                  chunk: int = 2048) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (step0, counts [s, L, M]): each step sums the top-k assignments of
     `per_step` tokens drawn i.i.d. (with replacement, uniformly) from the
     segment's pool, with numpy.random.default_rng(seed), segment by segment."""

@@ -33,9 +33,13 @@ Megatron-LM (megatron/core/transformer/moe/router.py TopKRouter:
   layouts are ours (README).
 """
 
+from __future__ import annotations
+
 import heapq
 import itertools
 import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +52,9 @@ class ArrayTrace:
     """A whole trace in memory: counts int64 [T, L, M], steps [T] strictly
     increasing, layer_ids [L], tokens [T] or None, router {block: [T, L, M]}."""
 
-    def __init__(self, counts, steps, layer_ids, tokens=None, router=None, notes=()):
+    def __init__(self, counts: np.ndarray, steps: Any, layer_ids: Iterable[int],
+                 tokens: np.ndarray | None = None, router: dict[str, np.ndarray] | None = None,
+                 notes: Iterable[str] = ()) -> None:
         self.counts = counts
         self.steps = np.asarray(steps, dtype=np.int64)
         self.layer_ids = list(layer_ids)
@@ -57,9 +63,12 @@ class ArrayTrace:
         self.notes = list(notes)
 
 
-def fold_physical(phys, p2l, num_logical, where, phys_name, map_name):
+def fold_physical(phys: np.ndarray, p2l: np.ndarray, num_logical: int, where: str,
+                  phys_name: str, map_name: str) -> np.ndarray:
     """Sums physical-slot counts [..., L, S] into logical experts [..., L, M]
-    through p2l [L, S] (entries -1 = empty slot, allowed only with 0 counts)."""
+    through p2l [L, S] (entries -1 = empty slot, allowed only with 0 counts).
+    Raises ConvertError when the shapes disagree, p2l is out of range, or an
+    empty slot has counts."""
     L, S = p2l.shape
     flat = phys.reshape(-1, L, S)
     out = np.zeros((flat.shape[0], L, num_logical), dtype=np.int64)
@@ -77,7 +86,7 @@ def fold_physical(phys, p2l, num_logical, where, phys_name, map_name):
     return out.reshape(phys.shape[:-2] + (L, num_logical))
 
 
-def _num_logical(p2l, override, where, map_name):
+def _num_logical(p2l: np.ndarray, override: int | None, where: str, map_name: str) -> int:
     top = int(p2l.max()) + 1 if p2l.size else 0
     if override is None:
         return top
@@ -91,7 +100,12 @@ def _num_logical(p2l, override, where, map_name):
 # SGLang
 
 
-def read_sglang(paths, num_experts=None):
+def read_sglang(paths: Sequence[str], num_experts: int | None = None) -> ArrayTrace:
+    """Reads SGLang ExpertDistributionRecorder dumps: one "stat" dump, or the
+    "per_pass" dumps of every rank. Raises ConvertError for a file that cannot
+    be read (or a torch file without PyTorch), missing keys, shapes or values
+    that do not fit, ranks that disagree, or num_experts below an id in the
+    mapping."""
     if len(paths) == 1:
         data = load_tensor_file(paths[0])
         if "logical_count" in data:
@@ -106,7 +120,7 @@ def read_sglang(paths, num_experts=None):
     return _sglang_per_pass(datas, num_experts)
 
 
-def _sglang_stat(path, data):
+def _sglang_stat(path: str, data: dict[str, Any]) -> ArrayTrace:
     lc = as_array(data["logical_count"], path, "logical_count")
     if lc.ndim == 2:  # a single [layers, experts] table (init_by_eplb accepts it)
         lc = lc[None]
@@ -122,9 +136,10 @@ def _sglang_stat(path, data):
     return ArrayTrace(counts, np.arange(T), range(L), notes=notes)
 
 
-def _sglang_per_pass(datas, num_experts):
+def _sglang_per_pass(datas: list[tuple[str, dict[str, Any]]],
+                     num_experts: int | None) -> ArrayTrace:
     p2l = None
-    by_pass = {}
+    by_pass: dict[Any, Any] = {}
     for path, d in datas:
         records = require_key(d, "records", path,
                               "an SGLang expert distribution dump: 'logical_count' (stat mode) "
@@ -162,21 +177,24 @@ def _sglang_per_pass(datas, num_experts):
                 by_pass[fp] = c
     if not by_pass:
         raise ConvertError("%s: no records" % ", ".join(p for p, _ in datas))
-    M = _num_logical(p2l, num_experts, first, "last_physical_to_logical_map")
+    M = _num_logical(p2l, num_experts, first, "last_physical_to_logical_map")  # type: ignore[arg-type]
     steps = sorted(by_pass)
     phys = np.stack([by_pass[s] for s in steps])
-    counts = fold_physical(phys, p2l, M, first, "global_physical_count",
+    counts = fold_physical(phys, p2l, M, first, "global_physical_count",  # type: ignore[arg-type]
                            "last_physical_to_logical_map")
-    return ArrayTrace(counts, steps, range(p2l.shape[0]),
+    return ArrayTrace(counts, steps, range(p2l.shape[0]),  # type: ignore[union-attr]
                       notes=["folded %d physical slots to %d logical experts with "
-                             "last_physical_to_logical_map" % (p2l.shape[1], M)])
+                             "last_physical_to_logical_map" % (p2l.shape[1], M)])  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------
 # vLLM
 
 
-def read_vllm(paths, num_experts=None):
+def read_vllm(paths: Sequence[str], num_experts: int | None = None) -> ArrayTrace:
+    """Reads dumps of vLLM's EplbState load window (.npz or torch files),
+    unrolling the ring. Raises ConvertError for a file that cannot be read,
+    missing keys, shapes or values that do not fit, or dumps that disagree."""
     total = None
     for path in paths:
         d = load_tensor_file(path)
@@ -222,7 +240,7 @@ def read_vllm(paths, num_experts=None):
             raise ConvertError("%s: physical_to_logical_map differs from the one in %s" %
                                (path, p0))
         total = (p0, w0 + w, m0, s0, l0, n0)  # ranks add up, as vLLM's all-reduce does
-    path, w, m, step, layer_ids, n = total
+    path, w, m, step, layer_ids, n = total  # type: ignore[misc]
     if step is not None:
         w = np.roll(w, -step, axis=0)  # oldest row first
     M = _num_logical(m, n, path, "physical_to_logical_map")
@@ -237,11 +255,12 @@ def read_vllm(paths, num_experts=None):
 # ---------------------------------------------------------------------------
 # Megatron-LM
 
-_STEP_KEYS = ("step", "iteration")
-_LAYER_KEYS = ("layer", "layer_number")
+_STEP_KEYS: tuple[str, ...] = ("step", "iteration")
+_LAYER_KEYS: tuple[str, ...] = ("layer", "layer_number")
 
 
-def _one_of(obj, keys, where, required=True):
+def _one_of(obj: dict[str, Any], keys: Sequence[str], where: str,
+            required: bool = True) -> tuple[str | None, Any]:
     found = [k for k in keys if k in obj]
     if len(found) > 1:
         raise ConvertError("%s: has both '%s' and '%s'; give one" % (where, found[0], found[1]))
@@ -252,7 +271,7 @@ def _one_of(obj, keys, where, required=True):
     return found[0], obj[found[0]]
 
 
-def _json_int(v, where, name, lo=None):
+def _json_int(v: Any, where: str, name: str, lo: int | None = None) -> Any:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or \
             (isinstance(v, float) and (v != v or v in (float("inf"), float("-inf")) or v != int(v))):
         raise ConvertError("%s: '%s' = %s is not an integer" % (where, name, json.dumps(v)))
@@ -262,7 +281,7 @@ def _json_int(v, where, name, lo=None):
     return v
 
 
-def _json_matrix(v, where, name, ndim):
+def _json_matrix(v: Any, where: str, name: str, ndim: int) -> np.ndarray:
     """A list (ndim 1) or list of lists (ndim 2) of numbers."""
     if not isinstance(v, list) or not v:
         raise ConvertError("%s: '%s' must be a non-empty list" % (where, name))
@@ -286,13 +305,13 @@ def _json_matrix(v, where, name, ndim):
         isinstance(x, float) for row in rows for x in row) else np.int64)
 
 
-def _megatron_jsonl_records(path):
+def _megatron_jsonl_records(path: str) -> Iterator[tuple[Any, ...]]:
     """Yields (step, layer, counts [M], tokens, router {b: [M]}, where) from one
     jsonl file, in file order; steps must not decrease."""
     last = None
     for _, where, obj in jsonl_objects(path):
         skey, step = _one_of(obj, _STEP_KEYS, where)
-        step = _json_int(step, where, skey)
+        step = _json_int(step, where, skey)  # type: ignore[arg-type]
         if last is not None and step < last:
             raise ConvertError("%s: %s %d comes after %s %d: records must be in "
                                "non-decreasing step order" % (where, skey, step, skey, last))
@@ -321,7 +340,7 @@ def _megatron_jsonl_records(path):
             else:
                 layers = list(range(counts.shape[0]))
         else:
-            layers = [_json_int(layer, where, lkey, lo=0)]
+            layers = [_json_int(layer, where, lkey, lo=0)]  # type: ignore[arg-type]
         tokens = None
         if "tokens" in obj:
             tokens = _json_int(obj["tokens"], where, "tokens", lo=0)
@@ -338,23 +357,29 @@ def _megatron_jsonl_records(path):
             yield (step, lid, counts[i], tokens, {b: v[i] for b, v in router.items()}, where)
 
 
-def read_megatron_jsonl(paths):
+def read_megatron_jsonl(paths: Sequence[str]) -> Iterator[tuple[int, dict[int, tuple[Any, ...]]]]:
     """Merges one or more jsonl files (e.g. one per pipeline stage) by step and
-    yields, per step: (step, {layer: (counts, tokens, router, where)})."""
+    yields, per step: (step, {layer: (counts, tokens, router, where)}).
+    Raises ConvertError (while iterating) for a file that cannot be opened, a
+    line that is not a JSON object, a bad record, decreasing steps, or a
+    layer given twice in one step."""
     merged = heapq.merge(*[_megatron_jsonl_records(p) for p in paths], key=lambda r: r[0])
     for step, group in itertools.groupby(merged, key=lambda r: r[0]):
-        layers = {}
+        layers = {}  # type: ignore[var-annotated]
         for _, lid, counts, tokens, router, where in group:
             if lid in layers:
                 raise ConvertError("%s: step %d lists layer %d again (first at %s)" %
                                    (where, step, lid, layers[lid][3]))
             layers[lid] = (counts, tokens, router, where)
-        yield step, layers
+        yield step, layers  # type: ignore[misc]
 
 
-def megatron_jsonl_steps(paths):
+def megatron_jsonl_steps(paths: Sequence[str]) -> Iterator[tuple[Any, ...]]:
     """Validated steps of jsonl input: yields (layer_ids, M, blocks, has_tokens)
-    first, then (step, counts [L, M], tokens, router {b: [L, M]})."""
+    first, then (step, counts [L, M], tokens, router {b: [L, M]}).
+    Raises ConvertError (while iterating) for what read_megatron_jsonl
+    rejects, no records at all, and steps whose layers, expert count, router
+    blocks or tokens differ from the first step's."""
     gen = read_megatron_jsonl(paths)
     first = next(gen, None)
     if first is None:
@@ -367,7 +392,7 @@ def megatron_jsonl_steps(paths):
     has_tokens = any_rec[1] is not None
     yield layer_ids, M, blocks, has_tokens
 
-    def rows(step, layers):
+    def rows(step: int, layers: dict[int, tuple[Any, ...]]) -> tuple[Any, ...]:
         if sorted(layers) != layer_ids:
             where = min(v[3] for v in layers.values())
             missing = sorted(set(layer_ids) - set(layers))
@@ -392,7 +417,7 @@ def megatron_jsonl_steps(paths):
                 tokens = t
             elif t != tokens:
                 raise ConvertError("%s: step %d layer %d has tokens %d, layer %d has %d: "
-                                   "tokens is per step" % (where, step, lid, t, layer_ids[0],
+                                   "tokens is per step" % (where, step, lid, t, layer_ids[0],  # type: ignore[str-format]
                                                            tokens))
             if tuple(b for b in ROUTER_BLOCKS if b in r) != blocks:
                 raise ConvertError("%s: router fields %s differ from the first record's %s" % (
@@ -408,12 +433,15 @@ def megatron_jsonl_steps(paths):
         yield rows(step, layers)
 
 
-def _short(ids):
+def _short(ids: Sequence[int]) -> str:
     return "[" + ",".join(map(str, ids[:10])) + (",...]" if len(ids) > 10 else "]")
 
 
-def read_megatron_arrays(path):
-    """npz (or torch file) with tokens_per_expert [steps, layers, experts]."""
+def read_megatron_arrays(path: str) -> ArrayTrace:
+    """npz (or torch file) with tokens_per_expert [steps, layers, experts].
+    Raises ConvertError for a file that cannot be read, a missing
+    tokens_per_expert, or optional arrays (steps, layer ids, tokens, router
+    statistics) of the wrong shape or with bad values."""
     d = load_tensor_file(path)
     tpe = as_array(require_key(d, "tokens_per_expert", path,
                                "counts [steps, layers, experts]"), path, "tokens_per_expert")
@@ -470,7 +498,9 @@ def read_megatron_arrays(path):
     return ArrayTrace(counts, steps, layer_ids, tokens=tokens, router=router)
 
 
-def relabel_layers(trace, text):
+def relabel_layers(trace: ArrayTrace, text: str) -> None:
+    """Sets trace.layer_ids from a --layer-ids list. Raises ConvertError when
+    the list is malformed or names another number of layers."""
     ids = parse_id_list(text, "--layer-ids")
     if len(ids) != len(trace.layer_ids):
         raise ConvertError("--layer-ids '%s' names %d layers; the input has %d" %

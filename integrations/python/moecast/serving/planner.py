@@ -13,9 +13,13 @@ not pay and never puts two replicas of one expert on one GPU; mode="eplb"
 reproduces DeepSeek's EPLB on the forecast.
 """
 
+from __future__ import annotations
+
 import hashlib
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +36,12 @@ class PlanMaps:
     placement: object = None  # the client's Placement answer (None on fallback)
 
 
-def _to_numpy(x, name):
+#: (loads [L, M] summed, num_replicas, num_groups, num_nodes, num_ranks)
+#: -> (phy2log, log2phy, logcnt), arrays or tensors
+Fallback = Callable[[Any, int, int, int, int], tuple[Any, Any, Any]]
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray | None:
     if x is None:
         return None
     if hasattr(x, "detach"):       # torch.Tensor, without importing torch
@@ -43,9 +52,16 @@ def _to_numpy(x, name):
     return a
 
 
-def logical_loads_from_physical(physical_loads, phy2log, num_logical):
+def logical_loads_from_physical(physical_loads: Any, phy2log: Any,
+                                num_logical: int) -> np.ndarray:
     """Per-slot loads [..., L, S] folded into per-expert loads [..., L, M]
-    with the mapping phy2log [L, S] (slots with -1 carry nothing)."""
+    with the mapping phy2log [L, S] (slots with -1 carry nothing).
+    Arrays, nested lists and torch tensors are accepted.
+
+    Raises:
+      ValueError: an input is not numeric; physical_loads does not end with
+        phy2log's shape; phy2log names an expert >= num_logical.
+    """
     pl = np.asarray(_to_numpy(physical_loads, "physical_loads"), dtype=np.float64)
     p2l = np.asarray(_to_numpy(phy2log, "phy2log"), dtype=np.int64)
     if pl.shape[-2:] != p2l.shape:
@@ -65,8 +81,11 @@ def logical_loads_from_physical(physical_loads, phy2log, num_logical):
     return out.reshape(lead + (L, num_logical))
 
 
-def check_maps(phy2log, log2phy, logcnt, num_logical, num_ranks):
-    """Raises AssertionError unless the triple is a consistent EPLB plan."""
+def check_maps(phy2log: Any, log2phy: Any, logcnt: Any, num_logical: int,
+               num_ranks: int) -> None:
+    """Raises AssertionError unless the triple is a consistent EPLB plan
+    (ValueError when an input is not numeric). Uses assert statements, so
+    `python -O` skips most checks."""
     phy2log, log2phy, logcnt = (np.asarray(_to_numpy(a, n)) for a, n in
                                 ((phy2log, "phy2log"), (log2phy, "log2phy"), (logcnt, "logcnt")))
     L, S = phy2log.shape
@@ -86,7 +105,7 @@ def check_maps(phy2log, log2phy, logcnt, num_logical, num_ranks):
             assert (phy2log[layer, used] == e).all(), "log2phy disagrees with phy2log"
 
 
-def _row_hash(a):
+def _row_hash(a: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(a, dtype=np.float64).tobytes(),
                            digest_size=16).digest()
 
@@ -114,15 +133,35 @@ class MoecastPlanner:
     e.g. a sliding window): samples already ingested by an earlier call
     (the longest suffix of the previous window that starts the new one) are
     not ingested again; all-zero samples are skipped.
+
+    Raises (the constructor): ValueError when neither target nor client is
+    given; with target, what Client() raises for a bad target or option.
     """
 
-    def __init__(self, target=None, *, client=None, job_id="eplb", top_k=1, mode="default",
-                 horizon=0, register_kwargs=None, placement_kwargs=None, fallback=None,
-                 client_kwargs=None):
+    client: Client
+    job_id: str
+    top_k: int
+    mode: str
+    horizon: int
+    register_kwargs: dict[str, Any]
+    placement_kwargs: dict[str, Any]
+    fallback: Fallback | None
+    next_step: int
+    shape: tuple[int, int] | None
+    last_error: Exception | None
+    calls: int
+    ingested_steps: int
+
+    def __init__(self, target: str | None = None, *, client: Client | None = None,
+                 job_id: str = "eplb", top_k: int = 1, mode: str = "default",
+                 horizon: int = 0, register_kwargs: Mapping[str, Any] | None = None,
+                 placement_kwargs: Mapping[str, Any] | None = None,
+                 fallback: Fallback | None = None,
+                 client_kwargs: Mapping[str, Any] | None = None) -> None:
         if client is None and target is None:
             raise ValueError("MoecastPlanner needs target='host:port' or client=")
         self._own_client = client is None
-        self.client = client if client is not None else Client(target, **(client_kwargs or {}))
+        self.client = client if client is not None else Client(target, **(client_kwargs or {}))  # type: ignore[arg-type]
         self.job_id = job_id
         self.top_k = int(top_k)
         self.mode = mode
@@ -135,14 +174,16 @@ class MoecastPlanner:
         self.last_error = None
         self.calls = 0
         self.ingested_steps = 0
-        self._prev_hashes = []
+        self._prev_hashes: list[bytes] = []
         self._lock = threading.Lock()
 
-    def close(self):
+    def close(self) -> None:
+        """Closes the client if this planner made it (target=); a client
+        passed in stays open. Raises nothing of its own."""
         if self._own_client:
             self.client.close()
 
-    def _ensure_job(self, L, M):
+    def _ensure_job(self, L: int, M: int) -> None:
         if self.shape == (L, M):
             return
         if self.shape is not None:
@@ -163,8 +204,18 @@ class MoecastPlanner:
                 self.next_step = info.last_step + 1
         self.shape = (L, M)
 
-    def ingest(self, loads):
-        """Ingests the new samples of loads ([L, M] or [T, L, M]); returns how many."""
+    def ingest(self, loads: Any) -> int:
+        """Ingests the new samples of loads ([L, M] or [T, L, M]); returns how many.
+        The first call registers the job (or reuses an existing one of the
+        same shape and continues after its last step).
+
+        Raises:
+          ValueError: loads are not numeric, not 2- or 3-dimensional, not
+            finite and non-negative, or change shape from an earlier call.
+          MoecastError: moecastd failed (unreachable, RegisterJob/JobInfo/
+            IngestBatch errors, a rejected step), or the job exists with
+            another shape (code FAILED_PRECONDITION).
+        """
         a = np.asarray(_to_numpy(loads, "loads"), dtype=np.float64)
         if a.ndim == 2:
             a = a[None]
@@ -198,12 +249,22 @@ class MoecastPlanner:
             self.ingested_steps += len(steps)
         return len(steps)
 
-    def plan(self, loads, num_replicas, num_groups, num_nodes, num_ranks, current_phy2log=None,
-             physical=False):
+    def plan(self, loads: Any, num_replicas: int, num_groups: int | None, num_nodes: int,
+             num_ranks: int, current_phy2log: Any = None, physical: bool = False) -> PlanMaps:
         """The EPLB triple for these loads (PlanMaps of numpy int64 arrays).
 
         loads: [L, M] / [T, L, M] per logical expert, or with physical=True
-        [L, S] / [T, L, S] per physical slot, folded with current_phy2log."""
+        [L, S] / [T, L, S] per physical slot, folded with current_phy2log.
+
+        Raises:
+          ValueError: physical=True without current_phy2log, or inputs that
+            are not numeric / do not fold (raised before moecastd is asked);
+            the fallback's log2phy has more replicas per expert than fit.
+          MoecastError, ValueError: from ingest() or RecommendPlacement when
+            there is no fallback (with a fallback they are kept in
+            .last_error and the fallback's plan is returned; what the
+            fallback raises is passed on).
+        """
         with self._lock:
             self.calls += 1
             cur = _to_numpy(current_phy2log, "current_phy2log")
@@ -241,7 +302,7 @@ class MoecastPlanner:
                             plan.logcnt.astype(np.int64), p)
 
 
-def _pad(log2phy, width):
+def _pad(log2phy: np.ndarray, width: int) -> np.ndarray:
     L, M, X = log2phy.shape
     if X == width:
         return log2phy

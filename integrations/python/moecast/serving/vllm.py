@@ -50,23 +50,31 @@ step numbers, so the ranks after the first send duplicates (ignored by
 moecastd) and get the same plan.
 """
 
+from __future__ import annotations
+
 import importlib
 import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
 from .planner import MoecastPlanner
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 _POLICY_MODULE = "vllm.distributed.eplb.policy"
 _ABSTRACT_MODULE = "vllm.distributed.eplb.policy.abstract"
 _LEGACY_MODULE = "vllm.distributed.eplb.rebalance_algo"
 
 
-def _torch_out(arrays):
+def _torch_out(arrays: Iterable[np.ndarray]) -> tuple[torch.Tensor, ...]:
     """int64 CPU tensors (vLLM moves the maps to its devices itself)."""
     import torch
     return tuple(torch.from_numpy(a.astype("int64", copy=True)) for a in arrays)
 
 
-def _abstract_base():
+def _abstract_base() -> type:
     try:
         mod = importlib.import_module(_ABSTRACT_MODULE)
         return mod.AbstractEplbPolicy
@@ -74,12 +82,23 @@ def _abstract_base():
         return object
 
 
-def make_vllm_policy(planner=None, base=None, returns="auto", name="MoecastEplbPolicy",
-                     **planner_kwargs):
+def make_vllm_policy(planner: MoecastPlanner | None = None, base: type | None = None,
+                     returns: Literal["auto", "triple", "phy2log"] = "auto",
+                     name: str = "MoecastEplbPolicy", **planner_kwargs: Any) -> type:
     """A subclass of vLLM's AbstractEplbPolicy (or `base`) that plans with
     moecast. planner: a MoecastPlanner (else one is made from planner_kwargs:
     target=, job_id=, top_k=, mode=, ...). returns: "auto" (by the base's
-    generation), "triple" or "phy2log"."""
+    generation), "triple" or "phy2log".
+
+    Raises:
+      ValueError: returns is not one of its values; from
+        MoecastPlanner(**planner_kwargs) (no target/client).
+      TypeError: `base` cannot be subclassed this way.
+    The class's rebalance_experts / plan_rebalance raise what
+    MoecastPlanner.plan raises (MoecastError when moecastd fails and the
+    planner has no fallback; ValueError for loads that do not fit) and
+    ImportError when torch is missing.
+    """
     if base is None:
         base = _abstract_base()
     if planner is None:
@@ -89,15 +108,16 @@ def make_vllm_policy(planner=None, base=None, returns="auto", name="MoecastEplbP
     if returns not in ("triple", "phy2log"):
         raise ValueError("returns must be 'auto', 'triple' or 'phy2log'")
 
-    def rebalance_experts(cls, weight, num_replicas, num_groups, num_nodes, num_ranks,
-                          old_global_expert_indices=None):
+    def rebalance_experts(cls: Any, weight: Any, num_replicas: int, num_groups: int,
+                          num_nodes: int, num_ranks: int,
+                          old_global_expert_indices: Any = None) -> Any:
         maps = cls.planner.plan(weight, num_replicas, num_groups, num_nodes, num_ranks,
                                 current_phy2log=old_global_expert_indices)
         cls.last_maps = maps
         out = _torch_out((maps.phy2log, maps.log2phy, maps.logcnt))
         return out[0] if cls.returns == "phy2log" else out
 
-    def plan_rebalance(self, context, policy_state):
+    def plan_rebalance(self: Any, context: Any, policy_state: Any) -> Any:
         topo = context.topology
         maps = type(self).planner.plan(context.load_window_cpu, context.num_replicas,
                                        topo.num_groups, topo.num_nodes, topo.num_ranks,
@@ -109,7 +129,7 @@ def make_vllm_policy(planner=None, base=None, returns="auto", name="MoecastEplbP
             plan_cls = getattr(importlib.import_module(_ABSTRACT_MODULE), "EplbPlan")
         return plan_cls(phy2log)
 
-    ns = {"planner": planner, "returns": returns, "last_maps": None,
+    ns: dict[str, Any] = {"planner": planner, "returns": returns, "last_maps": None,
           "rebalance_experts": classmethod(rebalance_experts),
           "__doc__": "EPLB policy that asks moecast (moecastd) for the placement."}
     if hasattr(base, "plan_rebalance"):
@@ -117,12 +137,20 @@ def make_vllm_policy(planner=None, base=None, returns="auto", name="MoecastEplbP
     return type(name, (base,), ns)
 
 
-def install_vllm(name="default", planner=None, **planner_kwargs):
+def install_vllm(name: str = "default", planner: MoecastPlanner | None = None,
+                 **planner_kwargs: Any) -> type | Callable[..., Any]:
     """Makes vLLM use moecast for EPLB: EPLB_POLICIES[name] = the policy (by
     default replacing "default", since the config only accepts names in its
     Literal); without the policy package (older vLLM), replaces
     rebalance_algo.rebalance_experts. Returns the policy class (or the
-    replacement function)."""
+    replacement function).
+
+    Raises:
+      ImportError: neither vLLM's EPLB policy package nor its older
+        rebalance_algo module is importable (vLLM not installed).
+      ValueError: from make_vllm_policy / MoecastPlanner (bad returns, no
+        target/client).
+    """
     try:
         pkg = importlib.import_module(_POLICY_MODULE)
     except ImportError:
@@ -134,9 +162,11 @@ def install_vllm(name="default", planner=None, **planner_kwargs):
     legacy = importlib.import_module(_LEGACY_MODULE)
     policy = make_vllm_policy(planner=planner, base=object, returns="triple", **planner_kwargs)
 
-    def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
-        return policy.rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus)
+    def rebalance_experts(weight: Any, num_replicas: int, num_groups: int, num_nodes: int,
+                          num_gpus: int) -> Any:
+        return policy.rebalance_experts(  # type: ignore[attr-defined]
+            weight, num_replicas, num_groups, num_nodes, num_gpus)
 
-    rebalance_experts.policy = policy
-    legacy.rebalance_experts = rebalance_experts
+    rebalance_experts.policy = policy  # type: ignore[attr-defined]
+    legacy.rebalance_experts = rebalance_experts  # type: ignore[attr-defined]
     return rebalance_experts
