@@ -19,6 +19,7 @@ method's docstring names the codes it can raise besides UNAVAILABLE,
 DEADLINE_EXCEEDED and UNAUTHENTICATED, which any call can.
 """
 
+import itertools
 import os
 import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -443,15 +444,28 @@ class Client:
                 failure.append(error)
                 raise
 
+        def reported(f):
+            if isinstance(f, MoecastError) and not f.local:
+                # The spec lookup (GetJobInfo) failed, e.g. NOT_FOUND: report it as this call's.
+                return MoecastError(f.code, f.message, "Ingest")
+            return f
+
+        # The first message is built here, before the call starts, so that a
+        # bad first step is reported as such even when the server cannot be
+        # reached (gRPC may fail the call before it reads the iterator).
+        pending = requests()
         try:
-            summary = self._stub.Ingest(requests(), metadata=self._metadata, timeout=timeout)
+            head = [next(pending)]
+        except StopIteration:
+            head = []
+        except Exception:
+            raise reported(failure[0]) from None
+        try:
+            summary = self._stub.Ingest(itertools.chain(head, pending),
+                                        metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as error:
             if failure:
-                f = failure[0]
-                if isinstance(f, MoecastError) and not f.local:
-                    # The spec lookup (GetJobInfo) failed, e.g. NOT_FOUND: report it as this call's.
-                    raise MoecastError(f.code, f.message, "Ingest") from None
-                raise f from None
+                raise reported(failure[0]) from None
             raise MoecastError.from_rpc_error(error, "Ingest") from None
         if failure:  # pragma: no cover - grpc cancels the call on iterator errors
             raise failure[0]
