@@ -2,16 +2,14 @@
 
 #include <algorithm>
 #include <cassert>
-#include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <utility>
 
 #include "Eigen/Dense"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "engine/predict/lstm/lstm_shared.h"
 
 namespace moecast {
 namespace {
@@ -27,25 +25,12 @@ constexpr int kMaxDescription = 65536;
 constexpr int kMaxHorizon = 1 << 30;
 constexpr size_t kFixedHeaderBytes = 44;  // magic, version, 8 counts
 
-void PutU32(uint32_t v, std::string* out) {
-  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void PutF32(float f, std::string* out) {
-  uint32_t v;
-  std::memcpy(&v, &f, 4);
-  PutU32(v, out);
-}
-uint32_t GetU32(const char* p) {
-  const auto* u = reinterpret_cast<const unsigned char*>(p);
-  return static_cast<uint32_t>(u[0]) | static_cast<uint32_t>(u[1]) << 8 |
-         static_cast<uint32_t>(u[2]) << 16 | static_cast<uint32_t>(u[3]) << 24;
-}
-float GetF32(const char* p) {
-  const uint32_t v = GetU32(p);
-  float f;
-  std::memcpy(&f, &v, 4);
-  return f;
-}
+using lstm_internal::Bad;
+using lstm_internal::GetF32;
+using lstm_internal::GetU32;
+using lstm_internal::PutF32;
+using lstm_internal::PutU32;
+using lstm_internal::ValidateScale;
 
 struct TensorRef {
   std::string name;
@@ -76,10 +61,6 @@ std::vector<std::vector<float>*> TensorPointers(LstmEModel* m) {
   p.push_back(&m->head_weight);
   p.push_back(&m->head_bias);
   return p;
-}
-
-absl::Status Bad(absl::string_view source, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
 }
 
 absl::Status ValidateShape(int64_t features, int64_t H, int64_t num_layers,
@@ -120,13 +101,6 @@ absl::Status ValidateShape(int64_t features, int64_t H, int64_t num_layers,
       return Bad(source, absl::StrCat("horizons are not strictly increasing: horizons[", k,
                                       "] = ", horizons[k], " after ", horizons[k - 1]));
     }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateScale(absl::string_view name, float v, absl::string_view source) {
-  if (!std::isfinite(v) || !(v > 0)) {
-    return Bad(source, absl::StrCat(name, " = ", v, " is not a finite positive number"));
   }
   return absl::OkStatus();
 }
@@ -259,16 +233,7 @@ absl::StatusOr<LstmEModel> DecodeLstmEModel(absl::string_view bytes,
 absl::Status WriteLstmEModel(const LstmEModel& model, const std::string& path) {
   absl::Status s = ValidateLstmEModel(model, path);
   if (!s.ok()) return s;
-  const std::string bytes = EncodeLstmEModel(model);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
-  }
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  out.close();
-  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
-  return absl::OkStatus();
+  return lstm_internal::WriteWeightsFile(path, EncodeLstmEModel(model));
 }
 
 // ----------------------------------------------------------------------------
@@ -290,17 +255,9 @@ LstmEWeights::~LstmEWeights() = default;
 
 absl::StatusOr<std::shared_ptr<const LstmEWeights>> LstmEWeights::Load(
     const std::string& path) {
-  errno = 0;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-    return absl::PermissionDeniedError(absl::StrCat(
-        path, ": cannot open: ", err != 0 ? std::strerror(err) : "unknown error"));
-  }
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  absl::StatusOr<LstmEModel> model = DecodeLstmEModel(bytes, path);
+  absl::StatusOr<std::string> bytes = lstm_internal::ReadWeightsFile(path);
+  if (!bytes.ok()) return bytes.status();
+  absl::StatusOr<LstmEModel> model = DecodeLstmEModel(*bytes, path);
   if (!model.ok()) return model.status();
   return FromModel(*std::move(model), path);
 }
@@ -409,21 +366,7 @@ class LstmEPredictor final : public Predictor {
       return;
     }
     Refresh();
-    double* o = out.data();
-    const int64_t h = std::max(horizon, 1);
-    const std::vector<int>& hz = m_.horizons;
-    if (h >= hz.back()) {
-      for (int e = 0; e < M_; ++e) o[e] = y_(e, K_ - 1);
-      return;
-    }
-    int k = 0;
-    while (hz[k] < h) ++k;  // hz[k-1] < h <= hz[k]
-    const double h_prev = k == 0 ? 0.0 : hz[k - 1];
-    const double inv_h = 1.0 / static_cast<double>(h);
-    for (int e = 0; e < M_; ++e) {
-      const double s_prev = k == 0 ? 0.0 : cum_(e, k - 1);
-      o[e] = (s_prev + (static_cast<double>(h) - h_prev) * step_(e, k)) * inv_h;
-    }
+    lstm_internal::MeanOverHorizon(m_.horizons, y_, cum_, step_, horizon, out.data());
   }
 
   void ForecastPath(int steps, absl::Span<double> out) override {
@@ -433,17 +376,7 @@ class LstmEPredictor final : public Predictor {
       return;
     }
     Refresh();
-    const std::vector<int>& hz = m_.horizons;
-    int k = 0;
-    for (int64_t s = 1; s <= steps; ++s) {
-      while (k < K_ && hz[k] < s) ++k;
-      double* row = out.data() + (s - 1) * M_;
-      if (k == K_) {
-        for (int e = 0; e < M_; ++e) row[e] = y_(e, K_ - 1);
-      } else {
-        for (int e = 0; e < M_; ++e) row[e] = step_(e, k);
-      }
-    }
+    lstm_internal::PathOverSteps(m_.horizons, y_, step_, steps, out.data());
   }
 
   int64_t MemoryBytes() const override {
@@ -535,19 +468,12 @@ class LstmEPredictor final : public Predictor {
     head_out_.noalias() = c_.head_w * h_;
     head_out_.colwise() += c_.head_b;
     const double out_scale = m_.output_scale;
-    const std::vector<int>& hz = m_.horizons;
     for (int k = 0; k < K_; ++k) {
-      const double hk = hz[k];
-      const double h_prev = k == 0 ? 0.0 : hz[k - 1];
       for (int e = 0; e < M_; ++e) {
-        const double y = anchor_[e] + out_scale * noise_[e] *
-                                          static_cast<double>(head_out_(k, e));
-        y_(e, k) = y;
-        cum_(e, k) = hk * y;
-        const double s_prev = k == 0 ? 0.0 : cum_(e, k - 1);
-        step_(e, k) = (cum_(e, k) - s_prev) / (hk - h_prev);
+        y_(e, k) = anchor_[e] + out_scale * noise_[e] * static_cast<double>(head_out_(k, e));
       }
     }
+    lstm_internal::PathPieces(m_.horizons, y_, &cum_, &step_);
     dirty_ = false;
   }
 

@@ -1,0 +1,124 @@
+#include "engine/predict/lstm/lstm_shared.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+
+namespace moecast::lstm_internal {
+
+void PutU32(uint32_t v, std::string* out) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void PutF32(float f, std::string* out) {
+  uint32_t v;
+  std::memcpy(&v, &f, 4);
+  PutU32(v, out);
+}
+
+uint32_t GetU32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return static_cast<uint32_t>(u[0]) | static_cast<uint32_t>(u[1]) << 8 |
+         static_cast<uint32_t>(u[2]) << 16 | static_cast<uint32_t>(u[3]) << 24;
+}
+
+float GetF32(const char* p) {
+  const uint32_t v = GetU32(p);
+  float f;
+  std::memcpy(&f, &v, 4);
+  return f;
+}
+
+absl::Status Bad(absl::string_view source, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
+}
+
+absl::Status ValidateScale(absl::string_view name, float v, absl::string_view source) {
+  if (!std::isfinite(v) || !(v > 0)) {
+    return Bad(source, absl::StrCat(name, " = ", v, " is not a finite positive number"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadWeightsFile(const std::string& path) {
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, ": cannot open: ", err != 0 ? std::strerror(err) : "unknown error"));
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  return bytes;
+}
+
+absl::Status WriteWeightsFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
+  }
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+void PathPieces(const std::vector<int>& hz, const Eigen::MatrixXd& y,
+                Eigen::MatrixXd* cum, Eigen::MatrixXd* step) {
+  const int64_t m = y.rows(), num_k = y.cols();
+  cum->resize(m, num_k);
+  step->resize(m, num_k);
+  for (int64_t k = 0; k < num_k; ++k) {
+    const double hk = hz[k];
+    const double h_prev = k == 0 ? 0.0 : hz[k - 1];
+    for (int64_t e = 0; e < m; ++e) {
+      (*cum)(e, k) = hk * y(e, k);
+      const double s_prev = k == 0 ? 0.0 : (*cum)(e, k - 1);
+      (*step)(e, k) = ((*cum)(e, k) - s_prev) / (hk - h_prev);
+    }
+  }
+}
+
+void MeanOverHorizon(const std::vector<int>& hz, const Eigen::MatrixXd& y,
+                     const Eigen::MatrixXd& cum, const Eigen::MatrixXd& step,
+                     int horizon, double* out) {
+  const int64_t m = y.rows(), num_k = y.cols();
+  const int64_t h = std::max(horizon, 1);
+  if (h >= hz.back()) {
+    for (int64_t e = 0; e < m; ++e) out[e] = y(e, num_k - 1);
+    return;
+  }
+  int k = 0;
+  while (hz[k] < h) ++k;  // hz[k-1] < h <= hz[k]
+  const double h_prev = k == 0 ? 0.0 : hz[k - 1];
+  const double inv_h = 1.0 / static_cast<double>(h);
+  for (int64_t e = 0; e < m; ++e) {
+    const double s_prev = k == 0 ? 0.0 : cum(e, k - 1);
+    out[e] = (s_prev + (static_cast<double>(h) - h_prev) * step(e, k)) * inv_h;
+  }
+}
+
+void PathOverSteps(const std::vector<int>& hz, const Eigen::MatrixXd& y,
+                   const Eigen::MatrixXd& step, int steps, double* out) {
+  const int64_t m = y.rows(), num_k = y.cols();
+  int64_t k = 0;
+  for (int64_t s = 1; s <= steps; ++s) {
+    while (k < num_k && hz[k] < s) ++k;
+    double* row = out + (s - 1) * m;
+    if (k == num_k) {
+      for (int64_t e = 0; e < m; ++e) row[e] = y(e, num_k - 1);
+    } else {
+      for (int64_t e = 0; e < m; ++e) row[e] = step(e, k);
+    }
+  }
+}
+
+}  // namespace moecast::lstm_internal
