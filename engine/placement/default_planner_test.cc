@@ -262,7 +262,9 @@ TEST(DefaultPlanner, MoveBudgetTradesBalanceForMovesMonotonically) {
       o.move_budget = budget;
       ASSERT_OK_AND_ASSIGN(Plan plan, PlanPlacement(p, o));
       EXPECT_EQ(plan.forced_moves, 0);
-      if (budget >= 0) EXPECT_LE(plan.moved_experts, budget);
+      if (budget >= 0) {
+        EXPECT_LE(plan.moved_experts, budget);
+      }
       EXPECT_GE(plan.balancedness, last_bal - 1e-12) << "budget " << budget;
       EXPECT_GE(plan.moved_experts, last_moved) << "budget " << budget;
       last_bal = plan.balancedness;
