@@ -51,6 +51,8 @@
 namespace moecast {
 namespace {
 
+using ::moecast::testing::ProblemOf;
+
 using ::moecast::testing::HasDuplicateOnAGpu;
 using ::moecast::testing::Noisy;
 
@@ -97,19 +99,6 @@ std::vector<double> UniformLoads(const Shape& s, std::mt19937_64& rng) {
   return w;
 }
 
-
-PlacementProblem Problem(const Shape& s, std::vector<double> loads) {
-  PlacementProblem p;
-  p.num_layers = s.layers;
-  p.num_experts = s.experts;
-  p.num_slots = s.slots;
-  p.num_groups = s.groups;
-  p.num_nodes = s.nodes;
-  p.num_gpus = s.gpus;
-  p.loads = std::move(loads);
-  return p;
-}
-
 Plan MustPlan(const PlacementProblem& p, const PlacementOptions& o) {
   absl::StatusOr<Plan> plan = PlanPlacement(p, o);
   if (!plan.ok()) {
@@ -125,7 +114,7 @@ void BM_Plan(benchmark::State& state) {
   PlacementOptions o;
   o.mode = state.range(1) == 0 ? PlacementMode::kEplb : PlacementMode::kDefault;
   if (state.range(1) == 2) o.local_search_iterations = 0;
-  const PlacementProblem p = Problem(s, LognormalLoads(s, 7));
+  const PlacementProblem p = ProblemOf(s, LognormalLoads(s, 7));
   double ms = 0, bal = 0;
   int64_t runs = 0;
   for (auto _ : state) {
@@ -150,14 +139,14 @@ void BM_PlanWithCurrent(benchmark::State& state) {
   const Shape& s = kShapes[state.range(0)];
   PlacementOptions o;
   std::vector<double> base = LognormalLoads(s, 7);
-  PlacementProblem before = Problem(s, base);
+  PlacementProblem before = ProblemOf(s, base);
   const Plan old_plan = MustPlan(before, o);
   if (state.range(1) == 1) {
     o.migration = DefaultMigrationModel();
     o.bytes_per_expert = static_cast<int64_t>(o.migration->bytes_per_expert);
   }
   std::mt19937_64 rng(11);
-  PlacementProblem p = Problem(s, Noisy(base, 0.05, rng));
+  PlacementProblem p = ProblemOf(s, Noisy(base, 0.05, rng));
   p.current_phy2log = old_plan.phy2log;
   double ms = 0, bal = 0, moved = 0;
   int64_t runs = 0;
@@ -181,7 +170,7 @@ BENCHMARK(BM_PlanWithCurrent)
 
 void BM_Evaluate(benchmark::State& state) {
   const Shape& s = kShapes[state.range(0)];
-  const PlacementProblem p = Problem(s, LognormalLoads(s, 7));
+  const PlacementProblem p = ProblemOf(s, LognormalLoads(s, 7));
   const Plan plan = MustPlan(p, PlacementOptions());
   for (auto _ : state) {
     absl::StatusOr<Plan> e = EvaluatePlacement(p, plan.phy2log);
@@ -190,7 +179,6 @@ void BM_Evaluate(benchmark::State& state) {
   state.SetLabel(s.name);
 }
 BENCHMARK(BM_Evaluate)->DenseRange(0, 3)->Unit(benchmark::kMillisecond);
-
 
 void Sweep() {
   constexpr int kInputs = 20;
@@ -208,7 +196,7 @@ void Sweep() {
       int dups = 0;
       for (int i = 0; i < kInputs; ++i) {
         const PlacementProblem p =
-            Problem(s, kind == 0 ? ZipfLoads(s, rng) : UniformLoads(s, rng));
+            ProblemOf(s, kind == 0 ? ZipfLoads(s, rng) : UniformLoads(s, rng));
         PlacementOptions o;
         o.mode = PlacementMode::kEplb;
         const Plan e = MustPlan(p, o);
@@ -263,8 +251,8 @@ void Sweep() {
         std::vector<double> base = ZipfLoads(s, rng);
         PlacementOptions o;
         o.mode = row.mode;
-        const Plan old_plan = MustPlan(Problem(s, base), o);
-        PlacementProblem p = Problem(s, Noisy(base, 0.05, rng));
+        const Plan old_plan = MustPlan(ProblemOf(s, base), o);
+        PlacementProblem p = ProblemOf(s, Noisy(base, 0.05, rng));
         p.current_phy2log = old_plan.phy2log;
         o.move_budget = row.budget;
         if (row.model) {
@@ -289,8 +277,8 @@ void Sweep() {
   const Shape& s = kShapes[0];
   std::mt19937_64 rng(5);
   std::vector<double> base = ZipfLoads(s, rng);
-  const Plan old_plan = MustPlan(Problem(s, base), PlacementOptions());
-  PlacementProblem p = Problem(s, Noisy(base, 0.05, rng));
+  const Plan old_plan = MustPlan(ProblemOf(s, base), PlacementOptions());
+  PlacementProblem p = ProblemOf(s, Noisy(base, 0.05, rng));
   p.current_phy2log = old_plan.phy2log;
   PlacementOptions o;
   o.compute_tradeoff = true;

@@ -19,6 +19,8 @@
 namespace moecast {
 namespace {
 
+using ::moecast::testing::ProblemOf;
+
 using ::moecast::testing::HasDuplicateOnAGpu;
 using ::moecast::testing::Noisy;
 
@@ -28,18 +30,6 @@ using ::testing::Ge;
 struct Shape {
   int layers, experts, slots, groups, nodes, gpus;
 };
-
-PlacementProblem Problem(const Shape& s, std::vector<double> loads) {
-  PlacementProblem p;
-  p.num_layers = s.layers;
-  p.num_experts = s.experts;
-  p.num_slots = s.slots;
-  p.num_groups = s.groups;
-  p.num_nodes = s.nodes;
-  p.num_gpus = s.gpus;
-  p.loads = std::move(loads);
-  return p;
-}
 
 // kind 0: Zipf-like (rank^-s, s in [0.6, 1.4], random order); 1: near
 // uniform (+-10%); 2: exponential.
@@ -67,8 +57,6 @@ std::vector<double> Loads(const Shape& s, int kind, std::mt19937_64& rng) {
   return w;
 }
 
-
-
 // The (layer, GPU, expert) triples of a placement.
 std::set<std::tuple<int, int, int>> Triples(const std::vector<int32_t>& p2l,
                                             int layers, int slots, int gpus) {
@@ -93,7 +81,7 @@ PlacementOptions EplbMode() {
 // The reference puts e0 twice on GPU 0 (see eplb_test); the default mode
 // gives e0 and e1 two replicas each, one per GPU: loads 5.5 and 5.5.
 TEST(DefaultPlanner, NeverTwoReplicasOnOneGpuWhereEplbDoes) {
-  const PlacementProblem p = Problem({1, 2, 4, 1, 1, 2}, {10, 1});
+  const PlacementProblem p = ProblemOf(Shape{1, 2, 4, 1, 1, 2}, {10, 1});
   ASSERT_OK_AND_ASSIGN(Plan eplb, PlanPlacement(p, EplbMode()));
   EXPECT_TRUE(HasDuplicateOnAGpu(eplb));
   ASSERT_OK_AND_ASSIGN(Plan plan, PlanPlacement(p, Default()));
@@ -111,7 +99,7 @@ TEST(DefaultPlanner, NeverTwoReplicasOnOneGpuWhereEplbDoes) {
 // some GPU holds it twice; the default mode caps it at 2.
 TEST(DefaultPlanner, ReplicasCappedByTheGpusOfTheNode) {
   const PlacementProblem p =
-      Problem({1, 6, 12, 2, 2, 4}, {1000, 1, 1, 1, 1, 1});
+      ProblemOf(Shape{1, 6, 12, 2, 2, 4}, {1000, 1, 1, 1, 1, 1});
   ASSERT_OK_AND_ASSIGN(Plan eplb, PlanPlacement(p, EplbMode()));
   EXPECT_TRUE(HasDuplicateOnAGpu(eplb));
   ASSERT_OK_AND_ASSIGN(Plan plan, PlanPlacement(p, Default()));
@@ -142,12 +130,12 @@ TEST(DefaultPlanner, EveryReturnedPlanIsValid) {
     const int k = 1 + pick(rng) % 5;
     Shape s{1 + pick(rng) % 3, experts, gpus * k, groups, nodes, gpus};
     if (s.slots < experts) continue;
-    PlacementProblem p = Problem(s, Loads(s, pick(rng) % 3, rng));
+    PlacementProblem p = ProblemOf(s, Loads(s, pick(rng) % 3, rng));
     if (pick(rng) % 3 == 0 && gpus > 1) p.excluded_gpus = {pick(rng) % gpus};
     if (pick(rng) % 2 == 0) {
       // Current: an eplb plan of other loads (may duplicate and, for
       // hierarchical shapes, follows its own group packing).
-      PlacementProblem q = Problem(s, Loads(s, 0, rng));
+      PlacementProblem q = ProblemOf(s, Loads(s, 0, rng));
       absl::StatusOr<Plan> cur = PlanPlacement(q, EplbMode());
       ASSERT_OK(cur.status());
       p.current_phy2log = cur->phy2log;
@@ -226,7 +214,7 @@ TEST(DefaultPlanner, RelabellingRecognisesAPermutedPlacement) {
   };
   for (const Shape& s : shapes) {
     for (int kind = 0; kind < 2; ++kind) {
-      PlacementProblem p = Problem(s, Loads(s, kind, rng));
+      PlacementProblem p = ProblemOf(s, Loads(s, kind, rng));
       ASSERT_OK_AND_ASSIGN(Plan fresh, PlanPlacement(p, Default()));
       // Same placement, unpermuted.
       p.current_phy2log = fresh.phy2log;
@@ -252,8 +240,8 @@ TEST(DefaultPlanner, MoveBudgetTradesBalanceForMovesMonotonically) {
   const Shape shapes[] = {{8, 64, 80, 8, 2, 16}, {8, 64, 96, 1, 2, 16}};
   for (const Shape& s : shapes) {
     const std::vector<double> base = Loads(s, 0, rng);
-    ASSERT_OK_AND_ASSIGN(Plan old_plan, PlanPlacement(Problem(s, base), Default()));
-    PlacementProblem p = Problem(s, Noisy(base, 0.2, rng));
+    ASSERT_OK_AND_ASSIGN(Plan old_plan, PlanPlacement(ProblemOf(s, base), Default()));
+    PlacementProblem p = ProblemOf(s, Noisy(base, 0.2, rng));
     p.current_phy2log = old_plan.phy2log;
     double last_bal = 0;
     int64_t last_moved = -1;
@@ -310,8 +298,8 @@ TEST(DefaultPlanner, MigrationStagesRespectThePerGpuLimit) {
   std::mt19937_64 rng(3);
   const Shape s{6, 64, 80, 8, 2, 16};
   ASSERT_OK_AND_ASSIGN(Plan old_plan,
-                       PlanPlacement(Problem(s, Loads(s, 0, rng)), Default()));
-  PlacementProblem p = Problem(s, Loads(s, 0, rng));  // unrelated loads
+                       PlanPlacement(ProblemOf(s, Loads(s, 0, rng)), Default()));
+  PlacementProblem p = ProblemOf(s, Loads(s, 0, rng));  // unrelated loads
   p.current_phy2log = old_plan.phy2log;
   for (int limit : {1, 2, 5}) {
     PlacementOptions o;
@@ -358,7 +346,7 @@ TEST(DefaultPlanner, MigrationStagesRespectThePerGpuLimit) {
 TEST(DefaultPlanner, ExcludedGpusAreEvacuated) {
   const Shape s{2, 12, 16, 4, 2, 8};
   PlacementProblem p =
-      Problem(s, {90, 132, 40, 61,  104, 165, 39,  4,   73,  56, 183, 86,
+      ProblemOf(s, {90, 132, 40, 61,  104, 165, 39,  4,   73,  56, 183, 86,
                   20, 107, 104, 64, 19,  197, 187, 157, 172, 86, 16,  27});
   ASSERT_OK_AND_ASSIGN(Plan eplb, PlanPlacement(p, EplbMode()));
   p.current_phy2log = eplb.phy2log;  // GPU 1 holds e5 (replicated) and e7
@@ -400,7 +388,7 @@ TEST(DefaultPlanner, ExcludedGpusAreEvacuated) {
 // the fixes counted as forced moves.
 TEST(DefaultPlanner, RepairsACurrentPlacementThatBreaksConstraints) {
   const Shape s{1, 12, 16, 4, 2, 8};
-  PlacementProblem p = Problem(s, {90, 132, 40, 61, 104, 165, 39, 4, 73, 56,
+  PlacementProblem p = ProblemOf(s, {90, 132, 40, 61, 104, 165, 39, 4, 73, 56,
                                    183, 86});
   for (int sl = 0; sl < 16; ++sl) p.current_phy2log.push_back(sl % 12);
   PlacementOptions o;
@@ -410,7 +398,7 @@ TEST(DefaultPlanner, RepairsACurrentPlacementThatBreaksConstraints) {
   EXPECT_GT(plan.forced_moves, 0);
   EXPECT_EQ(plan.moved_experts, plan.forced_moves);
 
-  const PlacementProblem q0 = Problem({1, 2, 4, 1, 1, 2}, {10, 1});
+  const PlacementProblem q0 = ProblemOf(Shape{1, 2, 4, 1, 1, 2}, {10, 1});
   PlacementProblem q = q0;
   q.current_phy2log = {0, 0, 0, 1};  // eplb's plan: e0 twice on GPU 0
   ASSERT_OK_AND_ASSIGN(Plan fixed, PlanPlacement(q, o));
@@ -421,7 +409,7 @@ TEST(DefaultPlanner, RepairsACurrentPlacementThatBreaksConstraints) {
 
 TEST(DefaultPlanner, AllZeroLoads) {
   const Shape s{2, 16, 24, 4, 2, 4};
-  const PlacementProblem p = Problem(s, std::vector<double>(32, 0.0));
+  const PlacementProblem p = ProblemOf(s, std::vector<double>(32, 0.0));
   ASSERT_OK_AND_ASSIGN(Plan plan, PlanPlacement(p, Default()));
   EXPECT_DOUBLE_EQ(plan.balancedness, 1.0);
   EXPECT_DOUBLE_EQ(plan.max_over_mean, 1.0);
@@ -449,7 +437,7 @@ TEST(DefaultPlanner, AtLeastAsBalancedAsEplb) {
   for (const Shape& s : shapes) {
     for (int kind = 0; kind < 3; ++kind) {
       for (int rep = 0; rep < 4; ++rep) {
-        const PlacementProblem p = Problem(s, Loads(s, kind, rng));
+        const PlacementProblem p = ProblemOf(s, Loads(s, kind, rng));
         ASSERT_OK_AND_ASSIGN(Plan eplb, PlanPlacement(p, EplbMode()));
         ASSERT_OK_AND_ASSIGN(Plan plan, PlanPlacement(p, Default()));
         EXPECT_GE(plan.balancedness, eplb.balancedness - 1e-12)
@@ -492,7 +480,7 @@ TEST(DefaultPlanner, SmallShapeSweepAtLeastAsBalancedAsEplb) {
                slots += gpus) {
             const Shape s{2, m, slots, groups, nodes, gpus};
             for (int kind = 0; kind < 3; ++kind) {
-              const PlacementProblem p = Problem(s, Loads(s, kind, rng));
+              const PlacementProblem p = ProblemOf(s, Loads(s, kind, rng));
               absl::StatusOr<Plan> plan = PlanPlacement(p, Default());
               if (!plan.ok()) {
                 EXPECT_EQ(plan.status().code(),

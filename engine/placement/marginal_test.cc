@@ -18,23 +18,13 @@
 namespace moecast {
 namespace {
 
+using ::moecast::testing::ProblemOf;
+
 using ::moecast::testing::Noisy;
 
 struct Shape {
   int layers, experts, slots, groups, nodes, gpus;
 };
-
-PlacementProblem Problem(const Shape& s, std::vector<double> loads) {
-  PlacementProblem p;
-  p.num_layers = s.layers;
-  p.num_experts = s.experts;
-  p.num_slots = s.slots;
-  p.num_groups = s.groups;
-  p.num_nodes = s.nodes;
-  p.num_gpus = s.gpus;
-  p.loads = std::move(loads);
-  return p;
-}
 
 std::vector<double> Zipf(const Shape& s, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> u(0.6, 1.2);
@@ -93,8 +83,8 @@ TEST(MarginalGain, NoShorterOrLongerPrefixOfTheCurveDoesBetter) {
       PlacementOptions o;
       o.max_extra_experts_per_gpu = c.max_extra;
       ASSERT_OK_AND_ASSIGN(Plan old_plan,
-                           PlanPlacement(Problem(c.shape, base), o));
-      PlacementProblem p = Problem(c.shape, Noisy(base, 0.05, rng));
+                           PlanPlacement(ProblemOf(c.shape, base), o));
+      PlacementProblem p = ProblemOf(c.shape, Noisy(base, 0.05, rng));
       p.current_phy2log = old_plan.phy2log;
       MigrationModel m = DefaultMigrationModel();
       m.bytes_per_expert *= c.bytes_scale;
@@ -151,8 +141,8 @@ TEST(MarginalGain, DearMovesNothingCheapFollowsTheLoadBudgetCaps) {
   std::mt19937_64 rng(5);
   const std::vector<double> base = Zipf(s, rng);
   ASSERT_OK_AND_ASSIGN(Plan old_plan,
-                       PlanPlacement(Problem(s, base), PlacementOptions()));
-  PlacementProblem p = Problem(s, Noisy(base, 0.2, rng));
+                       PlanPlacement(ProblemOf(s, base), PlacementOptions()));
+  PlacementProblem p = ProblemOf(s, Noisy(base, 0.2, rng));
   p.current_phy2log = old_plan.phy2log;
 
   PlacementOptions o;
@@ -187,8 +177,8 @@ TEST(MarginalGain, TradeoffCurveCarriesTheObjective) {
   std::mt19937_64 rng(9);
   const std::vector<double> base = Zipf(s, rng);
   ASSERT_OK_AND_ASSIGN(Plan old_plan,
-                       PlanPlacement(Problem(s, base), PlacementOptions()));
-  PlacementProblem p = Problem(s, Noisy(base, 0.1, rng));
+                       PlanPlacement(ProblemOf(s, base), PlacementOptions()));
+  PlacementProblem p = ProblemOf(s, Noisy(base, 0.1, rng));
   p.current_phy2log = old_plan.phy2log;
   PlacementOptions o;
   o.migration = DefaultMigrationModel();
@@ -211,7 +201,7 @@ TEST(MarginalGain, TradeoffCurveCarriesTheObjective) {
 
 TEST(MarginalGain, RejectsABadModel) {
   const Shape s{1, 4, 4, 1, 1, 2};
-  PlacementProblem p = Problem(s, {1, 2, 3, 4});
+  PlacementProblem p = ProblemOf(s, {1, 2, 3, 4});
   p.current_phy2log = {0, 1, 2, 3};
   PlacementOptions o;
   o.migration = DefaultMigrationModel();

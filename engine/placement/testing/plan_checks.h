@@ -1,5 +1,6 @@
-// Helpers shared by the placement tests and benchmark: noisy copies of loads,
-// and the check for two replicas of one expert on one GPU.
+// Helpers shared by the placement tests and benchmark: a problem from a
+// cluster shape, noisy copies of loads, and the check for two replicas of one
+// expert on one GPU.
 //
 // Thread-safety: pure functions (the RNG is the caller's).
 #ifndef MOECAST_ENGINE_PLACEMENT_TESTING_PLAN_CHECKS_H_
@@ -8,11 +9,27 @@
 #include <algorithm>
 #include <random>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "engine/placement/placement.h"
 
 namespace moecast::testing {
+
+// The problem of `loads` (layers x experts) on a cluster of shape `s`: any
+// struct with the fields layers, experts, slots, groups, nodes and gpus.
+template <typename Shape>
+PlacementProblem ProblemOf(const Shape& s, std::vector<double> loads) {
+  PlacementProblem p;
+  p.num_layers = s.layers;
+  p.num_experts = s.experts;
+  p.num_slots = s.slots;
+  p.num_groups = s.groups;
+  p.num_nodes = s.nodes;
+  p.num_gpus = s.gpus;
+  p.loads = std::move(loads);
+  return p;
+}
 
 // w * (1 + sd * N(0, 1)) elementwise, clipped at 0.
 inline std::vector<double> Noisy(const std::vector<double>& w, double sd,
