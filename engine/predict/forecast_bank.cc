@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -79,19 +80,10 @@ MOECAST_AVX2_CLONES void NormalizeInto(const double* __restrict__ raw, int m,
   }
 }
 
-// A normalised forecast copied from `in`, and w * it added to `blend` (if
-// not null).
-MOECAST_AVX2_CLONES void CopyInto(const float* __restrict__ in, int m,
-                                  float* __restrict__ out,
+// w * a normalised forecast added to `blend`.
+MOECAST_AVX2_CLONES void BlendAdd(const float* __restrict__ in, int m,
                                   float* __restrict__ blend, double w) {
-  if (blend == nullptr) {
-    for (int e = 0; e < m; ++e) out[e] = in[e];
-    return;
-  }
-  for (int e = 0; e < m; ++e) {
-    out[e] = in[e];
-    blend[e] += static_cast<float>(w * in[e]);
-  }
+  for (int e = 0; e < m; ++e) blend[e] += static_cast<float>(w * in[e]);
 }
 
 }  // namespace
@@ -171,11 +163,33 @@ ForecastBank::ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
   realised_.assign(m_, 0.0);
 }
 
-std::vector<float> ForecastBank::TakeBuffer() {
-  if (pool_.empty()) return std::vector<float>(m_);
-  std::vector<float> buffer = std::move(pool_.back());
-  pool_.pop_back();
-  return buffer;
+int ForecastBank::TakeBuffer() {
+  int id;
+  if (free_buffers_.empty()) {
+    id = static_cast<int>(buffers_.size());
+    buffers_.emplace_back(m_);
+    buffer_refs_.push_back(0);
+  } else {
+    id = free_buffers_.back();
+    free_buffers_.pop_back();
+  }
+  buffer_refs_[id] = 1;
+  return id;
+}
+
+void ForecastBank::ReleaseBuffer(int buffer) {
+  if (--buffer_refs_[buffer] == 0) free_buffers_.push_back(buffer);
+}
+
+ForecastBank::Snapshot* ForecastBank::FindSnapshot(int64_t origin) {
+  auto it = std::lower_bound(
+      snapshots_.begin(), snapshots_.end(), origin,
+      [](const Snapshot& s, int64_t o) { return s.origin < o; });
+  return it != snapshots_.end() && it->origin == origin ? &*it : nullptr;
+}
+
+const ForecastBank::Snapshot* ForecastBank::FindSnapshot(int64_t origin) const {
+  return const_cast<ForecastBank*>(this)->FindSnapshot(origin);
 }
 
 int ForecastBank::HorizonIndex(int horizon) const {
@@ -192,7 +206,7 @@ int ForecastBank::HorizonIndex(int horizon) const {
   return best;
 }
 
-std::vector<std::pair<int, double>> ForecastBank::AutoWeights(int h) const {
+ForecastBank::Weights ForecastBank::AutoWeights(int h) const {
   // Rank by the recent error at horizon h once every predictor has enough
   // scores there; until then (a long horizon is first scored h steps after
   // the start, and then only every h/10 steps), by the longest shorter
@@ -203,7 +217,7 @@ std::vector<std::pair<int, double>> ForecastBank::AutoWeights(int h) const {
       ready = TrackOf(static_cast<int>(j), k).scored >= kMinScoresToRank;
     }
     if (!ready) continue;
-    std::vector<std::pair<double, int>> ranked;
+    absl::InlinedVector<std::pair<double, int>, 8> ranked;
     for (size_t j = 0; j < predictors_.size(); ++j) {
       const Track& t = TrackOf(static_cast<int>(j), k);
       const double lambda = options_.auto_long_run_weight;
@@ -221,7 +235,7 @@ std::vector<std::pair<int, double>> ForecastBank::AutoWeights(int h) const {
         break;
       }
     }
-    std::vector<std::pair<int, double>> weights;
+    Weights weights;
     double total = 0;
     for (size_t i = 0; i < n; ++i) {
       const double err = std::max(ranked[i].first, 1e-12);
@@ -235,10 +249,7 @@ std::vector<std::pair<int, double>> ForecastBank::AutoWeights(int h) const {
   return {{0, 1.0}};
 }
 
-int ForecastBank::AutoIndex(int h) const { return AutoWeights(h)[0].first; }
-
-std::string ForecastBank::AutoLabel(
-    const std::vector<std::pair<int, double>>& weights) const {
+std::string ForecastBank::AutoLabel(const Weights& weights) const {
   if (weights.size() == 1) return names_[weights[0].first];
   std::string label;
   for (const auto& [j, w] : weights) {
@@ -290,11 +301,12 @@ void ForecastBank::Advance(int64_t step, absl::Span<const double> p,
   if (options_.per_step_mape) {
     for (Track& t : tracks_) {
       for (Pending& pending : t.pending) {
+        const float* f = Values(pending.buffer);
         double sum = 0;
         int n = 0;
         for (int e = 0; e < m_; ++e) {
           if (p[e] > 0) {
-            sum += std::abs(pending.forecast[e] - p[e]) / p[e];
+            sum += std::abs(f[e] - p[e]) / p[e];
             ++n;
           }
         }
@@ -313,12 +325,12 @@ void ForecastBank::Advance(int64_t step, absl::Span<const double> p,
              t.pending.front().origin_index + options_.horizons[h] == index_) {
         Score(j, static_cast<int>(h), t);
         // A snapshot lives as long as a pending forecast refers to it.
-        auto snap = snapshots_.find(t.pending.front().origin_index);
-        if (--snap->second.refs == 0) {
-          snapshot_pool_.push_back(std::move(snap->second.counts));
-          snapshots_.erase(snap);
+        Snapshot* snap = FindSnapshot(t.pending.front().origin_index);
+        if (--snap->refs == 0) {
+          snapshot_pool_.push_back(std::move(snap->counts));
+          snapshots_.erase(snapshots_.begin() + (snap - snapshots_.data()));
         }
-        pool_.push_back(std::move(t.pending.front().forecast));
+        ReleaseBuffer(t.pending.front().buffer);
         t.pending.pop_front();
       }
     }
@@ -328,22 +340,23 @@ void ForecastBank::Advance(int64_t step, absl::Span<const double> p,
   for (size_t h = 0; h < num_h; ++h) {
     const int horizon = options_.horizons[h];
     if (index_ % Stride(horizon) != 0) continue;
-    Snapshot& snap = snapshots_[index_];
-    if (snap.refs == 0) {
+    if (snapshots_.empty() || snapshots_.back().origin != index_) {
+      Snapshot snap;
+      snap.origin = index_;
       if (!snapshot_pool_.empty()) {
         snap.counts = std::move(snapshot_pool_.back());
         snapshot_pool_.pop_back();
       }
       snap.counts.assign(cum_counts_.begin(), cum_counts_.end());
       snap.assignments = cum_assignments_;
+      snapshots_.push_back(std::move(snap));
     }
-    snap.refs += static_cast<int>(predictors_.size()) + 1;
-    const std::vector<std::pair<int, double>> weights =
-        AutoWeights(static_cast<int>(h));
+    snapshots_.back().refs += static_cast<int>(predictors_.size()) + 1;
+    const Weights weights = AutoWeights(static_cast<int>(h));
     Pending blend{step, index_, TakeBuffer()};
-    std::fill(blend.forecast.begin(), blend.forecast.end(), 0.0f);
+    float* blend_values = Values(blend.buffer);
+    std::fill(blend_values, blend_values + m_, 0.0f);
     for (size_t j = 0; j < predictors_.size(); ++j) {
-      Pending pending{step, index_, TakeBuffer()};
       double weight = 0;
       bool blended = false;
       for (const auto& [k, w] : weights) {
@@ -351,24 +364,26 @@ void ForecastBank::Advance(int64_t step, absl::Span<const double> p,
         weight = w;
         blended = true;
       }
-      float* blend_into = blended ? blend.forecast.data() : nullptr;
+      float* blend_into = blended ? blend_values : nullptr;
       // A flat forecast is the same at every horizon: normalised once per
-      // step, copied for the other horizons' origins.
-      const Track* earlier = nullptr;
+      // origin and shared by the other horizons' tracks.
+      int shared = -1;
       if (predictors_[j]->flat_forecast()) {
-        for (size_t k = 0; k < h && earlier == nullptr; ++k) {
+        for (size_t k = 0; k < h && shared < 0; ++k) {
           const Track& t = TrackOf(static_cast<int>(j), static_cast<int>(k));
           if (!t.pending.empty() && t.pending.back().origin_index == index_) {
-            earlier = &t;
+            shared = t.pending.back().buffer;
           }
         }
       }
-      if (earlier != nullptr) {
-        CopyInto(earlier->pending.back().forecast.data(), m_,
-                 pending.forecast.data(), blend_into, weight);
+      Pending pending{step, index_, shared};
+      if (shared >= 0) {
+        ++buffer_refs_[shared];
+        if (blend_into != nullptr) BlendAdd(Values(shared), m_, blend_into, weight);
       } else {
+        pending.buffer = TakeBuffer();
         predictors_[j]->Forecast(horizon, absl::MakeSpan(scratch_));
-        NormalizeInto(scratch_.data(), m_, pending.forecast.data(), blend_into,
+        NormalizeInto(scratch_.data(), m_, Values(pending.buffer), blend_into,
                       weight);
       }
       TrackOf(static_cast<int>(j), static_cast<int>(h))
@@ -380,7 +395,7 @@ void ForecastBank::Advance(int64_t step, absl::Span<const double> p,
 
 void ForecastBank::Score(int predictor, int h, Track& t) {
   const Pending& pending = t.pending.front();
-  const Snapshot& snap = snapshots_.find(pending.origin_index)->second;
+  const Snapshot& snap = *FindSnapshot(pending.origin_index);
   const double* start = snap.counts.data();
   // The realised token-weighted mean since the origin, shared by every
   // track scored from it in this step.
@@ -391,15 +406,15 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
     realised_origin_ = pending.origin_index;
   }
   const double* realised = realised_.data();
-  const float* f = pending.forecast.data();
+  const float* f = Values(pending.buffer);
   // L1 of the forecast against the realised mean: the only per-expert work
   // every scored forecast needs (vectorised).
   const double l1 = L1(f, realised, m_);
   // Residuals for intervals: a rotating sample of experts per scored
   // forecast bounds the cost (the ring pools experts anyway).
   const int sample = std::min(m_, kResidualsPerScore);
-  for (int i = 0; i < sample; ++i) {
-    const int e = static_cast<int>((t.residual_cursor + i) % m_);
+  int e = static_cast<int>(t.residual_cursor);
+  for (int i = 0; i < sample; ++i, e = e + 1 == m_ ? 0 : e + 1) {
     const double y = realised[e];
     const float r =
         static_cast<float>((y - f[e]) / std::sqrt(std::max<double>(f[e], 1e-12)));
@@ -410,7 +425,7 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
       t.residual_head = (t.residual_head + 1) % t.residuals.size();
     }
   }
-  t.residual_cursor = (t.residual_cursor + sample) % m_;
+  t.residual_cursor = e;
   const double decay = std::exp2(-1.0 / options_.error_half_life);
   const double w = t.weight * decay;
   t.recent_l1 = t.scored == 0 ? l1 : (w * t.recent_l1 + l1) / (w + 1);
@@ -438,7 +453,7 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
   }
   s.mape = mape_n > 0 ? mape_sum / mape_n : kNaN;
   s.step_mape = options_.per_step_mape ? pending.step_mape_sum / s.horizon : kNaN;
-  s.forecast = absl::MakeConstSpan(pending.forecast);
+  s.forecast = absl::MakeConstSpan(f, m_);
   s.realised = absl::MakeConstSpan(realised_);
   listener_(s);
 }
@@ -457,7 +472,7 @@ absl::StatusOr<BankForecast> ForecastBank::Forecast(int horizon,
   const int h = HorizonIndex(horizon);
   int j;
   if (predictor == "auto") {
-    const std::vector<std::pair<int, double>> weights = AutoWeights(h);
+    const Weights weights = AutoWeights(h);
     BankForecast out;
     out.predictor = AutoLabel(weights);
     out.mean.assign(m_, 0.0);
@@ -513,7 +528,7 @@ absl::StatusOr<std::vector<double>> ForecastBank::ForecastPath(
     return absl::InvalidArgumentError(
         absl::StrCat("path length ", steps, " must be >= 1"));
   }
-  std::vector<std::pair<int, double>> weights;
+  Weights weights;
   if (predictor == "auto") {
     weights = AutoWeights(HorizonIndex(steps));
   } else {
@@ -563,15 +578,15 @@ int64_t ForecastBank::MemoryBytes() const {
   for (const auto& p : predictors_) bytes += p->MemoryBytes();
   for (const Track& t : tracks_) {
     bytes += sizeof(Track) + t.residuals.capacity() * sizeof(float);
-    for (const Pending& p : t.pending) {
-      bytes += sizeof(Pending) + p.forecast.capacity() * sizeof(float);
-    }
+    bytes += t.pending.size() * sizeof(Pending);
   }
-  for (const auto& [k, v] : snapshots_) {
-    bytes += 64 + v.counts.capacity() * sizeof(double);
+  for (const Snapshot& snap : snapshots_) {
+    bytes += sizeof(Snapshot) + snap.counts.capacity() * sizeof(double);
   }
   bytes += (cum_counts_.size() + scratch_.size()) * sizeof(double);
-  for (const auto& buffer : pool_) bytes += buffer.capacity() * sizeof(float);
+  for (const auto& buffer : buffers_) {
+    bytes += sizeof(buffer) + buffer.capacity() * sizeof(float) + sizeof(int);
+  }
   for (const auto& buffer : snapshot_pool_) {
     bytes += buffer.capacity() * sizeof(double);
   }
@@ -596,7 +611,7 @@ absl::Status ForecastBank::SaveTo(internal::SnapshotWriter& out) const {
       out.PutI64(p.origin_step);
       out.PutI64(p.origin_index);
       out.PutDouble(p.step_mape_sum);
-      out.PutRawFloats(p.forecast.data(), m_);
+      out.PutRawFloats(Values(p.buffer), m_);
     }
     out.PutI64(t.scored);
     out.PutDouble(t.recent_l1);
@@ -610,17 +625,17 @@ absl::Status ForecastBank::SaveTo(internal::SnapshotWriter& out) const {
   out.PutDoubles(cum_counts_);
   out.PutDouble(cum_assignments_);
   out.PutU64(snapshots_.size());
-  for (const auto& [index, snap] : snapshots_) {
-    out.PutI64(index);
+  for (const Snapshot& snap : snapshots_) {
+    out.PutI64(snap.origin);
     out.PutRawDoubles(snap.counts.data(), m_);
     out.PutDouble(snap.assignments);
     out.PutI32(snap.refs);
   }
   out.PutI64(index_);
   out.PutI64(last_step_);
-  // Pooled buffers hold nothing that is read again (they are overwritten
-  // when reused), but MemoryBytes counts them.
-  out.PutU64(pool_.size());
+  // Free forecast buffers hold nothing that is read again (they are
+  // overwritten when reused), but MemoryBytes counts them.
+  out.PutU64(free_buffers_.size());
   return absl::OkStatus();
 }
 
@@ -652,6 +667,9 @@ void ForecastBank::LoadFrom(internal::SnapshotReader& in) {
   const size_t num_h = options_.horizons.size();
   const size_t pending_bytes = 8 * 3 + 4 * static_cast<size_t>(m_);
   std::vector<Track> tracks(tracks_.size());
+  // Each pending forecast's values as read; Pending::buffer indexes this
+  // until the buffers are rebuilt at the end.
+  std::vector<std::vector<float>> values;
   for (size_t i = 0; i < tracks.size() && in.ok(); ++i) {
     Track& t = tracks[i];
     const size_t n = in.Count("pending", size_t{1} << 24, pending_bytes);
@@ -660,8 +678,9 @@ void ForecastBank::LoadFrom(internal::SnapshotReader& in) {
       p.origin_step = in.I64("pending.origin_step");
       p.origin_index = in.I64("pending.origin_index");
       p.step_mape_sum = in.Double("pending.step_mape_sum");
-      p.forecast.resize(m_);
-      in.RawFloats("pending.forecast", p.forecast.data(), m_);
+      p.buffer = static_cast<int>(values.size());
+      values.emplace_back(m_);
+      in.RawFloats("pending.forecast", values.back().data(), m_);
       t.pending.push_back(std::move(p));
     }
     t.scored = in.I64("scored");
@@ -699,23 +718,26 @@ void ForecastBank::LoadFrom(internal::SnapshotReader& in) {
   const double cum_assignments = in.Double("cum_assignments");
   const size_t num_snapshots =
       in.Count("snapshots", size_t{1} << 24, 8 + 8 * static_cast<size_t>(m_) + 8 + 4);
-  std::map<int64_t, Snapshot> snapshots;
+  std::vector<Snapshot> snapshots;
   for (size_t k = 0; k < num_snapshots && in.ok(); ++k) {
-    const int64_t index = in.I64("snapshot.index");
     Snapshot snap;
+    snap.origin = in.I64("snapshot.index");
     snap.counts.resize(m_);
     in.RawDoubles("snapshot.counts", snap.counts.data(), m_);
     snap.assignments = in.Double("snapshot.assignments");
     snap.refs = in.I32("snapshot.refs");
-    if (in.ok() && !snapshots.emplace(index, std::move(snap)).second) {
-      in.Fail("snapshot.index", absl::StrCat("origin ", index, " appears twice"));
+    if (in.ok() && !snapshots.empty() && snap.origin <= snapshots.back().origin) {
+      in.Fail("snapshot.index",
+              absl::StrCat("origin ", snap.origin, " after origin ",
+                           snapshots.back().origin, " (must increase)"));
     }
+    snapshots.push_back(std::move(snap));
   }
   const int64_t index = in.I64("index");
   const int64_t last_step = in.I64("last_step");
-  // Buffers in use plus pooled never exceed the most forecasts pending at
-  // once, under 20 per track (h / max(1, h / 10) < 20).
-  const size_t pool = in.Count("pool", 20 * tracks_.size(), 0);
+  // Free buffers never exceed the most forecasts pending at once, under 20
+  // per track (h / max(1, h / 10) < 20).
+  const size_t free_buffers = in.Count("pool", 20 * tracks_.size(), 0);
   if (!in.ok()) return;
   if (cum_counts.size() != static_cast<size_t>(m_)) {
     in.Fail("cum_counts", absl::StrCat(cum_counts.size(), " values, expected ", m_));
@@ -725,13 +747,19 @@ void ForecastBank::LoadFrom(internal::SnapshotReader& in) {
   // present, its horizon not yet passed) and every snapshot's reference count
   // must match, or Observe would look up a snapshot that is not there.
   std::map<int64_t, int> refs;
+  auto has_snapshot = [&snapshots](int64_t origin) {
+    auto it = std::lower_bound(
+        snapshots.begin(), snapshots.end(), origin,
+        [](const Snapshot& s, int64_t o) { return s.origin < o; });
+    return it != snapshots.end() && it->origin == origin;
+  };
   for (size_t i = 0; i < tracks.size(); ++i) {
     const int horizon = options_.horizons[i % num_h];
     int64_t previous = -1;
     for (const Pending& p : tracks[i].pending) {
       if (p.origin_index <= previous || p.origin_index < 0 ||
           p.origin_index > index || p.origin_index + horizon <= index ||
-          !snapshots.count(p.origin_index)) {
+          !has_snapshot(p.origin_index)) {
         in.Fail("pending.origin_index",
                 absl::StrCat("forecast from origin ", p.origin_index,
                              " at horizon ", horizon, " cannot be pending after ",
@@ -742,11 +770,11 @@ void ForecastBank::LoadFrom(internal::SnapshotReader& in) {
       ++refs[p.origin_index];
     }
   }
-  for (const auto& [origin, snap] : snapshots) {
-    auto it = refs.find(origin);
+  for (const Snapshot& snap : snapshots) {
+    auto it = refs.find(snap.origin);
     if (it == refs.end() || it->second != snap.refs) {
       in.Fail("snapshot.refs",
-              absl::StrCat("origin ", origin, " says ", snap.refs,
+              absl::StrCat("origin ", snap.origin, " says ", snap.refs,
                            " pending forecasts, ",
                            it == refs.end() ? 0 : it->second, " refer to it"));
       return;
@@ -764,8 +792,48 @@ void ForecastBank::LoadFrom(internal::SnapshotReader& in) {
       std::vector<double>(m_, 0.0));
   index_ = index;
   last_step_ = last_step;
-  pool_.clear();
-  for (size_t k = 0; k < pool; ++k) pool_.emplace_back(m_);
+  // Forecast buffers, shared as a live bank shares them: a flat predictor's
+  // forecast at an origin is one buffer for every horizon that took it there.
+  buffers_.clear();
+  buffer_refs_.clear();
+  free_buffers_.clear();
+  for (size_t j = 0; j < predictors_.size(); ++j) {
+    const bool flat = predictors_[j]->flat_forecast();
+    for (size_t h = 0; h < num_h; ++h) {
+      for (Pending& p : TrackOf(static_cast<int>(j), static_cast<int>(h)).pending) {
+        std::vector<float>& v = values[p.buffer];
+        int shared = -1;
+        for (size_t k = 0; flat && k < h && shared < 0; ++k) {
+          for (const Pending& q : TrackOf(static_cast<int>(j), static_cast<int>(k)).pending) {
+            if (q.origin_index == p.origin_index && buffers_[q.buffer] == v) {
+              shared = q.buffer;
+            }
+          }
+        }
+        if (shared >= 0) {
+          ++buffer_refs_[shared];
+          p.buffer = shared;
+        } else {
+          p.buffer = static_cast<int>(buffers_.size());
+          buffers_.push_back(std::move(v));
+          buffer_refs_.push_back(1);
+        }
+      }
+    }
+  }
+  for (size_t h = 0; h < num_h; ++h) {
+    for (Pending& p : TrackOf(-1, static_cast<int>(h)).pending) {
+      std::vector<float>& v = values[p.buffer];
+      p.buffer = static_cast<int>(buffers_.size());
+      buffers_.push_back(std::move(v));
+      buffer_refs_.push_back(1);
+    }
+  }
+  for (size_t k = 0; k < free_buffers; ++k) {
+    free_buffers_.push_back(static_cast<int>(buffers_.size()));
+    buffers_.emplace_back(m_);
+    buffer_refs_.push_back(0);
+  }
 }
 
 }  // namespace moecast

@@ -30,11 +30,11 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/internal/snapshot_codec.h"
@@ -175,10 +175,13 @@ class ForecastBank {
   void LoadFrom(internal::SnapshotReader& in);
 
  private:
+  // Pending forecasts refer to their values by buffer id: a flat forecast
+  // (the same at every horizon) taken at one origin for several horizons is
+  // stored once and shared, reference-counted (buffers_, buffer_refs_).
   struct Pending {
     int64_t origin_step;
     int64_t origin_index;
-    std::vector<float> forecast;  // M
+    int buffer;  // index into buffers_
     double step_mape_sum = 0;
   };
   struct Track {  // one (predictor or auto, horizon)
@@ -191,14 +194,23 @@ class ForecastBank {
     size_t residual_head = 0;
     int64_t residual_cursor = 0;   // next expert to sample
   };
+  // Cumulative counts and assignments after the step an origin was taken at,
+  // kept while pending forecasts refer to it.
+  struct Snapshot {
+    int64_t origin = 0;  // steps observed when taken
+    std::vector<double> counts;
+    double assignments = 0;
+    int refs = 0;  // pending forecasts made at this origin
+  };
+  // Auto's predictors and weights; at most auto_blend entries.
+  using Weights = absl::InlinedVector<std::pair<int, double>, 4>;
 
   ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
                const ForecastBankOptions& options);
   int HorizonIndex(int horizon) const;   // nearest scored horizon
   // Auto's predictors and weights (summing to 1) at a horizon index.
-  std::vector<std::pair<int, double>> AutoWeights(int horizon_index) const;
-  int AutoIndex(int horizon_index) const;  // the best-ranked one
-  std::string AutoLabel(const std::vector<std::pair<int, double>>& w) const;
+  Weights AutoWeights(int horizon_index) const;
+  std::string AutoLabel(const Weights& w) const;
   void AddInterval(const Track& t, double level, BankForecast* out) const;
   Track& TrackOf(int predictor, int h) {  // predictor -1 = auto
     return tracks_[(predictor + 1) * options_.horizons.size() + h];
@@ -207,23 +219,23 @@ class ForecastBank {
     return tracks_[(predictor + 1) * options_.horizons.size() + h];
   }
   void Score(int predictor, int h, Track& track);
-  std::vector<float> TakeBuffer();
+  int TakeBuffer();              // a buffer with one reference
+  void ReleaseBuffer(int buffer);
+  float* Values(int buffer) { return buffers_[buffer].data(); }
+  const float* Values(int buffer) const { return buffers_[buffer].data(); }
+  Snapshot* FindSnapshot(int64_t origin);
+  const Snapshot* FindSnapshot(int64_t origin) const;
 
   const int m_;
   const ForecastBankOptions options_;
   std::vector<std::unique_ptr<Predictor>> predictors_;
   std::vector<std::string> names_;
   std::vector<Track> tracks_;
-  // Cumulative counts and assignments after each observed step, kept for
-  // the origins that still have pending forecasts (keyed by step index).
+  // Cumulative counts and assignments after each observed step.
   std::vector<double> cum_counts_;
   double cum_assignments_ = 0;
-  struct Snapshot {
-    std::vector<double> counts;
-    double assignments = 0;
-    int refs = 0;  // pending forecasts made at this origin
-  };
-  std::map<int64_t, Snapshot> snapshots_;
+  // Origins that still have pending forecasts, oldest first (a few dozen).
+  std::vector<Snapshot> snapshots_;
   int64_t index_ = 0;  // steps observed
   int64_t last_step_ = 0;
   std::vector<double> scratch_;
@@ -234,7 +246,11 @@ class ForecastBank {
   // Count buffers for new origins; live + pooled = max_snapshots_.
   std::vector<std::vector<double>> snapshot_pool_;
   int max_snapshots_ = 0;
-  std::vector<std::vector<float>> pool_;  // forecast buffers to reuse
+  // Forecast buffers (M floats each), their reference counts (0: free) and
+  // the free ones.
+  std::vector<std::vector<float>> buffers_;
+  std::vector<int> buffer_refs_;
+  std::vector<int> free_buffers_;
   std::function<void(const ScoredForecast&)> listener_;
 };
 

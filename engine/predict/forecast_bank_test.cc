@@ -158,6 +158,69 @@ TEST(ForecastBankTest, PendingForecastsAndMemoryStayBounded) {
   EXPECT_LE(bank->MemoryBytes(), memory_at_3000 * 1.01);
 }
 
+// A bank restored from a snapshot continues exactly as the saved one: same
+// forecasts, scores and memory. The flat predictors' forecasts taken at one
+// origin for several horizons are one shared buffer in a live bank, and are
+// shared again after the restore.
+TEST(ForecastBankTest, RestoredBankContinuesBitForBit) {
+  auto predictors = [] {
+    std::vector<std::unique_ptr<Predictor>> v;
+    v.push_back(MakeLastValuePredictor(6).value());  // flat
+    v.push_back(MakeSwAvgPredictor(6, 20).value());  // not flat
+    v.push_back(MakeEwmPredictor(6, 30).value());    // flat
+    return v;
+  };
+  ForecastBankOptions o;
+  o.horizons = {1, 10, 100};
+  auto live = ForecastBank::Create(predictors(), o).value();
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> u(0.2, 1.8);
+  auto step = [&rng, &u] {
+    std::vector<double> p(6);
+    double sum = 0;
+    for (double& v : p) sum += v = u(rng);
+    for (double& v : p) v /= sum;
+    return p;
+  };
+  for (int t = 0; t < 437; ++t) live->Observe(t, step(), 50);
+  internal::SnapshotWriter w;
+  ASSERT_TRUE(live->SaveTo(w).ok());
+  const std::string bytes = w.Release();
+  auto restored = ForecastBank::Create(predictors(), o).value();
+  internal::SnapshotReader r(bytes, "bank");
+  restored->LoadFrom(r);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(restored->MemoryBytes(), live->MemoryBytes());
+  std::vector<std::pair<double, double>> scored;  // (live, restored) L1
+  live->set_listener([&](const ScoredForecast& s) { scored.push_back({s.l1, -1}); });
+  size_t next = 0;
+  restored->set_listener([&](const ScoredForecast& s) {
+    ASSERT_LT(next, scored.size());
+    scored[next++].second = s.l1;
+  });
+  for (int t = 437; t < 700; ++t) {
+    const std::vector<double> p = step();
+    live->Observe(t, p, 50);
+    restored->Observe(t, p, 50);
+  }
+  ASSERT_GT(scored.size(), 500u);
+  EXPECT_EQ(next, scored.size());
+  for (const auto& [a, b] : scored) EXPECT_EQ(a, b);
+  for (int h : {1, 10, 37, 100}) {
+    const BankForecast a = live->Forecast(h, "auto", 0.9).value();
+    const BankForecast b = restored->Forecast(h, "auto", 0.9).value();
+    EXPECT_EQ(a.predictor, b.predictor);
+    EXPECT_EQ(a.mean, b.mean);
+    EXPECT_EQ(a.lower, b.lower);
+  }
+  EXPECT_EQ(restored->MemoryBytes(), live->MemoryBytes());
+  // Saving again writes the same bytes.
+  internal::SnapshotWriter w1, w2;
+  ASSERT_TRUE(live->SaveTo(w1).ok());
+  ASSERT_TRUE(restored->SaveTo(w2).ok());
+  EXPECT_EQ(w1.Release(), w2.Release());
+}
+
 // Proportions of a 4-expert load around `base` with i.i.d. noise.
 std::vector<double> Noisy(const std::vector<double>& base, std::mt19937& rng,
                           double sd) {
