@@ -40,6 +40,62 @@ MOECAST_AVX2_CLONES void StoreCounts(const double* __restrict__ p, double a, int
   }
 }
 
+// One steady-state step of the two windows in one pass (n >= 2w): the
+// step in `slot` (n - 2w) leaves the reference, the step in `moved` (n - w)
+// goes from the test window to the reference, and the new step's counts
+// replace `slot` and join the test window. Per expert the same operations
+// in the same order as AddCounts(-1), MoveCounts and StoreCounts, so the
+// sums are bit-identical to those three passes.
+MOECAST_AVX2_CLONES void SlideCounts(const double* __restrict__ p, double a, int m,
+                                     float* __restrict__ slot,
+                                     const float* __restrict__ moved,
+                                     double* __restrict__ test,
+                                     double* __restrict__ ref) {
+  for (int e = 0; e < m; ++e) {
+    const float out = slot[e];
+    const float mv = moved[e];
+    const float c = static_cast<float>(p[e] * a);
+    ref[e] = (ref[e] + -1.0 * out) + mv;
+    test[e] = (test[e] - mv) + c;
+    slot[e] = c;
+  }
+}
+
+// SlideCounts for three detectors of one layer (ShiftMonitor's default
+// scales) in one pass: the new step's counts are computed once and stored in
+// each detector's ring, and each sum sees the same operations as in
+// SlideCounts.
+struct SlideArgs {
+  float* slot;
+  const float* moved;
+  double* test;
+  double* ref;
+};
+MOECAST_AVX2_CLONES void SlideCounts3(
+    const double* __restrict__ p, double a, int m, float* __restrict__ slot0,
+    const float* __restrict__ moved0, double* __restrict__ test0,
+    double* __restrict__ ref0, float* __restrict__ slot1,
+    const float* __restrict__ moved1, double* __restrict__ test1,
+    double* __restrict__ ref1, float* __restrict__ slot2,
+    const float* __restrict__ moved2, double* __restrict__ test2,
+    double* __restrict__ ref2) {
+  for (int e = 0; e < m; ++e) {
+    const float c = static_cast<float>(p[e] * a);
+    const float out0 = slot0[e], mv0 = moved0[e];
+    ref0[e] = (ref0[e] + -1.0 * out0) + mv0;
+    test0[e] = (test0[e] - mv0) + c;
+    slot0[e] = c;
+    const float out1 = slot1[e], mv1 = moved1[e];
+    ref1[e] = (ref1[e] + -1.0 * out1) + mv1;
+    test1[e] = (test1[e] - mv1) + c;
+    slot1[e] = c;
+    const float out2 = slot2[e], mv2 = moved2[e];
+    ref2[e] = (ref2[e] + -1.0 * out2) + mv2;
+    test2[e] = (test2[e] - mv2) + c;
+    slot2[e] = c;
+  }
+}
+
 MOECAST_AVX2_CLONES double MeanL1(const double* __restrict__ a, double inv_a,
                                   const double* __restrict__ b, double inv_b,
                                   int m) {
@@ -163,21 +219,88 @@ void ShiftDetector::CollectSince(int64_t change_step) {
   }
 }
 
+void ShiftDetector::Remember(double d) {
+  if (static_cast<int>(history_.size()) < options_.noise_history) {
+    history_.push_back(d);
+  } else {
+    removed_.push_back(history_[history_head_]);
+    history_[history_head_] = d;
+    history_head_ = (history_head_ + 1) % options_.noise_history;
+  }
+  added_.push_back(d);
+}
+
+void ShiftDetector::ResortHistory() {
+  sorted_.clear();
+  added_.clear();
+  removed_.clear();
+  nans_ = 0;
+  for (double d : history_) {
+    if (std::isnan(d)) {
+      ++nans_;
+    } else {
+      sorted_.push_back(d);
+    }
+  }
+  std::sort(sorted_.begin(), sorted_.end());
+}
+
+void ShiftDetector::MergeHistory() {
+  // The few distances added and removed since the last median (at most 8
+  // each while the history is longer than that) go into sorted_ in one
+  // pass, in place: merge the added ones in from the back, then drop the
+  // removed ones (a value once added is in sorted_ or added_, so each
+  // removed one is found; equal values are interchangeable).
+  const auto drop_nans = [this](std::vector<double>& v, int sign) {
+    const auto end = std::remove_if(v.begin(), v.end(),
+                                    [](double x) { return std::isnan(x); });
+    nans_ += sign * static_cast<int>(v.end() - end);
+    v.erase(end, v.end());
+    std::sort(v.begin(), v.end());
+  };
+  drop_nans(added_, 1);
+  drop_nans(removed_, -1);
+  size_t i = sorted_.size(), j = added_.size();
+  sorted_.resize(i + j);
+  for (size_t out = i + j; j > 0;) {
+    if (i > 0 && sorted_[i - 1] > added_[j - 1]) {
+      sorted_[--out] = sorted_[--i];
+    } else {
+      sorted_[--out] = added_[--j];
+    }
+  }
+  if (!removed_.empty()) {
+    size_t r = 0, out = 0;
+    for (size_t k = 0; k < sorted_.size(); ++k) {
+      if (r < removed_.size() && sorted_[k] == removed_[r]) {
+        ++r;
+        continue;
+      }
+      sorted_[out++] = sorted_[k];
+    }
+    sorted_.resize(out);
+  }
+  added_.clear();
+  removed_.clear();
+}
+
 double ShiftDetector::Median() {
+  MergeHistory();
+  const size_t k = history_.size() / 2;
+  // The element nth_element would place at k: without NaNs, the k-th
+  // smallest, read from the sorted copy instead of a selection every time.
+  if (nans_ == 0) return sorted_[k];
   scratch_.assign(history_.begin(), history_.end());
-  const size_t k = scratch_.size() / 2;
   std::nth_element(scratch_.begin(), scratch_.begin() + k, scratch_.end());
   return scratch_[k];
 }
 
-std::optional<Shift> ShiftDetector::Observe(int64_t step,
-                                            absl::Span<const double> p,
-                                            double assignments) {
+bool ShiftDetector::Prepare(double assignments) {
   since_change_.clear();
-  if (!(assignments > 0)) return std::nullopt;
+  if (!(assignments > 0)) return false;
   if (window_ == 0) {
     sizing_assignments_ += assignments;
-    if (++sizing_steps_ < kSizingSteps) return std::nullopt;
+    if (++sizing_steps_ < kSizingSteps) return false;
     const double per_step = sizing_assignments_ / sizing_steps_;
     window_ = static_cast<int>(std::clamp(
         std::ceil(options_.assignments_per_window / per_step),
@@ -187,28 +310,51 @@ std::optional<Shift> ShiftDetector::Observe(int64_t step,
     totals_.assign(2 * window_, 0.0);
     steps_.assign(2 * window_, 0);
     Restart();
-    return std::nullopt;
+    return false;
   }
+  return true;
+}
+
+void ShiftDetector::SlideTotals(int64_t step, double assignments) {
   const int w = window_;
   const size_t slot = static_cast<size_t>(n_ % (2 * w));
-  float* row = ring_.data() + slot * m_;
-  if (n_ >= 2 * w) {  // step n - 2w leaves the reference (its slot is reused)
-    AddCounts(row, -1.0, m_, ref_sum_.data());
-    ref_total_ -= totals_[slot];
-  }
-  if (n_ >= w) {  // step n - w leaves the test window for the reference
-    const size_t moved = static_cast<size_t>((n_ - w) % (2 * w));
-    MoveCounts(ring_.data() + moved * m_, m_, test_sum_.data(), ref_sum_.data());
+  const size_t moved = static_cast<size_t>((n_ + w) % (2 * w));  // n - w
+  if (n_ >= 2 * w) ref_total_ -= totals_[slot];  // step n - 2w leaves
+  if (n_ >= w) {  // step n - w goes from the test window to the reference
     test_total_ -= totals_[moved];
     ref_total_ += totals_[moved];
   }
-  StoreCounts(p.data(), assignments, m_, row, test_sum_.data());
   totals_[slot] = assignments;
   steps_[slot] = step;
   test_total_ += assignments;
   ++n_;
-  if (n_ < 2 * w || !(test_total_ > 0) || !(ref_total_ > 0)) return std::nullopt;
+}
 
+std::optional<Shift> ShiftDetector::Observe(int64_t step,
+                                            absl::Span<const double> p,
+                                            double assignments) {
+  if (!Prepare(assignments)) return std::nullopt;
+  const int w = window_;
+  const size_t slot = static_cast<size_t>(n_ % (2 * w));
+  float* row = ring_.data() + slot * m_;
+  const size_t moved = static_cast<size_t>((n_ + w) % (2 * w));  // n - w
+  if (n_ >= 2 * w) {  // steady state: both windows slide in one pass
+    SlideCounts(p.data(), assignments, m_, row, ring_.data() + moved * m_,
+                test_sum_.data(), ref_sum_.data());
+  } else {  // the windows fill
+    if (n_ >= w) {  // step n - w leaves the test window for the reference
+      MoveCounts(ring_.data() + moved * m_, m_, test_sum_.data(), ref_sum_.data());
+    }
+    StoreCounts(p.data(), assignments, m_, row, test_sum_.data());
+  }
+  SlideTotals(step, assignments);
+  return Evaluate(step);
+}
+
+std::optional<Shift> ShiftDetector::Evaluate(int64_t step) {
+  if (n_ < 2 * window_ || !(test_total_ > 0) || !(ref_total_ > 0)) {
+    return std::nullopt;
+  }
   const double d = MeanL1(test_sum_.data(), 1.0 / test_total_, ref_sum_.data(),
                           1.0 / ref_total_, m_);
   const bool trusted = static_cast<int>(history_.size()) >= kMinHistory;
@@ -219,7 +365,7 @@ std::optional<Shift> ShiftDetector::Observe(int64_t step,
       Shift s;
       s.step = step;
       s.noise = noise_;
-      s.window = w;
+      s.window = window_;
       Locate(&s);
       CollectSince(s.change_step);
       ++shifts_;
@@ -230,12 +376,7 @@ std::optional<Shift> ShiftDetector::Observe(int64_t step,
   }
   above_ = 0;
   // The noise reference: recent distances without a change.
-  if (static_cast<int>(history_.size()) < options_.noise_history) {
-    history_.push_back(d);
-  } else {
-    history_[history_head_] = d;
-    history_head_ = (history_head_ + 1) % options_.noise_history;
-  }
+  Remember(d);
   if (++since_median_ >= 8 || static_cast<int>(history_.size()) <= kMinHistory) {
     since_median_ = 0;
     noise_ = Median();
@@ -249,6 +390,7 @@ int64_t ShiftDetector::MemoryBytes() const {
   const int64_t slots = 2 * static_cast<int64_t>(window_);
   return static_cast<int64_t>(sizeof(*this)) + slots * m_ * int64_t{sizeof(float)} +
          slots * int64_t{sizeof(double) + sizeof(int64_t)} +
+         // test and ref sums; the history and its sorted copy
          (2 * int64_t{m_} + 2 * int64_t{options_.noise_history}) *
              int64_t{sizeof(double)};
 }
@@ -321,6 +463,7 @@ void ShiftDetector::LoadFrom(internal::SnapshotReader& in) {
   ref_total_ = ref_total;
   history_ = std::move(history);
   history_head_ = history_head;
+  ResortHistory();
   noise_ = noise;
   since_median_ = since_median;
   above_ = above;
@@ -338,8 +481,38 @@ std::optional<Shift> ShiftMonitor::Observe(int64_t step, absl::Span<const double
                                            double assignments) {
   std::optional<Shift> shift;
   last_ = -1;
+  // Three scales past their windows' fill (the default, and the steady
+  // state): their windows slide in one pass over the step's counts.
+  // Otherwise each detector observes alone; either way the same values.
+  bool fused = detectors_.size() == 3;
+  for (const auto& d : detectors_) {
+    fused = fused && d->window_ > 0 && d->n_ >= 2 * d->window_ &&
+            static_cast<int>(p.size()) == d->m_;
+  }
+  if (fused && assignments > 0) {
+    SlideArgs args[3];
+    for (int k = 0; k < 3; ++k) {
+      ShiftDetector& d = *detectors_[k];
+      (void)d.Prepare(assignments);  // sized: clears since_change_ only
+      const int w = d.window_;
+      const size_t slot = static_cast<size_t>(d.n_ % (2 * w));
+      const size_t moved = static_cast<size_t>((d.n_ + w) % (2 * w));
+      args[k] = SlideArgs{d.ring_.data() + slot * d.m_, d.ring_.data() + moved * d.m_,
+                          d.test_sum_.data(), d.ref_sum_.data()};
+    }
+    SlideCounts3(p.data(), assignments, detectors_[0]->m_, args[0].slot,
+                 args[0].moved, args[0].test, args[0].ref, args[1].slot,
+                 args[1].moved, args[1].test, args[1].ref, args[2].slot,
+                 args[2].moved, args[2].test, args[2].ref);
+  }
   for (size_t k = 0; k < detectors_.size(); ++k) {
-    std::optional<Shift> s = detectors_[k]->Observe(step, p, assignments);
+    std::optional<Shift> s;
+    if (fused && assignments > 0) {
+      detectors_[k]->SlideTotals(step, assignments);
+      s = detectors_[k]->Evaluate(step);
+    } else {
+      s = detectors_[k]->Observe(step, p, assignments);
+    }
     if (s.has_value() && !shift.has_value()) {
       shift = s;
       last_ = static_cast<int>(k);

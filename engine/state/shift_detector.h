@@ -108,10 +108,27 @@ class ShiftDetector {
   void LoadFrom(internal::SnapshotReader& in);
 
  private:
+  friend class ShiftMonitor;
+
+  // Observe's steps. Prepare: sizes the window from the first steps; false
+  // when the step goes no further (no assignments, or still sizing).
+  bool Prepare(double assignments);
+  // The totals, step numbers and n_ of a step whose counts are in the ring
+  // and sums.
+  void SlideTotals(int64_t step, double assignments);
+  // The distance between the windows after a step and what it means.
+  std::optional<Shift> Evaluate(int64_t step);
   // Sets the change step and size of a shift detected now (the best split).
   void Locate(Shift* shift);
   // Fills since_change_ from the ring (before the windows restart).
   void CollectSince(int64_t change_step);
+  // Adds a distance to the noise history (replacing the oldest once full).
+  void Remember(double d);
+  // Rebuilds sorted_ and nans_ from history_ (after a restore).
+  void ResortHistory();
+  // Brings sorted_ and nans_ up to date with added_ and removed_.
+  void MergeHistory();
+  // The median of history_ (the element at size/2 in order).
   double Median();
 
   const int m_;
@@ -135,7 +152,13 @@ class ShiftDetector {
   int since_median_ = 0;
   int above_ = 0;  // consecutive steps above the threshold
   int64_t shifts_ = 0;
-  std::vector<double> scratch_;
+  // history_ in ascending order without its NaNs, and their count, as of
+  // the last median; added_ and removed_: the distances that entered and
+  // left history_ since then. The median is read from sorted_ (not state:
+  // rebuilt on restore).
+  std::vector<double> sorted_, added_, removed_;
+  int nans_ = 0;
+  std::vector<double> scratch_;  // the median's selection when NaNs are in
   std::vector<double> since_change_;  // see since_change(); not state
 };
 
