@@ -334,12 +334,19 @@ class Domain {
   // the largest load per replica that the bin lacks.
   void RepairFromCurrent() {
     orig_ = holds_;
+    // Usually every expert is there (the current placement is a plan): then
+    // the order below is not needed.
+    bool missing = false;
+    for (int e = 0; e < n_; ++e) missing = missing || cnt_[e] == 0;
     std::vector<std::pair<double, int>>& order = scratch_order_;
-    order.resize(n_);
-    for (int e = 0; e < n_; ++e) order[e] = {-w_[e], e};
-    std::sort(order.begin(), order.end());
-    RefreshSlots();
-    RecomputeAll();
+    order.clear();
+    if (missing) {
+      order.resize(n_);
+      for (int e = 0; e < n_; ++e) order[e] = {-w_[e], e};
+      std::sort(order.begin(), order.end());
+      RefreshSlots();
+      RecomputeAll();
+    }
     for (const auto& [neg_w, e] : order) {
       if (cnt_[e] > 0) continue;
       int bin = -1, j_at = -1;
@@ -395,6 +402,8 @@ class Domain {
   }
 
   void AddMoved(int dm) { moved_ += dm; }
+  // Replicas of local expert i.
+  int count(int i) const { return cnt_[i]; }
 
  private:
   bool Holds(int bin, int e) const { return holds_[bin * n_ + e] != 0; }
@@ -559,26 +568,27 @@ void PackGroups(const std::vector<double>& gw, const std::vector<int>& cap,
   }
 }
 
-// Writes GPU `gpu`'s k experts (global ids) into row, keeping an expert in
-// the slot it had in `cur` (the current row, or null) where possible.
+// Writes GPU `gpu`'s k experts (global ids, distinct) into row, keeping an
+// expert in the slot it had in `cur` (the current row, or null) where
+// possible. pos: num_experts entries, all -1 (left so on return).
 void ArrangeGpu(int gpu, int k, const int* experts, const int32_t* cur,
-                int32_t* row, std::vector<char>* used_buf) {
+                int32_t* row, std::vector<char>* used_buf, int* pos) {
   int32_t* out = row + static_cast<size_t>(gpu) * k;
   used_buf->assign(k, 0);
   char* used = used_buf->data();
   for (int j = 0; j < k; ++j) out[j] = -1;
   if (cur != nullptr) {
     const int32_t* c = cur + static_cast<size_t>(gpu) * k;
+    for (int i = 0; i < k; ++i) pos[experts[i]] = i;
     for (int j = 0; j < k; ++j) {
       if (c[j] < 0) continue;
-      for (int i = 0; i < k; ++i) {
-        if (!used[i] && experts[i] == c[j]) {
-          out[j] = c[j];
-          used[i] = 1;
-          break;
-        }
+      const int i = pos[c[j]];
+      if (i >= 0 && !used[i]) {
+        out[j] = c[j];
+        used[i] = 1;
       }
     }
+    for (int i = 0; i < k; ++i) pos[experts[i]] = -1;
   }
   int next = 0;
   for (int j = 0; j < k; ++j) {
@@ -598,14 +608,23 @@ struct HullPoint {
 // Per-layer work of the default planner.
 struct LayerWork {
   double total = 0;
-  // The balanced plan (relabelled when there is a current placement).
+  // The balanced plan (relabelled when there is a current placement), if
+  // built (has_target).
+  bool has_target = false;
   std::vector<int32_t> target_row;
   double target_max = 0;
   int64_t target_moves = 0;
   // The walk from the repaired current placement.
   bool has_path = false;
-  std::vector<Domain> start;
-  std::vector<std::pair<int, Step>> steps;
+  // The repaired current placement (L x S row, -1 on excluded GPUs) and the
+  // walk's steps as edits of it: a swap exchanges row[p] and row[q], a
+  // replica move sets row[p] = q (an expert).
+  std::vector<int32_t> start_row;
+  struct Edit {
+    bool swap;
+    int p, q;
+  };
+  std::vector<Edit> steps;
   std::vector<int64_t> path_moves;
   std::vector<double> path_max;
   std::vector<HullPoint> hull;
@@ -644,12 +663,20 @@ class Planner {
     return problem_.current_phy2log.data() +
            static_cast<size_t>(l) * layout_.num_slots;
   }
+  // cur_holds_ for layer l (before BuildTarget and BuildPath).
   void BuildCurHolds(int l);
+  // dom_experts_: the experts of each domain under the balanced plan's
+  // group packing.
+  void TargetDomains(int l);
+  // A lower bound on the max GPU load of layer l's balanced plan (from the
+  // first start: under its group packing, max over domains of the domain's
+  // load, or its heaviest expert, spread over its GPUs).
+  double TargetLowerBound(int l);
   void BuildTarget(int l, LayerWork* work);
   void BuildPath(int l, LayerWork* work);
   static void BuildHull(LayerWork* work);
   void WritePathRow(const LayerWork& work, int upto, int32_t* row) const;
-  // With a migration model: node_holds_ for layer l (after BuildTarget).
+  // With a migration model: node_holds_ for layer l (after BuildCurHolds).
   void BuildNodeHolds();
   bool Inter(int gpu, int e) const {
     return !node_holds_[static_cast<size_t>(layout_.node_of_gpu(gpu)) *
@@ -677,8 +704,14 @@ class Planner {
   std::vector<double> score_, gw_;
   std::vector<int> assign_, bin_experts_;
   std::vector<char> used_;
+  std::vector<int> pos_;  // M entries, -1 between ArrangeGpu calls
+  std::vector<int> node_held_;  // nd x M
+  std::vector<int> done_, cls_, ids_;
+  std::vector<std::vector<int>> dom_experts_;
   // The second start (BuildTarget).
   std::vector<Domain> alt_;
+  // The walk from the current placement (BuildPath).
+  std::vector<Domain> path_;
   std::vector<std::vector<int>> alt_experts_;
   std::vector<int> group_node_;
   std::vector<int32_t> eplb_row_, eplb_rank_, eplb_cnt_;
@@ -736,14 +769,13 @@ void Planner::BuildCurHolds(int l) {
   }
 }
 
-void Planner::BuildTarget(int l, LayerWork* work) {
+void Planner::TargetDomains(int l) {
   const double* w = LayerW(l);
-  const int m = layout_.num_experts, k = layout_.slots_per_gpu;
+  const int m = layout_.num_experts;
   const int nd = static_cast<int>(layout_.domain_gpus.size());
-  const int32_t* cur = CurRow(l);
-  domains_.resize(nd);
-  // Experts of each domain.
-  std::vector<std::vector<int>> dom_experts(nd);
+  std::vector<std::vector<int>>& dom_experts = dom_experts_;
+  dom_experts.resize(nd);
+  for (std::vector<int>& v : dom_experts) v.clear();
   if (layout_.hierarchical) {
     const int groups = layout_.num_groups, gs = layout_.group_size;
     gw_.assign(groups, 0.0);
@@ -762,6 +794,32 @@ void Planner::BuildTarget(int l, LayerWork* work) {
     dom_experts[0].resize(m);
     std::iota(dom_experts[0].begin(), dom_experts[0].end(), 0);
   }
+}
+
+double Planner::TargetLowerBound(int l) {
+  TargetDomains(l);
+  const double* w = LayerW(l);
+  double lb = 0;
+  for (size_t d = 0; d < dom_experts_.size(); ++d) {
+    double sum = 0, heaviest = 0;
+    for (int e : dom_experts_[d]) {
+      sum += w[e];
+      heaviest = std::max(heaviest, w[e]);
+    }
+    lb = std::max(lb, std::max(sum, heaviest) / caps_[d]);
+  }
+  return lb;
+}
+
+void Planner::BuildTarget(int l, LayerWork* work) {
+  const double* w = LayerW(l);
+  const int m = layout_.num_experts, k = layout_.slots_per_gpu;
+  const int nd = static_cast<int>(layout_.domain_gpus.size());
+  const int32_t* cur = CurRow(l);
+  domains_.resize(nd);
+  // Experts of each domain.
+  TargetDomains(l);
+  const std::vector<std::vector<int>>& dom_experts = dom_experts_;
   for (int d = 0; d < nd; ++d) {
     Domain& dom = domains_[d];
     dom.Reset(dom_experts[d], w, caps_[d], k);
@@ -812,7 +870,8 @@ void Planner::BuildTarget(int l, LayerWork* work) {
       std::iota(alt_experts[0].begin(), alt_experts[0].end(), 0);
     }
     local_.assign(m, -1);
-    std::vector<int> ids(k);
+    std::vector<int>& ids = ids_;
+    ids.resize(k);
     for (int d = 0; d < nd; ++d) {
       Domain& dom = alt_[d];
       dom.Reset(alt_experts[d], w, caps_[d], k);
@@ -835,15 +894,26 @@ void Planner::BuildTarget(int l, LayerWork* work) {
   // Packs to nodes and bins to GPUs.
   pack_node_.resize(nd);
   std::iota(pack_node_.begin(), pack_node_.end(), 0);
-  if (cur != nullptr) BuildCurHolds(l);
+  pos_.resize(m, -1);
   if (cur != nullptr && nd > 1) {
     // Relabel packs among nodes with the same number of usable GPUs: score
     // = replicas that could stay, sum over the pack's experts of
     // min(replicas, node's GPUs holding the expert now).
-    std::vector<int> done(nd, 0);
+    // node_held_[d * m + e]: usable GPUs of node d that hold e now.
+    node_held_.assign(static_cast<size_t>(nd) * m, 0);
+    for (int d = 0; d < nd; ++d) {
+      int* nh = node_held_.data() + static_cast<size_t>(d) * m;
+      for (int gpu : layout_.domain_gpus[d]) {
+        const uint8_t* ch = cur_holds_.data() + static_cast<size_t>(gpu) * m;
+        for (int e = 0; e < m; ++e) nh[e] += ch[e];
+      }
+    }
+    std::vector<int>& done = done_;
+    done.assign(nd, 0);
+    std::vector<int>& cls = cls_;
     for (int d0 = 0; d0 < nd; ++d0) {
       if (done[d0]) continue;
-      std::vector<int> cls;
+      cls.clear();
       for (int d = d0; d < nd; ++d) {
         if (!done[d] && caps_[d] == caps_[d0]) {
           cls.push_back(d);
@@ -855,19 +925,11 @@ void Planner::BuildTarget(int l, LayerWork* work) {
       score_.assign(static_cast<size_t>(c) * c, 0.0);
       for (int a = 0; a < c; ++a) {
         const Domain& dom = domains_[cls[a]];
-        std::vector<int> cnt(dom.n(), 0);
-        for (int b = 0; b < dom.nbins(); ++b) {
-          for (int j = 0; j < k; ++j) ++cnt[dom.slot(b, j)];
-        }
         for (int q = 0; q < c; ++q) {
-          double s = 0;
+          const int* nh = node_held_.data() + static_cast<size_t>(cls[q]) * m;
+          int s = 0;
           for (int i = 0; i < dom.n(); ++i) {
-            const int e = dom.experts()[i];
-            int held = 0;
-            for (int gpu : layout_.domain_gpus[cls[q]]) {
-              held += cur_holds_[static_cast<size_t>(gpu) * m + e];
-            }
-            s += std::min(held, cnt[i]);
+            s += std::min(nh[dom.experts()[i]], dom.count(i));
           }
           score_[a * c + q] = s;
         }
@@ -885,14 +947,15 @@ void Planner::BuildTarget(int l, LayerWork* work) {
     assign_.resize(nb);
     std::iota(assign_.begin(), assign_.end(), 0);
     if (cur != nullptr && nb > 1) {
-      score_.assign(static_cast<size_t>(nb) * nb, 0.0);
-      for (int b = 0; b < nb; ++b) {
-        for (int j = 0; j < k; ++j) {
-          const int e = dom.experts()[dom.slot(b, j)];
-          for (int i = 0; i < nb; ++i) {
-            score_[b * nb + i] +=
-                cur_holds_[static_cast<size_t>(gpus[i]) * m + e];
-          }
+      // score[b][i]: experts of bin b that GPU gpus[i] holds now.
+      score_.resize(static_cast<size_t>(nb) * nb);
+      for (int i = 0; i < nb; ++i) {
+        const uint8_t* ch =
+            cur_holds_.data() + static_cast<size_t>(gpus[i]) * m;
+        for (int b = 0; b < nb; ++b) {
+          int s = 0;
+          for (int j = 0; j < k; ++j) s += ch[dom.experts()[dom.slot(b, j)]];
+          score_[b * nb + i] = s;
         }
       }
       MaxWeightAssignment(score_, nb, &assign_);
@@ -908,7 +971,7 @@ void Planner::BuildTarget(int l, LayerWork* work) {
         }
       }
       ArrangeGpu(gpu, k, bin_experts_.data(), cur, work->target_row.data(),
-                 &used_);
+                 &used_, pos_.data());
     }
   }
 }
@@ -919,10 +982,13 @@ void Planner::BuildPath(int l, LayerWork* work) {
   const int m = layout_.num_experts, k = layout_.slots_per_gpu;
   const int nd = static_cast<int>(layout_.domain_gpus.size());
   // The experts of each domain in the current placement.
-  std::vector<std::vector<int>> dom_experts(nd);
+  std::vector<std::vector<int>>& dom_experts = dom_experts_;
+  dom_experts.resize(nd);
+  for (std::vector<int>& v : dom_experts) v.clear();
   if (layout_.hierarchical) {
     const int groups = layout_.num_groups, gs = layout_.group_size;
-    std::vector<int> group_node(groups, -1);
+    std::vector<int>& group_node = group_node_;
+    group_node.assign(groups, -1);
     for (int g = 0; g < layout_.num_gpus; ++g) {
       const int node = layout_.node_of_gpu(g);
       for (int j = 0; j < k; ++j) {
@@ -948,10 +1014,13 @@ void Planner::BuildPath(int l, LayerWork* work) {
   }
   work->has_path = true;
   local_.assign(m, -1);
-  std::vector<int> ids(k);
-  work->start.resize(nd);
+  std::vector<int>& ids = ids_;
+  ids.resize(k);
+  std::vector<Domain>& doms = path_;
+  doms.resize(nd);
+  work->start_row.assign(layout_.num_slots, -1);
   for (int d = 0; d < nd; ++d) {
-    Domain& dom = work->start[d];
+    Domain& dom = doms[d];
     dom.Reset(dom_experts[d], w, caps_[d], k);
     for (int i = 0; i < dom.n(); ++i) local_[dom.experts()[i]] = i;
     const std::vector<int>& gpus = layout_.domain_gpus[d];
@@ -963,12 +1032,18 @@ void Planner::BuildPath(int l, LayerWork* work) {
       dom.LoadBin(b, ids.data());
     }
     dom.RepairFromCurrent();
+    for (int b = 0; b < dom.nbins(); ++b) {
+      for (int j = 0; j < k; ++j) {
+        work->start_row[static_cast<size_t>(gpus[b]) * k + j] =
+            dom.experts()[dom.slot(b, j)];
+      }
+    }
   }
   const int num_gpus = layout_.num_gpus;
   if (track_recv_) {
     work->start_recv.assign(2 * static_cast<size_t>(num_gpus), 0);
     for (int d = 0; d < nd; ++d) {
-      const Domain& dom = work->start[d];
+      const Domain& dom = doms[d];
       const std::vector<int>& gpus = layout_.domain_gpus[d];
       for (int b = 0; b < dom.nbins(); ++b) {
         for (int j = 0; j < k; ++j) {
@@ -984,7 +1059,7 @@ void Planner::BuildPath(int l, LayerWork* work) {
   }
   // The receive-count change of a step (before it is applied).
   auto record = [&](int d, const Step& st) {
-    const Domain& dom = domains_[d];
+    const Domain& dom = doms[d];
     const std::vector<int>& gpus = layout_.domain_gpus[d];
     auto add = [&](int bin, int e, int sign) {
       if (dom.WasHeld(bin, e)) return;
@@ -1007,15 +1082,14 @@ void Planner::BuildPath(int l, LayerWork* work) {
   };
   // Walk: the step with the best gain per moved expert off the layer's most
   // loaded GPU, until none improves it.
-  domains_ = work->start;
   auto layer_state = [&](int* dom_of_max, int* bin_of_max) {
     double mx = -1;
     int64_t moved = 0;
     for (int d = 0; d < nd; ++d) {
-      moved += domains_[d].moved();
-      const int b = domains_[d].MaxBin();
-      if (domains_[d].load(b) > mx) {
-        mx = domains_[d].load(b);
+      moved += doms[d].moved();
+      const int b = doms[d].MaxBin();
+      if (doms[d].load(b) > mx) {
+        mx = doms[d].load(b);
         *dom_of_max = d;
         *bin_of_max = b;
       }
@@ -1031,13 +1105,20 @@ void Planner::BuildPath(int l, LayerWork* work) {
       total / layout_.num_usable * (1 + options_.good_enough_max_vio);
   for (int it = 0; it < options_.local_search_iterations; ++it) {
     if (work->path_max.back() <= good_enough) break;
-    const Step s = domains_[d_max].BestStep(b_max, /*per_move=*/true,
-                                            /*swaps=*/true, /*replaces=*/true);
+    Domain& dom = doms[d_max];
+    const Step s = dom.BestStep(b_max, /*per_move=*/true, /*swaps=*/true,
+                                /*replaces=*/true);
     if (s.kind == Step::kNone) break;
     if (track_recv_) record(d_max, s);
-    domains_[d_max].Apply(s);
-    domains_[d_max].AddMoved(s.dmoves);
-    work->steps.emplace_back(d_max, s);
+    const std::vector<int>& gpus = layout_.domain_gpus[d_max];
+    const int p = gpus[s.g] * k + s.gi;
+    if (s.kind == Step::kSwap) {
+      work->steps.push_back({true, p, gpus[s.h] * k + s.hj});
+    } else {
+      work->steps.push_back({false, p, dom.experts()[s.b]});
+    }
+    dom.Apply(s);
+    dom.AddMoved(s.dmoves);
     layer_state(&d_max, &b_max);
   }
 }
@@ -1050,7 +1131,9 @@ void Planner::BuildHull(LayerWork* work) {
                      static_cast<int>(i)});
     }
   }
-  pts.push_back({work->target_moves, work->target_max, -1});
+  if (work->has_target) {
+    pts.push_back({work->target_moves, work->target_max, -1});
+  }
   // Fewest moves first; among equal moves the smallest max, then the path.
   std::stable_sort(pts.begin(), pts.end(),
                    [](const HullPoint& a, const HullPoint& b) {
@@ -1126,19 +1209,13 @@ void Planner::BuildHullRecv(LayerWork* work) const {
 
 void Planner::WritePathRow(const LayerWork& work, int upto,
                            int32_t* row) const {
-  std::vector<Domain> doms = work.start;
+  std::copy(work.start_row.begin(), work.start_row.end(), row);
   for (int i = 0; i < upto; ++i) {
-    const auto& [d, s] = work.steps[i];
-    doms[d].Apply(s);
-  }
-  const int k = layout_.slots_per_gpu;
-  for (size_t d = 0; d < doms.size(); ++d) {
-    const std::vector<int>& gpus = layout_.domain_gpus[d];
-    for (int b = 0; b < doms[d].nbins(); ++b) {
-      for (int j = 0; j < k; ++j) {
-        row[static_cast<size_t>(gpus[b]) * k + j] =
-            doms[d].experts()[doms[d].slot(b, j)];
-      }
+    const LayerWork::Edit& e = work.steps[i];
+    if (e.swap) {
+      std::swap(row[e.p], row[e.q]);
+    } else {
+      row[e.p] = e.q;
     }
   }
 }
@@ -1152,6 +1229,7 @@ absl::Status Planner::Run(std::vector<int32_t>* phy2log, int64_t* forced_moves,
   const bool has_current = !problem_.current_phy2log.empty();
   if (!has_current) {
     LayerWork work;
+    work.has_target = true;
     for (int l = 0; l < num_layers; ++l) {
       BuildTarget(l, &work);
       std::copy(work.target_row.begin(), work.target_row.end(),
@@ -1161,14 +1239,30 @@ absl::Status Planner::Run(std::vector<int32_t>* phy2log, int64_t* forced_moves,
   }
 
   track_recv_ = options_.migration.has_value();
+  // With a migration model, the balanced plan is built only for layers
+  // where the walk stops above (1 + good_enough_max_vio) x a lower bound on
+  // that plan's max GPU load: elsewhere it could lower the layer's max by
+  // less than the tolerance at which local search stops anyway, for a
+  // from-scratch number of moves (typically 10x the walk's). This is most of
+  // the planning time saved from a current placement. Layers of at most
+  // kSecondStartMaxExperts experts always build it: it is cheap there, the
+  // second start's group packing differs from the bound's, and on such few
+  // items the from-scratch plan more often pays.
+  const bool lazy_target =
+      track_recv_ && layout_.num_experts > kSecondStartMaxExperts;
   std::vector<LayerWork> works(num_layers);
   for (int l = 0; l < num_layers; ++l) {
     LayerWork& work = works[l];
     const double* w = LayerW(l);
     for (int e = 0; e < layout_.num_experts; ++e) work.total += w[e];
-    BuildTarget(l, &work);
+    BuildCurHolds(l);
     if (track_recv_) BuildNodeHolds();
     BuildPath(l, &work);
+    work.has_target = !lazy_target || !work.has_path ||
+                      work.path_max.back() >
+                          TargetLowerBound(l) *
+                              (1 + options_.good_enough_max_vio);
+    if (work.has_target) BuildTarget(l, &work);
     BuildHull(&work);
     if (track_recv_) BuildHullRecv(&work);
     *forced_moves += work.hull[0].moves;

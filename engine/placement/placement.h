@@ -57,7 +57,13 @@
 //        monotone in it (Plan::tradeoff is that curve). With
 //        PlacementOptions::migration, the prefix of that curve with the
 //        least horizon MoE time + migration cost is taken instead (still
-//        capped by the budget).
+//        capped by the budget). With a migration model, on layers of more
+//        than 64 experts the relabelled plan is built only where the walk
+//        stops above (1 + good_enough_max_vio) x a lower bound on that
+//        plan's max GPU load (its group packing's heaviest domain, or
+//        heaviest expert, spread over the domain's GPUs): elsewhere it could
+//        lower the layer's max by less than that tolerance, for a
+//        from-scratch number of moves, and it is not on the curve.
 // Every returned plan passes CheckPlan; a plan that fails it is an INTERNAL
 // error (a bug), never returned.
 //
@@ -216,7 +222,8 @@ struct PlacementOptions {
   // GPU load (max / mean - 1, MaxVio), >= 0; 0: until no step improves.
   // Differences this small are well inside forecast error; it also means a
   // near-perfectly balanced layer may end up to this fraction less balanced
-  // than eplb mode would make it.
+  // than eplb mode would make it. With a migration model it also decides
+  // which layers build the from-scratch plan (see the header comment).
   double good_enough_max_vio = 1e-3;
 };
 
