@@ -43,6 +43,17 @@ void HealthMonitor::ResetWindow() {
   window_.step_ids.reserve(steps);
   window_.counts.reserve(steps * m_);
   if (window_has_logits_) window_.logit_mean.reserve(steps * m_);
+  counts_from_dead_ = options_.dead.window_steps == options_.window_steps &&
+                      dead_.pending_steps() == 0;
+}
+
+std::vector<double> HealthMonitor::SumWindowRows() const {
+  std::vector<double> sums(m_, 0.0);
+  for (int t = 0; t < window_.num_steps(); ++t) {
+    const double* row = window_.counts.data() + static_cast<size_t>(t) * m_;
+    for (int e = 0; e < m_; ++e) sums[e] += row[e];
+  }
+  return sums;
 }
 
 absl::Status HealthMonitor::Observe(int64_t step, absl::Span<const double> counts,
@@ -90,7 +101,9 @@ absl::Status HealthMonitor::Observe(int64_t step, absl::Span<const double> count
                   window_has_probs_ ? probs : absl::Span<const double>(),
                   window_has_std_ ? std_logits : absl::Span<const double>());
   window_.step_ids.push_back(step);
-  for (int e = 0; e < m_; ++e) window_counts_[e] += counts[e];
+  if (!counts_from_dead_) {
+    for (int e = 0; e < m_; ++e) window_counts_[e] += counts[e];
+  }
   last_step_ = step;
   if (window_.num_steps() >= options_.window_steps) {
     if (defer_close_) {
@@ -113,7 +126,16 @@ HealthMonitor::DueWindow HealthMonitor::TakeDueWindow() {
   if (!window_has_probs_) window_.prob_mean.clear();
   if (!window_has_std_) window_.std_logit_mean.clear();
   due.window = std::move(window_);
-  due.counts = window_counts_;
+  if (!counts_from_dead_) {
+    due.counts = window_counts_;
+  } else if (dead_.pending_steps() == 0 &&
+             static_cast<int>(dead_.last_window_counts().size()) == m_) {
+    // The tracker's window closed with this one (same steps).
+    due.counts.assign(dead_.last_window_counts().begin(),
+                      dead_.last_window_counts().end());
+  } else {
+    due.counts = SumWindowRows();  // (not reached while the windows agree)
+  }
   due.dead_experts = dead_.dead_experts();
   // Logit buffers are reserved again only if this window had logits.
   window_has_logits_ = !due.window.logit_mean.empty();
@@ -399,7 +421,13 @@ void HealthMonitor::SaveTo(SnapshotWriter& out) const {
   out.PutDoubles(window_.prob_mean);
   out.PutDoubles(window_.std_logit_mean);
   out.PutI64s(window_.step_ids);
-  out.PutDoubles(window_counts_);
+  if (!counts_from_dead_) {
+    out.PutDoubles(window_counts_);
+  } else if (dead_.pending_steps() == window_.num_steps()) {
+    out.PutDoubles(dead_.pending_counts());
+  } else {
+    out.PutDoubles(SumWindowRows());
+  }
   out.PutBool(window_has_logits_);
   out.PutBool(window_has_probs_);
   out.PutBool(window_has_std_);
@@ -474,6 +502,13 @@ void HealthMonitor::LoadFrom(SnapshotReader& in) {
     return;
   }
   window_ = std::move(window);
+  // The dead-expert tracker's sums stand for the window's when they are the
+  // same steps and the same numbers.
+  counts_from_dead_ =
+      options_.dead.window_steps == options_.window_steps &&
+      dead_.pending_steps() == window_.num_steps() &&
+      std::equal(window_counts.begin(), window_counts.end(),
+                 dead_.pending_counts().begin(), dead_.pending_counts().end());
   window_counts_ = std::move(window_counts);
   window_has_logits_ = has_logits;
   window_has_probs_ = has_probs;

@@ -133,6 +133,9 @@ class HealthMonitor {
  private:
   void CloseWindow();
   void ResetWindow();  // an empty window, its buffers reserved
+  // The per-expert counts summed over window_ in step order (what
+  // window_counts_ accumulates), from its rows.
+  std::vector<double> SumWindowRows() const;
 
   const int layer_;
   const int m_;
@@ -140,7 +143,12 @@ class HealthMonitor {
   DeadExpertTracker dead_;
   PhaseTracker phase_;
   GammaWindow window_;
-  std::vector<double> window_counts_;  // summed over the window
+  // The counts summed over the window. When the dead-expert tracker's
+  // windows are the same steps (equal window_steps, started together: the
+  // default), its partial-window sums are these very numbers, so they are
+  // not summed twice: counts_from_dead_, and window_counts_ stays unused.
+  std::vector<double> window_counts_;
+  bool counts_from_dead_ = false;
   bool window_has_logits_ = true;
   bool window_has_probs_ = true;
   bool window_has_std_ = true;

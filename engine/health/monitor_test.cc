@@ -1,6 +1,7 @@
 #include "engine/health/monitor.h"
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "engine/testing/status_matchers.h"
@@ -74,6 +75,53 @@ TEST(HealthMonitorTest, DeadExpertsAreEvents) {
   EXPECT_EQ(events[0].to, "dead");
   EXPECT_THAT(m.latest()->dead_experts, ElementsAre(3));
   EXPECT_THAT(m.TakeEvents(), IsEmpty());
+}
+
+// The window's summed counts come from the dead-expert tracker when its
+// windows are the same steps (the default), else from the monitor's own sums:
+// either way, and across a mid-window snapshot, the same numbers.
+TEST(HealthMonitorTest, WindowCountsAgreeWithOrWithoutTheTrackersSums) {
+  HealthOptions shared = Options(10);
+  HealthOptions own = Options(10);
+  own.dead.window_steps = 7;  // not the same steps: the monitor sums
+  HealthMonitor a(0, 4, shared), b(0, 4, own);
+  auto counts_at = [](int t) {
+    return std::vector<double>{0.1 * t + 1.0 / 3, 7.0 / (t + 1), 2.5, t % 3 + 0.7};
+  };
+  for (int t = 0; t < 15; ++t) {
+    ASSERT_OK(a.Observe(t, counts_at(t), 100, {}));
+    ASSERT_OK(b.Observe(t, counts_at(t), 100, {}));
+  }
+  // Restore `a` mid-window into a fresh monitor and go on with both.
+  internal::SnapshotWriter out;
+  a.SaveTo(out);
+  const std::string bytes = out.Release();
+  internal::SnapshotReader in(bytes, "health");
+  HealthMonitor restored(0, 4, shared);
+  restored.LoadFrom(in);
+  ASSERT_OK(in.status());
+  for (int t = 15; t < 40; ++t) {
+    ASSERT_OK(a.Observe(t, counts_at(t), 100, {}));
+    ASSERT_OK(b.Observe(t, counts_at(t), 100, {}));
+    ASSERT_OK(restored.Observe(t, counts_at(t), 100, {}));
+  }
+  const std::vector<HealthWindow> wa = a.TakeWindows();
+  const std::vector<HealthWindow> wb = b.TakeWindows();
+  const std::vector<HealthWindow> wr = restored.TakeWindows();
+  ASSERT_EQ(wa.size(), 4u);
+  ASSERT_EQ(wb.size(), 4u);
+  ASSERT_EQ(wr.size(), 4u);  // the first was undelivered when saved
+  for (size_t i = 0; i < wa.size(); ++i) {
+    EXPECT_EQ(wa[i].imbalance.total, wb[i].imbalance.total) << i;
+    EXPECT_EQ(wa[i].imbalance.max_over_mean, wb[i].imbalance.max_over_mean) << i;
+    EXPECT_EQ(wa[i].imbalance.normalized_entropy, wb[i].imbalance.normalized_entropy)
+        << i;
+    EXPECT_EQ(wr[i].step, wa[i].step);
+    EXPECT_EQ(wr[i].imbalance.total, wa[i].imbalance.total) << i;
+    EXPECT_EQ(wr[i].imbalance.coefficient_of_variation,
+              wa[i].imbalance.coefficient_of_variation)
+        << i;
+  }
 }
 
 TEST(HealthMonitorTest, RejectsBadInput) {

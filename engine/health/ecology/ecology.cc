@@ -223,11 +223,13 @@ absl::StatusOr<std::vector<DeadExpertEvent>> DeadExpertTracker::ObserveStep(
   if (++pending_steps_ < options_.window_steps) {
     return std::vector<DeadExpertEvent>();
   }
-  std::vector<double> sums(m_, 0.0);
-  sums.swap(pending_);
+  // The window's sums stay readable (last_window_counts) until the next
+  // window closes; the buffers swap instead of being allocated.
+  last_sums_.swap(pending_);
+  pending_.assign(m_, 0.0);
   const int steps = pending_steps_;
   pending_steps_ = 0;
-  return Evaluate(step, sums, steps);
+  return Evaluate(step, last_sums_, steps);
 }
 
 absl::StatusOr<std::vector<DeadExpertEvent>> DeadExpertTracker::ObserveWindow(
@@ -372,6 +374,7 @@ void DeadExpertTracker::LoadFrom(internal::SnapshotReader& in) {
   }
   pending_ = std::move(pending);
   pending_steps_ = pending_steps;
+  last_sums_.clear();
   last_step_ = last_step;
   for (size_t e = 0; e < n; ++e) dead_[e] = dead[e] != 0;
   streak_ = std::move(streak);

@@ -208,8 +208,14 @@ class DeadExpertTracker {
 
   int64_t windows_evaluated() const { return windows_; }
   int64_t qualifying_windows() const { return qualifying_windows_; }
-  // Steps in the partial window ObserveStep is building.
+  // Steps in the partial window ObserveStep is building, and its per-expert
+  // sums (counts added in step order, from 0).
   int pending_steps() const { return pending_steps_; }
+  absl::Span<const double> pending_counts() const { return pending_; }
+  // The per-expert sums of the last window ObserveStep closed, as
+  // pending_counts() just before; empty before the first and after LoadFrom
+  // (not part of a snapshot).
+  absl::Span<const double> last_window_counts() const { return last_sums_; }
   const std::optional<DeadExpertWindow>& last_window() const {
     return last_window_;
   }
@@ -232,6 +238,7 @@ class DeadExpertTracker {
   DeadExpertOptions options_;
   double threshold_;
   std::vector<double> pending_;  // per-expert sums of the partial window
+  std::vector<double> last_sums_;  // those of the last window closed
   int pending_steps_ = 0;
   std::optional<int64_t> last_step_;
   std::vector<bool> dead_;
