@@ -147,6 +147,8 @@ void JobAnalyzer::ObserveStep(const AnalysisStep& in) {
                                        l, shift->size)});
       }
     }
+    model.bank->set_stable_history(
+        model.state->StableHistory(model.bank->steps_observed() + 1));
     // The bank's scoring and origins wait for FinishStep, after any refit
     // that is due (a separate task); the predictors observe now, and after a
     // shift the long-memory ones restart from its change point.

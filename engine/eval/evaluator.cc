@@ -178,6 +178,7 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
   bank_options.auto_blend = options.auto_blend;
   bank_options.error_half_life = options.error_half_life;
   bank_options.auto_long_run_weight = options.auto_long_run_weight;
+  bank_options.auto_memory_prior = options.auto_memory_prior;
 
   // (layer, predictor + 1, horizon, state) -> sums; predictor -1 is auto.
   const int num_p = static_cast<int>(names.size()) + 1;
@@ -350,6 +351,8 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
                                      options.shift.restart_max_memory);
         }
       }
+      le.bank->set_stable_history(
+          le.state->StableHistory(le.bank->steps_observed() + 1));
       le.bank->Advance(step.step, p, total);
       if (l == options.series_layer && series_horizon_scored &&
           li % std::max(1, options.series_horizon / 10) == 0) {

@@ -45,6 +45,7 @@ struct EvalOptions {
   int auto_blend = ForecastBankOptions().auto_blend;
   double error_half_life = ForecastBankOptions().error_half_life;
   double auto_long_run_weight = ForecastBankOptions().auto_long_run_weight;
+  bool auto_memory_prior = ForecastBankOptions().auto_memory_prior;
   StateOptions state;
   // Shift detection per layer, as in the engine; with restart_predictors
   // the bank's long-memory predictors restart at each shift's change point.

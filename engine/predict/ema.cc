@@ -15,6 +15,9 @@ class EmaPredictor final : public Predictor {
 
   const std::string& name() const override { return name_; }
   bool flat_forecast() const override { return true; }
+  int memory_steps() const override {
+    return static_cast<int>(std::lround(std::min(1e9, 1 / (1 - theta_))));
+  }
   int num_experts() const override { return static_cast<int>(s_.size()); }
 
   void Observe(absl::Span<const double> p) override {

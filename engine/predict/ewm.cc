@@ -30,6 +30,7 @@ class EwmPredictor final : public Predictor {
         num_(m, 0.0) {}
 
   const std::string& name() const override { return name_; }
+  int memory_steps() const override { return span_; }
   bool flat_forecast() const override { return true; }
   int num_experts() const override { return static_cast<int>(num_.size()); }
 

@@ -216,7 +216,7 @@ ForecastBank::Weights ForecastBank::AutoWeights(int h) const {
     for (size_t j = 0; j < predictors_.size() && ready; ++j) {
       ready = TrackOf(static_cast<int>(j), k).scored >= kMinScoresToRank;
     }
-    if (!ready) continue;
+    if (!ready || (k < h && MemoryPrior(h) >= 0)) continue;
     absl::InlinedVector<std::pair<double, int>, 8> ranked;
     for (size_t j = 0; j < predictors_.size(); ++j) {
       const Track& t = TrackOf(static_cast<int>(j), k);
@@ -246,7 +246,25 @@ ForecastBank::Weights ForecastBank::AutoWeights(int h) const {
     for (auto& [j, w] : weights) w /= total;
     return weights;
   }
-  return {{0, 1.0}};
+  const int prior = MemoryPrior(h);
+  return {{prior >= 0 ? prior : 0, 1.0}};
+}
+
+int ForecastBank::MemoryPrior(int h) const {
+  if (!options_.auto_memory_prior || stable_history_ <= 0) return -1;
+  const double target = std::log(static_cast<double>(options_.horizons[h]));
+  int best = -1;
+  double best_dist = 0;
+  for (size_t j = 0; j < predictors_.size(); ++j) {
+    const int memory = predictors_[j]->memory_steps();
+    if (memory <= 0 || std::min<int64_t>(memory, index_) > stable_history_) continue;
+    const double d = std::abs(std::log(static_cast<double>(memory)) - target);
+    if (best < 0 || d < best_dist) {  // ties: the first listed
+      best = static_cast<int>(j);
+      best_dist = d;
+    }
+  }
+  return best;
 }
 
 std::string ForecastBank::AutoLabel(const Weights& weights) const {

@@ -15,9 +15,16 @@
 // `auto` at horizon h blends, at the time of the forecast, the `auto_blend`
 // predictors with the smallest tracked error at h, weighted by 1/error^2
 // (auto_blend = 1: the best one alone). Until every predictor has 3 scored
-// forecasts at h (a long horizon is first scored h steps after the start),
-// it ranks by the longest shorter horizon that has them, and before any
-// score it takes the first predictor.
+// forecasts at h (a long horizon is first scored h steps after the start):
+// in a stable layer (set_stable_history) it takes the predictor whose memory
+// (Predictor::memory_steps) is nearest h on a log scale, the smoother that
+// averages about as many steps as it forecasts, among those that average only
+// steps of the stable period (min(memory, steps observed) <= the stable
+// history: none reaches back into a drift); otherwise, and with
+// auto_memory_prior off, it ranks by the longest shorter horizon that has
+// them, and before any score it takes the first predictor. (Shorter horizons'
+// scores favour fast smoothers, which lose far ahead where a stable load
+// returns to its long-run mean.)
 // Intervals: each predictor keeps the last `residual_window` scaled residuals
 // (y_e - f_e) / sqrt(f_e) of its scored forecasts at each horizon, pooled
 // over experts (8 experts per scored forecast, in rotation); the interval at level q is f_e + sqrt(f_e) * [Q((1-q)/2),
@@ -57,6 +64,10 @@ struct ForecastBankOptions {
   int auto_blend = 3;
   // ... counting only those whose error is within this fraction of the best.
   double auto_blend_margin = 0.1;
+  // Before auto has scores at a horizon, a stable layer takes the predictor
+  // whose memory is nearest that horizon (see above); false: the ranking of
+  // the longest shorter horizon with scores, in every state.
+  bool auto_memory_prior = true;
   // Scaled residuals kept per predictor and horizon for intervals.
   int residual_window = 512;
   // Also compute the per-step MAPE of every scored forecast (the mean over
@@ -150,6 +161,15 @@ class ForecastBank {
   // Which predictor(s) auto uses at `horizon` now ("a+b" for a blend).
   std::string AutoChoice(int horizon) const;
 
+  // How many of the observed steps belong to the layer's current stable
+  // period (StateClassifier::StableHistory; 0 while transient). The owner
+  // sets it after each step's classification and after a restore, from the
+  // restored classifier; it is not part of SaveTo. Only auto's choice before
+  // it has scores depends on it. Default 0.
+  void set_stable_history(int64_t steps) { stable_history_ = steps; }
+  // Steps observed so far (Observe / Advance calls).
+  int64_t steps_observed() const { return index_; }
+
   std::vector<PredictorScore> Scores() const;
   const std::vector<std::string>& predictor_names() const { return names_; }
   const std::vector<int>& horizons() const { return options_.horizons; }
@@ -208,6 +228,9 @@ class ForecastBank {
   ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
                const ForecastBankOptions& options);
   int HorizonIndex(int horizon) const;   // nearest scored horizon
+  // The predictor auto takes at horizon index h before it has scores there
+  // (auto_memory_prior, stable layer), or -1.
+  int MemoryPrior(int h) const;
   // Auto's predictors and weights (summing to 1) at a horizon index.
   Weights AutoWeights(int horizon_index) const;
   std::string AutoLabel(const Weights& w) const;
@@ -236,6 +259,7 @@ class ForecastBank {
   double cum_assignments_ = 0;
   // Origins that still have pending forecasts, oldest first (a few dozen).
   std::vector<Snapshot> snapshots_;
+  int64_t stable_history_ = 0;
   int64_t index_ = 0;  // steps observed
   int64_t last_step_ = 0;
   std::vector<double> scratch_;

@@ -232,6 +232,57 @@ std::vector<double> Noisy(const std::vector<double>& base, std::mt19937& rng,
   return p;
 }
 
+// Before auto has scores at a long horizon, a stable layer takes the
+// smoother whose memory is nearest that horizon, among those that average
+// only steps of the stable period; a transient layer (or the option off)
+// ranks by the shorter horizon's scores.
+TEST(ForecastBankTest, MemoryPriorBeforeScoresAtALongHorizon) {
+  auto predictors = [] {
+    std::vector<std::unique_ptr<Predictor>> v;
+    v.push_back(MakeLastValuePredictor(4).value());   // memory 1
+    v.push_back(MakeEmaPredictor(4, 0.9).value());     // memory 10
+    v.push_back(MakeEwmPredictor(4, 300).value());     // memory 300
+    v.push_back(MakeEwmPredictor(4, 3000).value());    // memory 3000
+    return v;
+  };
+  ForecastBankOptions o;
+  o.horizons = {1, 10, 1000};
+  std::mt19937 rng(7);
+  // A load that jumps every 20 steps: at h = 1 and 10 last_value is best.
+  std::vector<std::vector<double>> steps;
+  std::vector<double> level = {0.4, 0.3, 0.2, 0.1};
+  std::uniform_real_distribution<double> u(0.05, 1);
+  for (int t = 0; t < 600; ++t) {
+    if (t % 20 == 0) {
+      double sum = 0;
+      for (double& v : level) sum += v = u(rng);
+      for (double& v : level) v /= sum;
+    }
+    steps.push_back(Noisy(level, rng, 0.001));
+  }
+  auto run = [&](ForecastBankOptions options, int64_t stable_history) {
+    auto bank = ForecastBank::Create(predictors(), options).value();
+    for (int t = 0; t < 600; ++t) {
+      bank->set_stable_history(stable_history < 0 ? t + 1 : stable_history);
+      bank->Observe(t, steps[t], 512);
+    }
+    return bank;
+  };
+  // No scores at h = 1000 yet (600 steps).
+  EXPECT_EQ(run(o, 0)->AutoChoice(10), "last_value");
+  EXPECT_EQ(run(o, 0)->AutoChoice(1000), "last_value");  // transient: h = 10's
+  auto stable = run(o, -1);                               // stable throughout
+  EXPECT_EQ(stable->AutoChoice(1000), "ewm(3000)");       // log-nearest 1000
+  EXPECT_EQ(stable->AutoChoice(10), "last_value");        // scored: evidence
+  // Stable for the last 400 of 600 steps: ewm(3000) averages all 600, some
+  // from before; ewm(300) is the nearest that does not. Stable for the last
+  // 250: ema(0.9).
+  EXPECT_EQ(run(o, 400)->AutoChoice(1000), "ewm(300)");
+  EXPECT_EQ(run(o, 250)->AutoChoice(1000), "ema(0.9)");
+  o.auto_memory_prior = false;
+  EXPECT_EQ(run(o, -1)->AutoChoice(1000), "last_value");
+}
+
 TEST(ForecastBankTest, AutoPicksTheBestPredictorPerRegime) {
   ForecastBankOptions o;
   o.horizons = {1, 10};

@@ -13,6 +13,7 @@ class LastValuePredictor final : public Predictor {
 
   const std::string& name() const override { return name_; }
   bool flat_forecast() const override { return true; }
+  int memory_steps() const override { return 1; }
   int num_experts() const override { return static_cast<int>(last_.size()); }
 
   void Observe(absl::Span<const double> p) override {

@@ -77,6 +77,12 @@ class Predictor {
   // step. Default false.
   virtual bool flat_forecast() const { return false; }
 
+  // About how many past steps the forecast averages over: its window, span
+  // or 1 / (1 - theta); 1 for last_value. 0 (the default) for a model with
+  // no such scale (holt, arima, lstm). `auto` uses it before it has scores
+  // at a horizon (ForecastBank).
+  virtual int memory_steps() const { return 0; }
+
   // Bytes of state held for this stream.
   virtual int64_t MemoryBytes() const = 0;
 

@@ -105,6 +105,7 @@ class SwAvgPredictor final : public Predictor {
 
   const std::string& name() const override { return name_; }
   int num_experts() const override { return m_; }
+  int memory_steps() const override { return window_; }
 
   void Observe(absl::Span<const double> p) override {
     ReplaceRow(p.data(), m_, count_ == window_,

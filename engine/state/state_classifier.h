@@ -107,6 +107,16 @@ class StateClassifier {
   std::optional<StateTransition> OnShift(int64_t step, int layer);
 
   LoadState state() const { return state_; }
+  // How many of the `observed` steps this classifier has seen belong to the
+  // current stable period: 0 while transient; all of them if the layer turned
+  // stable at its first decision (the transient state before it was the
+  // warm-up, not drift); else the steps since it turned stable.
+  int64_t StableHistory(int64_t observed) const {
+    if (state_ != LoadState::kStable) return 0;
+    return observed - steps_in_state_ <= options_.min_dwell_steps
+               ? observed
+               : steps_in_state_;
+  }
   // R over the current window, if defined.
   std::optional<double> drift_ratio() const;
   // The full signal report (O(W * M)).

@@ -203,6 +203,8 @@ TEST(StateClassifierTest, AShiftMakesTheLayerTransientAndRestartsTheDwell) {
   int t = 0;
   for (; t < 100; ++t) c.Observe(t, p, 10, 0);
   ASSERT_EQ(c.state(), LoadState::kStable);
+  // Stable from its first decision: every step observed is stable history.
+  EXPECT_EQ(c.StableHistory(100), 100);
   std::optional<StateTransition> tr = c.OnShift(t, 2);
   ASSERT_TRUE(tr.has_value());
   EXPECT_EQ(tr->step, 100);
@@ -210,6 +212,7 @@ TEST(StateClassifierTest, AShiftMakesTheLayerTransientAndRestartsTheDwell) {
   EXPECT_EQ(tr->from, LoadState::kStable);
   EXPECT_EQ(tr->to, LoadState::kTransient);
   EXPECT_EQ(c.state(), LoadState::kTransient);
+  EXPECT_EQ(c.StableHistory(100), 0);
   EXPECT_EQ(c.Signals().state_since_step, 100);
   // A second shift while transient changes nothing but the dwell: the
   // constant load turns the layer stable min_dwell_steps after the latest.
@@ -221,6 +224,10 @@ TEST(StateClassifierTest, AShiftMakesTheLayerTransientAndRestartsTheDwell) {
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->to, LoadState::kStable);
   EXPECT_EQ(back->step, 120 + options.min_dwell_steps - 1);
+  EXPECT_EQ(c.StableHistory(t), 0);  // none yet: the steps before drifted
+  const int64_t observed = t;
+  for (int i = 0; i < 10; ++i, ++t) c.Observe(t, q, 10, 0);
+  EXPECT_EQ(c.StableHistory(observed + 10), 10);
 }
 
 TEST(StateClassifierTest, ConstantLoadIsStable) {

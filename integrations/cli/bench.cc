@@ -119,6 +119,11 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
   double long_run = ForecastBankOptions().auto_long_run_weight;
   flags.AddDouble("auto_long_run_weight", &long_run,
                   "weight of the long-run error against the recent one in auto's ranking");
+  bool memory_prior = ForecastBankOptions().auto_memory_prior;
+  flags.AddBool("auto_memory_prior", &memory_prior,
+                "before auto has scores at a horizon, a stable layer takes the "
+                "predictor whose memory is nearest it (false: the ranking of a "
+                "shorter horizon)");
   bool restart_at_shifts = ShiftOptions().restart_predictors;
   flags.AddBool("restart_at_shifts", &restart_at_shifts,
                 "after a layer's load shift, restart sw_avg and ewm from its "
@@ -147,6 +152,7 @@ int RunBench(const std::vector<std::string>& args, std::ostream& out,
   options.shift.restart_max_memory =
       static_cast<int>(std::clamp<int64_t>(restart_max_memory, -1, 1 << 30));
   options.auto_long_run_weight = long_run;
+  options.auto_memory_prior = memory_prior;
   options.auto_blend = static_cast<int>(std::clamp<int64_t>(auto_blend, 0, 1 << 20));
   options.series_layer = static_cast<int>(std::min<int64_t>(series_layer, 1 << 20));
   options.series_horizon = static_cast<int>(std::min<int64_t>(series_horizon, 1 << 20));
