@@ -65,6 +65,37 @@ MOECAST_AVX2_CLONES void AddNewest(const double* __restrict__ in,
   }
 }
 
+// DropOldest then AddNewest in one pass, for a full window: `slot` holds
+// the oldest step (it is overwritten with the new one), `second` the step
+// after it and `newest` the step before the new one. Per expert the same
+// operations in the same order as the two passes, so the same sums.
+MOECAST_AVX2_CLONES void ReplaceOldest(const double* __restrict__ in,
+                                       const float* __restrict__ second,
+                                       const float* __restrict__ newest, int m,
+                                       float* __restrict__ slot,
+                                       double* __restrict__ sum,
+                                       double* __restrict__ sum_sq,
+                                       double* __restrict__ sum_diff_sq) {
+  for (int e = 0; e < m; ++e) {
+    const double o = slot[e];
+    const double d_old = static_cast<double>(second[e]) - o;
+    const float x = static_cast<float>(in[e]);
+    const double xd = x;
+    const double d_new = xd - newest[e];
+    double s = sum[e], s2 = sum_sq[e], sd = sum_diff_sq[e];
+    s -= o;
+    s2 -= o * o;
+    sd -= d_old * d_old;
+    s += xd;
+    s2 += xd * xd;
+    sd += d_new * d_new;
+    sum[e] = s;
+    sum_sq[e] = s2;
+    sum_diff_sq[e] = sd;
+    slot[e] = x;
+  }
+}
+
 // Sum over experts of the window variance (clamped at 0 against rounding),
 // and the sum of squared successive differences: the drift ratio's two
 // sums, in one vectorised pass without a division per expert.
@@ -144,15 +175,23 @@ std::optional<StateTransition> StateClassifier::Observe(
     started_ = true;
     state_since_ = step;
   }
-  if (count_ == w) {
-    // Drop the oldest step and its difference with the next one.
-    DropOldest(Row(w - 1), Row(w - 2), m_, sum_.data(), sum_sq_.data(),
-               sum_diff_sq_.data());
+  float* slot = ring_.data() + static_cast<size_t>(head_) * m_;
+  if (count_ == w && Row(w - 1) == slot) {
+    // The steady state: the oldest step (and its difference with the next)
+    // leaves the sums and the new one enters, in one pass.
+    ReplaceOldest(p.data(), Row(w - 2), Row(0), m_, slot, sum_.data(),
+                  sum_sq_.data(), sum_diff_sq_.data());
     --count_;
+  } else {
+    if (count_ == w) {
+      // Drop the oldest step and its difference with the next one.
+      DropOldest(Row(w - 1), Row(w - 2), m_, sum_.data(), sum_sq_.data(),
+                 sum_diff_sq_.data());
+      --count_;
+    }
+    AddNewest(p.data(), count_ > 0 ? Row(0) : nullptr, m_, slot, sum_.data(),
+              sum_sq_.data(), sum_diff_sq_.data());
   }
-  AddNewest(p.data(), count_ > 0 ? Row(0) : nullptr, m_,
-            ring_.data() + static_cast<size_t>(head_) * m_, sum_.data(),
-            sum_sq_.data(), sum_diff_sq_.data());
   inv_kn_[head_] = tokens > 0 ? 1.0 / (k_ * tokens) : 0.0;
   head_ = head_ + 1 == w ? 0 : head_ + 1;
   ++count_;
