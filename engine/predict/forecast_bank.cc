@@ -147,6 +147,7 @@ ForecastBank::ForecastBank(std::vector<std::unique_ptr<Predictor>> predictors,
                            const ForecastBankOptions& options)
     : m_(predictors[0]->num_experts()),
       options_(options),
+      error_decay_(std::exp2(-1.0 / options.error_half_life)),
       predictors_(std::move(predictors)),
       tracks_((predictors_.size() + 1) * options.horizons.size()),
       cum_counts_(m_, 0.0),
@@ -444,8 +445,7 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
     }
   }
   t.residual_cursor = e;
-  const double decay = std::exp2(-1.0 / options_.error_half_life);
-  const double w = t.weight * decay;
+  const double w = t.weight * error_decay_;
   t.recent_l1 = t.scored == 0 ? l1 : (w * t.recent_l1 + l1) / (w + 1);
   t.weight = w + 1;
   t.sum_l1 += l1;

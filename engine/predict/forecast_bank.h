@@ -251,6 +251,7 @@ class ForecastBank {
 
   const int m_;
   const ForecastBankOptions options_;
+  const double error_decay_;  // per scored forecast: 2^(-1 / error_half_life)
   std::vector<std::unique_ptr<Predictor>> predictors_;
   std::vector<std::string> names_;
   std::vector<Track> tracks_;
