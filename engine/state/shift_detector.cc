@@ -248,9 +248,8 @@ void ShiftDetector::ResortHistory() {
 void ShiftDetector::MergeHistory() {
   // The few distances added and removed since the last median (at most 8
   // each while the history is longer than that) go into sorted_ in one
-  // pass, in place: merge the added ones in from the back, then drop the
-  // removed ones (a value once added is in sorted_ or added_, so each
-  // removed one is found; equal values are interchangeable).
+  // forward pass. Equal values are interchangeable, so a value both added
+  // and removed cancels out, and every other removed value is in sorted_.
   const auto drop_nans = [this](std::vector<double>& v, int sign) {
     const auto end = std::remove_if(v.begin(), v.end(),
                                     [](double x) { return std::isnan(x); });
@@ -260,25 +259,37 @@ void ShiftDetector::MergeHistory() {
   };
   drop_nans(added_, 1);
   drop_nans(removed_, -1);
-  size_t i = sorted_.size(), j = added_.size();
-  sorted_.resize(i + j);
-  for (size_t out = i + j; j > 0;) {
-    if (i > 0 && sorted_[i - 1] > added_[j - 1]) {
-      sorted_[--out] = sorted_[--i];
-    } else {
-      sorted_[--out] = added_[--j];
+  {
+    size_t i = 0, j = 0, ka = 0, kr = 0;
+    while (i < added_.size() && j < removed_.size()) {
+      if (added_[i] < removed_[j]) {
+        added_[ka++] = added_[i++];
+      } else if (removed_[j] < added_[i]) {
+        removed_[kr++] = removed_[j++];
+      } else {
+        ++i;
+        ++j;
+      }
     }
+    while (i < added_.size()) added_[ka++] = added_[i++];
+    while (j < removed_.size()) removed_[kr++] = removed_[j++];
+    added_.resize(ka);
+    removed_.resize(kr);
   }
-  if (!removed_.empty()) {
-    size_t r = 0, out = 0;
-    for (size_t k = 0; k < sorted_.size(); ++k) {
-      if (r < removed_.size() && sorted_[k] == removed_[r]) {
+  if (!added_.empty() || !removed_.empty()) {
+    scratch_.resize(sorted_.size() + added_.size() - removed_.size());
+    double* out = scratch_.data();
+    size_t a = 0, r = 0;
+    for (const double x : sorted_) {
+      while (a < added_.size() && added_[a] < x) *out++ = added_[a++];
+      if (r < removed_.size() && x == removed_[r]) {
         ++r;
         continue;
       }
-      sorted_[out++] = sorted_[k];
+      *out++ = x;
     }
-    sorted_.resize(out);
+    while (a < added_.size()) *out++ = added_[a++];
+    sorted_.swap(scratch_);
   }
   added_.clear();
   removed_.clear();
@@ -390,8 +401,9 @@ int64_t ShiftDetector::MemoryBytes() const {
   const int64_t slots = 2 * static_cast<int64_t>(window_);
   return static_cast<int64_t>(sizeof(*this)) + slots * m_ * int64_t{sizeof(float)} +
          slots * int64_t{sizeof(double) + sizeof(int64_t)} +
-         // test and ref sums; the history and its sorted copy
-         (2 * int64_t{m_} + 2 * int64_t{options_.noise_history}) *
+         // test and ref sums; the history, its sorted copy and the buffer
+         // the sorted copy is merged into
+         (2 * int64_t{m_} + 3 * int64_t{options_.noise_history}) *
              int64_t{sizeof(double)};
 }
 

@@ -158,7 +158,8 @@ class ShiftDetector {
   // rebuilt on restore).
   std::vector<double> sorted_, added_, removed_;
   int nans_ = 0;
-  std::vector<double> scratch_;  // the median's selection when NaNs are in
+  // The next sorted_ while merging; the median's selection when NaNs are in.
+  std::vector<double> scratch_;
   std::vector<double> since_change_;  // see since_change(); not state
 };
 
