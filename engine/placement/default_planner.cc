@@ -324,7 +324,7 @@ class Domain {
       if (e < 0 || Holds(bin, e)) continue;
       slot_[bin * k_ + j] = e;
       SetHolds(bin, e, 1);
-      SetCount(e, cnt_[e] + 1);
+      ++cnt_[e];  // r_ and rn_ follow in RepairFromCurrent
     }
   }
 
@@ -333,6 +333,7 @@ class Domain {
   // the expert that loses least), then every empty slot gets the expert with
   // the largest load per replica that the bin lacks.
   void RepairFromCurrent() {
+    for (int e = 0; e < n_; ++e) SetCount(e, cnt_[e]);
     orig_ = holds_;
     // Usually every expert is there (the current placement is a plan): then
     // the order below is not needed.
@@ -347,6 +348,7 @@ class Domain {
       RefreshSlots();
       RecomputeAll();
     }
+    bool changed = missing;  // holds_ differs from orig_
     for (const auto& [neg_w, e] : order) {
       if (cnt_[e] > 0) continue;
       int bin = -1, j_at = -1;
@@ -393,12 +395,17 @@ class Domain {
         slot_[b * k_ + j] = best;
         SetHolds(b, best, 1);
         SetCount(best, cnt_[best] + 1);
+        changed = true;
       }
     }
     RefreshSlots();
     RecomputeAll();
     moved_ = 0;
-    for (size_t i = 0; i < holds_.size(); ++i) moved_ += holds_[i] && !orig_[i];
+    if (changed) {
+      int64_t moved = 0;
+      for (size_t i = 0; i < holds_.size(); ++i) moved += holds_[i] > orig_[i];
+      moved_ = moved;
+    }
   }
 
   void AddMoved(int dm) { moved_ += dm; }
@@ -649,6 +656,10 @@ class Planner {
     for (int d = 0; d < nd; ++d) {
       caps_[d] = static_cast<int>(layout.domain_gpus[d].size());
     }
+    group_of_.resize(layout.num_experts);
+    for (int e = 0; e < layout.num_experts; ++e) {
+      group_of_[e] = e / layout.group_size;
+    }
   }
 
   absl::Status Run(std::vector<int32_t>* phy2log, int64_t* forced_moves,
@@ -695,6 +706,7 @@ class Planner {
   const PlacementOptions& options_;
   const Layout& layout_;
   std::vector<int> caps_;
+  std::vector<int> group_of_;  // M: expert -> group
   // Scratch.
   std::vector<Domain> domains_;
   std::vector<uint8_t> cur_holds_;  // P x M, current row on usable GPUs
@@ -994,7 +1006,7 @@ void Planner::BuildPath(int l, LayerWork* work) {
       for (int j = 0; j < k; ++j) {
         const int e = cur[g * k + j];
         if (e < 0) continue;
-        int& gn = group_node[e / gs];
+        int& gn = group_node[group_of_[e]];
         if (gn >= 0 && gn != node) return;  // a group spans nodes: no path
         gn = node;
       }
