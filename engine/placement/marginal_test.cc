@@ -172,6 +172,47 @@ TEST(MarginalGain, DearMovesNothingCheapFollowsTheLoadBudgetCaps) {
   EXPECT_LE(transient.moved_experts, stable.moved_experts);
 }
 
+// On layers of more than 64 experts the from-scratch plan is built only
+// where the walk from the current placement stops more than
+// good_enough_max_vio above its lower bound. With cheap moves the model plan
+// is then within that tolerance of the best-balanced plan; after a large
+// shift (experts permuted) the walk alone cannot get there and the
+// from-scratch plan is still taken.
+TEST(MarginalGain, LargeLayersBuildTheScratchPlanWhenTheWalkFallsShort) {
+  const Shape s{3, 128, 160, 1, 2, 16};
+  std::mt19937_64 rng(21);
+  const std::vector<double> base = Zipf(s, rng);
+  ASSERT_OK_AND_ASSIGN(Plan old_plan,
+                       PlanPlacement(ProblemOf(s, base), PlacementOptions()));
+  for (const bool shifted : {false, true}) {
+    SCOPED_TRACE(shifted ? "experts permuted" : "5% noise");
+    std::vector<double> w = Noisy(base, 0.05, rng);
+    if (shifted) {
+      for (int l = 0; l < s.layers; ++l) {
+        std::shuffle(w.begin() + l * s.experts,
+                     w.begin() + (l + 1) * s.experts, rng);
+      }
+    }
+    PlacementProblem p = ProblemOf(s, w);
+    p.current_phy2log = old_plan.phy2log;
+    PlacementOptions o;
+    o.local_search_iterations = 8;  // a short walk: at most 16 moves a layer
+    ASSERT_OK_AND_ASSIGN(Plan unlimited, PlanPlacement(p, o));
+    o.migration = DefaultMigrationModel();
+    o.migration->bytes_per_expert = 1;
+    ASSERT_OK_AND_ASSIGN(Plan cheap, PlanPlacement(p, o));
+    EXPECT_GE(cheap.balancedness,
+              unlimited.balancedness * (1 - o.good_enough_max_vio));
+    EXPECT_GT(cheap.moved_experts, 0);
+    if (shifted) {
+      // A walk step moves at most 2 experts: more than that per layer only
+      // comes from the from-scratch plan.
+      EXPECT_GT(cheap.moved_experts,
+                int64_t{2} * o.local_search_iterations * s.layers);
+    }
+  }
+}
+
 TEST(MarginalGain, TradeoffCurveCarriesTheObjective) {
   const Shape s{4, 32, 48, 4, 2, 8};
   std::mt19937_64 rng(9);
