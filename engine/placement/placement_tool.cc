@@ -4,6 +4,18 @@
 //
 //   placement_tool --mode=eplb|default --input=FILE
 //                  [--local_search_iterations=N] [--move_budget=N]
+//                  [--max_extra_per_gpu=N] [--bytes_per_expert=B]
+//                  [--marginal] [--intra_bw=B/S] [--inter_bw=B/S]
+//                  [--tokens_per_step=N] [--time_per_token=S]
+//                  [--horizon_steps=N] [--overlap] [--transient]
+//
+// The migration model (PlacementOptions::migration, as `moecast plan
+// --current` uses it) applies, in default mode to cases with a current
+// placement, when --marginal or any model flag (--intra_bw ... --transient)
+// is given; unset fields keep DefaultMigrationModel()'s values.
+// --bytes_per_expert sets the model's bytes and the plan's moved_bytes.
+// A bad flag value (not a number, or one ValidateMigrationModel rejects)
+// exits with status 2 and names the flag and the value.
 //
 // FILE holds one or more cases:
 //   case L M S G N P          sizes: layers, experts, slots, groups, nodes,
@@ -19,10 +31,13 @@
 //    "max_over_mean": .., "moved_experts": .., "plan_ms": ..}
 // or {"ok": false, "error": "..."} when the planner rejects the case.
 // Exit status 2 on bad arguments or unreadable input.
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -98,13 +113,94 @@ void PrintPlan(const Plan& p) {
       static_cast<long long>(p.moved_experts), p.plan_ms);
 }
 
+// Parses `arg` as --name=<number>: kNoMatch if it is another flag, kBad
+// (after printing why) if the value is not a number.
+enum class FlagResult { kNoMatch, kOk, kBad };
+template <typename T>
+FlagResult NumberFlag(absl::string_view arg, absl::string_view name, T* out) {
+  if (!absl::ConsumePrefix(&arg, "--") || !absl::ConsumePrefix(&arg, name) ||
+      !absl::ConsumePrefix(&arg, "=")) {
+    return FlagResult::kNoMatch;
+  }
+  bool ok;
+  if constexpr (std::is_same_v<T, double>) {
+    ok = absl::SimpleAtod(arg, out);
+  } else {
+    ok = absl::SimpleAtoi(arg, out);
+  }
+  if (!ok) {
+    std::fprintf(stderr, "bad value for --%s: '%s' is not a number\n",
+                 std::string(name).c_str(), std::string(arg).c_str());
+    return FlagResult::kBad;
+  }
+  return FlagResult::kOk;
+}
+
 int Main(int argc, char** argv) {
   PlacementOptions options;
+  MigrationModel model = DefaultMigrationModel();
+  bool use_model = false, transient = false;
   std::string input;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg(argv[i]);
     int64_t v;
-    if (absl::ConsumePrefix(&arg, "--mode=")) {
+    double bytes = 0;
+    FlagResult r = FlagResult::kNoMatch;
+    // Model fields: each also turns the model on.
+    const std::pair<const char*, double*> model_fields[] = {
+        {"intra_bw", &model.intra_node_bandwidth},
+        {"inter_bw", &model.inter_node_bandwidth},
+        {"tokens_per_step", &model.tokens_per_step},
+        {"time_per_token", &model.time_per_token_s},
+        {"horizon_steps", &model.horizon_steps},
+    };
+    for (const auto& [name, field] : model_fields) {
+      if (r == FlagResult::kNoMatch) {
+        r = NumberFlag(arg, name, field);
+        use_model = use_model || r == FlagResult::kOk;
+      }
+    }
+    if (r == FlagResult::kNoMatch) {
+      r = NumberFlag(arg, "bytes_per_expert", &bytes);
+      if (r == FlagResult::kOk && !(bytes >= 0 && std::isfinite(bytes))) {
+        std::fprintf(stderr,
+                     "bad value for --bytes_per_expert: %g (must be finite "
+                     "and >= 0)\n",
+                     bytes);
+        return 2;
+      }
+      if (r == FlagResult::kOk) {
+        model.bytes_per_expert = bytes;
+        options.bytes_per_expert = static_cast<int64_t>(bytes);
+      }
+    }
+    if (r == FlagResult::kNoMatch) {
+      r = NumberFlag(arg, "local_search_iterations", &v);
+      if (r == FlagResult::kOk) {
+        options.local_search_iterations = static_cast<int>(v);
+      }
+    }
+    if (r == FlagResult::kNoMatch) {
+      r = NumberFlag(arg, "move_budget", &v);
+      if (r == FlagResult::kOk) options.move_budget = v;
+    }
+    if (r == FlagResult::kNoMatch) {
+      r = NumberFlag(arg, "max_extra_per_gpu", &v);
+      if (r == FlagResult::kOk) {
+        options.max_extra_experts_per_gpu = static_cast<int>(v);
+      }
+    }
+    if (r == FlagResult::kBad) return 2;
+    if (r == FlagResult::kOk) continue;
+    if (arg == "--marginal") {
+      use_model = true;
+    } else if (arg == "--overlap") {
+      model.overlap = true;
+      use_model = true;
+    } else if (arg == "--transient") {
+      transient = true;
+      use_model = true;
+    } else if (absl::ConsumePrefix(&arg, "--mode=")) {
       auto mode = ParsePlacementMode(arg);
       if (!mode.ok()) {
         std::fprintf(stderr, "%s\n", mode.status().ToString().c_str());
@@ -113,14 +209,15 @@ int Main(int argc, char** argv) {
       options.mode = *mode;
     } else if (absl::ConsumePrefix(&arg, "--input=")) {
       input = std::string(arg);
-    } else if (absl::ConsumePrefix(&arg, "--local_search_iterations=") &&
-               absl::SimpleAtoi(arg, &v)) {
-      options.local_search_iterations = static_cast<int>(v);
-    } else if (absl::ConsumePrefix(&arg, "--move_budget=") &&
-               absl::SimpleAtoi(arg, &v)) {
-      options.move_budget = v;
     } else {
       std::fprintf(stderr, "unknown argument: %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (use_model) {
+    if (absl::Status s = ValidateMigrationModel(model, "migration model");
+        !s.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
       return 2;
     }
   }
@@ -182,7 +279,13 @@ int Main(int argc, char** argv) {
         for (double v : nums) p.current_phy2log.push_back(static_cast<int>(v));
       }
     }
-    absl::StatusOr<Plan> plan = PlanPlacement(p, options);
+    PlacementOptions case_options = options;
+    if (use_model && options.mode == PlacementMode::kDefault &&
+        !p.current_phy2log.empty()) {
+      case_options.migration = model;
+      case_options.transient = transient;
+    }
+    absl::StatusOr<Plan> plan = PlanPlacement(p, case_options);
     if (!plan.ok()) {
       std::printf("{\"ok\": false, \"error\": %s}\n",
                   JsonString(plan.status().ToString()).c_str());
