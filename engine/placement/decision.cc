@@ -145,6 +145,17 @@ absl::StatusOr<RebalanceDecision> Decide(const Plan& current,
     d.reason = absl::StrCat("no transfers: the proposed placement keeps every "
                             "expert where it is; ",
                             numbers);
+  } else if (proposed.forced_moves > 0) {
+    // The current placement cannot stay as it is (the plan prices the rest
+    // of its moves against this forced start), so the plan is adopted
+    // whatever the saving.
+    d.rebalance = true;
+    d.reason = absl::StrCat(
+        "rebalance: ", proposed.forced_moves,
+        " of the moves are forced (the current placement uses excluded GPUs, "
+        "holds an expert twice on a GPU, leaves slots empty or spreads a "
+        "group over nodes); ",
+        numbers);
   } else if (d.saved_s > d.required_s) {
     d.rebalance = true;
     d.reason = absl::StrCat("rebalance: ", numbers);

@@ -168,6 +168,57 @@ TEST(Decide, RejectsBadModelsAndShapes) {
 // End to end: a placement planned for old loads, loads shift; plan with the
 // current placement, evaluate the current one, decide. A long horizon pays
 // for the move, a very short one does not.
+TEST(Decide, ForcedMovesRebalanceWhateverTheSaving) {
+  Plan proposed = Proposed();
+  proposed.forced_moves = 1;
+  // A horizon of 0 saves nothing: without forced moves this is "keep".
+  ASSERT_OK_AND_ASSIGN(RebalanceDecision d,
+                       Decide(Loads({40, 20, 20, 20}), proposed, Model(0),
+                              /*transient=*/false));
+  EXPECT_TRUE(d.rebalance);
+  EXPECT_THAT(d.reason, HasSubstr("1 of the moves are forced"));
+  proposed.forced_moves = 0;
+  ASSERT_OK_AND_ASSIGN(d, Decide(Loads({40, 20, 20, 20}), proposed, Model(0),
+                                 false));
+  EXPECT_FALSE(d.rebalance);
+}
+
+// A GPU left out of the current placement forces moves; with moves so dear
+// that the saving never pays for the migration, the plan still moves the
+// forced ones, and the decision agrees with it (before, it said "keep" for a
+// plan that moves experts).
+TEST(Decide, AgreesWithAPlanThatOnlyMovesWhatIsForced) {
+  PlacementProblem p;
+  p.num_layers = 2;
+  p.num_experts = 96;
+  p.num_slots = 128;
+  p.num_groups = 1;
+  p.num_nodes = 2;
+  p.num_gpus = 16;
+  std::mt19937_64 rng(3);
+  std::exponential_distribution<double> ex(1.0);
+  for (int i = 0; i < p.num_layers * p.num_experts; ++i) {
+    p.loads.push_back(ex(rng));
+  }
+  ASSERT_OK_AND_ASSIGN(Plan old_plan, PlanPlacement(p, PlacementOptions()));
+  p.current_phy2log = old_plan.phy2log;
+  p.excluded_gpus = {5};
+  PlacementOptions o;
+  o.migration = DefaultMigrationModel();
+  o.migration->bytes_per_expert = 1e15;
+  o.bytes_per_expert = 1 << 20;
+  ASSERT_OK_AND_ASSIGN(Plan proposed, PlanPlacement(p, o));
+  ASSERT_GT(proposed.forced_moves, 0);
+  // Optional moves only where they fit stages the forced ones pay for.
+  EXPECT_GE(proposed.moved_experts, proposed.forced_moves);
+  ASSERT_OK_AND_ASSIGN(Plan now, EvaluatePlacement(p, p.current_phy2log, o));
+  ASSERT_OK_AND_ASSIGN(RebalanceDecision d,
+                       Decide(now, proposed, *o.migration, false));
+  EXPECT_LE(d.saved_s, d.required_s);  // the saving alone would not pay
+  EXPECT_TRUE(d.rebalance) << d.reason;
+  EXPECT_EQ(d.moved_experts, proposed.moved_experts);
+}
+
 TEST(Decide, EndToEnd) {
   PlacementProblem p;
   p.num_layers = 4;

@@ -382,8 +382,10 @@ struct RebalanceDecision {
 // current placement, so its transfers are the migration). transient: the
 // loads are the upper bounds the caller planned on in a transient state; the
 // saving must then clear the margin. Rebalance iff proposed moves something
-// and saved_s > required_s. INVALID_ARGUMENT for a bad model or plans of
-// different shapes.
+// and either some of its moves are forced (proposed.forced_moves > 0: the
+// current placement cannot stay, and PlanPlacement priced its other moves
+// from the forced start) or saved_s > required_s. INVALID_ARGUMENT for a bad
+// model or plans of different shapes.
 absl::StatusOr<RebalanceDecision> Decide(const Plan& current,
                                          const Plan& proposed,
                                          const MigrationModel& model,
