@@ -126,36 +126,26 @@ void JobAnalyzer::ObserveStep(const AnalysisStep& in) {
     }
     if (models_.empty() || sum <= 0) continue;
     LayerModel& model = models_[l];
-    if (std::optional<StateTransition> t = model.state->Observe(step, p, n, l)) {
+    // The bank's scoring and origins wait for FinishStep, after any refit
+    // that is due (a separate task); the predictors observe now.
+    const LayerForecaster::Events e =
+        model.Observe(step, l, p, n, sum, shift_options_);
+    if (const std::optional<StateTransition>& t = e.transition) {
       layer_states_[l] = t->to;
       layer_changed = true;
       AddEvent(Event{0, step, EventKind::kStateChange, l,
                      std::string(LoadStateName(t->from)),
                      std::string(LoadStateName(t->to)), t->drift_ratio});
     }
-    const std::optional<Shift> shift = model.shift->Observe(step, p, sum);
-    if (shift.has_value()) {
-      OnShift(l, *shift);
-      // The shift is also evidence for the state: transient from now on.
-      if (std::optional<StateTransition> t = model.state->OnShift(step, l)) {
-        layer_states_[l] = t->to;
-        layer_changed = true;
-        AddEvent(Event{0, step, EventKind::kStateChange, l,
-                       std::string(LoadStateName(t->from)),
-                       std::string(LoadStateName(t->to)), t->drift_ratio,
-                       absl::StrFormat("layer %d: load shifted (L1 %.3f), transient",
-                                       l, shift->size)});
-      }
-    }
-    model.bank->set_stable_history(
-        model.state->StableHistory(model.bank->steps_observed() + 1));
-    // The bank's scoring and origins wait for FinishStep, after any refit
-    // that is due (a separate task); the predictors observe now, and after a
-    // shift the long-memory ones restart from its change point.
-    model.bank->ObservePredictors(p);
-    if (shift.has_value() && shift_options_.restart_predictors) {
-      model.bank->RestartPredictors(model.shift->since_change(),
-                                   shift_options_.restart_max_memory);
+    if (e.shift.has_value()) OnShift(l, *e.shift);
+    if (const std::optional<StateTransition>& t = e.shift_transition) {
+      layer_states_[l] = t->to;
+      layer_changed = true;
+      AddEvent(Event{0, step, EventKind::kStateChange, l,
+                     std::string(LoadStateName(t->from)),
+                     std::string(LoadStateName(t->to)), t->drift_ratio,
+                     absl::StrFormat("layer %d: load shifted (L1 %.3f), transient",
+                                     l, e.shift->size)});
     }
     if (in.take_origins) model.bank->AppendDueRefits(&due_refits_);
   }

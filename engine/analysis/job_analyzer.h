@@ -31,6 +31,7 @@
 #include <optional>
 #include <vector>
 
+#include "engine/analysis/layer_forecaster.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "engine/forecast.h"
@@ -116,10 +117,7 @@ class JobAnalyzer {
   void TakeHealthEvents(HealthMonitor& monitor);
 
   // Forecasting state of one layer.
-  struct LayerModel {
-    std::unique_ptr<StateClassifier> state;
-    std::unique_ptr<ShiftMonitor> shift;  // detectors at every scale
-    std::unique_ptr<ForecastBank> bank;
+  struct LayerModel : LayerForecaster {
     int64_t last_shift_step = -1;  // -1: none yet
     ShiftSummary shifts;
   };

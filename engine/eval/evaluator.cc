@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/analysis/layer_forecaster.h"
 #include "engine/predict/forecast_bank.h"
 #include "engine/predict/predictor_factory.h"
 #include "engine/status_macros.h"
@@ -55,10 +56,8 @@ struct FloorOrigin {
 };
 
 // Everything the evaluator keeps per layer.
-struct LayerEval {
-  std::unique_ptr<ForecastBank> bank;
-  std::unique_ptr<StateClassifier> state;
-  std::unique_ptr<ShiftMonitor> shift;
+// Its classifier, shift detectors and bank step as the engine's do.
+struct LayerEval : LayerForecaster {
   // (step index, state from then on), in order.
   std::vector<std::pair<int64_t, LoadState>> changes;
   // Cumulative counts, assignments and tokens.
@@ -282,11 +281,20 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
       const double tokens = step.tokens.has_value()
                                 ? static_cast<double>(*step.tokens)
                                 : total / options.top_k;
-      if (auto t = le.state->Observe(step.step, p, tokens, l)) {
-        le.changes.emplace_back(li, t->to);
+      const LayerForecaster::Events events =
+          le.Observe(step.step, l, p, tokens, total, options.shift);
+      for (const std::optional<StateTransition>* t :
+           {&events.transition, &events.shift_transition}) {
+        if (!t->has_value()) continue;
+        le.changes.emplace_back(li, (*t)->to);
         report.transitions.push_back(EvalTransition{
-            l, t->step, std::string(LoadStateName(t->from)),
-            std::string(LoadStateName(t->to)), t->drift_ratio});
+            l, (*t)->step, std::string(LoadStateName((*t)->from)),
+            std::string(LoadStateName((*t)->to)), (*t)->drift_ratio});
+      }
+      if (const std::optional<Shift>& shift = events.shift) {
+        ++report.layer_shifts;
+        report.shifts.push_back(
+            EvalShift{l, shift->step, shift->change_step, shift->size});
       }
       if (index >= 100 && index <= 1000) {
         if (auto r = le.state->drift_ratio()) {
@@ -334,25 +342,6 @@ absl::StatusOr<EvalReport> Evaluate(TraceReader& reader,
         }
       }
 
-      const std::optional<Shift> shift = le.shift->Observe(step.step, p, total);
-      le.bank->ObservePredictors(p);
-      if (shift.has_value()) {
-        ++report.layer_shifts;
-        report.shifts.push_back(
-            EvalShift{l, shift->step, shift->change_step, shift->size});
-        if (auto t = le.state->OnShift(step.step, l)) {
-          le.changes.emplace_back(li, t->to);
-          report.transitions.push_back(EvalTransition{
-              l, t->step, std::string(LoadStateName(t->from)),
-              std::string(LoadStateName(t->to)), t->drift_ratio});
-        }
-        if (options.shift.restart_predictors) {
-          le.bank->RestartPredictors(le.shift->since_change(),
-                                     options.shift.restart_max_memory);
-        }
-      }
-      le.bank->set_stable_history(
-          le.state->StableHistory(le.bank->steps_observed() + 1));
       le.bank->Advance(step.step, p, total);
       if (l == options.series_layer && series_horizon_scored &&
           li % std::max(1, options.series_horizon / 10) == 0) {
