@@ -326,20 +326,17 @@ int64_t LstmWeights::MemoryBytes() const {
 
 namespace {
 
-class LstmPredictor final : public Predictor {
+class LstmPredictor final : public lstm_internal::LstmPredictorBase {
  public:
   explicit LstmPredictor(std::shared_ptr<const LstmWeights> weights)
-      : weights_(std::move(weights)),
+      : LstmPredictorBase("lstm", weights->model().num_experts, weights->model().window(),
+                          static_cast<int>(weights->model().horizons.size())),
+        weights_(std::move(weights)),
         m_(weights_->model()),
         c_(weights_->compiled()),
-        M_(m_.num_experts),
         H_(m_.hidden),
-        K_(static_cast<int>(m_.horizons.size())),
-        W_(m_.window()),
-        ring_(static_cast<size_t>(W_) * M_),
         proj_(4 * H_, W_),
         step_f_(M_),
-        anchor_(M_),
         anchor_f_(M_),
         anchor_proj_(4 * H_),
         pre_(4 * H_, m_.lookback),
@@ -349,48 +346,10 @@ class LstmPredictor final : public Predictor {
         tanh_c_(H_),
         h_(H_),
         cell_(H_),
-        head_out_(int64_t{K_} * M_),
-        y_(M_, K_),
-        cum_(M_, K_),
-        step_(M_, K_) {}
-
-  const std::string& name() const override { return name_; }
-  int num_experts() const override { return M_; }
-
-  void Observe(absl::Span<const double> proportions) override {
-    assert(static_cast<int>(proportions.size()) == M_);
-    std::copy(proportions.begin(), proportions.end(), Slot(observed_));
-    ++observed_;
-    dirty_ = true;
-  }
-
-  void Refresh() override {
-    if (dirty_ && observed_ > 0) Compute();
-  }
-
-  void Forecast(int horizon, absl::Span<double> out) override {
-    assert(static_cast<int>(out.size()) == M_);
-    if (observed_ == 0) {
-      std::fill(out.begin(), out.end(), 1.0 / M_);
-      return;
-    }
-    Refresh();
-    lstm_internal::MeanOverHorizon(m_.horizons, y_, cum_, step_, horizon, out.data());
-  }
-
-  void ForecastPath(int steps, absl::Span<double> out) override {
-    assert(static_cast<int64_t>(out.size()) == int64_t{steps} * M_);
-    if (observed_ == 0) {
-      std::fill(out.begin(), out.end(), 1.0 / M_);
-      return;
-    }
-    Refresh();
-    lstm_internal::PathOverSteps(m_.horizons, y_, step_, steps, out.data());
-  }
+        head_out_(int64_t{K_} * M_) {}
 
   int64_t MemoryBytes() const override {
-    const int64_t doubles = static_cast<int64_t>(ring_.size()) + anchor_.size() +
-                            y_.size() + cum_.size() + step_.size();
+    const int64_t doubles = BaseDoubles();
     const int64_t floats = proj_.size() + step_f_.size() + anchor_f_.size() +
                            anchor_proj_.size() + pre_.size() + seq_[0].size() +
                            seq_[1].size() + gates_.size() + act_.size() +
@@ -414,17 +373,12 @@ class LstmPredictor final : public Predictor {
     out.PutI64(observed_);
     out.PutI64(projected_);
     out.PutBool(dirty_);
-    // Step t lives in slot t % W: the slots written so far are [0, min(n, W)).
-    const int64_t rows = std::min<int64_t>(observed_, W_);
-    out.PutRawDoubles(ring_.data(), static_cast<size_t>(rows) * M_);
+    SaveRing(out);
     const int64_t cols = std::min<int64_t>(projected_, W_);
     out.PutRawFloats(proj_.data(), static_cast<size_t>(cols) * 4 * H_);
     // The outputs exist once the network has run (projected_ > 0).
     if (projected_ > 0) {
-      out.PutRawDoubles(anchor_.data(), M_);
-      out.PutRawDoubles(y_.data(), static_cast<size_t>(M_) * K_);
-      out.PutRawDoubles(cum_.data(), static_cast<size_t>(M_) * K_);
-      out.PutRawDoubles(step_.data(), static_cast<size_t>(M_) * K_);
+      SaveOutputs(out);
       out.PutRawFloats(h_.data(), H_);
       out.PutRawFloats(cell_.data(), H_);
     }
@@ -450,15 +404,11 @@ class LstmPredictor final : public Predictor {
     const int64_t projected = in.I64In("projected", 0, observed);
     const bool dirty = in.Bool("dirty");
     if (!in.ok()) return;
-    const int64_t rows = std::min<int64_t>(observed, W_);
-    in.RawDoubles("ring", ring_.data(), static_cast<size_t>(rows) * M_);
+    LoadRing(in, observed);
     const int64_t cols = std::min<int64_t>(projected, W_);
     in.RawFloats("projections", proj_.data(), static_cast<size_t>(cols) * 4 * H_);
     if (projected > 0) {
-      in.RawDoubles("anchor", anchor_.data(), M_);
-      in.RawDoubles("y", y_.data(), static_cast<size_t>(M_) * K_);
-      in.RawDoubles("cum", cum_.data(), static_cast<size_t>(M_) * K_);
-      in.RawDoubles("step", step_.data(), static_cast<size_t>(M_) * K_);
+      LoadOutputs(in);
       in.RawFloats("h", h_.data(), H_);
       in.RawFloats("cell", cell_.data(), H_);
     } else if (observed > 0 && !dirty) {
@@ -471,15 +421,13 @@ class LstmPredictor final : public Predictor {
   }
 
  private:
-  // Ring slot of stream step t (t counts observed steps from 0).
-  int SlotIndex(int64_t t) const { return static_cast<int>(t % W_); }
-  double* Slot(int64_t t) { return ring_.data() + static_cast<size_t>(SlotIndex(t)) * M_; }
+  const std::vector<int>& horizons() const override { return m_.horizons; }
 
   // The first layer's input-gate preactivation of a block is linear in its
   // steps: weight_ih_l0 (mean_i p_i - a) / s = (mean_i q_i - q_a) / s with
   // q_i = weight_ih_l0 p_i. So each step is projected once (4H x M) and
   // blocks pool 4H-vectors, instead of projecting every block at every step.
-  void Compute() {
+  void Compute() override {
     const int n = static_cast<int>(std::min<int64_t>(observed_, W_));
     const int64_t first = observed_ - n;  // stream step of the window's oldest
     const LstmWeights::Compiled::Layer& layer0 = c_.layers[0];
@@ -543,7 +491,8 @@ class LstmPredictor final : public Predictor {
         if (l + 1 < num_layers) seq_[l & 1].col(j) = h_;
       }
     }
-    // Heads: y_k = a + output_scale * (W_k h + b_k); then the path's pieces.
+    // Heads: y_k = a + output_scale * (W_k h + b_k) (the base derives the
+    // path's pieces).
     head_out_.noalias() = c_.head_w * h_;
     head_out_ += c_.head_b;
     const double out_scale = m_.output_scale;
@@ -552,26 +501,19 @@ class LstmPredictor final : public Predictor {
         y_(e, k) = anchor_[e] + out_scale * static_cast<double>(head_out_[int64_t{k} * M_ + e]);
       }
     }
-    lstm_internal::PathPieces(m_.horizons, y_, &cum_, &step_);
-    dirty_ = false;
   }
 
   const std::shared_ptr<const LstmWeights> weights_;
   const LstmModel& m_;
   const LstmWeights::Compiled& c_;
-  const int M_, H_, K_, W_;
-  const std::string name_ = "lstm";
+  const int H_;
 
-  std::vector<double> ring_;  // W x M proportions; step t in slot t % W
   // The network runs in float32 (the file's precision; about 2x faster than
-  // double with SSE2); the ring, anchor and outputs are double.
-  Eigen::MatrixXf proj_;      // 4H x W: weight_ih_l0 * p, same slots
+  // double with SSE2); the ring, anchor and outputs (in the base) are double.
+  Eigen::MatrixXf proj_;      // 4H x W: weight_ih_l0 * p, same slots as the ring
   Eigen::VectorXf step_f_;    // M: one step in float
-  int64_t observed_ = 0;
   int64_t projected_ = 0;  // steps [0, projected_) have proj_ columns
-  bool dirty_ = false;
 
-  Eigen::VectorXd anchor_;
   Eigen::VectorXf anchor_f_;
   Eigen::VectorXf anchor_proj_;  // weight_ih_l0 * anchor
   Eigen::MatrixXf pre_;          // 4H x lookback: layer-0 input preactivations
@@ -581,9 +523,6 @@ class LstmPredictor final : public Predictor {
   Eigen::ArrayXf tanh_c_;        // H: sigmoid(2c)
   Eigen::VectorXf h_, cell_;
   Eigen::VectorXf head_out_;  // K*M
-  Eigen::MatrixXd y_;         // M x K: head means
-  Eigen::MatrixXd cum_;       // M x K: h_k * y_k
-  Eigen::MatrixXd step_;      // M x K: path value on (h_{k-1}, h_k]
 };
 
 }  // namespace

@@ -313,18 +313,15 @@ int64_t LstmEWeights::MemoryBytes() const {
 
 namespace {
 
-class LstmEPredictor final : public Predictor {
+class LstmEPredictor final : public lstm_internal::LstmPredictorBase {
  public:
   LstmEPredictor(int num_experts, std::shared_ptr<const LstmEWeights> weights)
-      : weights_(std::move(weights)),
+      : LstmPredictorBase("lstm_e", num_experts, weights->model().window(),
+                          static_cast<int>(weights->model().horizons.size())),
+        weights_(std::move(weights)),
         m_(weights_->model()),
         c_(weights_->compiled()),
-        M_(num_experts),
         H_(m_.hidden),
-        K_(static_cast<int>(m_.horizons.size())),
-        W_(m_.window()),
-        ring_(static_cast<size_t>(W_) * M_),
-        anchor_(M_),
         noise_(M_),
         prev_(M_),
         blocks_(M_, m_.lookback),
@@ -340,49 +337,11 @@ class LstmEPredictor final : public Predictor {
                              m_.num_layers() > 1 ? int64_t{M_} * m_.lookback : 0),
              Eigen::MatrixXf(m_.num_layers() > 2 ? H_ : 0,
                              m_.num_layers() > 2 ? int64_t{M_} * m_.lookback : 0)},
-        head_out_(K_, M_),
-        y_(M_, K_),
-        cum_(M_, K_),
-        step_(M_, K_) {}
-
-  const std::string& name() const override { return name_; }
-  int num_experts() const override { return M_; }
-
-  void Observe(absl::Span<const double> proportions) override {
-    assert(static_cast<int>(proportions.size()) == M_);
-    std::copy(proportions.begin(), proportions.end(), Slot(observed_));
-    ++observed_;
-    dirty_ = true;
-  }
-
-  void Refresh() override {
-    if (dirty_ && observed_ > 0) Compute();
-  }
-
-  void Forecast(int horizon, absl::Span<double> out) override {
-    assert(static_cast<int>(out.size()) == M_);
-    if (observed_ == 0) {
-      std::fill(out.begin(), out.end(), 1.0 / M_);
-      return;
-    }
-    Refresh();
-    lstm_internal::MeanOverHorizon(m_.horizons, y_, cum_, step_, horizon, out.data());
-  }
-
-  void ForecastPath(int steps, absl::Span<double> out) override {
-    assert(static_cast<int64_t>(out.size()) == int64_t{steps} * M_);
-    if (observed_ == 0) {
-      std::fill(out.begin(), out.end(), 1.0 / M_);
-      return;
-    }
-    Refresh();
-    lstm_internal::PathOverSteps(m_.horizons, y_, step_, steps, out.data());
-  }
+        head_out_(K_, M_) {}
 
   int64_t MemoryBytes() const override {
-    const int64_t doubles = static_cast<int64_t>(ring_.size()) + anchor_.size() +
-                            noise_.size() + prev_.size() + blocks_.size() + ctx_.size() +
-                            y_.size() + cum_.size() + step_.size();
+    const int64_t doubles = BaseDoubles() + noise_.size() + prev_.size() + blocks_.size() +
+                            ctx_.size();
     const int64_t floats = u_.size() + pre_const_.size() + gates_.size() + act_.size() +
                            h_.size() + cell_.size() + tanh_c_.size() + seq_[0].size() +
                            seq_[1].size() + head_out_.size();
@@ -391,8 +350,7 @@ class LstmEPredictor final : public Predictor {
   }
 
  private:
-  int SlotIndex(int64_t t) const { return static_cast<int>(t % W_); }
-  double* Slot(int64_t t) { return ring_.data() + static_cast<size_t>(SlotIndex(t)) * M_; }
+  const std::vector<int>& horizons() const override { return m_.horizons; }
 
   // Gates i, f, g, o of one step for all experts: sigmoid on all four blocks,
   // tanh(x) = 2 sigmoid(2x) - 1 for g and for the cell.
@@ -405,7 +363,7 @@ class LstmEPredictor final : public Predictor {
     h_.array() = act_.bottomRows(H_) * (2.0f * tanh_c_ - 1.0f);
   }
 
-  void Compute() {
+  void Compute() override {
     const int n = static_cast<int>(std::min<int64_t>(observed_, W_));
     const int64_t first = observed_ - n;
     const int B = m_.block;
@@ -420,7 +378,7 @@ class LstmEPredictor final : public Predictor {
       Eigen::Map<const Eigen::ArrayXd> p(Slot(first + i), M_);
       blocks_.col(j) += p;
       if (i > 0) noise_ += (p - prev_).square();
-      if (i >= n - na) anchor_ += p;
+      if (i >= n - na) anchor_.array() += p;
       prev_ = p;
     }
     anchor_ /= na;
@@ -437,7 +395,7 @@ class LstmEPredictor final : public Predictor {
     // Layer 0's input term, constant over the blocks: the two context
     // features and the bias.
     const LstmEWeights::Compiled::Layer& layer0 = c_.layers[0];
-    ctx_ = (anchor_ * M_).max(LstmEModel::kLevelFloor).log();
+    ctx_ = (anchor_.array() * M_).max(LstmEModel::kLevelFloor).log();
     for (int e = 0; e < M_; ++e) {
       const float c1 = static_cast<float>(ctx_[e]);
       const float c2 = static_cast<float>(
@@ -452,7 +410,7 @@ class LstmEPredictor final : public Predictor {
       cell_.setZero();
       for (int j = 0; j < nb; ++j) {
         if (l == 0) {
-          u_ = ((blocks_.col(j) - anchor_) / noise_).max(-clip).min(clip).cast<float>();
+          u_ = ((blocks_.col(j) - anchor_.array()) / noise_).max(-clip).min(clip).cast<float>();
           gates_ = pre_const_;
           gates_.noalias() += layer.w_ih.col(0) * u_.matrix().transpose();
         } else {
@@ -473,21 +431,14 @@ class LstmEPredictor final : public Predictor {
         y_(e, k) = anchor_[e] + out_scale * noise_[e] * static_cast<double>(head_out_(k, e));
       }
     }
-    lstm_internal::PathPieces(m_.horizons, y_, &cum_, &step_);
-    dirty_ = false;
   }
 
   const std::shared_ptr<const LstmEWeights> weights_;
   const LstmEModel& m_;
   const LstmEWeights::Compiled& c_;
-  const int M_, H_, K_, W_;
-  const std::string name_ = "lstm_e";
+  const int H_;
 
-  std::vector<double> ring_;  // W x M shares; step t in slot t % W
-  int64_t observed_ = 0;
-  bool dirty_ = false;
-
-  Eigen::ArrayXd anchor_, noise_, prev_;
+  Eigen::ArrayXd noise_, prev_;
   Eigen::ArrayXXd blocks_;    // M x lookback block means
   Eigen::ArrayXd ctx_;        // M: ln(max(M a, floor))
   Eigen::ArrayXf u_;          // M: one block's clipped input
@@ -498,7 +449,6 @@ class LstmEPredictor final : public Predictor {
   Eigen::ArrayXXf tanh_c_;    // H x M
   Eigen::MatrixXf seq_[2];    // H x (lookback*M): hidden sequences between layers
   Eigen::MatrixXf head_out_;  // K x M
-  Eigen::MatrixXd y_, cum_, step_;  // M x K
 };
 
 }  // namespace

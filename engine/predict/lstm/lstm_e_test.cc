@@ -3,11 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <limits>
 #include <memory>
 #include <string>
@@ -18,6 +15,7 @@
 #include "absl/types/span.h"
 #include "engine/internal/snapshot_codec.h"
 #include "engine/predict/lstm/lstm.h"
+#include "engine/predict/lstm/lstm_test_util.h"
 #include "engine/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -40,95 +38,18 @@ constexpr char kSmallGolden16[] = "bench/lstm/lstm_e_h8.m16.golden.txt";
 constexpr char kSmallGolden256[] = "bench/lstm/lstm_e_h8.m256.golden.txt";
 constexpr char kMSpecific[] = "bench/lstm/tiny_moe_m16.lstm";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-std::string WriteTemp(const std::string& name, const std::string& bytes) {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  const std::string path = absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), bytes.size());
-  return path;
-}
+using lstm_testing::RandomShares;
+using lstm_testing::ReadFile;
+using lstm_testing::WriteTemp;
 
 // Golden files (bench/lstm/train_lstm.py, float64 PyTorch on the stored
 // float32 weights); same text format as the lstm predictor's.
-struct GoldenCase {
-  std::vector<std::vector<double>> window;
-  std::vector<std::vector<double>> forecast;
-};
-struct Golden {
-  int num_experts = 0;
-  std::vector<int> horizons;
-  std::vector<GoldenCase> cases;
-};
-
-Golden ReadGolden(const std::string& path) {
-  Golden g;
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << path;
-  std::string word;
-  int version = 0, num_h = 0, num_cases = 0;
-  in >> word >> version;
-  EXPECT_EQ(word, "moecast-lstm-golden");
-  EXPECT_EQ(version, 1);
-  in >> word >> g.num_experts;
-  EXPECT_EQ(word, "experts");
-  in >> word >> num_h;
-  EXPECT_EQ(word, "horizons");
-  g.horizons.resize(num_h);
-  for (int& h : g.horizons) in >> h;
-  in >> word >> num_cases;
-  EXPECT_EQ(word, "cases");
-  for (int c = 0; c < num_cases; ++c) {
-    GoldenCase gc;
-    int n = 0;
-    in >> word >> n;
-    EXPECT_EQ(word, "window");
-    gc.window.assign(n, std::vector<double>(g.num_experts));
-    for (auto& row : gc.window) {
-      for (double& v : row) in >> v;
-    }
-    in >> word;
-    EXPECT_EQ(word, "forecast");
-    gc.forecast.assign(num_h, std::vector<double>(g.num_experts));
-    for (auto& row : gc.forecast) {
-      for (double& v : row) in >> v;
-    }
-    g.cases.push_back(std::move(gc));
-  }
-  EXPECT_FALSE(in.fail()) << path << ": malformed golden file";
-  return g;
-}
-
 double CheckGolden(const std::string& weights, const std::string& golden_path, int expect_m) {
-  const Golden g = ReadGolden(golden_path);
+  const lstm_testing::Golden g = lstm_testing::ReadGolden(golden_path);
   EXPECT_EQ(g.num_experts, expect_m);
   EXPECT_FALSE(g.cases.empty());
-  double worst = 0;
-  for (size_t c = 0; c < g.cases.size(); ++c) {
-    auto p = MakeLstmEPredictor(g.num_experts, weights);
-    EXPECT_OK(p);
-    if (!p.ok()) return std::numeric_limits<double>::infinity();
-    EXPECT_EQ((*p)->num_experts(), g.num_experts);
-    for (const auto& row : g.cases[c].window) (*p)->Observe(row);
-    std::vector<double> out(g.num_experts);
-    for (size_t k = 0; k < g.horizons.size(); ++k) {
-      (*p)->Forecast(g.horizons[k], absl::MakeSpan(out));
-      for (int e = 0; e < g.num_experts; ++e) {
-        const double d = std::abs(out[e] - g.cases[c].forecast[k][e]);
-        worst = std::max(worst, d);
-        EXPECT_LE(d, 1e-6) << golden_path << " case " << c << " (window "
-                           << g.cases[c].window.size() << ") h=" << g.horizons[k]
-                           << " expert " << e << ": C++ " << out[e] << " PyTorch "
-                           << g.cases[c].forecast[k][e];
-      }
-    }
-  }
-  return worst;
+  return lstm_testing::CheckGoldenCases(
+      g, golden_path, [&](int m) { return MakeLstmEPredictor(m, weights); }, 1e-6);
 }
 
 TEST(LstmEGoldenTest, MatchesPyTorchOnTwoLayerFixture) {
@@ -153,18 +74,6 @@ TEST(LstmEGoldenTest, MatchesPyTorchOnSmallTrainedModelAtM16AndM256) {
   const double w256 = CheckGolden(kSmall, kSmallGolden256, 256);
   std::cout << "trained H = 8: max |C++ - PyTorch| = " << w16 << " (M = 16), " << w256
             << " (M = 256)\n";
-}
-
-std::vector<double> RandomShares(int M, uint64_t* state) {
-  std::vector<double> p(M);
-  double sum = 0;
-  for (double& v : p) {
-    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
-    v = 0.05 + static_cast<double>(*state >> 11) / 9007199254740992.0;
-    sum += v;
-  }
-  for (double& v : p) v /= sum;
-  return p;
 }
 
 TEST(LstmEPredictorTest, NameSizesAndUniformBeforeData) {

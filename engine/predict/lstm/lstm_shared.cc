@@ -1,11 +1,13 @@
 #include "engine/predict/lstm/lstm_shared.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -119,6 +121,81 @@ void PathOverSteps(const std::vector<int>& hz, const Eigen::MatrixXd& y,
       for (int64_t e = 0; e < m; ++e) row[e] = step(e, k);
     }
   }
+}
+
+LstmPredictorBase::LstmPredictorBase(std::string name, int num_experts,
+                                     int window_steps, int num_horizons)
+    : M_(num_experts),
+      K_(num_horizons),
+      W_(window_steps),
+      name_(std::move(name)),
+      ring_(static_cast<size_t>(W_) * M_),
+      anchor_(M_),
+      y_(M_, K_),
+      cum_(M_, K_),
+      step_(M_, K_) {}
+
+void LstmPredictorBase::Observe(absl::Span<const double> proportions) {
+  assert(static_cast<int>(proportions.size()) == M_);
+  std::copy(proportions.begin(), proportions.end(), Slot(observed_));
+  ++observed_;
+  dirty_ = true;
+}
+
+void LstmPredictorBase::Refresh() {
+  if (!dirty_ || observed_ == 0) return;
+  Compute();
+  PathPieces(horizons(), y_, &cum_, &step_);
+  dirty_ = false;
+}
+
+void LstmPredictorBase::Forecast(int horizon, absl::Span<double> out) {
+  assert(static_cast<int>(out.size()) == M_);
+  if (observed_ == 0) {
+    std::fill(out.begin(), out.end(), 1.0 / M_);
+    return;
+  }
+  Refresh();
+  MeanOverHorizon(horizons(), y_, cum_, step_, horizon, out.data());
+}
+
+void LstmPredictorBase::ForecastPath(int steps, absl::Span<double> out) {
+  assert(static_cast<int64_t>(out.size()) == int64_t{steps} * M_);
+  if (observed_ == 0) {
+    std::fill(out.begin(), out.end(), 1.0 / M_);
+    return;
+  }
+  Refresh();
+  PathOverSteps(horizons(), y_, step_, steps, out.data());
+}
+
+int64_t LstmPredictorBase::BaseDoubles() const {
+  return static_cast<int64_t>(ring_.size()) + anchor_.size() + y_.size() + cum_.size() +
+         step_.size();
+}
+
+void LstmPredictorBase::SaveRing(internal::SnapshotWriter& out) const {
+  const int64_t rows = std::min<int64_t>(observed_, W_);
+  out.PutRawDoubles(ring_.data(), static_cast<size_t>(rows) * M_);
+}
+
+void LstmPredictorBase::LoadRing(internal::SnapshotReader& in, int64_t observed) {
+  const int64_t rows = std::min<int64_t>(observed, W_);
+  in.RawDoubles("ring", ring_.data(), static_cast<size_t>(rows) * M_);
+}
+
+void LstmPredictorBase::SaveOutputs(internal::SnapshotWriter& out) const {
+  out.PutRawDoubles(anchor_.data(), M_);
+  out.PutRawDoubles(y_.data(), static_cast<size_t>(M_) * K_);
+  out.PutRawDoubles(cum_.data(), static_cast<size_t>(M_) * K_);
+  out.PutRawDoubles(step_.data(), static_cast<size_t>(M_) * K_);
+}
+
+void LstmPredictorBase::LoadOutputs(internal::SnapshotReader& in) {
+  in.RawDoubles("anchor", anchor_.data(), M_);
+  in.RawDoubles("y", y_.data(), static_cast<size_t>(M_) * K_);
+  in.RawDoubles("cum", cum_.data(), static_cast<size_t>(M_) * K_);
+  in.RawDoubles("step", step_.data(), static_cast<size_t>(M_) * K_);
 }
 
 }  // namespace moecast::lstm_internal

@@ -1,8 +1,11 @@
 // What the two LSTM predictors (lstm.h: one network over a layer's experts;
 // lstm_e.h: one network run per expert) share: the weights files'
-// little-endian encoding, their errors and file I/O, and the step from the
+// little-endian encoding, their errors and file I/O, the step from the
 // per-horizon head means to forecasts (the piecewise-constant path of
-// lstm.h's "Other horizons and the path"). Internal to engine/predict/lstm.
+// lstm.h's "Other horizons and the path"), and the predictor skeleton
+// (LstmPredictorBase: the window ring, the anchor, the head outputs, Observe /
+// Refresh / Forecast / ForecastPath and their snapshot I/O). Internal to
+// engine/predict/lstm; not thread-safe, like every Predictor.
 #ifndef MOECAST_ENGINE_PREDICT_LSTM_LSTM_SHARED_H_
 #define MOECAST_ENGINE_PREDICT_LSTM_LSTM_SHARED_H_
 
@@ -14,6 +17,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "engine/internal/snapshot_codec.h"
+#include "engine/predict/predictor.h"
 
 namespace moecast::lstm_internal {
 
@@ -51,6 +57,64 @@ void MeanOverHorizon(const std::vector<int>& hz, const Eigen::MatrixXd& y,
 // s + 1): step(., k) on (hz[k-1], hz[k]], the last head's mean beyond.
 void PathOverSteps(const std::vector<int>& hz, const Eigen::MatrixXd& y,
                    const Eigen::MatrixXd& step, int steps, double* out);
+
+// The state and calls both LSTM predictors share. A subclass implements
+// Compute(): from the window in the ring (steps [observed_ - min(observed_,
+// W), observed_), Slot(t)) it sets anchor_ and the head means y_ (M x K);
+// the base then derives the path pieces (cum_, step_) and marks the outputs
+// current. The network runs again only at the first Forecast, ForecastPath or
+// Refresh after an Observe; before the first Observe every output is 1/M.
+// All buffers are sized by the constructor: nothing here allocates after it.
+class LstmPredictorBase : public Predictor {
+ public:
+  const std::string& name() const override { return name_; }
+  int num_experts() const override { return M_; }
+
+  // Copies the M proportions into the ring (slot observed_ % W).
+  void Observe(absl::Span<const double> proportions) override;
+  void Refresh() override;
+  void Forecast(int horizon, absl::Span<double> out) override;
+  void ForecastPath(int steps, absl::Span<double> out) override;
+
+ protected:
+  LstmPredictorBase(std::string name, int num_experts, int window_steps,
+                    int num_horizons);
+
+  // The trained horizons (strictly increasing, K of them), from the weights
+  // the subclass holds; asked rather than kept here, so the base holds no
+  // member a predictor did not need anyway (MemoryBytes counts sizeof).
+  virtual const std::vector<int>& horizons() const = 0;
+  // Fills anchor_ and y_ from the window; called with observed_ > 0.
+  virtual void Compute() = 0;
+
+  // Ring slot of stream step t (t counts observed steps from 0).
+  int SlotIndex(int64_t t) const { return static_cast<int>(t % W_); }
+  double* Slot(int64_t t) { return ring_.data() + static_cast<size_t>(SlotIndex(t)) * M_; }
+
+  // Doubles held here (ring, anchor, y, cum, step), for MemoryBytes.
+  int64_t BaseDoubles() const;
+
+  // Snapshot pieces, in the order the subclass writes them. The ring: the
+  // slots written so far, [0, min(observed_, W)) (step t lives in slot t % W).
+  void SaveRing(internal::SnapshotWriter& out) const;
+  // Reads the ring of a snapshot taken after `observed` steps.
+  void LoadRing(internal::SnapshotReader& in, int64_t observed);
+  // The outputs of the last run: anchor, then y, cum and step (M x K each).
+  void SaveOutputs(internal::SnapshotWriter& out) const;
+  void LoadOutputs(internal::SnapshotReader& in);
+
+  const int M_, K_, W_;
+  bool dirty_ = false;  // observed since the last Compute
+  const std::string name_;
+
+  std::vector<double> ring_;  // W x M proportions; step t in slot t % W
+  int64_t observed_ = 0;
+
+  Eigen::VectorXd anchor_;  // M
+  Eigen::MatrixXd y_;       // M x K: head means
+  Eigen::MatrixXd cum_;     // M x K: h_k * y_k
+  Eigen::MatrixXd step_;    // M x K: path value on (h_{k-1}, h_k]
+};
 
 }  // namespace moecast::lstm_internal
 

@@ -2,10 +2,8 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <iterator>
+#include <iostream>
 #include <limits>
 #include <memory>
 #include <string>
@@ -13,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "engine/predict/lstm/lstm_test_util.h"
 #include "engine/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -30,101 +29,19 @@ constexpr char kTinyGolden[] = "engine/predict/lstm/testdata/tiny.golden.txt";
 constexpr char kTrainedWeights[] = "bench/lstm/tiny_moe_m16.lstm";
 constexpr char kTrainedGolden[] = "bench/lstm/tiny_moe_m16.golden.txt";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using lstm_testing::RandomShares;
+using lstm_testing::ReadFile;
+using lstm_testing::TempPath;
+using lstm_testing::WriteTemp;
 
-std::string TempPath(const std::string& name) {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
-}
-
-std::string WriteTemp(const std::string& name, const std::string& bytes) {
-  const std::string path = TempPath(name);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), bytes.size());
-  return path;
-}
-
-// ---------------------------------------------------------------------------
-// Golden files written by bench/lstm/train_lstm.py from PyTorch (float64
-// evaluation of the float32 weights as stored).
-
-struct GoldenCase {
-  std::vector<std::vector<double>> window;    // n x M, oldest first
-  std::vector<std::vector<double>> forecast;  // per golden horizon, M values
-};
-struct Golden {
-  int num_experts = 0;
-  std::vector<int> horizons;
-  std::vector<GoldenCase> cases;
-};
-
-Golden ReadGolden(const std::string& path) {
-  Golden g;
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << path;
-  std::string word;
-  int version = 0, num_h = 0, num_cases = 0;
-  in >> word >> version;
-  EXPECT_EQ(word, "moecast-lstm-golden");
-  EXPECT_EQ(version, 1);
-  in >> word >> g.num_experts;
-  EXPECT_EQ(word, "experts");
-  in >> word >> num_h;
-  EXPECT_EQ(word, "horizons");
-  g.horizons.resize(num_h);
-  for (int& h : g.horizons) in >> h;
-  in >> word >> num_cases;
-  EXPECT_EQ(word, "cases");
-  for (int c = 0; c < num_cases; ++c) {
-    GoldenCase gc;
-    int n = 0;
-    in >> word >> n;
-    EXPECT_EQ(word, "window");
-    gc.window.assign(n, std::vector<double>(g.num_experts));
-    for (auto& row : gc.window) {
-      for (double& v : row) in >> v;
-    }
-    in >> word;
-    EXPECT_EQ(word, "forecast");
-    gc.forecast.assign(num_h, std::vector<double>(g.num_experts));
-    for (auto& row : gc.forecast) {
-      for (double& v : row) in >> v;
-    }
-    g.cases.push_back(std::move(gc));
-  }
-  EXPECT_FALSE(in.fail()) << path << ": malformed golden file";
-  return g;
-}
-
-// Runs every golden case through a fresh predictor; returns the largest
-// absolute difference from PyTorch.
+// Runs every case of a golden file written by bench/lstm/train_lstm.py
+// (float64 PyTorch on the float32 weights as stored) through a fresh
+// predictor; returns the largest absolute difference from PyTorch.
 double CheckGolden(const std::string& weights, const std::string& golden_path) {
-  const Golden g = ReadGolden(golden_path);
+  const lstm_testing::Golden g = lstm_testing::ReadGolden(golden_path);
   EXPECT_FALSE(g.cases.empty());
-  double worst = 0;
-  for (size_t c = 0; c < g.cases.size(); ++c) {
-    auto p = MakeLstmPredictor(g.num_experts, weights);
-    EXPECT_OK(p);
-    if (!p.ok()) return std::numeric_limits<double>::infinity();
-    for (const auto& row : g.cases[c].window) (*p)->Observe(row);
-    std::vector<double> out(g.num_experts);
-    for (size_t k = 0; k < g.horizons.size(); ++k) {
-      (*p)->Forecast(g.horizons[k], absl::MakeSpan(out));
-      for (int e = 0; e < g.num_experts; ++e) {
-        const double d = std::abs(out[e] - g.cases[c].forecast[k][e]);
-        worst = std::max(worst, d);
-        EXPECT_LE(d, 1e-5) << golden_path << " case " << c << " (window "
-                           << g.cases[c].window.size() << ") h=" << g.horizons[k]
-                           << " expert " << e << ": C++ " << out[e] << " PyTorch "
-                           << g.cases[c].forecast[k][e];
-      }
-    }
-  }
-  return worst;
+  return lstm_testing::CheckGoldenCases(
+      g, golden_path, [&](int m) { return MakeLstmPredictor(m, weights); }, 1e-5);
 }
 
 TEST(LstmGoldenTest, MatchesPyTorchOnTestFixture) {
@@ -142,18 +59,6 @@ TEST(LstmGoldenTest, MatchesPyTorchOnTrainedModel) {
 
 // ---------------------------------------------------------------------------
 // Interface contract.
-
-std::vector<double> RandomProportions(int M, uint64_t* state) {
-  std::vector<double> p(M);
-  double sum = 0;
-  for (double& v : p) {
-    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
-    v = 0.05 + static_cast<double>(*state >> 11) / 9007199254740992.0;
-    sum += v;
-  }
-  for (double& v : p) v /= sum;
-  return p;
-}
 
 TEST(LstmPredictorTest, NameAndSizes) {
   ASSERT_OK_AND_ASSIGN(auto p, MakeLstmPredictor(5, kTinyWeights));
@@ -213,7 +118,7 @@ TEST(LstmPredictorTest, PathConsistentWithForecast) {
   ASSERT_OK_AND_ASSIGN(auto p, MakeLstmPredictor(5, kTinyWeights));
   uint64_t rng = 1;
   for (int t = 0; t < 40; ++t) {
-    p->Observe(RandomProportions(5, &rng));
+    p->Observe(RandomShares(5, &rng));
     if (t == 0 || t == 4 || t == 39) CheckPathConsistency(p.get(), {1, 4, 20}, 60);
   }
 }
@@ -223,7 +128,7 @@ TEST(LstmPredictorTest, TrainedModelPathConsistentWithForecast) {
   const int M = w->model().num_experts;
   ASSERT_OK_AND_ASSIGN(auto p, MakeLstmPredictor(M, w));
   uint64_t rng = 7;
-  for (int t = 0; t < 300; ++t) p->Observe(RandomProportions(M, &rng));
+  for (int t = 0; t < 300; ++t) p->Observe(RandomShares(M, &rng));
   CheckPathConsistency(p.get(), w->model().horizons, w->model().horizons.back() + 50);
   // Raw outputs of a sane model are close to proportions.
   std::vector<double> out(M);
@@ -242,7 +147,7 @@ TEST(LstmPredictorTest, RefreshAndRepeatedForecastAgree) {
   uint64_t rng = 3;
   std::vector<double> fa(5), fb(5), again(5);
   for (int t = 0; t < 25; ++t) {
-    const auto p = RandomProportions(5, &rng);
+    const auto p = RandomShares(5, &rng);
     a->Observe(p);
     b->Observe(p);
     b->Refresh();
