@@ -14,28 +14,21 @@
 namespace moecast {
 namespace {
 
-constexpr int kMaxExperts = 65536;
 constexpr int kMaxHidden = 1024;
-constexpr int kMaxLayers = 16;
-constexpr int kMaxLookback = 65536;
-constexpr int kMaxBlock = 65536;
-constexpr int64_t kMaxWindow = 1 << 20;
-constexpr int kMaxHorizons = 64;
-constexpr int kMaxDescription = 65536;
-constexpr int kMaxHorizon = 1 << 30;
-constexpr size_t kFixedHeaderBytes = 44;  // magic, version, 8 counts
 
 using lstm_internal::Bad;
+using lstm_internal::CheckRange;
 using lstm_internal::GetF32;
 using lstm_internal::GetU32;
+using lstm_internal::kFixedHeaderBytes;
+using lstm_internal::kMaxExperts;
+using lstm_internal::kMaxHorizons;
 using lstm_internal::PutF32;
 using lstm_internal::PutU32;
+using lstm_internal::TensorPointers;
+using lstm_internal::TensorRef;
 using lstm_internal::ValidateScale;
 
-struct TensorRef {
-  std::string name;
-  int64_t size;
-};
 std::vector<TensorRef> TensorLayout(int64_t H, int64_t num_layers, int64_t K) {
   std::vector<TensorRef> t;
   for (int64_t l = 0; l < num_layers; ++l) {
@@ -50,59 +43,18 @@ std::vector<TensorRef> TensorLayout(int64_t H, int64_t num_layers, int64_t K) {
   return t;
 }
 
-std::vector<std::vector<float>*> TensorPointers(LstmEModel* m) {
-  std::vector<std::vector<float>*> p;
-  for (auto& l : m->layers) {
-    p.push_back(&l.weight_ih);
-    p.push_back(&l.weight_hh);
-    p.push_back(&l.bias_ih);
-    p.push_back(&l.bias_hh);
-  }
-  p.push_back(&m->head_weight);
-  p.push_back(&m->head_bias);
-  return p;
-}
-
 absl::Status ValidateShape(int64_t features, int64_t H, int64_t num_layers,
                            int64_t lookback, int64_t block, int64_t anchor,
                            const std::vector<int64_t>& horizons, int64_t description_bytes,
                            absl::string_view source) {
-  auto range = [&](absl::string_view name, int64_t v, int64_t lo,
-                   int64_t hi) -> absl::Status {
-    if (v < lo || v > hi) {
-      return Bad(source, absl::StrCat(name, " = ", v, " is out of range [", lo, ", ",
-                                      hi, "]"));
-    }
-    return absl::OkStatus();
-  };
   if (features != LstmEModel::kFeatures) {
     return Bad(source, absl::StrCat("num_features = ", features, ", this build's inputs are ",
                                     LstmEModel::kFeatures));
   }
   absl::Status s;
-  if (!(s = range("hidden", H, 1, kMaxHidden)).ok()) return s;
-  if (!(s = range("num_layers", num_layers, 1, kMaxLayers)).ok()) return s;
-  if (!(s = range("lookback", lookback, 1, kMaxLookback)).ok()) return s;
-  if (!(s = range("block", block, 1, kMaxBlock)).ok()) return s;
-  if (!(s = range("lookback * block", lookback * block, 1, kMaxWindow)).ok()) return s;
-  if (!(s = range("anchor_window", anchor, 1, lookback * block)).ok()) return s;
-  if (!(s = range("num_horizons", static_cast<int64_t>(horizons.size()), 1,
-                  kMaxHorizons)).ok()) {
-    return s;
-  }
-  if (!(s = range("description_bytes", description_bytes, 0, kMaxDescription)).ok()) {
-    return s;
-  }
-  for (size_t k = 0; k < horizons.size(); ++k) {
-    if (!(s = range(absl::StrCat("horizons[", k, "]"), horizons[k], 1, kMaxHorizon)).ok()) {
-      return s;
-    }
-    if (k > 0 && horizons[k] <= horizons[k - 1]) {
-      return Bad(source, absl::StrCat("horizons are not strictly increasing: horizons[", k,
-                                      "] = ", horizons[k], " after ", horizons[k - 1]));
-    }
-  }
-  return absl::OkStatus();
+  if (!(s = CheckRange(source, "hidden", H, 1, kMaxHidden)).ok()) return s;
+  return lstm_internal::ValidateStackShape(num_layers, lookback, block, anchor, horizons,
+                                          description_bytes, source);
 }
 
 }  // namespace
@@ -118,20 +70,7 @@ absl::Status ValidateLstmEModel(const LstmEModel& m, absl::string_view source) {
   const std::vector<TensorRef> layout =
       TensorLayout(m.hidden, m.num_layers(), static_cast<int64_t>(m.horizons.size()));
   const std::vector<std::vector<float>*> tensors = TensorPointers(const_cast<LstmEModel*>(&m));
-  for (size_t i = 0; i < layout.size(); ++i) {
-    const std::vector<float>& t = *tensors[i];
-    if (static_cast<int64_t>(t.size()) != layout[i].size) {
-      return Bad(source, absl::StrCat(layout[i].name, " has ", t.size(), " values, expected ",
-                                      layout[i].size));
-    }
-    for (size_t j = 0; j < t.size(); ++j) {
-      if (!std::isfinite(t[j])) {
-        return Bad(source, absl::StrCat("non-finite value ", t[j], " in ", layout[i].name,
-                                        " at index ", j));
-      }
-    }
-  }
-  return absl::OkStatus();
+  return lstm_internal::ValidateTensors(layout, tensors, source);
 }
 
 std::string EncodeLstmEModel(const LstmEModel& m) {
@@ -179,15 +118,13 @@ absl::StatusOr<LstmEModel> DecodeLstmEModel(absl::string_view bytes,
   for (int i = 0; i < 8; ++i) f[i] = GetU32(bytes.data() + 12 + 4 * i);
   const int64_t F = f[0], H = f[1], num_layers = f[2], lookback = f[3], block = f[4],
                 anchor = f[5], K = f[6], D = f[7];
-  if (K < 1 || K > kMaxHorizons) {
-    return Bad(source, absl::StrCat("num_horizons = ", K, " is out of range [1, ",
-                                    kMaxHorizons, "]"));
-  }
+  absl::Status s = CheckRange(source, "num_horizons", K, 1, kMaxHorizons);
+  if (!s.ok()) return s;
   const size_t header = kFixedHeaderBytes + 4 * K + 8;
   if (n < header) return truncated(header, "the header with its horizons and scales");
   std::vector<int64_t> horizons(K);
   for (int64_t k = 0; k < K; ++k) horizons[k] = GetU32(bytes.data() + kFixedHeaderBytes + 4 * k);
-  absl::Status s = ValidateShape(F, H, num_layers, lookback, block, anchor, horizons, D, source);
+  s = ValidateShape(F, H, num_layers, lookback, block, anchor, horizons, D, source);
   if (!s.ok()) return s;
   LstmEModel m;
   m.hidden = static_cast<int>(H);
@@ -215,18 +152,8 @@ absl::StatusOr<LstmEModel> DecodeLstmEModel(absl::string_view bytes,
   m.description.assign(bytes.data() + header, D);
   m.layers.resize(num_layers);
   const std::vector<std::vector<float>*> tensors = TensorPointers(&m);
-  size_t off = header + D;
-  for (size_t i = 0; i < layout.size(); ++i) {
-    std::vector<float>& t = *tensors[i];
-    t.resize(layout[i].size);
-    for (int64_t j = 0; j < layout[i].size; ++j, off += 4) {
-      t[j] = GetF32(bytes.data() + off);
-      if (!std::isfinite(t[j])) {
-        return Bad(source, absl::StrCat("non-finite value ", t[j], " in ", layout[i].name,
-                                        " at index ", j, " (byte offset ", off, ")"));
-      }
-    }
-  }
+  s = lstm_internal::DecodeTensors(bytes, header + D, layout, tensors, source);
+  if (!s.ok()) return s;
   return m;
 }
 
@@ -275,15 +202,7 @@ absl::StatusOr<std::shared_ptr<const LstmEWeights>> LstmEWeights::FromModel(
     const LstmEModel::Layer& src = model.layers[l];
     const int in = l == 0 ? LstmEModel::kFeatures : H;
     Compiled::Layer layer;
-    layer.w_ih.resize(4 * H, in);
-    layer.w_hh.resize(4 * H, H);
-    layer.b.resize(4 * H);
-    for (int r = 0; r < 4 * H; ++r) {
-      for (int j = 0; j < in; ++j) layer.w_ih(r, j) = src.weight_ih[int64_t{r} * in + j];
-      for (int j = 0; j < H; ++j) layer.w_hh(r, j) = src.weight_hh[int64_t{r} * H + j];
-      layer.b(r) = static_cast<float>(static_cast<double>(src.bias_ih[r]) +
-                                      static_cast<double>(src.bias_hh[r]));
-    }
+    lstm_internal::CompileLayer(src, in, H, &layer.w_ih, &layer.w_hh, &layer.b);
     c.layers.push_back(std::move(layer));
   }
   c.head_w.resize(K, H);
@@ -298,12 +217,7 @@ absl::StatusOr<std::shared_ptr<const LstmEWeights>> LstmEWeights::FromModel(
 }
 
 int64_t LstmEWeights::MemoryBytes() const {
-  int64_t floats = static_cast<int64_t>(model_.head_weight.size() + model_.head_bias.size());
-  for (const auto& l : model_.layers) {
-    floats += l.weight_ih.size() + l.weight_hh.size() + l.bias_ih.size() + l.bias_hh.size();
-  }
-  floats += compiled_->head_w.size() + compiled_->head_b.size();
-  for (const auto& l : compiled_->layers) floats += l.w_ih.size() + l.w_hh.size() + l.b.size();
+  const int64_t floats = lstm_internal::ParameterFloats(model_, *compiled_);
   return static_cast<int64_t>(sizeof(*this) + sizeof(Compiled)) + 4 * floats +
          static_cast<int64_t>(model_.description.size() + source_.size());
 }

@@ -123,6 +123,83 @@ void PathOverSteps(const std::vector<int>& hz, const Eigen::MatrixXd& y,
   }
 }
 
+absl::Status CheckRange(absl::string_view source, absl::string_view name, int64_t v,
+                        int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return Bad(source, absl::StrCat(name, " = ", v, " is out of range [", lo, ", ", hi, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateStackShape(int64_t num_layers, int64_t lookback, int64_t block,
+                                int64_t anchor, const std::vector<int64_t>& horizons,
+                                int64_t description_bytes, absl::string_view source) {
+  absl::Status s;
+  if (!(s = CheckRange(source, "num_layers", num_layers, 1, kMaxLayers)).ok()) return s;
+  if (!(s = CheckRange(source, "lookback", lookback, 1, kMaxLookback)).ok()) return s;
+  if (!(s = CheckRange(source, "block", block, 1, kMaxBlock)).ok()) return s;
+  if (!(s = CheckRange(source, "lookback * block", lookback * block, 1, kMaxWindow)).ok()) {
+    return s;
+  }
+  if (!(s = CheckRange(source, "anchor_window", anchor, 1, lookback * block)).ok()) return s;
+  if (!(s = CheckRange(source, "num_horizons", static_cast<int64_t>(horizons.size()), 1,
+                       kMaxHorizons)).ok()) {
+    return s;
+  }
+  if (!(s = CheckRange(source, "description_bytes", description_bytes, 0, kMaxDescription))
+           .ok()) {
+    return s;
+  }
+  for (size_t k = 0; k < horizons.size(); ++k) {
+    if (!(s = CheckRange(source, absl::StrCat("horizons[", k, "]"), horizons[k], 1,
+                         kMaxHorizon)).ok()) {
+      return s;
+    }
+    if (k > 0 && horizons[k] <= horizons[k - 1]) {
+      return Bad(source, absl::StrCat("horizons are not strictly increasing: horizons[", k,
+                                      "] = ", horizons[k], " after ", horizons[k - 1]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTensors(const std::vector<TensorRef>& layout,
+                             const std::vector<std::vector<float>*>& tensors,
+                             absl::string_view source) {
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const std::vector<float>& t = *tensors[i];
+    if (static_cast<int64_t>(t.size()) != layout[i].size) {
+      return Bad(source, absl::StrCat(layout[i].name, " has ", t.size(), " values, expected ",
+                                      layout[i].size));
+    }
+    for (size_t j = 0; j < t.size(); ++j) {
+      if (!std::isfinite(t[j])) {
+        return Bad(source, absl::StrCat("non-finite value ", t[j], " in ", layout[i].name,
+                                        " at index ", j));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeTensors(absl::string_view bytes, size_t off,
+                           const std::vector<TensorRef>& layout,
+                           const std::vector<std::vector<float>*>& tensors,
+                           absl::string_view source) {
+  for (size_t i = 0; i < layout.size(); ++i) {
+    std::vector<float>& t = *tensors[i];
+    t.resize(layout[i].size);
+    for (int64_t j = 0; j < layout[i].size; ++j, off += 4) {
+      t[j] = GetF32(bytes.data() + off);
+      if (!std::isfinite(t[j])) {
+        return Bad(source, absl::StrCat("non-finite value ", t[j], " in ", layout[i].name,
+                                        " at index ", j, " (byte offset ", off, ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 LstmPredictorBase::LstmPredictorBase(std::string name, int num_experts,
                                      int window_steps, int num_horizons)
     : M_(num_experts),

@@ -58,6 +58,96 @@ void MeanOverHorizon(const std::vector<int>& hz, const Eigen::MatrixXd& y,
 void PathOverSteps(const std::vector<int>& hz, const Eigen::MatrixXd& y,
                    const Eigen::MatrixXd& step, int steps, double* out);
 
+// Limits of the weights files' fields that both kinds share (lstm.h's
+// "Weights file"; each kind has its own limit on the hidden size).
+constexpr int kMaxExperts = 65536;
+constexpr int kMaxLayers = 16;
+constexpr int kMaxLookback = 65536;
+constexpr int kMaxBlock = 65536;
+constexpr int64_t kMaxWindow = 1 << 20;
+constexpr int kMaxHorizons = 64;
+constexpr int kMaxDescription = 65536;
+constexpr int kMaxHorizon = 1 << 30;
+constexpr size_t kFixedHeaderBytes = 44;  // magic, version, 8 counts
+
+// OK if lo <= v <= hi; else Bad "name = v is out of range [lo, hi]".
+absl::Status CheckRange(absl::string_view source, absl::string_view name, int64_t v,
+                        int64_t lo, int64_t hi);
+
+// Checks the shape fields after the first two (M or the feature count, and
+// the hidden size), in file order: num_layers, lookback, block, lookback *
+// block, anchor_window, the number of horizons, description_bytes, then each
+// horizon and that they strictly increase. The first failure is returned.
+absl::Status ValidateStackShape(int64_t num_layers, int64_t lookback, int64_t block,
+                                int64_t anchor, const std::vector<int64_t>& horizons,
+                                int64_t description_bytes, absl::string_view source);
+
+// A parameter tensor of a weights file, with its expected size.
+struct TensorRef {
+  std::string name;
+  int64_t size;
+};
+
+// The parameter tensors of a model (LstmModel or LstmEModel) in file order:
+// per layer weight_ih, weight_hh, bias_ih, bias_hh; then head_weight and
+// head_bias.
+template <class Model>
+std::vector<std::vector<float>*> TensorPointers(Model* m) {
+  std::vector<std::vector<float>*> p;
+  for (auto& l : m->layers) {
+    p.push_back(&l.weight_ih);
+    p.push_back(&l.weight_hh);
+    p.push_back(&l.bias_ih);
+    p.push_back(&l.bias_hh);
+  }
+  p.push_back(&m->head_weight);
+  p.push_back(&m->head_bias);
+  return p;
+}
+
+// OK if tensors[i] has layout[i].size values, all finite; else Bad naming
+// the tensor (and the index of a non-finite value).
+absl::Status ValidateTensors(const std::vector<TensorRef>& layout,
+                             const std::vector<std::vector<float>*>& tensors,
+                             absl::string_view source);
+
+// Fills tensors[i] (resized to layout[i].size) from the float32 values at
+// bytes[off...]; the caller has checked that bytes holds them all. Bad naming
+// the tensor, index and byte offset of a non-finite value.
+absl::Status DecodeTensors(absl::string_view bytes, size_t off,
+                           const std::vector<TensorRef>& layout,
+                           const std::vector<std::vector<float>*>& tensors,
+                           absl::string_view source);
+
+// One stacked layer in inference form: w_ih (4H x in) and w_hh (4H x H) from
+// the row-major file tensors, b = bias_ih + bias_hh (summed in double).
+template <class FileLayer>
+void CompileLayer(const FileLayer& src, int in, int H, Eigen::MatrixXf* w_ih,
+                  Eigen::MatrixXf* w_hh, Eigen::VectorXf* b) {
+  w_ih->resize(4 * H, in);
+  w_hh->resize(4 * H, H);
+  b->resize(4 * H);
+  for (int r = 0; r < 4 * H; ++r) {
+    for (int j = 0; j < in; ++j) (*w_ih)(r, j) = src.weight_ih[int64_t{r} * in + j];
+    for (int j = 0; j < H; ++j) (*w_hh)(r, j) = src.weight_hh[int64_t{r} * H + j];
+    (*b)(r) = static_cast<float>(static_cast<double>(src.bias_ih[r]) +
+                                 static_cast<double>(src.bias_hh[r]));
+  }
+}
+
+// The floats a loaded model holds: its file tensors and their compiled form
+// (for the weights classes' MemoryBytes).
+template <class Model, class Compiled>
+int64_t ParameterFloats(const Model& model, const Compiled& compiled) {
+  int64_t floats = static_cast<int64_t>(model.head_weight.size() + model.head_bias.size());
+  for (const auto& l : model.layers) {
+    floats += l.weight_ih.size() + l.weight_hh.size() + l.bias_ih.size() + l.bias_hh.size();
+  }
+  floats += compiled.head_w.size() + compiled.head_b.size();
+  for (const auto& l : compiled.layers) floats += l.w_ih.size() + l.w_hh.size() + l.b.size();
+  return floats;
+}
+
 // The state and calls both LSTM predictors share. A subclass implements
 // Compute(): from the window in the ring (steps [observed_ - min(observed_,
 // W), observed_), Slot(t)) it sets anchor_ and the head means y_ (M x K);
