@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <cstring>
 #include <utility>
 
 #include "Eigen/Dense"
@@ -18,11 +17,7 @@ constexpr int kMaxHidden = 4096;
 
 using lstm_internal::Bad;
 using lstm_internal::CheckRange;
-using lstm_internal::GetF32;
-using lstm_internal::GetU32;
-using lstm_internal::kFixedHeaderBytes;
 using lstm_internal::kMaxExperts;
-using lstm_internal::kMaxHorizons;
 using lstm_internal::PutF32;
 using lstm_internal::PutU32;
 using lstm_internal::TensorPointers;
@@ -96,41 +91,19 @@ std::string EncodeLstmModel(const LstmModel& m) {
 
 absl::StatusOr<LstmModel> DecodeLstmModel(absl::string_view bytes,
                                           absl::string_view source) {
-  const size_t n = bytes.size();
-  auto truncated = [&](size_t need, absl::string_view what) {
-    return absl::DataLossError(absl::StrCat(
-        source, ": truncated: ", n, " bytes, ", what, " needs ", need));
-  };
-  if (n < 8) return truncated(8, "the magic");
-  if (std::memcmp(bytes.data(), "MOECLSTE", 8) == 0) {
-    return Bad(source, "this is a per-expert lstm_e weights file (magic \"MOECLSTE\"), not "
-                       "an M-specific lstm file (\"MOECLSTM\"): load it with lstm_e(PATH)");
-  }
-  if (std::memcmp(bytes.data(), LstmModel::kMagic, 8) != 0) {
-    return Bad(source, "bad magic: not a moecast LSTM weights file (expected "
-                       "the 8 bytes \"MOECLSTM\")");
-  }
-  if (n < 12) return truncated(12, "the version");
-  const uint32_t version = GetU32(bytes.data() + 8);
-  if (version != LstmModel::kVersion) {
-    return Bad(source, absl::StrCat("unsupported version ", version,
-                                    " (this build reads version ",
-                                    LstmModel::kVersion, ")"));
-  }
-  if (n < kFixedHeaderBytes) return truncated(kFixedHeaderBytes, "the header");
-  const char* p = bytes.data() + 12;
-  int64_t f[8];
-  for (int i = 0; i < 8; ++i) f[i] = GetU32(p + 4 * i);
-  const int64_t M = f[0], H = f[1], num_layers = f[2], lookback = f[3],
-                block = f[4], anchor = f[5], K = f[6], D = f[7];
-  // Range-check the counts before using them as sizes.
-  absl::Status s = CheckRange(source, "num_horizons", K, 1, kMaxHorizons);
-  if (!s.ok()) return s;
-  const size_t header = kFixedHeaderBytes + 4 * K + 8;
-  if (n < header) return truncated(header, "the header with its horizons and scales");
-  std::vector<int64_t> horizons(K);
-  for (int64_t k = 0; k < K; ++k) horizons[k] = GetU32(bytes.data() + kFixedHeaderBytes + 4 * k);
-  s = ValidateShape(M, H, num_layers, lookback, block, anchor, horizons, D, source);
+  static constexpr lstm_internal::FileKind kKind = {
+      LstmModel::kMagic, LstmModel::kVersion, "MOECLSTE",
+      "this is a per-expert lstm_e weights file (magic \"MOECLSTE\"), not an M-specific "
+      "lstm file (\"MOECLSTM\"): load it with lstm_e(PATH)",
+      "bad magic: not a moecast LSTM weights file (expected the 8 bytes \"MOECLSTM\")"};
+  absl::StatusOr<lstm_internal::FileHeader> h = lstm_internal::DecodeHeader(bytes, source, kKind);
+  if (!h.ok()) return h.status();
+  const int64_t M = h->counts[0], H = h->counts[1], num_layers = h->counts[2],
+                lookback = h->counts[3], block = h->counts[4], anchor = h->counts[5],
+                K = h->counts[6], D = h->counts[7];
+  const size_t header = h->bytes;
+  absl::Status s =
+      ValidateShape(M, H, num_layers, lookback, block, anchor, h->horizons, D, source);
   if (!s.ok()) return s;
   LstmModel m;
   m.num_experts = static_cast<int>(M);
@@ -138,25 +111,18 @@ absl::StatusOr<LstmModel> DecodeLstmModel(absl::string_view bytes,
   m.lookback = static_cast<int>(lookback);
   m.block = static_cast<int>(block);
   m.anchor_window = static_cast<int>(anchor);
-  m.horizons.assign(horizons.begin(), horizons.end());
-  m.input_scale = GetF32(bytes.data() + header - 8);
-  m.output_scale = GetF32(bytes.data() + header - 4);
+  m.horizons.assign(h->horizons.begin(), h->horizons.end());
+  m.input_scale = h->scales[0];
+  m.output_scale = h->scales[1];
   if (!(s = ValidateScale("input_scale", m.input_scale, source)).ok()) return s;
   if (!(s = ValidateScale("output_scale", m.output_scale, source)).ok()) return s;
 
   const std::vector<TensorRef> layout = TensorLayout(M, H, num_layers, K);
-  int64_t params = 0;
-  for (const TensorRef& t : layout) params += t.size;
-  const int64_t expected = static_cast<int64_t>(header) + D + 4 * params;
-  if (static_cast<int64_t>(n) < expected) {
-    return truncated(expected, absl::StrCat("a model with M=", M, " H=", H,
-                                            " num_layers=", num_layers, " K=", K));
-  }
-  if (static_cast<int64_t>(n) > expected) {
-    return Bad(source, absl::StrCat("trailing bytes: ", n - expected,
-                                    " after the parameters (the model takes ",
-                                    expected, " bytes)"));
-  }
+  s = lstm_internal::CheckParameterBytes(
+      bytes.size(), header, D, layout,
+      absl::StrCat("a model with M=", M, " H=", H, " num_layers=", num_layers, " K=", K),
+      source);
+  if (!s.ok()) return s;
   m.description.assign(bytes.data() + header, D);
   m.layers.resize(num_layers);
   const std::vector<std::vector<float>*> tensors = TensorPointers(&m);

@@ -163,6 +163,60 @@ absl::Status ValidateStackShape(int64_t num_layers, int64_t lookback, int64_t bl
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status Truncated(absl::string_view source, size_t n, size_t need,
+                       absl::string_view what) {
+  return absl::DataLossError(
+      absl::StrCat(source, ": truncated: ", n, " bytes, ", what, " needs ", need));
+}
+
+}  // namespace
+
+absl::StatusOr<FileHeader> DecodeHeader(absl::string_view bytes, absl::string_view source,
+                                        const FileKind& kind) {
+  const size_t n = bytes.size();
+  if (n < 8) return Truncated(source, n, 8, "the magic");
+  if (std::memcmp(bytes.data(), kind.other_magic, 8) == 0) return Bad(source, kind.other_message);
+  if (std::memcmp(bytes.data(), kind.magic, 8) != 0) return Bad(source, kind.bad_magic);
+  if (n < 12) return Truncated(source, n, 12, "the version");
+  const uint32_t version = GetU32(bytes.data() + 8);
+  if (version != kind.version) {
+    return Bad(source, absl::StrCat("unsupported version ", version,
+                                    " (this build reads version ", kind.version, ")"));
+  }
+  if (n < kFixedHeaderBytes) return Truncated(source, n, kFixedHeaderBytes, "the header");
+  FileHeader h;
+  for (int i = 0; i < 8; ++i) h.counts[i] = GetU32(bytes.data() + 12 + 4 * i);
+  // Range-check the count before using it as a size.
+  const int64_t K = h.counts[6];
+  absl::Status s = CheckRange(source, "num_horizons", K, 1, kMaxHorizons);
+  if (!s.ok()) return s;
+  h.bytes = kFixedHeaderBytes + 4 * K + 8;
+  if (n < h.bytes) return Truncated(source, n, h.bytes, "the header with its horizons and scales");
+  h.horizons.resize(K);
+  for (int64_t k = 0; k < K; ++k) h.horizons[k] = GetU32(bytes.data() + kFixedHeaderBytes + 4 * k);
+  h.scales[0] = GetF32(bytes.data() + h.bytes - 8);
+  h.scales[1] = GetF32(bytes.data() + h.bytes - 4);
+  return h;
+}
+
+absl::Status CheckParameterBytes(size_t file_bytes, size_t header_bytes, int64_t D,
+                                 const std::vector<TensorRef>& layout,
+                                 absl::string_view model, absl::string_view source) {
+  int64_t params = 0;
+  for (const TensorRef& t : layout) params += t.size;
+  const int64_t expected = static_cast<int64_t>(header_bytes) + D + 4 * params;
+  const int64_t n = static_cast<int64_t>(file_bytes);
+  if (n < expected) return Truncated(source, file_bytes, expected, model);
+  if (n > expected) {
+    return Bad(source, absl::StrCat("trailing bytes: ", n - expected,
+                                    " after the parameters (the model takes ", expected,
+                                    " bytes)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateTensors(const std::vector<TensorRef>& layout,
                              const std::vector<std::vector<float>*>& tensors,
                              absl::string_view source) {

@@ -88,6 +88,40 @@ struct TensorRef {
   int64_t size;
 };
 
+// A weights file's header as read: the 8 counts after the version (lstm.h's
+// "Weights file": num_experts, or lstm_e's num_features; hidden; num_layers;
+// lookback; block; anchor_window; num_horizons; description_bytes), the
+// horizons, and the two scales after them.
+struct FileHeader {
+  int64_t counts[8] = {};
+  std::vector<int64_t> horizons;
+  float scales[2] = {};
+  size_t bytes = 0;  // kFixedHeaderBytes + 4 K + 8: where the description starts
+};
+
+// The file's kind, for DecodeHeader's errors.
+struct FileKind {
+  const char* magic;          // 8 bytes
+  uint32_t version;
+  const char* other_magic;    // the other kind's 8 bytes
+  const char* other_message;  // Bad for a file of the other kind
+  const char* bad_magic;      // Bad for any other magic
+};
+
+// Reads the header: DATA_LOSS ("source: truncated: ...") when the bytes end
+// before the magic, the version, the fixed header or the horizons and
+// scales; Bad for the other kind's magic, another magic, another version, or
+// num_horizons out of [1, kMaxHorizons]. Checks no other field.
+absl::StatusOr<FileHeader> DecodeHeader(absl::string_view bytes, absl::string_view source,
+                                        const FileKind& kind);
+
+// After the header and the D description bytes come the parameters of
+// `layout`: DATA_LOSS naming `model` (e.g. "a model with H=8 ...") if the
+// file is shorter, Bad for trailing bytes if longer.
+absl::Status CheckParameterBytes(size_t file_bytes, size_t header_bytes, int64_t D,
+                                 const std::vector<TensorRef>& layout,
+                                 absl::string_view model, absl::string_view source);
+
 // The parameter tensors of a model (LstmModel or LstmEModel) in file order:
 // per layer weight_ih, weight_hh, bias_ih, bias_hh; then head_weight and
 // head_bias.
