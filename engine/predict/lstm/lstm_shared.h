@@ -1,6 +1,7 @@
 // What the two LSTM predictors (lstm.h: one network over a layer's experts;
 // lstm_e.h: one network run per expert) share: the weights files'
-// little-endian encoding, their errors and file I/O, the step from the
+// little-endian encoding, header, shared field limits and checks, tensor
+// validation and decoding, their errors and file I/O, the step from the
 // per-horizon head means to forecasts (the piecewise-constant path of
 // lstm.h's "Other horizons and the path"), and the predictor skeleton
 // (LstmPredictorBase: the window ring, the anchor, the head outputs, Observe /
