@@ -18,8 +18,6 @@ constexpr int kMaxHidden = 4096;
 using lstm_internal::Bad;
 using lstm_internal::CheckRange;
 using lstm_internal::kMaxExperts;
-using lstm_internal::PutF32;
-using lstm_internal::PutU32;
 using lstm_internal::TensorPointers;
 using lstm_internal::TensorRef;
 using lstm_internal::ValidateScale;
@@ -71,31 +69,24 @@ absl::Status ValidateLstmModel(const LstmModel& m, absl::string_view source) {
   return lstm_internal::ValidateTensors(layout, tensors, source);
 }
 
+// The file kind, for both the encoder and the decoder.
+constexpr lstm_internal::FileKind kKind = {
+    LstmModel::kMagic, LstmModel::kVersion, "MOECLSTE",
+    "this is a per-expert lstm_e weights file (magic \"MOECLSTE\"), not an M-specific "
+    "lstm file (\"MOECLSTM\"): load it with lstm_e(PATH)",
+    "bad magic: not a moecast LSTM weights file (expected the 8 bytes \"MOECLSTM\")"};
+
 std::string EncodeLstmModel(const LstmModel& m) {
-  std::string out(LstmModel::kMagic, 8);
-  PutU32(LstmModel::kVersion, &out);
-  for (int v : {m.num_experts, m.hidden, m.num_layers(), m.lookback, m.block,
-                m.anchor_window, static_cast<int>(m.horizons.size()),
-                static_cast<int>(m.description.size())}) {
-    PutU32(static_cast<uint32_t>(v), &out);
-  }
-  for (int h : m.horizons) PutU32(static_cast<uint32_t>(h), &out);
-  PutF32(m.input_scale, &out);
-  PutF32(m.output_scale, &out);
-  out += m.description;
-  for (const std::vector<float>* t : TensorPointers(const_cast<LstmModel*>(&m))) {
-    for (float f : *t) PutF32(f, &out);
-  }
-  return out;
+  const int counts[8] = {m.num_experts, m.hidden, m.num_layers(), m.lookback, m.block,
+                         m.anchor_window, static_cast<int>(m.horizons.size()),
+                         static_cast<int>(m.description.size())};
+  return lstm_internal::EncodeFile(kKind, counts, m.horizons, {m.input_scale, m.output_scale},
+                                   m.description,
+                                   TensorPointers(const_cast<LstmModel*>(&m)));
 }
 
 absl::StatusOr<LstmModel> DecodeLstmModel(absl::string_view bytes,
                                           absl::string_view source) {
-  static constexpr lstm_internal::FileKind kKind = {
-      LstmModel::kMagic, LstmModel::kVersion, "MOECLSTE",
-      "this is a per-expert lstm_e weights file (magic \"MOECLSTE\"), not an M-specific "
-      "lstm file (\"MOECLSTM\"): load it with lstm_e(PATH)",
-      "bad magic: not a moecast LSTM weights file (expected the 8 bytes \"MOECLSTM\")"};
   absl::StatusOr<lstm_internal::FileHeader> h = lstm_internal::DecodeHeader(bytes, source, kKind);
   if (!h.ok()) return h.status();
   const int64_t M = h->counts[0], H = h->counts[1], num_layers = h->counts[2],

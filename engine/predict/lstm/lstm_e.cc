@@ -18,8 +18,6 @@ constexpr int kMaxHidden = 1024;
 using lstm_internal::Bad;
 using lstm_internal::CheckRange;
 using lstm_internal::kMaxExperts;
-using lstm_internal::PutF32;
-using lstm_internal::PutU32;
 using lstm_internal::TensorPointers;
 using lstm_internal::TensorRef;
 using lstm_internal::ValidateScale;
@@ -68,32 +66,25 @@ absl::Status ValidateLstmEModel(const LstmEModel& m, absl::string_view source) {
   return lstm_internal::ValidateTensors(layout, tensors, source);
 }
 
+// The file kind, for both the encoder and the decoder.
+constexpr lstm_internal::FileKind kKind = {
+    LstmEModel::kMagic, LstmEModel::kVersion, "MOECLSTM",
+    "this is an M-specific lstm weights file (magic \"MOECLSTM\"), not a per-expert "
+    "lstm_e file (\"MOECLSTE\"): load it with lstm(PATH)",
+    "bad magic: not a moecast per-expert LSTM weights file (expected the 8 bytes "
+    "\"MOECLSTE\")"};
+
 std::string EncodeLstmEModel(const LstmEModel& m) {
-  std::string out(LstmEModel::kMagic, 8);
-  PutU32(LstmEModel::kVersion, &out);
-  for (int v : {LstmEModel::kFeatures, m.hidden, m.num_layers(), m.lookback, m.block,
-                m.anchor_window, static_cast<int>(m.horizons.size()),
-                static_cast<int>(m.description.size())}) {
-    PutU32(static_cast<uint32_t>(v), &out);
-  }
-  for (int h : m.horizons) PutU32(static_cast<uint32_t>(h), &out);
-  PutF32(m.input_clip, &out);
-  PutF32(m.output_scale, &out);
-  out += m.description;
-  for (const std::vector<float>* t : TensorPointers(const_cast<LstmEModel*>(&m))) {
-    for (float f : *t) PutF32(f, &out);
-  }
-  return out;
+  const int counts[8] = {LstmEModel::kFeatures, m.hidden, m.num_layers(), m.lookback, m.block,
+                         m.anchor_window, static_cast<int>(m.horizons.size()),
+                         static_cast<int>(m.description.size())};
+  return lstm_internal::EncodeFile(kKind, counts, m.horizons, {m.input_clip, m.output_scale},
+                                   m.description,
+                                   TensorPointers(const_cast<LstmEModel*>(&m)));
 }
 
 absl::StatusOr<LstmEModel> DecodeLstmEModel(absl::string_view bytes,
                                             absl::string_view source) {
-  static constexpr lstm_internal::FileKind kKind = {
-      LstmEModel::kMagic, LstmEModel::kVersion, "MOECLSTM",
-      "this is an M-specific lstm weights file (magic \"MOECLSTM\"), not a per-expert "
-      "lstm_e file (\"MOECLSTE\"): load it with lstm(PATH)",
-      "bad magic: not a moecast per-expert LSTM weights file (expected the 8 bytes "
-      "\"MOECLSTE\")"};
   absl::StatusOr<lstm_internal::FileHeader> h = lstm_internal::DecodeHeader(bytes, source, kKind);
   if (!h.ok()) return h.status();
   const int64_t F = h->counts[0], H = h->counts[1], num_layers = h->counts[2],

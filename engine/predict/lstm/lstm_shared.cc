@@ -173,6 +173,22 @@ absl::Status Truncated(absl::string_view source, size_t n, size_t need,
 
 }  // namespace
 
+std::string EncodeFile(const FileKind& kind, const int (&counts)[8],
+                       const std::vector<int>& horizons, const float (&scales)[2],
+                       const std::string& description,
+                       const std::vector<std::vector<float>*>& tensors) {
+  std::string out(kind.magic, 8);
+  PutU32(kind.version, &out);
+  for (int v : counts) PutU32(static_cast<uint32_t>(v), &out);
+  for (int h : horizons) PutU32(static_cast<uint32_t>(h), &out);
+  for (float f : scales) PutF32(f, &out);
+  out += description;
+  for (const std::vector<float>* t : tensors) {
+    for (float f : *t) PutF32(f, &out);
+  }
+  return out;
+}
+
 absl::StatusOr<FileHeader> DecodeHeader(absl::string_view bytes, absl::string_view source,
                                         const FileKind& kind) {
   const size_t n = bytes.size();

@@ -116,6 +116,14 @@ struct FileKind {
 absl::StatusOr<FileHeader> DecodeHeader(absl::string_view bytes, absl::string_view source,
                                         const FileKind& kind);
 
+// The whole file DecodeHeader and CheckParameterBytes read: magic, version,
+// the 8 counts (counts[6] = horizons.size(), counts[7] = description.size()),
+// the horizons, the two scales, the description and every tensor's floats.
+std::string EncodeFile(const FileKind& kind, const int (&counts)[8],
+                       const std::vector<int>& horizons, const float (&scales)[2],
+                       const std::string& description,
+                       const std::vector<std::vector<float>*>& tensors);
+
 // After the header and the D description bytes come the parameters of
 // `layout`: DATA_LOSS naming `model` (e.g. "a model with H=8 ...") if the
 // file is shorter, Bad for trailing bytes if longer.
