@@ -369,6 +369,42 @@ def print_table(title, horizons, rows, counts, log):
     log("  %-18s %s" % ("origins", "".join("%11d" % c for c in counts)))
 
 
+def fit(model, args, n, rng, batch_loss, val_loss, describe, log):
+    """Adam with a cosine decay to lr/20 over args.epochs, shuffled batches of
+    args.batch of the n training rows (batch_loss(idx) -> loss), gradients
+    clipped at 1, the best epoch by val_loss(model) -> (loss, detail) kept
+    and loaded, stopping after args.max_seconds. describe(detail) formats
+    the epoch's log line tail. Returns (best loss, best epoch, start time)."""
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    best = (float("inf"), None, -1)
+    t0 = time.time()
+    for epoch in range(args.epochs):
+        for g in opt.param_groups:  # cosine decay to lr/20 over the epochs
+            g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs)))
+        perm = torch.from_numpy(rng.permutation(n))
+        tot, nb = 0.0, 0
+        model.train()
+        for i in range(0, n, args.batch):
+            loss = batch_loss(perm[i:i + args.batch])
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            tot += float(loss); nb += 1
+        model.eval()
+        vl, detail = val_loss(model)
+        log("epoch %2d  train loss %.4f  %s  %.0fs"
+            % (epoch, tot / nb, describe(vl, detail), time.time() - t0))
+        if vl < best[0]:
+            best = (vl, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
+        if time.time() - t0 > args.max_seconds:
+            log("time budget reached")
+            break
+    model.load_state_dict(best[1])
+    model.eval()
+    return best[0], best[2], t0
+
+
 def train(args, log):
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -404,7 +440,6 @@ def train(args, log):
     w = torch.tensor(1.0 / base_tr, dtype=torch.float32)
 
     model = LstmForecaster(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     Ut, At, Yt, Mt = (torch.from_numpy(x).float() for x in (Utr, Atr, Ytr, Mtr))
 
     def loss_fn(pred, y, m):
@@ -417,38 +452,17 @@ def train(args, log):
         l1, _ = l1_per_horizon(pred, Yva, Mva)
         return float(np.nanmean(l1 / base_tr)), l1
 
-    best = (float("inf"), None, -1)
-    t0 = time.time()
-    n = len(Ut)
-    for epoch in range(args.epochs):
-        for g in opt.param_groups:  # cosine decay to lr/20 over the epochs
-            g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs)))
-        perm = torch.from_numpy(rng.permutation(n))
-        tot, nb = 0.0, 0
-        model.train()
-        for i in range(0, n, args.batch):
-            idx = perm[i:i + args.batch]
-            ep = torch.from_numpy(rng.permutation(M))  # expert permutation (augmentation)
-            u, a, y, m = Ut[idx][:, :, ep], At[idx][:, ep], Yt[idx][:, :, ep], Mt[idx]
-            loss = loss_fn(model(u, a), y, m)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            tot += float(loss); nb += 1
-        model.eval()
-        vl, vl1 = val_loss(model)
-        log("epoch %2d  train loss %.4f  val loss %.4f  (1 = anchor)  val L1 %s  %.0fs"
-            % (epoch, tot / nb, vl, " ".join("%.4f" % x for x in vl1), time.time() - t0))
-        if vl < best[0]:
-            best = (vl, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
-        if time.time() - t0 > args.max_seconds:
-            log("time budget reached")
-            break
-    model.load_state_dict(best[1])
-    model.eval()
+    def batch_loss(idx):
+        ep = torch.from_numpy(rng.permutation(M))  # expert permutation (augmentation)
+        u, a, y, m = Ut[idx][:, :, ep], At[idx][:, ep], Yt[idx][:, :, ep], Mt[idx]
+        return loss_fn(model(u, a), y, m)
+
+    best_loss, best_epoch, t0 = fit(
+        model, args, len(Ut), rng, batch_loss, val_loss,
+        lambda vl, vl1: "val loss %.4f  (1 = anchor)  val L1 %s"
+        % (vl, " ".join("%.4f" % x for x in vl1)), log)
     train_time = time.time() - t0
-    log("kept epoch %d (val loss %.4f); training time %.0fs on 1 thread" % (best[2], best[0], train_time))
+    log("kept epoch %d (val loss %.4f); training time %.0fs on 1 thread" % (best_epoch, best_loss, train_time))
     return cfg, model, serieses, split, train_time
 
 
@@ -756,35 +770,15 @@ def pe_main(args, log):
         return float(np.mean(tot)), tot
 
     model = PeLstm(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    best = (float("inf"), None, -1)
-    t0 = time.time()
-    for epoch in range(args.epochs):
-        for g in opt.param_groups:
-            g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs)))
-        perm = torch.from_numpy(rng.permutation(n))
-        tot, nb = 0.0, 0
-        model.train()
-        for i in range(0, n, args.batch):
-            idx = perm[i:i + args.batch]
-            pred = model(Ft[idx], At[idx], Dt[idx])
-            loss = ((pred - Yt[idx]).abs() * Wt[idx]).sum() / Mt[idx].sum().clamp(min=1)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            tot += float(loss); nb += 1
-        model.eval()
-        vl, per = val_loss(model)
-        log("epoch %2d  train loss %.4f  held-out loss %.4f (1 = anchor; per trace %s)  %.0fs"
-            % (epoch, tot / nb, vl, " ".join("%.4f" % x for x in per), time.time() - t0))
-        if vl < best[0]:
-            best = (vl, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
-        if time.time() - t0 > args.max_seconds:
-            log("time budget reached")
-            break
-    model.load_state_dict(best[1])
-    log("kept epoch %d (held-out loss %.4f); training time %.0fs on 1 thread" % (best[2], best[0], time.time() - t0))
+    best_loss, best_epoch, t0 = fit(
+        model, args, n, rng,
+        lambda idx: ((model(Ft[idx], At[idx], Dt[idx]) - Yt[idx]).abs() * Wt[idx]).sum()
+        / Mt[idx].sum().clamp(min=1),
+        val_loss,
+        lambda vl, per: "held-out loss %.4f (1 = anchor; per trace %s)"
+        % (vl, " ".join("%.4f" % x for x in per)), log)
+    log("kept epoch %d (held-out loss %.4f); training time %.0fs on 1 thread"
+        % (best_epoch, best_loss, time.time() - t0))
     desc = json.dumps({"trained_on": {os.path.basename(p): [0, sp] for p, _, sp, _ in traces},
                        "seed": args.seed, "script": "bench/lstm/train_lstm.py --per-expert"}, sort_keys=True)
     size = pe_write_weights(args.out, model, desc)
