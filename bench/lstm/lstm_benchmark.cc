@@ -45,15 +45,25 @@
 namespace moecast {
 namespace {
 
-LstmModel RandomModel(int M, int H) {
-  std::mt19937 rng(42);
-  std::uniform_real_distribution<float> u(-1.0f / std::sqrt(static_cast<float>(H)),
-                                          1.0f / std::sqrt(static_cast<float>(H)));
-  auto fill = [&](int64_t n) {
+// Weights drawn uniformly from +-1/sqrt(H) (PyTorch's LSTM initialisation).
+class RandomWeights {
+ public:
+  RandomWeights(int H, unsigned seed)
+      : rng_(seed),
+        u_(-1.0f / std::sqrt(static_cast<float>(H)), 1.0f / std::sqrt(static_cast<float>(H))) {}
+  std::vector<float> operator()(int64_t n) {
     std::vector<float> v(n);
-    for (float& x : v) x = u(rng);
+    for (float& x : v) x = u_(rng_);
     return v;
-  };
+  }
+
+ private:
+  std::mt19937 rng_;
+  std::uniform_real_distribution<float> u_;
+};
+
+LstmModel RandomModel(int M, int H) {
+  RandomWeights fill(H, 42);
   LstmModel m;
   m.num_experts = M;
   m.hidden = H;
@@ -173,14 +183,7 @@ void BM_ForecastPath100(benchmark::State& state) {
 }
 
 LstmEModel RandomEModel(int H, int num_layers, int lookback, int block) {
-  std::mt19937 rng(43);
-  std::uniform_real_distribution<float> u(-1.0f / std::sqrt(static_cast<float>(H)),
-                                          1.0f / std::sqrt(static_cast<float>(H)));
-  auto fill = [&](int64_t n) {
-    std::vector<float> v(n);
-    for (float& x : v) x = u(rng);
-    return v;
-  };
+  RandomWeights fill(H, 43);
   LstmEModel m;
   m.hidden = H;
   m.lookback = lookback;
