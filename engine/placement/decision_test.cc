@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "engine/placement/placement.h"
+#include "engine/placement/testing/plan_checks.h"
 #include "engine/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -188,18 +189,13 @@ TEST(Decide, ForcedMovesRebalanceWhateverTheSaving) {
 // forced ones, and the decision agrees with it (before, it said "keep" for a
 // plan that moves experts).
 TEST(Decide, AgreesWithAPlanThatOnlyMovesWhatIsForced) {
-  PlacementProblem p;
-  p.num_layers = 2;
-  p.num_experts = 96;
-  p.num_slots = 128;
-  p.num_groups = 1;
-  p.num_nodes = 2;
-  p.num_gpus = 16;
   std::mt19937_64 rng(3);
   std::exponential_distribution<double> ex(1.0);
-  for (int i = 0; i < p.num_layers * p.num_experts; ++i) {
-    p.loads.push_back(ex(rng));
-  }
+  std::vector<double> loads(2 * 96);
+  for (double& w : loads) w = ex(rng);
+  PlacementProblem p =
+      ::moecast::testing::ProblemOf(::moecast::testing::ClusterShape{2, 96, 128, 1, 2, 16},
+                                    loads);
   ASSERT_OK_AND_ASSIGN(Plan old_plan, PlanPlacement(p, PlacementOptions()));
   p.current_phy2log = old_plan.phy2log;
   p.excluded_gpus = {5};

@@ -27,9 +27,7 @@ using ::moecast::testing::Noisy;
 using ::testing::Each;
 using ::testing::Ge;
 
-struct Shape {
-  int layers, experts, slots, groups, nodes, gpus;
-};
+using Shape = ::moecast::testing::ClusterShape;
 
 // kind 0: Zipf-like (rank^-s, s in [0.6, 1.4], random order); 1: near
 // uniform (+-10%); 2: exponential.

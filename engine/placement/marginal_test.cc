@@ -22,9 +22,7 @@ using ::moecast::testing::ProblemOf;
 
 using ::moecast::testing::Noisy;
 
-struct Shape {
-  int layers, experts, slots, groups, nodes, gpus;
-};
+using Shape = ::moecast::testing::ClusterShape;
 
 std::vector<double> Zipf(const Shape& s, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> u(0.6, 1.2);

@@ -16,8 +16,13 @@
 
 namespace moecast::testing {
 
-// The problem of `loads` (layers x experts) on a cluster of shape `s`: any
-// struct with the fields layers, experts, slots, groups, nodes and gpus.
+// A cluster and model shape for the tests.
+struct ClusterShape {
+  int layers, experts, slots, groups, nodes, gpus;
+};
+
+// The problem of `loads` (layers x experts) on a cluster of shape `s`: a
+// ClusterShape or any struct with its fields (the benchmark's named shapes).
 template <typename Shape>
 PlacementProblem ProblemOf(const Shape& s, std::vector<double> loads) {
   PlacementProblem p;
