@@ -18,4 +18,8 @@ LayerForecaster::Events LayerForecaster::Observe(
   return e;
 }
 
+void LayerForecaster::Restored() {
+  bank->set_stable_history(state->StableHistory(bank->steps_observed()));
+}
+
 }  // namespace moecast

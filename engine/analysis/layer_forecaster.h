@@ -48,6 +48,11 @@ struct LayerForecaster {
   // (ForecastBank::Advance) is the caller's next call, after any due refit.
   Events Observe(int64_t step, int layer, absl::Span<const double> proportions,
                  double tokens, double assignments, const ShiftOptions& options);
+
+  // After the classifier and bank were restored from a snapshot: tells the
+  // bank the stable history, as Observe did after the last step (it is not
+  // part of the bank's snapshot).
+  void Restored();
 };
 
 }  // namespace moecast

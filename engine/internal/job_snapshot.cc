@@ -504,9 +504,7 @@ absl::Status Job::LoadFrom(SnapshotReader& in) {
         SnapshotReader r = layer.Section(kBankTag, "bank");
         analyzer_->models_[l].bank->LoadFrom(r);
         r.ExpectEnd();
-        ForecastBank& bank = *analyzer_->models_[l].bank;
-        bank.set_stable_history(analyzer_->models_[l].state->StableHistory(
-            bank.steps_observed()));
+        analyzer_->models_[l].Restored();
       }
     }
     if (!analyzer_->health_.empty()) {
