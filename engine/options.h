@@ -5,7 +5,9 @@
 // dominated by the history ring:
 //
 //   ring bytes = layers * experts * history_capacity_steps * 4
-//                (x2 once the job sends router-logit means)
+//                (x2 with router-logit means: a job with health on
+//                reserves their ring at registration, since gamma_eff
+//                needs them; other jobs on their first step with logits)
 //
 // e.g. 58 layers x 256 experts x 1024 steps = 61 MB (122 MB with logits).
 // Forecasting adds the predictors, the scorer and the state classifier per

@@ -54,9 +54,8 @@ void LayerHistory::Append(int64_t step, double tokens, uint32_t flags,
     flags |= kStepNoAssignments;
   }
   if (logits != nullptr) {
-    if (logits_.empty()) {
-      logits_.assign(static_cast<size_t>(num_experts_) * capacity_, 0.0f);
-    }
+    ReserveLogits();
+    has_logits_ = true;
     StoreFloats(logits, num_experts_, logits_.data() + base);
     flags |= kStepHasRouter;
   } else {
@@ -73,6 +72,12 @@ void LayerHistory::Append(int64_t step, double tokens, uint32_t flags,
   if (flags & kStepIncomplete) ++totals_.incomplete_steps;
   totals_.assignments += total;
   totals_.tokens += tokens;
+}
+
+void LayerHistory::ReserveLogits() {
+  if (logits_.empty()) {
+    logits_.assign(static_cast<size_t>(num_experts_) * capacity_, 0.0f);
+  }
 }
 
 int LayerHistory::SlotOf(int age) const {
@@ -136,8 +141,8 @@ void LayerHistory::SaveTo(internal::SnapshotWriter& out) const {
   const size_t n = static_cast<size_t>(size_);
   const size_t values = n * num_experts_;
   out.PutRawFloats(proportions_.data(), values);
-  out.PutBool(!logits_.empty());
-  if (!logits_.empty()) out.PutRawFloats(logits_.data(), values);
+  out.PutBool(has_logits_);
+  if (has_logits_) out.PutRawFloats(logits_.data(), values);
   out.PutI64s(absl::MakeConstSpan(steps_.data(), n));
   out.PutDoubles(absl::MakeConstSpan(tokens_.data(), n));
   out.PutDoubles(absl::MakeConstSpan(assignments_.data(), n));
@@ -169,7 +174,8 @@ void LayerHistory::LoadFrom(internal::SnapshotReader& in) {
   const size_t values = n * num_experts_;
   in.RawFloats("proportions", proportions_.data(), values);
   if (in.Bool("has_logits")) {
-    logits_.assign(static_cast<size_t>(num_experts_) * capacity_, 0.0f);
+    ReserveLogits();
+    has_logits_ = true;
     in.RawFloats("logits", logits_.data(), values);
   }
   std::vector<int64_t> steps = in.I64s("steps", n);
@@ -187,7 +193,7 @@ void LayerHistory::LoadFrom(internal::SnapshotReader& in) {
   std::copy(assignments.begin(), assignments.end(), assignments_.begin());
   std::copy(flags.begin(), flags.end(), flags_.begin());
   for (size_t i = 0; i < n; ++i) {
-    if ((flags_[i] & kStepHasRouter) && logits_.empty()) {
+    if ((flags_[i] & kStepHasRouter) && !has_logits_) {
       in.Fail("flags", "a step has router logits but the ring holds none");
       return;
     }

@@ -5,7 +5,8 @@
 // digits, far below sampling noise), the step's assignment total sum(c) and
 // token count N as double, and flags. Counts are recovered as p[e] * sum(c).
 // Router-logit means, when the job sends them, go to a second ring allocated
-// on first use. The running totals (cumulative counts per expert, assignments,
+// on first use, or up front by ReserveLogits (zeroing a 1 MB ring per layer
+// on the step that first carries logits would stall that ingest call). The running totals (cumulative counts per expert, assignments,
 // tokens) are exact for integer counts up to 2^53 and give token-weighted mean
 // proportions over everything seen; windows inside the ring are summed on
 // demand. Later stages (state, predictors, health) keep their own incremental
@@ -100,6 +101,10 @@ class LayerHistory {
   // Returns the number of steps used.
   int WindowMean(int window, absl::Span<double> out) const;
 
+  // Allocates the router-logit ring now (no-op if it exists). The snapshot
+  // is the same as without it until a step carries logits.
+  void ReserveLogits();
+
   // Bytes held by the ring and totals.
   int64_t MemoryBytes() const;
 
@@ -119,6 +124,7 @@ class LayerHistory {
   int head_ = 0;  // slot the next Append writes
   std::vector<float> proportions_;  // capacity_ x num_experts_
   std::vector<float> logits_;       // allocated on the first logits
+  bool has_logits_ = false;         // a step with logits was appended
   std::vector<int64_t> steps_;
   std::vector<double> tokens_;
   std::vector<double> assignments_;

@@ -1,5 +1,6 @@
 #include "engine/history/layer_history.h"
 
+#include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -107,6 +108,40 @@ TEST(LayerHistoryTest, MemoryGrowsWithLogits) {
   std::vector<double> c(64, 1.0), z(64, 0.0);
   h.Append(0, 32, 0, c.data(), 64, z.data());
   EXPECT_GE(h.MemoryBytes() - before, 64 * 100 * 4);
+}
+
+std::string Saved(const LayerHistory& h) {
+  internal::SnapshotWriter w;
+  h.SaveTo(w);
+  return w.Release();
+}
+
+TEST(LayerHistoryTest, ReservedLogitRingChangesNothingUntilLogitsArrive) {
+  LayerHistory plain(3, 4), reserved(3, 4);
+  reserved.ReserveLogits();
+  EXPECT_GE(reserved.MemoryBytes() - plain.MemoryBytes(), 3 * 4 * 4);
+  for (int t = 0; t < 6; ++t) {
+    AppendCounts(plain, t, {1, 2, 3});
+    AppendCounts(reserved, t, {1, 2, 3});
+    EXPECT_THAT(reserved.Recent(0).logits, IsEmpty());
+  }
+  // Same snapshot bytes: "has logits" means a step carried them.
+  EXPECT_EQ(Saved(plain), Saved(reserved));
+  std::vector<double> z = {0.25, -0.5, 1};
+  AppendCounts(plain, 6, {1, 1, 1}, &z);
+  AppendCounts(reserved, 6, {1, 1, 1}, &z);
+  EXPECT_THAT(reserved.Recent(0).logits, ElementsAre(0.25f, -0.5f, 1.0f));
+  EXPECT_EQ(Saved(plain), Saved(reserved));
+  // And a reserved history restores either snapshot.
+  for (const LayerHistory* from : {&plain, &reserved}) {
+    const std::string bytes = Saved(*from);
+    internal::SnapshotReader in(bytes, "history");
+    LayerHistory restored(3, 4);
+    restored.ReserveLogits();
+    restored.LoadFrom(in);
+    ASSERT_TRUE(in.ok()) << in.status();
+    EXPECT_EQ(Saved(restored), bytes);
+  }
 }
 
 }  // namespace

@@ -45,6 +45,10 @@ Job::Job(JobSpec spec, const EngineOptions& options, AnalysisStage* stage)
   layers_.reserve(spec_.num_layers);
   for (int l = 0; l < spec_.num_layers; ++l) {
     layers_.emplace_back(spec_.num_experts, options.history_capacity_steps);
+    // gamma_eff needs router logits: their ring is allocated here, where
+    // registration pays for it (the job's memory limit counts it anyway),
+    // not on the ingest call that first carries logits.
+    if (spec_.health) layers_.back().ReserveLogits();
   }
   last_reported_.assign(spec_.num_sources, -1);
   scratch_sums_.assign(spec_.num_layers, 0.0);
