@@ -681,6 +681,47 @@ TEST(SnapshotTest, WrongMagicAndFutureVersion) {
   ASSERT_OK(engine->RestoreJob(bytes));
 }
 
+// The bootstrap's replicate count shapes no saved state: a job restores
+// under another count and fits the windows that close afterwards with it.
+TEST(SnapshotTest, RestoresUnderAnotherReplicateCount) {
+  Harness harness(FastOptions());
+  auto engine = harness.NewEngine();
+  ASSERT_OK(engine->RegisterJob(FullSpec("j")));
+  const Trace trace{3, 16, 2, 7};
+  std::vector<double> counts, logits;
+  auto ingest = [&](Engine& e, int t) {
+    trace.Step(t, &counts, &logits);
+    StepInput in;
+    in.step = t;
+    in.counts = counts;
+    in.router_logits = logits;
+    ASSERT_OK(e.Ingest("j", in).status());
+  };
+  for (int t = 0; t < 30; ++t) ingest(*engine, t);
+  ASSERT_OK_AND_ASSIGN(std::string bytes, engine->SnapshotJob("j"));
+
+  EngineOptions o = FastOptions();
+  o.health.gamma.bootstrap_replicates = 11;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> restored, Engine::Create(o));
+  ASSERT_OK(restored->RestoreJob(bytes));
+  // The window of steps 0-19 was fitted with 10 replicates before the
+  // snapshot; the one closing at step 39 is fitted with 11.
+  ASSERT_OK_AND_ASSIGN(HealthReport before, restored->Health("j"));
+  ASSERT_FALSE(before.layers.empty());
+  ASSERT_TRUE(before.layers[0].gamma.has_value());
+  EXPECT_EQ(before.layers[0].step, 19);
+  EXPECT_EQ(before.layers[0].gamma->bootstrap_replicates +
+                before.layers[0].gamma->bootstrap_failed,
+            10);
+  for (int t = 30; t < 40; ++t) ingest(*restored, t);
+  ASSERT_OK_AND_ASSIGN(HealthReport after, restored->Health("j"));
+  EXPECT_EQ(after.layers[0].step, 39);
+  ASSERT_TRUE(after.layers[0].gamma.has_value());
+  EXPECT_EQ(after.layers[0].gamma->bootstrap_replicates +
+                after.layers[0].gamma->bootstrap_failed,
+            11);
+}
+
 TEST(SnapshotTest, OptionsThatRejectTheJob) {
   Harness harness(FastOptions());
   auto engine = harness.NewEngine();
@@ -697,10 +738,10 @@ TEST(SnapshotTest, OptionsThatRejectTheJob) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("history_capacity_steps = 64")));
   o = FastOptions();
-  o.health.gamma.bootstrap_replicates = 11;
+  o.health.gamma.sigma = 2;
   EXPECT_THAT(Engine::Create(o).value()->RestoreJob(bytes),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("health.gamma.bootstrap_replicates")));
+                       HasSubstr("health.gamma.sigma")));
   o = FastOptions();
   o.max_jobs = 1;
   auto full = Engine::Create(o).value();

@@ -10,12 +10,15 @@
 //            component: history only, + state and forecast bank with
 //            scoring, + health statistics; and the periodic health-window
 //            fit with its bootstrap for every layer.
+//   fits     only the health-window fits, 7 rounds (median), with the mean
+//            gamma_f and CI width (to check a faster fit for the same
+//            answers); not part of `all` (step prints one round).
 //   scale    J jobs analysed in the background: steps/s analysed, cost per
 //            series-step (wall time x analysis threads / (steps x L x M)),
 //            memory per job.
 //
 //   bazel build -c opt //bench/analysis:analysis_bench
-//   bazel-bin/bench/analysis/analysis_bench --shape=58x256 [--part=all]
+//   bazel-bin/bench/analysis/analysis_bench --shape=58x256 [--part=all|ingest|step|fits|scale]
 //       [--steps=600] [--rate=500] [--jobs=1,4,16] [--history=1024]
 //
 // Steps come from grpc_load's generator (Zipf-skewed per-layer shares with
@@ -176,6 +179,8 @@ double InlineCost(const Flags& f, const Pool& pool, bool forecasting, bool healt
   return Seconds(Clock::now() - a) / steps;
 }
 
+void FitsPart(const Flags& f, int rounds);
+
 // Part 2: per-step analysis on one core, per component, and window fits.
 void StepPart(const Flags& f) {
   std::printf("== step: %dx%d, inline analysis on one core, %d measured steps after a warm-up "
@@ -198,8 +203,15 @@ void StepPart(const Flags& f) {
   std::printf("  analysis alone, default job: %.1f us/step (%.0f steps/s)\n",
               (full - hist) * 1e6, 1.0 / (full - hist));
 
-  // Window fits: one 100-step window per layer, fitted with the engine's
-  // options (100 bootstrap replicates), timed for all layers.
+  FitsPart(f, 1);
+}
+
+// Window fits: one 100-step window per layer, fitted with the engine's
+// options (100 bootstrap replicates), all layers timed together, `rounds`
+// times (the median is printed). Also prints the mean gamma_f and CI width
+// over the layers, so that a faster fit can be checked for the same answers.
+void FitsPart(const Flags& f, int rounds) {
+  const Pool pool = MakePool(f.shape, 64, 2);
   EngineOptions o;
   HealthOptions h = o.health;
   h.gamma.top_k = f.shape.top_k;
@@ -216,16 +228,29 @@ void StepPart(const Flags& f) {
     }
     due.push_back(monitor.TakeDueWindow());
   }
-  const Clock::time_point a = Clock::now();
+  std::vector<double> times;
   int identified = 0;
-  for (const HealthMonitor::DueWindow& w : due) {
-    HealthWindow fit = HealthMonitor::FitWindow(w, h);
-    identified += fit.gamma.has_value();
+  double sum_gamma = 0, sum_width = 0;
+  for (int r = 0; r < rounds; ++r) {
+    identified = 0;
+    sum_gamma = sum_width = 0;
+    const Clock::time_point a = Clock::now();
+    for (const HealthMonitor::DueWindow& w : due) {
+      HealthWindow fit = HealthMonitor::FitWindow(w, h);
+      if (!fit.gamma.has_value()) continue;
+      ++identified;
+      sum_gamma += fit.gamma->gamma_f;
+      sum_width += fit.gamma->ci_high_f - fit.gamma->ci_low_f;
+    }
+    times.push_back(Seconds(Clock::now() - a));
   }
-  const double fits = Seconds(Clock::now() - a);
+  std::sort(times.begin(), times.end());
   std::printf("  health-window fits (gamma_eff + %d bootstrap replicates), all %d layers: "
-              "%.1f ms on one core (%d with a fit)\n",
-              h.gamma.bootstrap_replicates, f.shape.layers, fits * 1e3, identified);
+              "%.1f ms on one core (median of %d; %d with a fit; mean gamma_f %.6g, mean "
+              "95%% CI width %.6g)\n",
+              h.gamma.bootstrap_replicates, f.shape.layers, times[times.size() / 2] * 1e3,
+              rounds, identified, sum_gamma / std::max(1, identified),
+              sum_width / std::max(1, identified));
 }
 
 // Part 3: J jobs analysed in the background.
@@ -282,7 +307,8 @@ int Main(int argc, char** argv) {
       shape = value;
     } else if (name == "--part") {
       f.part = value;
-      ok = value == "all" || value == "ingest" || value == "step" || value == "scale";
+      ok = value == "all" || value == "ingest" || value == "step" || value == "scale" ||
+           value == "fits";
     } else if (name == "--steps") {
       ok = absl::SimpleAtoi(value, &f.steps) && f.steps > 0;
     } else if (name == "--rate") {
@@ -311,6 +337,7 @@ int Main(int argc, char** argv) {
   std::printf("cpu: %s; load average %s\n", grpc_load::CpuModel().c_str(),
               grpc_load::LoadAverage().c_str());
   if (f.part == "all" || f.part == "step") StepPart(f);
+  if (f.part == "fits") FitsPart(f, 7);
   if (f.part == "all" || f.part == "ingest") IngestPart(f);
   if (f.part == "all" || f.part == "scale") ScalePart(f);
   return 0;

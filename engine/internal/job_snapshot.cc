@@ -55,6 +55,9 @@ void PutSpec(SnapshotWriter& out, const JobSpec& s) {
 struct OptionEntry {
   std::string name;
   std::variant<int64_t, double> value;
+  // False for a setting no saved state depends on, under which a job
+  // restores whatever its saved value: it applies from the restore on.
+  bool must_match = true;
 };
 
 std::vector<OptionEntry> JobOptionEntries(const EngineOptions& o) {
@@ -77,7 +80,11 @@ std::vector<OptionEntry> JobOptionEntries(const EngineOptions& o) {
   i("health.gamma.estimator", static_cast<int>(h.gamma.estimator));
   i("health.gamma.closed_form_weights",
     static_cast<int>(h.gamma.closed_form_weights));
-  i("health.gamma.bootstrap_replicates", h.gamma.bootstrap_replicates);
+  // The replicate count sets only how precisely the intervals of windows
+  // that close after a restore are computed (and its default changed from
+  // 100 to 50: older data directories must restore).
+  e.push_back({"health.gamma.bootstrap_replicates",
+               int64_t{h.gamma.bootstrap_replicates}, /*must_match=*/false});
   i("health.gamma.seed", static_cast<int64_t>(h.gamma.seed));
   d("health.gamma.ci_level", h.gamma.ci_level);
   d("health.gamma.closed_form_min_count", h.gamma.closed_form_min_count);
@@ -350,7 +357,7 @@ absl::Status Job::CheckSnapshotOptions(SnapshotReader& in,
           "snapshot does not record EngineOptions.", m.name,
           ", which this engine sets to ", ValueText(m.value)));
     }
-    if (!SameValue(s->value, m.value)) {
+    if (m.must_match && !SameValue(s->value, m.value)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "snapshot was taken with EngineOptions.", m.name, " = ",
           ValueText(s->value), ", this engine has ", ValueText(m.value),

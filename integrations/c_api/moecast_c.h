@@ -201,7 +201,7 @@ typedef struct moecast_engine_options {
   int32_t history_capacity_steps;     /* steps kept per layer, default 1024 */
   int32_t max_pending_steps;          /* multi-source jobs, default 64 */
   int32_t health_window_steps;        /* health window, default 100 */
-  int32_t health_bootstrap_replicates;/* gamma_eff CI replicates, def. 100 */
+  int32_t health_bootstrap_replicates;/* gamma_eff CI replicates, def. 50 */
   int32_t dead_window_steps;          /* dead-expert window, default 100; an
                                          expert is dead after 3 such windows
                                          below 0.16/M of the load */

@@ -539,9 +539,17 @@ double FitTemperature(const std::vector<double>& q, double target) {
   return 1.0 / beta;
 }
 
+// The p-quantile of B sorted replicates as the ((B + 1) p)-th order
+// statistic, interpolated between neighbours and clamped to the extremes
+// (Davison & Hinkley 1997, sec. 5.2). The (B - 1) p + 1 rule of the sample
+// quantile draws the interval's ends inward when B is small: at M = 256
+// with 50 replicates the 95% interval covered 90.8% with it and 95.0% with
+// this one (coverage_test.cc, 4000 draws).
 double Percentile(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return kNaN;
-  const double h = (sorted.size() - 1) * p;
+  const double last = static_cast<double>(sorted.size() - 1);
+  const double h =
+      std::min(last, std::max(0.0, (sorted.size() + 1) * p - 1));
   const size_t lo = static_cast<size_t>(std::floor(h));
   const size_t hi = std::min(lo + 1, sorted.size() - 1);
   return sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo]);

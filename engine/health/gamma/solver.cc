@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/health/gamma/internal.h"
+#include "engine/internal/cpu_dispatch.h"
 
 namespace moecast {
 namespace gamma_internal {
@@ -16,7 +17,7 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // s_i, log s_i at L for every type.
-void EvalProbs(const Problem& p, double gamma, const double* load,
+MOECAST_AVX2_CLONES void EvalProbs(const Problem& p, double gamma, const double* load,
                double* probs, double* log_probs) {
   const int m = p.num_experts;
   const double inv_sigma = 1.0 / p.sigma;
@@ -155,7 +156,7 @@ bool SingleTypeFast(const Problem& p, double gamma) {
   return p.num_types == 1 && gamma >= 0;
 }
 
-void FactorSingle(const Problem& p, double gamma, const double* s,
+MOECAST_AVX2_CLONES void FactorSingle(const Problem& p, double gamma, const double* s,
                   Workspace* ws) {
   const int m = p.num_experts;
   const double c = gamma / p.sigma;
@@ -167,7 +168,7 @@ void FactorSingle(const Problem& p, double gamma, const double* s,
   ws->single_c = c;
 }
 
-void SolveSingle(int m, const double* s, const double* r, double* x,
+MOECAST_AVX2_CLONES void SolveSingle(int m, const double* s, const double* r, double* x,
                  const Workspace& ws) {
   const double* dinv = ws.dinv.data();
   const double sdr = Sum4(m, [&](int e) { return s[e] * dinv[e] * r[e]; });
@@ -180,7 +181,7 @@ void SolveSingle(int m, const double* s, const double* r, double* x,
 // Returns false if neither works. Sets *dense when the dense path ran.
 // `factored`: the previous call was at the same gamma and probabilities, so
 // the single-type factor in *ws is reused.
-bool SolveHessian(const Problem& p, double gamma, const double* probs,
+MOECAST_AVX2_CLONES bool SolveHessian(const Problem& p, double gamma, const double* probs,
                   const double* r, double* x, Workspace* ws, bool* dense,
                   bool factored = false) {
   const int m = p.num_experts;
@@ -246,13 +247,17 @@ bool SolveHessian(const Problem& p, double gamma, const double* probs,
         const double* dj = &ds[static_cast<size_t>(j) * m];
         for (int e = 0; e < m; ++e) x[e] += z[j] * dj[e];
       }
-      // Residual check (for gamma >= 0 every term is positive and the
-      // formula is stable: D >= 1 and 0 < G <= 1 for one type).
+      // Residual check, except for one type, where the formula is stable:
+      // for gamma >= 0, D >= 1 and 0 < G <= 1; for gamma < 0, D >= 0.25
+      // (checked above, woodbury) and H = D + |c| s s^T with G >= 1, so
+      // cond(H) <= 4 (1 + |c| |s|^2) < 12 (|c| < 2 where the equilibrium is
+      // unique) and the residual is within a few ulps of |r|, far inside the
+      // 1e-9 |r| below.
       bool finite = true;
       for (int e = 0; e < m; ++e) {
         if (!std::isfinite(x[e])) finite = false;
       }
-      if (finite && gamma >= 0 && k == 1) return true;
+      if (finite && k == 1) return true;
       std::vector<double>& hx = ws->hx;
       hx.resize(m);
       ApplyHessian(p, gamma, probs, x, hx.data());
@@ -327,7 +332,7 @@ double MleUpperBound(int num_experts, double sigma) {
   return 1e6 * num_experts * sigma;
 }
 
-void Solve(const Problem& p, double gamma, double tol, int max_iter,
+MOECAST_AVX2_CLONES void Solve(const Problem& p, double gamma, double tol, int max_iter,
            const double* warm, Workspace* ws, State* st) {
   const int m = p.num_experts;
   const int k = p.num_types;
@@ -491,7 +496,7 @@ void Solve(const Problem& p, double gamma, double tol, int max_iter,
   }
 }
 
-void PredictLoadForQuality(const Problem& p, const State& st,
+MOECAST_AVX2_CLONES void PredictLoadForQuality(const Problem& p, const State& st,
                            const double* q_new, Workspace* ws,
                            std::vector<double>* out) {
   const int m = p.num_experts;
@@ -546,7 +551,7 @@ void PredictLoadForQuality(const Problem& p, const State& st,
   }
 }
 
-void LoadDerivative(const Problem& p, const State& st, Workspace* ws,
+MOECAST_AVX2_CLONES void LoadDerivative(const Problem& p, const State& st, Workspace* ws,
                     std::vector<double>* dload) {
   const int m = p.num_experts;
   std::vector<double>& rhs = ws->tmp;
@@ -570,7 +575,7 @@ void LoadDerivative(const Problem& p, const State& st, Workspace* ws,
   for (int e = 0; e < m; ++e) (*dload)[e] = -(*dload)[e];
 }
 
-Likelihood EvaluateLikelihood(const Problem& p, const Counts& c,
+MOECAST_AVX2_CLONES Likelihood EvaluateLikelihood(const Problem& p, const Counts& c,
                               const State& st, const std::vector<double>& dload,
                               Workspace* ws) {
   const int m = p.num_experts;
@@ -604,7 +609,7 @@ namespace {
 
 // SingleTypeCurvature; `factored` as for SolveHessian (true right after
 // LoadDerivative on the same state).
-double Curvature(const Problem& p, const Counts& c, const State& st,
+MOECAST_AVX2_CLONES double Curvature(const Problem& p, const Counts& c, const State& st,
                  const std::vector<double>& dload, Workspace* ws,
                  std::vector<double>* d2load, bool factored) {
   if (p.num_types != 1) return kNaN;
