@@ -280,9 +280,12 @@ TEST(LstmTest, MatchesEngine) {
   }
 }
 
+// The engine's interval end (gamma.h): the ((B + 1) p)-th of the B sorted
+// replicates, interpolated and clamped.
 double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
-  const double h = (v.size() - 1) * p;
+  const double h = std::min(static_cast<double>(v.size() - 1),
+                            std::max(0.0, (v.size() + 1) * p - 1));
   const size_t lo = static_cast<size_t>(std::floor(h));
   const size_t hi = std::min(lo + 1, v.size() - 1);
   return v[lo] + (h - lo) * (v[hi] - v[lo]);
