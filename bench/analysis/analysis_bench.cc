@@ -123,8 +123,14 @@ void IngestPart(const Flags& f) {
   EngineOptions o;
   o.history_capacity_steps = f.history;
   std::unique_ptr<Engine> engine = *Engine::Create(o);
+  const Clock::time_point r0 = Clock::now();
   (void)engine->RegisterJob(Spec("hist", f.shape, false, false));
+  const Clock::time_point r1 = Clock::now();
   (void)engine->RegisterJob(Spec("full", f.shape, true, true));
+  const Clock::time_point r2 = Clock::now();
+  std::printf("  RegisterJob: history-only job %.1f ms, default job %.1f ms (its history ring, "
+              "the logit ring with health on, and predictor state allocated and zeroed)\n",
+              Seconds(r1 - r0) * 1e3, Seconds(r2 - r1) * 1e3);
   std::vector<int64_t> hist_ns, full_ns;
   const auto period = std::chrono::duration<double>(1.0 / f.rate);
   const Clock::time_point t0 = Clock::now();
