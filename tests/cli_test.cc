@@ -206,6 +206,12 @@ TEST(CliPlanTest, PlansBothModesAndDecides) {
                           "\"plan_ms\"", "\"transfers\""}) {
     EXPECT_THAT(text.str(), HasSubstr(key));
   }
+  // --repeat: the same plan again, its warm times summarised.
+  CommandRun again = Moecast({"plan", "--loads", loads, "--slots=12", "--gpus=4",
+                              "--repeat=4"});
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_THAT(again.out, HasSubstr("planned again 3 times: median "));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("planned again")));
   CommandRun e = Moecast({"plan", "--loads", loads, "--slots=12", "--gpus=4",
                           "--mode=eplb"});
   EXPECT_EQ(e.code, 0) << e.err;
@@ -328,6 +334,10 @@ TEST(CliPlanTest, RejectsBadInputWithTheReason) {
         "--move_budget=4"}, 2, "--max_moves (3) and --move_budget (4) disagree"},
       {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--max_moves=-2"}, 2,
        "--max_moves"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--repeat=0"}, 2,
+       "--repeat"},
+      {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--repeat=x"}, 2,
+       "--repeat"},
       {{"plan", "--loads", loads, "--slots=8", "--gpus=4", "--bytes_per_expert=-1"}, 2,
        "bytes_per_expert must be finite and >= 0, got -1"},
       {{"plan", "--loads", TempPath("none.json"), "--slots=8", "--gpus=4"}, 1,
