@@ -49,6 +49,20 @@ MOECAST_AVX2_CLONES double L1(const float* __restrict__ f,
   return l1;
 }
 
+// The scaled residuals (y_e - f_e) / sqrt(max(f_e, 1e-12)) of experts
+// e0 .. e0 + n - 1 into out[0 .. n): independent lanes (a square root and a
+// division each), vectorised.
+MOECAST_AVX2_CLONES void ScaledResiduals(const float* __restrict__ f,
+                                         const double* __restrict__ y, int e0,
+                                         int n, float* __restrict__ out) {
+#pragma omp simd
+  for (int i = 0; i < n; ++i) {
+    const double fe = f[e0 + i];
+    out[i] = static_cast<float>((y[e0 + i] - fe) /
+                                std::sqrt(std::max<double>(fe, 1e-12)));
+  }
+}
+
 // NormalizeForecast(raw) stored as floats in `out`, and w * the normalised
 // values added to `blend` (if not null): a summing pass and a writing pass
 // (raw itself is left as it is).
@@ -432,19 +446,23 @@ void ForecastBank::Score(int predictor, int h, Track& t) {
   // Residuals for intervals: a rotating sample of experts per scored
   // forecast bounds the cost (the ring pools experts anyway).
   const int sample = std::min(m_, kResidualsPerScore);
-  int e = static_cast<int>(t.residual_cursor);
-  for (int i = 0; i < sample; ++i, e = e + 1 == m_ ? 0 : e + 1) {
-    const double y = realised[e];
-    const float r =
-        static_cast<float>((y - f[e]) / std::sqrt(std::max<double>(f[e], 1e-12)));
-    if (t.residuals.size() < static_cast<size_t>(options_.residual_window)) {
-      t.residuals.push_back(r);
+  const int cursor = static_cast<int>(t.residual_cursor);
+  float r[kResidualsPerScore];
+  // Experts cursor, cursor + 1, ... wrapping at M: at most two runs.
+  const int first = std::min(sample, m_ - cursor);
+  ScaledResiduals(f, realised, cursor, first, r);
+  if (first < sample) ScaledResiduals(f, realised, 0, sample - first, r + first);
+  const size_t window = static_cast<size_t>(options_.residual_window);
+  for (int i = 0; i < sample; ++i) {
+    if (t.residuals.size() < window) {
+      t.residuals.push_back(r[i]);
     } else {
-      t.residuals[t.residual_head] = r;
-      t.residual_head = (t.residual_head + 1) % t.residuals.size();
+      t.residuals[t.residual_head] = r[i];
+      t.residual_head =
+          t.residual_head + 1 == t.residuals.size() ? 0 : t.residual_head + 1;
     }
   }
-  t.residual_cursor = e;
+  t.residual_cursor = cursor + sample < m_ ? cursor + sample : cursor + sample - m_;
   const double w = t.weight * error_decay_;
   t.recent_l1 = t.scored == 0 ? l1 : (w * t.recent_l1 + l1) / (w + 1);
   t.weight = w + 1;

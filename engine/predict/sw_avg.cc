@@ -78,15 +78,33 @@ MOECAST_AVX2_CLONES void ReplaceRow(const double* __restrict__ in, int m,
   }
 }
 
-MOECAST_AVX2_CLONES void ScaleInto(const double* __restrict__ in, double scale,
-                                   int m, double* __restrict__ out) {
-  for (int e = 0; e < m; ++e) out[e] = scale * in[e];
-}
-
-MOECAST_AVX2_CLONES void AddScaledRow(const float* __restrict__ row,
-                                      double scale, int m,
+// out[e] = shared * sum[e] + sum_i scales[i] * rows[i][e], added in row
+// order (the same result, bit for bit, as scaling `sum` into out and adding
+// one scaled row per pass), a block of experts at a time kept in registers
+// across all rows: one pass over out instead of one per row.
+MOECAST_AVX2_CLONES void ScaleAddRows(const double* __restrict__ sum,
+                                      double shared,
+                                      const float* const* __restrict__ rows,
+                                      const double* __restrict__ scales,
+                                      int nrows, int m,
                                       double* __restrict__ out) {
-  for (int e = 0; e < m; ++e) out[e] += scale * row[e];
+  constexpr int kBlock = 16;
+  int e0 = 0;
+  for (; e0 + kBlock <= m; e0 += kBlock) {
+    double acc[kBlock];
+    for (int j = 0; j < kBlock; ++j) acc[j] = shared * sum[e0 + j];
+    for (int i = 0; i < nrows; ++i) {
+      const float* __restrict__ row = rows[i] + e0;
+      const double scale = scales[i];
+      for (int j = 0; j < kBlock; ++j) acc[j] += scale * row[j];
+    }
+    for (int j = 0; j < kBlock; ++j) out[e0 + j] = acc[j];
+  }
+  for (int e = e0; e < m; ++e) {
+    double acc = shared * sum[e];
+    for (int i = 0; i < nrows; ++i) acc += scales[i] * rows[i][e];
+    out[e] = acc;
+  }
 }
 
 MOECAST_AVX2_CLONES void AddRow(const float* __restrict__ row, int m,
@@ -137,10 +155,14 @@ class SwAvgPredictor final : public Predictor {
     // Positions at or after min(h - 1, n) share the newest weight.
     const int distinct = std::min(horizon - 1, count_);
     const double shared = w[count_ - 1];
-    ScaleInto(sum_.data(), shared, m_, out.data());
+    row_ptrs_.resize(distinct);
+    row_scales_.resize(distinct);
     for (int i = 0; i < distinct; ++i) {
-      AddScaledRow(Row(i), w[i] - shared, m_, out.data());
+      row_ptrs_[i] = Row(i);
+      row_scales_[i] = w[i] - shared;
     }
+    ScaleAddRows(sum_.data(), shared, row_ptrs_.data(), row_scales_.data(),
+                 distinct, m_, out.data());
   }
 
   void ForecastPath(int steps, absl::Span<double> out) override {
@@ -241,6 +263,9 @@ class SwAvgPredictor final : public Predictor {
   int since_resum_ = 0;
   std::vector<double> warmup_weights_;
   std::vector<std::pair<int, const std::vector<double>*>> local_weights_;
+  // Forecast's scratch (not state): the rows with distinct weights.
+  std::vector<const float*> row_ptrs_;
+  std::vector<double> row_scales_;
 };
 
 }  // namespace
