@@ -6,8 +6,9 @@
 // token count N as double, and flags. Counts are recovered as p[e] * sum(c).
 // Router-logit means, when the job sends them, go to a second ring allocated
 // on first use, or up front by ReserveLogits (zeroing a 1 MB ring per layer
-// on the step that first carries logits would stall that ingest call). The running totals (cumulative counts per expert, assignments,
-// tokens) are exact for integer counts up to 2^53 and give token-weighted mean
+// on the step that first carries logits would stall that ingest call). The
+// running totals (cumulative counts per expert, assignments, tokens) are
+// exact for integer counts up to 2^53 and give token-weighted mean
 // proportions over everything seen; windows inside the ring are summed on
 // demand. Later stages (state, predictors, health) keep their own incremental
 // state and read the ring only for look-backs.

@@ -17,7 +17,8 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // s_i, log s_i at L for every type.
-MOECAST_AVX2_CLONES void EvalProbs(const Problem& p, double gamma, const double* load,
+MOECAST_AVX2_CLONES
+void EvalProbs(const Problem& p, double gamma, const double* load,
                double* probs, double* log_probs) {
   const int m = p.num_experts;
   const double inv_sigma = 1.0 / p.sigma;
@@ -156,7 +157,8 @@ bool SingleTypeFast(const Problem& p, double gamma) {
   return p.num_types == 1 && gamma >= 0;
 }
 
-MOECAST_AVX2_CLONES void FactorSingle(const Problem& p, double gamma, const double* s,
+MOECAST_AVX2_CLONES
+void FactorSingle(const Problem& p, double gamma, const double* s,
                   Workspace* ws) {
   const int m = p.num_experts;
   const double c = gamma / p.sigma;
@@ -168,7 +170,8 @@ MOECAST_AVX2_CLONES void FactorSingle(const Problem& p, double gamma, const doub
   ws->single_c = c;
 }
 
-MOECAST_AVX2_CLONES void SolveSingle(int m, const double* s, const double* r, double* x,
+MOECAST_AVX2_CLONES
+void SolveSingle(int m, const double* s, const double* r, double* x,
                  const Workspace& ws) {
   const double* dinv = ws.dinv.data();
   const double sdr = Sum4(m, [&](int e) { return s[e] * dinv[e] * r[e]; });
@@ -181,7 +184,8 @@ MOECAST_AVX2_CLONES void SolveSingle(int m, const double* s, const double* r, do
 // Returns false if neither works. Sets *dense when the dense path ran.
 // `factored`: the previous call was at the same gamma and probabilities, so
 // the single-type factor in *ws is reused.
-MOECAST_AVX2_CLONES bool SolveHessian(const Problem& p, double gamma, const double* probs,
+MOECAST_AVX2_CLONES
+bool SolveHessian(const Problem& p, double gamma, const double* probs,
                   const double* r, double* x, Workspace* ws, bool* dense,
                   bool factored = false) {
   const int m = p.num_experts;
@@ -332,7 +336,8 @@ double MleUpperBound(int num_experts, double sigma) {
   return 1e6 * num_experts * sigma;
 }
 
-MOECAST_AVX2_CLONES void Solve(const Problem& p, double gamma, double tol, int max_iter,
+MOECAST_AVX2_CLONES
+void Solve(const Problem& p, double gamma, double tol, int max_iter,
            const double* warm, Workspace* ws, State* st) {
   const int m = p.num_experts;
   const int k = p.num_types;
@@ -496,7 +501,8 @@ MOECAST_AVX2_CLONES void Solve(const Problem& p, double gamma, double tol, int m
   }
 }
 
-MOECAST_AVX2_CLONES void PredictLoadForQuality(const Problem& p, const State& st,
+MOECAST_AVX2_CLONES
+void PredictLoadForQuality(const Problem& p, const State& st,
                            const double* q_new, Workspace* ws,
                            std::vector<double>* out) {
   const int m = p.num_experts;
@@ -551,7 +557,8 @@ MOECAST_AVX2_CLONES void PredictLoadForQuality(const Problem& p, const State& st
   }
 }
 
-MOECAST_AVX2_CLONES void LoadDerivative(const Problem& p, const State& st, Workspace* ws,
+MOECAST_AVX2_CLONES
+void LoadDerivative(const Problem& p, const State& st, Workspace* ws,
                     std::vector<double>* dload) {
   const int m = p.num_experts;
   std::vector<double>& rhs = ws->tmp;
@@ -575,7 +582,8 @@ MOECAST_AVX2_CLONES void LoadDerivative(const Problem& p, const State& st, Works
   for (int e = 0; e < m; ++e) (*dload)[e] = -(*dload)[e];
 }
 
-MOECAST_AVX2_CLONES Likelihood EvaluateLikelihood(const Problem& p, const Counts& c,
+MOECAST_AVX2_CLONES
+Likelihood EvaluateLikelihood(const Problem& p, const Counts& c,
                               const State& st, const std::vector<double>& dload,
                               Workspace* ws) {
   const int m = p.num_experts;
@@ -609,7 +617,8 @@ namespace {
 
 // SingleTypeCurvature; `factored` as for SolveHessian (true right after
 // LoadDerivative on the same state).
-MOECAST_AVX2_CLONES double Curvature(const Problem& p, const Counts& c, const State& st,
+MOECAST_AVX2_CLONES
+double Curvature(const Problem& p, const Counts& c, const State& st,
                  const std::vector<double>& dload, Workspace* ws,
                  std::vector<double>* d2load, bool factored) {
   if (p.num_types != 1) return kNaN;
