@@ -25,7 +25,7 @@ namespace placement_internal {
 namespace {
 
 constexpr double kRelEps = 1e-12;
-// Layers of at most this many experts also try a second start (BuildTarget).
+// Layers of at most this many experts also try more starts (BuildTarget).
 constexpr int kSecondStartMaxExperts = 64;
 
 // One local-search step off the most loaded bin g.
@@ -412,6 +412,37 @@ class Domain {
   // Replicas of local expert i.
   int count(int i) const { return cnt_[i]; }
 
+  // Between Replicate and Pack: the replica counts' marginal choices, as
+  // (from, to) pairs that move one replica of `from` (an expert with more
+  // than one) to `to` (one below the cap): the `donors` experts whose
+  // replicas carry the least load, each with the `receivers` experts that
+  // would carry the most per replica with one more.
+  void ReplicaShifts(int donors, int receivers,
+                     std::vector<std::pair<int, int>>* out) const {
+    out->clear();
+    std::vector<std::pair<double, int>> give, take;
+    for (int e = 0; e < n_; ++e) {
+      if (cnt_[e] > 1) give.push_back({r_[e], e});
+      if (cnt_[e] < nbins_) take.push_back({-rn_[e], e});
+    }
+    const size_t nd = std::min<size_t>(give.size(), donors);
+    const size_t nr = std::min<size_t>(take.size(), receivers);
+    std::partial_sort(give.begin(), give.begin() + nd, give.end());
+    std::partial_sort(take.begin(), take.begin() + nr, take.end());
+    for (size_t i = 0; i < nd; ++i) {
+      for (size_t j = 0; j < nr; ++j) {
+        if (give[i].second != take[j].second) {
+          out->push_back({give[i].second, take[j].second});
+        }
+      }
+    }
+  }
+  // Moves one replica of `from` to `to` (a pair from ReplicaShifts).
+  void ShiftReplica(int from, int to) {
+    SetCount(from, cnt_[from] - 1);
+    SetCount(to, cnt_[to] + 1);
+  }
+
  private:
   bool Holds(int bin, int e) const { return holds_[bin * n_ + e] != 0; }
   bool Orig(int bin, int e) const { return orig_[bin * n_ + e] != 0; }
@@ -722,6 +753,9 @@ class Planner {
   std::vector<std::vector<int>> dom_experts_;
   // The second start (BuildTarget).
   std::vector<Domain> alt_;
+  Domain probe_;                              // BuildTarget's replica shifts
+  std::vector<std::pair<int, int>> shifts_;
+  std::vector<int> shift_experts_;
   // The walk from the current placement (BuildPath).
   std::vector<Domain> path_;
   std::vector<std::vector<int>> alt_experts_;
@@ -899,6 +933,40 @@ void Planner::BuildTarget(int l, LayerWork* work) {
     if (alt_max < layer_max) {
       std::swap(domains_, alt_);
       layer_max = alt_max;
+    }
+  }
+  // More starts on the same small layers while above the bound: the greedy
+  // replica counts with one marginal replica moved (ReplicaShifts: 6 donors
+  // x 4 receivers per domain), packed and polished. Which experts get the
+  // last extra replicas decides what the packing can balance: with two
+  // GPUs, one replica more for a lighter expert often lets the others split
+  // evenly (BENCHMARKS.md: this start turns most of the small-shape inputs
+  // the default mode lost to eplb).
+  if (layout_.num_usable == layout_.num_gpus &&
+      layout_.num_experts <= kSecondStartMaxExperts) {
+    double bound = LowerBound(domains_) * (1 + 1e-9);
+    for (int d = 0; d < nd && layer_max > bound; ++d) {
+      // The domain's experts as the plan kept them (the second start may
+      // have packed groups to nodes differently).
+      shift_experts_ = domains_[d].experts();
+      Domain& probe = probe_;
+      probe.Reset(shift_experts_, w, caps_[d], k);
+      probe.Replicate();
+      probe.ReplicaShifts(6, 4, &shifts_);
+      for (const auto& [from, to] : shifts_) {
+        alt_ = domains_;
+        Domain& dom = alt_[d];
+        dom.Reset(shift_experts_, w, caps_[d], k);
+        dom.Replicate();
+        dom.ShiftReplica(from, to);
+        dom.Pack();
+        const double alt_max = Polish(&alt_, total);
+        if (alt_max < layer_max) {
+          std::swap(domains_, alt_);
+          layer_max = alt_max;
+          if (layer_max <= bound) break;
+        }
+      }
     }
   }
   work->target_max = layer_max;

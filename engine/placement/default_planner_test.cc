@@ -509,8 +509,9 @@ TEST(DefaultPlanner, SmallShapeSweepAtLeastAsBalancedAsEplb) {
   EXPECT_GT(no_dup, 500);
   EXPECT_GT(with_dup, 500);
   EXPECT_GT(ratio_sum / compared, 1.0);
-  // Losses happen only where eplb duplicated (see above), on a minority.
-  EXPECT_LT(lost_with_dup, with_dup / 4) << "of " << with_dup;
+  // Losses happen only where eplb duplicated (see above), on a few: 69 of
+  // 1,822 with the replica-shift starts (347 before them).
+  EXPECT_LE(lost_with_dup, with_dup / 20) << "of " << with_dup;
   std::printf("small shapes: %d inputs, %d where eplb duplicated (default "
               "less balanced on %d of them), mean ratio %.4f\n",
               compared, with_dup, lost_with_dup, ratio_sum / compared);
