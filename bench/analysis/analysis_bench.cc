@@ -213,8 +213,8 @@ void StepPart(const Flags& f) {
 }
 
 // Window fits: one 100-step window per layer, fitted with the engine's
-// options (100 bootstrap replicates), all layers timed together, `rounds`
-// times (the median is printed). Also prints the mean gamma_f and CI width
+// options (its bootstrap replicate count), all layers timed together,
+// `rounds` times (the median is printed). Also prints the mean gamma_f and CI width
 // over the layers, so that a faster fit can be checked for the same answers.
 void FitsPart(const Flags& f, int rounds) {
   const Pool pool = MakePool(f.shape, 64, 2);

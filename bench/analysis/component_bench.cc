@@ -13,8 +13,9 @@
 // Each row is the thread CPU time per step in the least disturbed block of
 // 100 steps (--steps is rounded up to whole blocks); one row also gives the
 // mean over blocks, and one runs state, shift detectors and bank
-// interleaved per layer as the engine does (not added to the total). The warm-up (default 1,100 steps) lets every horizon up to 1,000 score,
-// so the bank row is its steady-state cost. Steps come from grpc_load's
+// interleaved per layer as the engine does (not added to the total). The
+// warm-up (default 1,100 steps) lets every horizon up to 1,000 score, so the
+// bank row is its steady-state cost. Steps come from grpc_load's
 // generator, as in analysis_bench.
 #include <time.h>
 

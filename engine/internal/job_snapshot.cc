@@ -62,7 +62,9 @@ struct OptionEntry {
 
 std::vector<OptionEntry> JobOptionEntries(const EngineOptions& o) {
   std::vector<OptionEntry> e;
-  auto i = [&](const char* name, int64_t v) { e.push_back({name, v}); };
+  auto i = [&](const char* name, int64_t v, bool must_match = true) {
+    e.push_back({name, v, must_match});
+  };
   auto d = [&](const char* name, double v) { e.push_back({name, v}); };
   i("history_capacity_steps", o.history_capacity_steps);
   i("max_pending_steps", o.max_pending_steps);
@@ -83,8 +85,8 @@ std::vector<OptionEntry> JobOptionEntries(const EngineOptions& o) {
   // The replicate count sets only how precisely the intervals of windows
   // that close after a restore are computed (and its default changed from
   // 100 to 50: older data directories must restore).
-  e.push_back({"health.gamma.bootstrap_replicates",
-               int64_t{h.gamma.bootstrap_replicates}, /*must_match=*/false});
+  i("health.gamma.bootstrap_replicates", h.gamma.bootstrap_replicates,
+    /*must_match=*/false);
   i("health.gamma.seed", static_cast<int64_t>(h.gamma.seed));
   d("health.gamma.ci_level", h.gamma.ci_level);
   d("health.gamma.closed_form_min_count", h.gamma.closed_form_min_count);

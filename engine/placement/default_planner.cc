@@ -751,11 +751,11 @@ class Planner {
   std::vector<int> node_held_;  // nd x M
   std::vector<int> done_, cls_, ids_;
   std::vector<std::vector<int>> dom_experts_;
-  // The second start (BuildTarget).
+  // BuildTarget's other starts: the plan being tried, and for the replica
+  // shifts a domain's greedy counts and the shifts to try.
   std::vector<Domain> alt_;
-  Domain probe_;                              // BuildTarget's replica shifts
+  Domain replicated_;
   std::vector<std::pair<int, int>> shifts_;
-  std::vector<int> shift_experts_;
   // The walk from the current placement (BuildPath).
   std::vector<Domain> path_;
   std::vector<std::vector<int>> alt_experts_;
@@ -944,20 +944,18 @@ void Planner::BuildTarget(int l, LayerWork* work) {
   // the default mode lost to eplb).
   if (layout_.num_usable == layout_.num_gpus &&
       layout_.num_experts <= kSecondStartMaxExperts) {
-    double bound = LowerBound(domains_) * (1 + 1e-9);
+    const double bound = LowerBound(domains_) * (1 + 1e-9);
     for (int d = 0; d < nd && layer_max > bound; ++d) {
-      // The domain's experts as the plan kept them (the second start may
-      // have packed groups to nodes differently).
-      shift_experts_ = domains_[d].experts();
-      Domain& probe = probe_;
-      probe.Reset(shift_experts_, w, caps_[d], k);
-      probe.Replicate();
-      probe.ReplicaShifts(6, 4, &shifts_);
+      // The greedy counts of the domain's experts as the plan kept them
+      // (the second start may have packed groups to nodes differently),
+      // replicated once; each start copies them and moves one replica.
+      replicated_.Reset(domains_[d].experts(), w, caps_[d], k);
+      replicated_.Replicate();
+      replicated_.ReplicaShifts(6, 4, &shifts_);
       for (const auto& [from, to] : shifts_) {
         alt_ = domains_;
         Domain& dom = alt_[d];
-        dom.Reset(shift_experts_, w, caps_[d], k);
-        dom.Replicate();
+        dom = replicated_;
         dom.ShiftReplica(from, to);
         dom.Pack();
         const double alt_max = Polish(&alt_, total);
